@@ -1,0 +1,346 @@
+//! Workerman's Text protocol for lubdub: one message per line.
+//!
+//! Byte layout, exactly as Workerman's `Protocols\Text`:
+//!
+//! ```text
+//! +------------------------+----+        +------------------------+----+----+
+//! | line bytes (no \n)     | \n |   or   | line bytes             | \r | \n |
+//! +------------------------+----+        +------------------------+----+----+
+//! ```
+//!
+//! * A message is the bytes up to and including the first `\n`.
+//! * The decoded value has its trailing `\r\n` or `\n` removed (a `\r`
+//!   anywhere else is kept).
+//! * Encoding appends `\n` to the message.
+//! * The maximum line length (terminator included) defaults to 10 MiB,
+//!   Workerman's maximum package size. A longer line is an error as soon as
+//!   that many bytes arrived without a `\n`; nothing of the peer's choosing
+//!   is allocated beyond it.
+//!
+//! # Invalid UTF-8
+//!
+//! [`Text`] decodes to `String`. A line that is not valid UTF-8 is a protocol
+//! error ([`ProtocolError::InvalidUtf8`]): the worker reports it through
+//! `on_error` and closes that connection. Lossy replacement would silently
+//! change what the peer sent. Use [`TextBytes`], the binary-safe flavour, to
+//! receive any bytes as `Vec<u8>` lines.
+//!
+//! ```
+//! use lubdub_text::Text;
+//! use lubdub_worker::protocol::{Decoded, Protocol};
+//!
+//! let mut text = Text::new();
+//! assert_eq!(
+//!     text.decode(b"hello\r\nworld").unwrap(),
+//!     Decoded::Message { msg: "hello".to_string(), consumed: 7 }
+//! );
+//! let mut out = Vec::new();
+//! text.encode("hi", &mut out).unwrap();
+//! assert_eq!(out, b"hi\n");
+//! ```
+
+use lubdub_worker::protocol::{Decoded, Protocol, ProtocolError};
+use serde::Deserialize;
+
+/// Default maximum line length in bytes, terminator included: 10 MiB.
+pub const DEFAULT_MAX_LENGTH: usize = 10 * 1024 * 1024;
+
+/// Settings shared by [`Text`] and [`TextBytes`]; deserializable from config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextConfig {
+    /// Longest accepted line in bytes, `\n` included. Default 10 MiB.
+    pub max_length: usize,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        TextConfig {
+            max_length: DEFAULT_MAX_LENGTH,
+        }
+    }
+}
+
+/// Line splitting shared by both flavours: per-connection scan position.
+#[derive(Debug, Clone)]
+struct LineSplitter {
+    max_length: usize,
+    /// Bytes at the front of the buffer already searched for `\n`.
+    scanned: usize,
+}
+
+impl LineSplitter {
+    fn new(max_length: usize) -> Self {
+        LineSplitter {
+            max_length: max_length.max(1),
+            scanned: 0,
+        }
+    }
+
+    /// Returns `(content_len, consumed)` of the first complete line.
+    fn split(&mut self, src: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
+        // Never search past the maximum: bytes beyond it cannot start a valid line.
+        let limit = src.len().min(self.max_length);
+        let from = self.scanned.min(limit);
+        match memchr::memchr(b'\n', &src[from..limit]) {
+            Some(i) => {
+                self.scanned = 0;
+                let consumed = from + i + 1;
+                let mut content = consumed - 1;
+                if content > 0 && src[content - 1] == b'\r' {
+                    content -= 1;
+                }
+                Ok(Some((content, consumed)))
+            }
+            None if src.len() >= self.max_length => Err(ProtocolError::TooLarge {
+                len: src.len() as u64,
+                max: self.max_length as u64,
+            }),
+            None => {
+                self.scanned = limit;
+                Ok(None)
+            }
+        }
+    }
+
+    fn encode(&self, line: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        if line.len() >= self.max_length {
+            return Err(ProtocolError::TooLarge {
+                len: line.len() as u64 + 1,
+                max: self.max_length as u64,
+            });
+        }
+        dst.reserve(line.len() + 1);
+        dst.extend_from_slice(line);
+        dst.push(b'\n');
+        Ok(())
+    }
+}
+
+/// The Text protocol with UTF-8 lines (`String`). Scheme `text`.
+#[derive(Debug, Clone)]
+pub struct Text {
+    lines: LineSplitter,
+}
+
+impl Text {
+    /// Text protocol with the default 10 MiB maximum line length.
+    pub fn new() -> Self {
+        Self::with_max_length(DEFAULT_MAX_LENGTH)
+    }
+
+    /// Text protocol accepting lines of at most `max_length` bytes, `\n` included.
+    pub fn with_max_length(max_length: usize) -> Self {
+        Text {
+            lines: LineSplitter::new(max_length),
+        }
+    }
+
+    /// Text protocol from deserialized settings.
+    pub fn from_config(config: TextConfig) -> Self {
+        Self::with_max_length(config.max_length)
+    }
+
+    /// The maximum line length in bytes, `\n` included.
+    pub fn max_length(&self) -> usize {
+        self.lines.max_length
+    }
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Protocol for Text {
+    const SCHEME: &'static str = "text";
+    type Message = String;
+    type Outgoing = str;
+
+    fn decode(&mut self, src: &[u8]) -> Result<Decoded<String>, ProtocolError> {
+        let Some((len, consumed)) = self.lines.split(src)? else {
+            return Ok(Decoded::Incomplete);
+        };
+        match std::str::from_utf8(&src[..len]) {
+            Ok(s) => Ok(Decoded::Message {
+                msg: s.to_owned(),
+                consumed,
+            }),
+            Err(e) => Err(ProtocolError::InvalidUtf8 {
+                valid_up_to: e.valid_up_to(),
+            }),
+        }
+    }
+
+    fn encode(&self, msg: &str, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        self.lines.encode(msg.as_bytes(), dst)
+    }
+}
+
+/// The Text protocol with binary-safe lines (`Vec<u8>`, any bytes but `\n`).
+/// Scheme `text` as well: the framing on the wire is identical.
+#[derive(Debug, Clone)]
+pub struct TextBytes {
+    lines: LineSplitter,
+}
+
+impl TextBytes {
+    /// Binary-safe lines with the default 10 MiB maximum line length.
+    pub fn new() -> Self {
+        Self::with_max_length(DEFAULT_MAX_LENGTH)
+    }
+
+    /// Binary-safe lines of at most `max_length` bytes, `\n` included.
+    pub fn with_max_length(max_length: usize) -> Self {
+        TextBytes {
+            lines: LineSplitter::new(max_length),
+        }
+    }
+
+    /// The maximum line length in bytes, `\n` included.
+    pub fn max_length(&self) -> usize {
+        self.lines.max_length
+    }
+}
+
+impl Default for TextBytes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Protocol for TextBytes {
+    const SCHEME: &'static str = "text";
+    type Message = Vec<u8>;
+    type Outgoing = [u8];
+
+    fn decode(&mut self, src: &[u8]) -> Result<Decoded<Vec<u8>>, ProtocolError> {
+        Ok(match self.lines.split(src)? {
+            Some((len, consumed)) => Decoded::Message {
+                msg: src[..len].to_vec(),
+                consumed,
+            },
+            None => Decoded::Incomplete,
+        })
+    }
+
+    fn encode(&self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        self.lines.encode(msg, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg<M>(d: Decoded<M>) -> (M, usize) {
+        match d {
+            Decoded::Message { msg, consumed } => (msg, consumed),
+            Decoded::Incomplete => panic!("expected a message"),
+        }
+    }
+
+    #[test]
+    fn strips_lf_and_crlf_only_at_the_end() {
+        let mut t = Text::new();
+        assert_eq!(msg(t.decode(b"a\n").unwrap()), ("a".into(), 2));
+        assert_eq!(msg(t.decode(b"a\r\n").unwrap()), ("a".into(), 3));
+        assert_eq!(msg(t.decode(b"a\rb\n").unwrap()), ("a\rb".into(), 4));
+        assert_eq!(msg(t.decode(b"\n").unwrap()), (String::new(), 1));
+        assert_eq!(msg(t.decode(b"\r\n").unwrap()), (String::new(), 2));
+        assert_eq!(msg(t.decode(b"x\r\r\n").unwrap()), ("x\r".into(), 4));
+    }
+
+    #[test]
+    fn first_newline_ends_the_message() {
+        let mut t = Text::new();
+        assert_eq!(msg(t.decode(b"one\ntwo\n").unwrap()), ("one".into(), 4));
+    }
+
+    #[test]
+    fn incomplete_until_newline_and_scan_resumes() {
+        let mut t = Text::new();
+        let stream = b"hello world\n";
+        for end in 0..stream.len() {
+            assert_eq!(t.decode(&stream[..end]).unwrap(), Decoded::Incomplete);
+        }
+        assert_eq!(msg(t.decode(stream).unwrap()), ("hello world".into(), 12));
+        // scan state was reset: the next line is found from its start
+        assert_eq!(msg(t.decode(b"x\n").unwrap()), ("x".into(), 2));
+    }
+
+    #[test]
+    fn encode_appends_newline() {
+        let t = Text::new();
+        let mut out = b"pre".to_vec();
+        t.encode("line", &mut out).unwrap();
+        assert_eq!(out, b"preline\n");
+    }
+
+    #[test]
+    fn max_length_counts_the_terminator() {
+        let mut t = Text::with_max_length(4);
+        assert_eq!(msg(t.decode(b"abc\n").unwrap()), ("abc".into(), 4));
+        let mut t = Text::with_max_length(4);
+        assert_eq!(t.decode(b"abc").unwrap(), Decoded::Incomplete);
+        assert!(matches!(
+            t.decode(b"abcd"),
+            Err(ProtocolError::TooLarge { len: 4, max: 4 })
+        ));
+        // a newline beyond the limit does not rescue an over-long line
+        let mut t = Text::with_max_length(4);
+        assert!(t.decode(b"abcdef\n").is_err());
+        let t = Text::with_max_length(4);
+        let mut out = Vec::new();
+        assert!(t.encode("abcd", &mut out).is_err());
+        assert!(out.is_empty());
+        t.encode("abc", &mut out).unwrap();
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_bytes_flavour_accepts_it() {
+        let mut t = Text::new();
+        assert!(matches!(
+            t.decode(b"ok\xff\n"),
+            Err(ProtocolError::InvalidUtf8 { valid_up_to: 2 })
+        ));
+        let mut b = TextBytes::new();
+        assert_eq!(
+            msg(b.decode(b"ok\xff\r\n").unwrap()),
+            (b"ok\xff".to_vec(), 5)
+        );
+        let mut out = Vec::new();
+        b.encode(b"\x00\xff", &mut out).unwrap();
+        assert_eq!(out, b"\x00\xff\n");
+    }
+
+    #[test]
+    fn every_split_point_yields_the_same_messages() {
+        let stream = b"alpha\r\nbeta\n\ngamma\r\n";
+        let want = ["alpha", "beta", "", "gamma"];
+        for cut in 0..=stream.len() {
+            let mut t = Text::new();
+            let mut buf: Vec<u8> = Vec::new();
+            let mut got = Vec::new();
+            for chunk in [&stream[..cut], &stream[cut..]] {
+                buf.extend_from_slice(chunk);
+                while let Decoded::Message { msg, consumed } = t.decode(&buf).unwrap() {
+                    got.push(msg);
+                    buf.drain(..consumed);
+                }
+            }
+            assert_eq!(got, want, "cut at {cut}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn config_deserializes_with_default() {
+        let c: TextConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.max_length, DEFAULT_MAX_LENGTH);
+        let c: TextConfig = serde_json::from_str(r#"{"max_length": 9}"#).unwrap();
+        assert_eq!(Text::from_config(c).max_length(), 9);
+        assert!(serde_json::from_str::<TextConfig>(r#"{"max_len": 9}"#).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! Listen addresses: Workerman style (`text://0.0.0.0:1234`) or typed.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+
+use crate::Error;
+
+/// Where a worker listens (or a client connects), with an optional scheme.
+///
+/// Parses `scheme://host:port` (`text://0.0.0.0:1234`, `tcp://[::1]:0`,
+/// `frame://localhost:1235`) and plain `host:port`. Port 0 asks the OS for a
+/// free port; the worker reports the bound address. Build one directly from
+/// a [`SocketAddr`] for the typed form.
+///
+/// ```
+/// use lubdub_worker::ListenAddr;
+///
+/// let a: ListenAddr = "text://127.0.0.1:1234".parse().unwrap();
+/// assert_eq!(a.scheme(), Some("text"));
+/// assert_eq!(a.socket_addr().port(), 1234);
+/// let b: ListenAddr = "tcp://[::1]:0".parse().unwrap();
+/// assert!(b.socket_addr().is_ipv6());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    scheme: Option<String>,
+    addr: SocketAddr,
+}
+
+impl ListenAddr {
+    /// A typed address with no scheme (the worker's protocol applies).
+    pub fn new(addr: SocketAddr) -> Self {
+        ListenAddr { scheme: None, addr }
+    }
+
+    /// The scheme, if the address named one.
+    pub fn scheme(&self) -> Option<&str> {
+        self.scheme.as_deref()
+    }
+
+    /// The socket address.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Checks the scheme against a protocol's scheme (`tcp` is not a
+    /// wildcard: it names the raw protocol, as in Workerman).
+    pub(crate) fn check_scheme(&self, expected: &'static str) -> Result<(), Error> {
+        match &self.scheme {
+            Some(s) if !s.eq_ignore_ascii_case(expected) => Err(Error::SchemeMismatch {
+                expected,
+                found: s.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let s = s.trim();
+        let (scheme, rest) = match s.split_once("://") {
+            Some((scheme, rest)) => {
+                if scheme.is_empty()
+                    || !scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.')
+                {
+                    return Err(Error::Address(format!("invalid scheme in `{s}`")));
+                }
+                (Some(scheme.to_ascii_lowercase()), rest)
+            }
+            None => (None, s),
+        };
+        let rest = rest.trim_end_matches('/');
+        let addr = match rest.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => rest
+                .to_socket_addrs()
+                .map_err(|e| Error::Address(format!("`{s}`: {e}")))?
+                .next()
+                .ok_or_else(|| Error::Address(format!("`{s}` resolved to no address")))?,
+        };
+        Ok(ListenAddr { scheme, addr })
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> Self {
+        ListenAddr::new(addr)
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.scheme {
+            Some(s) => write!(f, "{s}://{}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+/// Anything a worker can listen on: `&str`, `String`, [`SocketAddr`], [`ListenAddr`].
+pub trait IntoListenAddr {
+    /// Converts (parsing or resolving if needed).
+    fn into_listen_addr(self) -> Result<ListenAddr, Error>;
+}
+
+impl IntoListenAddr for ListenAddr {
+    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+        Ok(self)
+    }
+}
+impl IntoListenAddr for SocketAddr {
+    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+        Ok(ListenAddr::new(self))
+    }
+}
+impl IntoListenAddr for &str {
+    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+        self.parse()
+    }
+}
+impl IntoListenAddr for String {
+    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+        self.parse()
+    }
+}
+impl IntoListenAddr for &String {
+    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+        self.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_workerman_forms() {
+        let a: ListenAddr = "text://0.0.0.0:1234".parse().unwrap();
+        assert_eq!(a.scheme(), Some("text"));
+        assert_eq!(a.socket_addr(), "0.0.0.0:1234".parse().unwrap());
+        let b: ListenAddr = "TCP://[::1]:0".parse().unwrap();
+        assert_eq!(b.scheme(), Some("tcp"));
+        assert_eq!(b.socket_addr(), "[::1]:0".parse().unwrap());
+        let c: ListenAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(c.scheme(), None);
+        let d: ListenAddr = "text://localhost:5".parse().unwrap();
+        assert!(d.socket_addr().ip().is_loopback());
+        assert_eq!(a.to_string(), "text://0.0.0.0:1234");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            "",
+            "text://",
+            "://1.2.3.4:5",
+            "text://1.2.3.4",
+            "te xt://1.2.3.4:5",
+            "1.2.3.4:99999",
+        ] {
+            assert!(bad.parse::<ListenAddr>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn scheme_check() {
+        let a: ListenAddr = "frame://127.0.0.1:1".parse().unwrap();
+        assert!(a.check_scheme("frame").is_ok());
+        assert!(matches!(
+            a.check_scheme("text"),
+            Err(Error::SchemeMismatch {
+                expected: "text",
+                ..
+            })
+        ));
+        assert!(ListenAddr::new("127.0.0.1:1".parse().unwrap())
+            .check_scheme("text")
+            .is_ok());
+    }
+}

@@ -1,0 +1,472 @@
+//! The connection handle shared by callbacks, timers and other threads.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use atomic_waker::AtomicWaker;
+use dashmap::DashMap;
+
+use crate::error::{CloseReason, Error};
+use crate::protocol::{Protocol, ProtocolError};
+
+/// A boxed, loop-local future returned by async message handlers.
+pub type LocalBoxFuture = Pin<Box<dyn Future<Output = ()> + 'static>>;
+
+pub(crate) type ConnFn<P> = Arc<dyn Fn(&Connection<P>) + Send + Sync>;
+pub(crate) type CloseFn<P> = Arc<dyn Fn(&Connection<P>, &CloseReason) + Send + Sync>;
+pub(crate) type ErrorFn<P> = Arc<dyn Fn(&Connection<P>, &Error) + Send + Sync>;
+pub(crate) type MessageFn<P> = Arc<dyn Fn(&Connection<P>, <P as Protocol>::Message) + Send + Sync>;
+pub(crate) type AsyncMessageFn<P> =
+    Arc<dyn Fn(Connection<P>, <P as Protocol>::Message) -> LocalBoxFuture + Send + Sync>;
+
+/// How inbound messages are handed to the application.
+pub(crate) enum MessageHandler<P: Protocol> {
+    Sync(MessageFn<P>),
+    Async(AsyncMessageFn<P>),
+}
+
+impl<P: Protocol> Clone for MessageHandler<P> {
+    fn clone(&self) -> Self {
+        match self {
+            MessageHandler::Sync(f) => MessageHandler::Sync(f.clone()),
+            MessageHandler::Async(f) => MessageHandler::Async(f.clone()),
+        }
+    }
+}
+
+/// The connection callbacks of a worker (or client).
+pub(crate) struct Handlers<P: Protocol> {
+    pub on_connect: Option<ConnFn<P>>,
+    pub on_message: Option<MessageHandler<P>>,
+    pub on_close: Option<CloseFn<P>>,
+    pub on_error: Option<ErrorFn<P>>,
+    pub on_buffer_full: Option<ConnFn<P>>,
+    pub on_buffer_drain: Option<ConnFn<P>>,
+}
+
+impl<P: Protocol> Default for Handlers<P> {
+    fn default() -> Self {
+        Handlers {
+            on_connect: None,
+            on_message: None,
+            on_close: None,
+            on_error: None,
+            on_buffer_full: None,
+            on_buffer_drain: None,
+        }
+    }
+}
+
+impl<P: Protocol> Clone for Handlers<P> {
+    fn clone(&self) -> Self {
+        Handlers {
+            on_connect: self.on_connect.clone(),
+            on_message: self.on_message.clone(),
+            on_close: self.on_close.clone(),
+            on_error: self.on_error.clone(),
+            on_buffer_full: self.on_buffer_full.clone(),
+            on_buffer_drain: self.on_buffer_drain.clone(),
+        }
+    }
+}
+
+/// Per-connection limits, with Workerman's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Send buffer limit per connection in bytes. Default 1 MiB.
+    pub send_buffer_size: usize,
+    /// Largest incomplete message the worker buffers per connection, in
+    /// bytes, whatever the protocol says. Default 10 MiB.
+    pub max_package_size: usize,
+    /// How long a graceful close may take to flush and see the peer's FIN
+    /// before the socket is dropped. Default 5 s.
+    pub close_timeout: Duration,
+    /// Messages decoded ahead while an async handler runs (per connection)
+    /// before reading pauses. Default 64.
+    pub async_queue: usize,
+}
+
+/// Default per-connection send buffer limit: 1 MiB (Workerman's).
+pub const DEFAULT_SEND_BUFFER_SIZE: usize = 1024 * 1024;
+/// Default maximum buffered package size: 10 MiB (Workerman's).
+pub const DEFAULT_MAX_PACKAGE_SIZE: usize = 10 * 1024 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            send_buffer_size: DEFAULT_SEND_BUFFER_SIZE,
+            max_package_size: DEFAULT_MAX_PACKAGE_SIZE,
+            close_timeout: Duration::from_secs(5),
+            async_queue: 64,
+        }
+    }
+}
+
+/// What connections of one worker (or one client) share.
+pub(crate) struct Endpoint<P: Protocol> {
+    pub protocol: P,
+    pub handlers: Handlers<P>,
+    pub limits: Limits,
+    pub connections: DashMap<u64, Connection<P>>,
+}
+
+/// The outcome of [`Connection::send`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SendStatus {
+    /// Encoded and queued; it will be written unless the connection breaks.
+    Queued,
+    /// Dropped: the send buffer is at its limit (reported through `on_error`).
+    BufferFull,
+    /// Dropped: the connection is closing or closed.
+    Closed,
+    /// Dropped: the protocol could not encode the message.
+    EncodeFailed(ProtocolError),
+}
+
+impl SendStatus {
+    /// Whether the message was queued for sending.
+    pub fn is_queued(&self) -> bool {
+        matches!(self, SendStatus::Queued)
+    }
+}
+
+/// Traffic counters of a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Bytes read from the socket.
+    pub bytes_in: u64,
+    /// Bytes written to the socket.
+    pub bytes_out: u64,
+    /// Messages decoded.
+    pub messages_in: u64,
+    /// Messages queued by `send` (not `send_raw`).
+    pub messages_out: u64,
+}
+
+pub(crate) const CLOSE_REQ: u8 = 1;
+pub(crate) const DESTROY_REQ: u8 = 2;
+pub(crate) const PAUSED: u8 = 4;
+pub(crate) const FINISHED: u8 = 8;
+
+/// The send queue, guarded by the connection's own lock (never a global one).
+#[derive(Default)]
+pub(crate) struct Outbox {
+    /// Encoded bytes not yet taken by the writer.
+    pub buf: Vec<u8>,
+    /// Bytes taken by the writer and not yet written.
+    pub in_flight: usize,
+    /// The buffer crossed the limit and has not drained yet.
+    pub full: bool,
+    /// `on_buffer_full` is due.
+    pub full_pending: bool,
+    /// Sends dropped since the last `on_error` report.
+    pub dropped: u64,
+    /// No more sends accepted.
+    pub closed: bool,
+    /// The connection's task is running now and will look at the queue
+    /// before it sleeps, so senders need not wake it.
+    pub polling: bool,
+}
+
+pub(crate) struct ConnInner<P: Protocol> {
+    pub id: u64,
+    /// Index of the event loop that drives the connection.
+    pub loop_id: usize,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub ep: Arc<Endpoint<P>>,
+    pub out: Mutex<Outbox>,
+    pub flags: AtomicU8,
+    pub waker: AtomicWaker,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    /// Nanoseconds since [`clock_epoch`] of the last inbound bytes.
+    pub last_active: AtomicU64,
+    pub reason: OnceLock<CloseReason>,
+    context: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
+}
+
+/// A live connection: cheap to clone, `Send + Sync`, usable from any thread.
+///
+/// Callbacks receive `&Connection`; clone it to keep it (in a timer, another
+/// thread, a map of sessions). All methods are non-blocking.
+pub struct Connection<P: Protocol> {
+    pub(crate) inner: Arc<ConnInner<P>>,
+}
+
+impl<P: Protocol> Clone for Connection<P> {
+    fn clone(&self) -> Self {
+        Connection {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<P: Protocol> fmt::Debug for Connection<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("remote", &self.inner.remote)
+            .finish()
+    }
+}
+
+/// The process-wide origin of the monotonic timestamps stored in connections.
+pub(crate) fn clock_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub(crate) fn mono_nanos(t: Instant) -> u64 {
+    t.saturating_duration_since(clock_epoch()).as_nanos() as u64
+}
+
+/// A fresh connection id, unique in the process (servers and clients alike).
+pub(crate) fn next_conn_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl<P: Protocol> Connection<P> {
+    pub(crate) fn new(
+        ep: Arc<Endpoint<P>>,
+        remote: SocketAddr,
+        local: SocketAddr,
+        loop_id: usize,
+    ) -> Self {
+        Connection {
+            inner: Arc::new(ConnInner {
+                id: next_conn_id(),
+                loop_id,
+                remote,
+                local,
+                ep,
+                out: Mutex::new(Outbox::default()),
+                flags: AtomicU8::new(0),
+                waker: AtomicWaker::new(),
+                bytes_in: AtomicU64::new(0),
+                bytes_out: AtomicU64::new(0),
+                messages_in: AtomicU64::new(0),
+                messages_out: AtomicU64::new(0),
+                last_active: AtomicU64::new(mono_nanos(Instant::now())),
+                reason: OnceLock::new(),
+                context: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The connection id, unique within the process.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.inner.remote
+    }
+
+    /// The local address of the socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.inner
+            .out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Encodes `msg` with the protocol and queues it. Never blocks.
+    ///
+    /// Sends of one loop turn are coalesced into as few writes as possible.
+    /// When the queue already holds `send_buffer_size` bytes the message is
+    /// dropped ([`SendStatus::BufferFull`]) and reported through `on_error`.
+    pub fn send(&self, msg: &P::Outgoing) -> SendStatus {
+        let ep = &self.inner.ep;
+        let status = self.queue(|buf| ep.protocol.encode(msg, buf));
+        if status.is_queued() {
+            self.inner.messages_out.fetch_add(1, Ordering::Relaxed);
+        }
+        status
+    }
+
+    /// Queues bytes as they are, bypassing the protocol's encoder.
+    pub fn send_raw(&self, bytes: &[u8]) -> SendStatus {
+        self.queue(|buf| {
+            buf.extend_from_slice(bytes);
+            Ok(())
+        })
+    }
+
+    fn queue(&self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>) -> SendStatus {
+        let limit = self.inner.ep.limits.send_buffer_size;
+        let mut ob = self.outbox();
+        if ob.closed {
+            return SendStatus::Closed;
+        }
+        if ob.buf.len() + ob.in_flight >= limit {
+            ob.dropped += 1;
+            let wake = !ob.polling;
+            drop(ob);
+            if wake {
+                self.inner.waker.wake();
+            }
+            return SendStatus::BufferFull;
+        }
+        let before = ob.buf.len();
+        if let Err(e) = encode(&mut ob.buf) {
+            ob.buf.truncate(before);
+            return SendStatus::EncodeFailed(e);
+        }
+        let mut wake = before == 0;
+        if !ob.full && ob.buf.len() + ob.in_flight >= limit {
+            ob.full = true;
+            ob.full_pending = true;
+            wake = true;
+        }
+        let wake = wake && !ob.polling;
+        drop(ob);
+        if wake {
+            self.inner.waker.wake();
+        }
+        SendStatus::Queued
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn send_buffer_len(&self) -> usize {
+        let ob = self.outbox();
+        ob.buf.len() + ob.in_flight
+    }
+
+    /// Stops reading, flushes what is queued, then closes (Workerman's `close()`).
+    pub fn close(&self) {
+        self.close_with_reason(CloseReason::Local);
+    }
+
+    /// Sends `msg`, then closes gracefully.
+    pub fn close_with(&self, msg: &P::Outgoing) {
+        let _ = self.send(msg);
+        self.close();
+    }
+
+    /// Closes gracefully and records `reason` (shown to `on_close`) unless
+    /// a reason was already recorded.
+    pub fn close_with_reason(&self, reason: CloseReason) {
+        let _ = self.inner.reason.set(reason);
+        self.outbox().closed = true;
+        self.set_flag(CLOSE_REQ);
+    }
+
+    /// Closes at once, discarding anything not yet written.
+    pub fn destroy(&self) {
+        let _ = self.inner.reason.set(CloseReason::Destroyed);
+        self.outbox().closed = true;
+        self.set_flag(DESTROY_REQ);
+    }
+
+    /// Stops reading from the socket until [`resume_recv`](Self::resume_recv).
+    /// Messages already read stay buffered, undelivered.
+    pub fn pause_recv(&self) {
+        self.set_flag(PAUSED);
+    }
+
+    /// Resumes reading after [`pause_recv`](Self::pause_recv).
+    pub fn resume_recv(&self) {
+        self.inner.flags.fetch_and(!PAUSED, Ordering::AcqRel);
+        self.inner.waker.wake();
+    }
+
+    /// Whether reading is paused.
+    pub fn is_recv_paused(&self) -> bool {
+        self.flags() & PAUSED != 0
+    }
+
+    /// Whether a close was requested or the connection is closed.
+    pub fn is_closing(&self) -> bool {
+        self.flags() & (CLOSE_REQ | DESTROY_REQ | FINISHED) != 0
+    }
+
+    /// Whether the connection is closed (`on_close` ran or is running).
+    pub fn is_closed(&self) -> bool {
+        self.flags() & FINISHED != 0
+    }
+
+    /// Why the connection closed or is closing, once known.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.inner.reason.get().cloned()
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> ConnStats {
+        let i = &self.inner;
+        ConnStats {
+            bytes_in: i.bytes_in.load(Ordering::Relaxed),
+            bytes_out: i.bytes_out.load(Ordering::Relaxed),
+            messages_in: i.messages_in.load(Ordering::Relaxed),
+            messages_out: i.messages_out.load(Ordering::Relaxed),
+        }
+    }
+
+    /// When bytes last arrived (monotonic; the connect time before any).
+    pub fn last_active(&self) -> Instant {
+        clock_epoch() + Duration::from_nanos(self.inner.last_active.load(Ordering::Relaxed))
+    }
+
+    /// Stores typed user data on the connection (Workerman's `$connection->context`),
+    /// replacing any previous value.
+    pub fn set_context<T: Any + Send + Sync>(&self, value: T) {
+        *self.context_slot() = Some(Arc::new(value));
+    }
+
+    /// The user data, if it was set with type `T`.
+    pub fn context<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.context_slot().clone()?.downcast::<T>().ok()
+    }
+
+    /// The user data of type `T`, inserting `init()` first if there is none
+    /// (or it has another type).
+    pub fn context_or_insert_with<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let mut slot = self.context_slot();
+        if let Some(v) = slot.clone().and_then(|v| v.downcast::<T>().ok()) {
+            return v;
+        }
+        let v = Arc::new(init());
+        *slot = Some(v.clone());
+        v
+    }
+
+    /// Removes the user data.
+    pub fn clear_context(&self) {
+        self.context_slot().take();
+    }
+
+    fn context_slot(&self) -> MutexGuard<'_, Option<Arc<dyn Any + Send + Sync>>> {
+        self.inner
+            .context
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn flags(&self) -> u8 {
+        self.inner.flags.load(Ordering::Acquire)
+    }
+
+    fn set_flag(&self, flag: u8) {
+        self.inner.flags.fetch_or(flag, Ordering::AcqRel);
+        self.inner.waker.wake();
+    }
+
+    pub(crate) fn endpoint(&self) -> &Endpoint<P> {
+        &self.inner.ep
+    }
+}

@@ -1,0 +1,213 @@
+//! The per-thread event loop context: executor, timers, read scratch buffer.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use async_executor::LocalExecutor;
+use event_listener::Event;
+
+use crate::timer_queue::TimerQueue;
+
+/// Size of the per-loop read buffer every connection reads into.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+pub(crate) type TimerFn = Box<dyn FnMut()>;
+
+/// State of one event-loop thread, reachable through a thread-local.
+pub(crate) struct LoopCtx {
+    /// Index of this loop within its worker (0..count).
+    pub id: usize,
+    pub ex: Rc<LocalExecutor<'static>>,
+    pub timers: RefCell<TimerQueue<TimerFn>>,
+    /// Waker of the timer driver task and the deadline it sleeps until.
+    timer_waker: RefCell<Option<Waker>>,
+    timer_armed: Cell<Option<Instant>>,
+    /// Shared read buffer: taken by a connection for the duration of a read.
+    scratch: Cell<Vec<u8>>,
+    /// Connection tasks alive on this loop, and an event when it drops to 0.
+    pub live: Cell<usize>,
+    pub idle: Event,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<LoopCtx>>> = const { RefCell::new(None) };
+}
+
+impl LoopCtx {
+    /// Creates a loop context and makes it current on this thread.
+    pub fn enter(id: usize) -> Rc<LoopCtx> {
+        let ctx = Rc::new(LoopCtx {
+            id,
+            ex: Rc::new(LocalExecutor::new()),
+            timers: RefCell::new(TimerQueue::new()),
+            timer_waker: RefCell::new(None),
+            timer_armed: Cell::new(None),
+            scratch: Cell::new(Vec::new()),
+            live: Cell::new(0),
+            idle: Event::new(),
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
+        ctx
+    }
+
+    /// Leaves the loop: drops its timers and forgets the thread-local.
+    pub fn exit(&self) {
+        let dropped = self.timers.borrow_mut().clear();
+        drop(dropped);
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+
+    /// The loop running on this thread, if any.
+    pub fn current() -> Option<Rc<LoopCtx>> {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+
+    /// Borrows the read buffer (allocating it on first use).
+    pub fn take_scratch(&self) -> Vec<u8> {
+        let mut v = self.scratch.take();
+        if v.len() < READ_CHUNK {
+            v = vec![0; READ_CHUNK];
+        }
+        v
+    }
+
+    /// Returns the read buffer.
+    pub fn put_scratch(&self, v: Vec<u8>) {
+        self.scratch.set(v);
+    }
+
+    /// Wakes the timer driver if a new deadline is earlier than the one it sleeps for.
+    pub fn timer_added(&self, deadline: Option<Instant>) {
+        let Some(d) = deadline else { return };
+        match self.timer_armed.get() {
+            Some(armed) if armed <= d => {}
+            _ => {
+                if let Some(w) = self.timer_waker.borrow().as_ref() {
+                    w.wake_by_ref();
+                }
+            }
+        }
+    }
+
+    pub fn conn_finished(&self) {
+        let n = self.live.get().saturating_sub(1);
+        self.live.set(n);
+        if n == 0 {
+            self.idle.notify(usize::MAX);
+        }
+    }
+
+    /// Waits until no connection task is left on this loop, or `timeout`.
+    /// Returns whether the loop is idle.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.live.get() == 0 {
+                return true;
+            }
+            let listener = self.idle.listen();
+            if self.live.get() == 0 {
+                return true;
+            }
+            let timed_out = futures_lite::future::or(
+                async {
+                    listener.await;
+                    false
+                },
+                async {
+                    async_io::Timer::at(deadline).await;
+                    true
+                },
+            )
+            .await;
+            if timed_out {
+                return self.live.get() == 0;
+            }
+        }
+    }
+}
+
+/// Runs a panicking-safe callback; returns the panic message on panic.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| panic_message(&*p))
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// The task that runs a loop's timers.
+pub(crate) struct TimerDriver {
+    ctx: Rc<LoopCtx>,
+    sleeper: async_io::Timer,
+    due: Vec<crate::timer_queue::TimerId>,
+}
+
+impl TimerDriver {
+    pub fn new(ctx: Rc<LoopCtx>) -> Self {
+        TimerDriver {
+            ctx,
+            sleeper: async_io::Timer::never(),
+            due: Vec::new(),
+        }
+    }
+}
+
+impl Future for TimerDriver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let ctx = &this.ctx;
+        {
+            let mut w = ctx.timer_waker.borrow_mut();
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        loop {
+            this.due.clear();
+            ctx.timers
+                .borrow_mut()
+                .collect_due(Instant::now(), &mut this.due);
+            for &id in &this.due {
+                let Some(mut f) = ctx.timers.borrow_mut().take(id) else {
+                    continue;
+                };
+                if let Err(msg) = catch(&mut f) {
+                    log::error!(
+                        "timer {} panicked: {msg}; the loop keeps running",
+                        id.as_u64()
+                    );
+                }
+                ctx.timers.borrow_mut().finish(id, f, Instant::now());
+            }
+            let next = ctx.timers.borrow_mut().next_deadline();
+            ctx.timer_armed.set(next);
+            match next {
+                None => return Poll::Pending,
+                Some(d) if d <= Instant::now() => {
+                    // An interval-0 timer: run it again on the next loop turn.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Some(d) => {
+                    this.sleeper.set_at(d);
+                    if Pin::new(&mut this.sleeper).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}

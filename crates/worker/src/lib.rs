@@ -1,0 +1,25 @@
+//! lubdub's event loop: [`Worker`], [`Connection`], [`Timer`] and the
+//! sans-IO [`Protocol`](protocol::Protocol) trait.
+//!
+//! Most users depend on the `lubdub` facade crate, which re-exports this one.
+
+mod addr;
+mod connection;
+mod driver;
+mod error;
+mod event_loop;
+pub mod protocol;
+mod timer;
+pub mod timer_queue;
+mod worker;
+
+pub use addr::{IntoListenAddr, ListenAddr};
+pub use connection::{
+    ConnStats, Connection, Limits, LocalBoxFuture, SendStatus, DEFAULT_MAX_PACKAGE_SIZE,
+    DEFAULT_SEND_BUFFER_SIZE,
+};
+pub use error::{CloseReason, Error};
+pub use protocol::{Decoded, Protocol, ProtocolError, Raw};
+pub use timer::Timer;
+pub use timer_queue::TimerId;
+pub use worker::{Worker, WorkerConfig, WorkerHandle};

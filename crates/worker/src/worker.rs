@@ -1,0 +1,626 @@
+//! `Worker`: listens, runs `count` event loops, and calls your callbacks.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_io::Async;
+use dashmap::DashMap;
+use event_listener::Event;
+use serde::Deserialize;
+
+use crate::addr::{IntoListenAddr, ListenAddr};
+use crate::connection::{
+    Connection, Endpoint, Handlers, Limits, LocalBoxFuture, MessageHandler,
+    DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+};
+use crate::driver::ConnDriver;
+use crate::error::{CloseReason, Error};
+use crate::event_loop::{catch, LoopCtx, TimerDriver};
+use crate::protocol::Protocol;
+use crate::timer::Timer;
+
+type WorkerFn<P> = Arc<dyn Fn(&WorkerHandle<P>) + Send + Sync>;
+
+/// Worker settings that can come from a config file (any serde format).
+///
+/// ```
+/// use lubdub_worker::WorkerConfig;
+///
+/// let cfg: WorkerConfig = serde_json::from_str(r#"{
+///     "listen": "text://127.0.0.1:0", "count": 2, "name": "chat",
+///     "send_buffer_size": 65536
+/// }"#).unwrap();
+/// assert_eq!(cfg.count, 2);
+/// assert_eq!(cfg.close_timeout_ms, 5000); // default
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Listen address, `scheme://host:port` or `host:port`. Required.
+    pub listen: String,
+    /// Event-loop threads. Default 1 (Workerman's `count`).
+    #[serde(default = "default_count")]
+    pub count: usize,
+    /// Worker name, used in thread names and logs. Default `"none"`.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Per-connection send buffer limit in bytes. Default 1 MiB.
+    #[serde(default = "default_send_buffer")]
+    pub send_buffer_size: usize,
+    /// Largest incomplete message buffered per connection. Default 10 MiB.
+    #[serde(default = "default_max_package")]
+    pub max_package_size: usize,
+    /// Graceful close timeout in milliseconds. Default 5000.
+    #[serde(default = "default_close_timeout")]
+    pub close_timeout_ms: u64,
+    /// How long `stop` waits for connections to flush, in milliseconds. Default 5000.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_ms: u64,
+}
+
+fn default_count() -> usize {
+    1
+}
+fn default_name() -> String {
+    "none".into()
+}
+fn default_send_buffer() -> usize {
+    DEFAULT_SEND_BUFFER_SIZE
+}
+fn default_max_package() -> usize {
+    DEFAULT_MAX_PACKAGE_SIZE
+}
+fn default_close_timeout() -> u64 {
+    5000
+}
+fn default_stop_timeout() -> u64 {
+    5000
+}
+
+/// A server: an address, a protocol, callbacks, and `count` event loops.
+///
+/// The Rust spelling of Workerman's `new Worker('text://0.0.0.0:1234')`:
+///
+/// ```no_run
+/// use lubdub_worker::{Worker, protocol::Raw};
+///
+/// let mut worker = Worker::<Raw>::new("tcp://0.0.0.0:1234").unwrap();
+/// worker.count(4).name("echo");
+/// worker.on_message(|conn, data| {
+///     let _ = conn.send(&data);
+/// });
+/// worker.run().unwrap(); // until SIGINT/SIGTERM
+/// ```
+///
+/// Callbacks are plain closures run on the event loop that owns the
+/// connection; they must not block. For async work per message use
+/// [`on_message_async`](Self::on_message_async).
+pub struct Worker<P: Protocol> {
+    listen: ListenAddr,
+    protocol: P,
+    count: usize,
+    name: String,
+    limits: Limits,
+    stop_timeout: Duration,
+    handlers: Handlers<P>,
+    on_worker_start: Option<WorkerFn<P>>,
+    on_worker_stop: Option<WorkerFn<P>>,
+}
+
+impl<P: Protocol + Default> Worker<P> {
+    /// A worker for `addr` (`text://0.0.0.0:1234`, `tcp://[::1]:0`, a
+    /// `SocketAddr`...) with the protocol's default settings. A scheme in the
+    /// address must match the protocol's.
+    pub fn new(addr: impl IntoListenAddr) -> Result<Self, Error> {
+        Self::with_protocol(addr, P::default())
+    }
+}
+
+impl<P: Protocol> Worker<P> {
+    /// A worker for `addr` speaking a configured `protocol`.
+    pub fn with_protocol(addr: impl IntoListenAddr, protocol: P) -> Result<Self, Error> {
+        let listen = addr.into_listen_addr()?;
+        listen.check_scheme(P::SCHEME)?;
+        Ok(Worker {
+            listen,
+            protocol,
+            count: 1,
+            name: default_name(),
+            limits: Limits::default(),
+            stop_timeout: Duration::from_secs(5),
+            handlers: Handlers::default(),
+            on_worker_start: None,
+            on_worker_stop: None,
+        })
+    }
+
+    /// A worker from deserialized settings.
+    pub fn from_config(config: &WorkerConfig, protocol: P) -> Result<Self, Error> {
+        if config.count == 0 {
+            return Err(Error::Config("count must be at least 1".into()));
+        }
+        let mut w = Self::with_protocol(config.listen.as_str(), protocol)?;
+        w.count(config.count)
+            .name(&config.name)
+            .send_buffer_size(config.send_buffer_size)
+            .max_package_size(config.max_package_size)
+            .close_timeout(Duration::from_millis(config.close_timeout_ms))
+            .stop_timeout(Duration::from_millis(config.stop_timeout_ms));
+        Ok(w)
+    }
+
+    /// Number of event-loop threads (Workerman's process `count`). Default 1.
+    /// Each loop has its own listening socket (`SO_REUSEPORT`), so the
+    /// kernel spreads new connections over the loops.
+    pub fn count(&mut self, count: usize) -> &mut Self {
+        self.count = count.max(1);
+        self
+    }
+
+    /// The worker's name, used for thread names and logs. Default `"none"`.
+    pub fn name(&mut self, name: &str) -> &mut Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// Per-connection send buffer limit in bytes. Default 1 MiB.
+    pub fn send_buffer_size(&mut self, bytes: usize) -> &mut Self {
+        self.limits.send_buffer_size = bytes.max(1);
+        self
+    }
+
+    /// Largest incomplete message buffered per connection, whatever the
+    /// protocol's own limit. Default 10 MiB.
+    pub fn max_package_size(&mut self, bytes: usize) -> &mut Self {
+        self.limits.max_package_size = bytes.max(1);
+        self
+    }
+
+    /// How long a graceful close may wait to flush. Default 5 s.
+    pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.limits.close_timeout = timeout;
+        self
+    }
+
+    /// How long stopping waits for connections to flush before destroying
+    /// them. Default 5 s.
+    pub fn stop_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Messages decoded ahead per connection while an async handler runs.
+    /// Default 64.
+    pub fn async_queue(&mut self, messages: usize) -> &mut Self {
+        self.limits.async_queue = messages.max(1);
+        self
+    }
+
+    /// Runs on each event loop when it starts (add timers here).
+    pub fn on_worker_start(
+        &mut self,
+        f: impl Fn(&WorkerHandle<P>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_worker_start = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs on each event loop when the worker stops, before connections close.
+    pub fn on_worker_stop(
+        &mut self,
+        f: impl Fn(&WorkerHandle<P>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_worker_stop = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs when a connection is established, before any message.
+    pub fn on_connect(&mut self, f: impl Fn(&Connection<P>) + Send + Sync + 'static) -> &mut Self {
+        self.handlers.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs for each decoded message, in order.
+    pub fn on_message(
+        &mut self,
+        f: impl Fn(&Connection<P>, P::Message) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.handlers.on_message = Some(MessageHandler::Sync(Arc::new(f)));
+        self
+    }
+
+    /// Like [`on_message`](Self::on_message), for handlers that must await
+    /// (a database call, say). The loop keeps serving other connections
+    /// while the future runs; one connection's messages are still handled
+    /// one at a time, in order. Up to `async_queue` messages are decoded
+    /// ahead, then reading pauses. The future runs on the connection's loop
+    /// and need not be `Send`. Replaces any `on_message` handler.
+    pub fn on_message_async<F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn(Connection<P>, P::Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.handlers.on_message = Some(MessageHandler::Async(Arc::new(move |c, m| {
+            Box::pin(f(c, m)) as LocalBoxFuture
+        })));
+        self
+    }
+
+    /// Runs exactly once per connection, after it closed for any reason.
+    pub fn on_close(
+        &mut self,
+        f: impl Fn(&Connection<P>, &CloseReason) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.handlers.on_close = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs on a connection error: protocol violation, dropped sends,
+    /// a panicking callback, a close that could not flush.
+    pub fn on_error(
+        &mut self,
+        f: impl Fn(&Connection<P>, &Error) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.handlers.on_error = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs when a connection's send buffer reaches its limit.
+    pub fn on_buffer_full(
+        &mut self,
+        f: impl Fn(&Connection<P>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.handlers.on_buffer_full = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs when a full send buffer has been completely written out.
+    pub fn on_buffer_drain(
+        &mut self,
+        f: impl Fn(&Connection<P>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.handlers.on_buffer_drain = Some(Arc::new(f));
+        self
+    }
+
+    /// The address given to the worker (port 0 until started).
+    pub fn listen_addr(&self) -> &ListenAddr {
+        &self.listen
+    }
+
+    /// Binds and starts the event loops; returns at once with a handle.
+    pub fn start(&self) -> Result<WorkerHandle<P>, Error> {
+        let count = self.count;
+        let first = bind(self.listen.socket_addr(), count > 1)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![Async::new(first)?];
+        for _ in 1..count {
+            listeners.push(Async::new(bind(local_addr, true)?)?);
+        }
+        let shared = Arc::new(WorkerShared {
+            name: self.name.clone(),
+            count,
+            local_addr,
+            ep: Arc::new(Endpoint {
+                protocol: self.protocol.clone(),
+                handlers: self.handlers.clone(),
+                limits: self.limits.clone(),
+                connections: DashMap::new(),
+            }),
+            stopping: AtomicBool::new(false),
+            stop_event: Event::new(),
+            stop_timeout: self.stop_timeout,
+            threads: Mutex::new(Vec::new()),
+            on_worker_start: self.on_worker_start.clone(),
+            on_worker_stop: self.on_worker_stop.clone(),
+        });
+        log::info!(
+            "worker {} listening on {}://{} with {count} loop(s)",
+            self.name,
+            P::SCHEME,
+            local_addr
+        );
+        let mut threads = Vec::with_capacity(count);
+        for (idx, listener) in listeners.into_iter().enumerate() {
+            let shared = shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("{}-{idx}", self.name))
+                .spawn(move || run_loop(shared, idx, listener))?;
+            threads.push(t);
+        }
+        *shared
+            .threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = threads;
+        Ok(WorkerHandle { shared })
+    }
+
+    /// Starts, stops on SIGINT or SIGTERM, and returns once every loop has
+    /// stopped (Workerman's `Worker::runAll()` for one worker).
+    pub fn run(&self) -> Result<(), Error> {
+        let handle = self.start()?;
+        #[cfg(unix)]
+        {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+            let sig_handle = signals.handle();
+            let h = handle.clone();
+            let watcher = std::thread::Builder::new()
+                .name(format!("{}-signals", self.name))
+                .spawn(move || {
+                    if let Some(sig) = signals.forever().next() {
+                        log::info!("signal {sig} received: stopping worker {}", h.name());
+                        h.stop();
+                    }
+                })?;
+            handle.wait();
+            sig_handle.close();
+            let _ = watcher.join();
+        }
+        #[cfg(not(unix))]
+        handle.wait();
+        Ok(())
+    }
+}
+
+struct WorkerShared<P: Protocol> {
+    name: String,
+    count: usize,
+    local_addr: SocketAddr,
+    ep: Arc<Endpoint<P>>,
+    stopping: AtomicBool,
+    stop_event: Event,
+    stop_timeout: Duration,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    on_worker_start: Option<WorkerFn<P>>,
+    on_worker_stop: Option<WorkerFn<P>>,
+}
+
+/// A running worker: its live connections, address, and stop control.
+/// Cheap to clone, usable from any thread and from callbacks and timers.
+pub struct WorkerHandle<P: Protocol> {
+    shared: Arc<WorkerShared<P>>,
+}
+
+impl<P: Protocol> Clone for WorkerHandle<P> {
+    fn clone(&self) -> Self {
+        WorkerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<P: Protocol> WorkerHandle<P> {
+    /// The live connections of all loops, keyed by connection id.
+    ///
+    /// A connection is in the map from just before `on_connect` until just
+    /// after `on_close`. Do not hold an entry reference across an `.await`
+    /// or while sending to many connections from another thread for long.
+    pub fn connections(&self) -> &DashMap<u64, Connection<P>> {
+        &self.shared.ep.connections
+    }
+
+    /// The bound address (the real port when listening on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Number of event loops.
+    pub fn count(&self) -> usize {
+        self.shared.count
+    }
+
+    /// Index of the event loop running the caller, if it runs on one.
+    pub fn current_loop() -> Option<usize> {
+        LoopCtx::current().map(|c| c.id)
+    }
+
+    /// Asks every loop to stop: stop accepting, run `on_worker_stop`, close
+    /// connections gracefully (bounded by the stop timeout), exit.
+    /// Returns at once; see [`wait`](Self::wait).
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stop_event.notify(usize::MAX);
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until every loop has stopped. Do not call it from a loop.
+    pub fn wait(&self) {
+        let threads = std::mem::take(
+            &mut *self
+                .shared
+                .threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for t in threads {
+            if t.join().is_err() {
+                log::error!("worker {}: an event loop thread panicked", self.shared.name);
+            }
+        }
+    }
+
+    /// [`stop`](Self::stop), then [`wait`](Self::wait).
+    pub fn stop_and_wait(&self) {
+        self.stop();
+        self.wait();
+    }
+}
+
+fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, Error> {
+    use socket2::{Domain, Protocol as SockProto, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(SockProto::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    sock.bind(&addr.into())
+        .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("bind {addr}: {e}"))))?;
+    sock.listen(1024)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
+}
+
+fn run_loop<P: Protocol>(shared: Arc<WorkerShared<P>>, idx: usize, listener: Async<TcpListener>) {
+    let ctx = LoopCtx::enter(idx);
+    let ex = ctx.ex.clone();
+    ex.spawn(TimerDriver::new(ctx.clone())).detach();
+    async_io::block_on(ex.run(loop_main(shared.clone(), ctx.clone(), listener)));
+    ctx.exit();
+    log::debug!("worker {} loop {idx} stopped", shared.name);
+}
+
+async fn loop_main<P: Protocol>(
+    shared: Arc<WorkerShared<P>>,
+    ctx: Rc<LoopCtx>,
+    listener: Async<TcpListener>,
+) {
+    let handle = WorkerHandle {
+        shared: shared.clone(),
+    };
+    if let Some(cb) = &shared.on_worker_start {
+        if let Err(msg) = catch(|| cb(&handle)) {
+            log::error!("worker {}: on_worker_start panicked: {msg}", shared.name);
+        }
+    }
+    futures_lite::future::or(accept_loop(&shared, &ctx, &listener), wait_stop(&shared)).await;
+    drop(listener);
+    if let Some(cb) = &shared.on_worker_stop {
+        if let Err(msg) = catch(|| cb(&handle)) {
+            log::error!("worker {}: on_worker_stop panicked: {msg}", shared.name);
+        }
+    }
+    Timer::del_all();
+    // Close this loop's connections gracefully, then force what is left.
+    let mine: Vec<Connection<P>> = shared
+        .ep
+        .connections
+        .iter()
+        .filter(|e| e.value().inner.loop_id == ctx.id)
+        .map(|e| e.value().clone())
+        .collect();
+    for c in &mine {
+        c.close_with_reason(CloseReason::WorkerStopped);
+    }
+    drop(mine);
+    if !ctx.wait_idle(shared.stop_timeout).await {
+        log::warn!(
+            "worker {} loop {}: {} connection(s) did not flush within {:?}; destroying",
+            shared.name,
+            ctx.id,
+            ctx.live.get(),
+            shared.stop_timeout
+        );
+        let rest: Vec<Connection<P>> = shared
+            .ep
+            .connections
+            .iter()
+            .filter(|e| e.value().inner.loop_id == ctx.id)
+            .map(|e| e.value().clone())
+            .collect();
+        for c in rest {
+            c.destroy();
+        }
+        ctx.wait_idle(Duration::from_secs(1)).await;
+    }
+}
+
+async fn wait_stop<P: Protocol>(shared: &WorkerShared<P>) {
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let l = shared.stop_event.listen();
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        l.await;
+    }
+}
+
+async fn accept_loop<P: Protocol>(
+    shared: &WorkerShared<P>,
+    ctx: &Rc<LoopCtx>,
+    listener: &Async<TcpListener>,
+) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(10);
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    let mut backoff = MIN_BACKOFF;
+    // (start, errors) of the current run of accept failures.
+    let mut episode: Option<(Instant, u64)> = None;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if let Some((since, n)) = episode.take() {
+                    log::info!(
+                        "worker {}: accepting again after {n} failed accept(s) over {:?}",
+                        shared.name,
+                        since.elapsed()
+                    );
+                }
+                backoff = MIN_BACKOFF;
+                spawn_connection(shared, ctx, stream, peer);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::ConnectionReset
+                ) => {}
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM...: back off instead of
+                // spinning on a listener that stays readable; log once.
+                match &mut episode {
+                    None => {
+                        log::warn!(
+                            "worker {}: accept failed: {e}; backing off until it succeeds",
+                            shared.name
+                        );
+                        episode = Some((Instant::now(), 1));
+                    }
+                    Some((_, n)) => *n += 1,
+                }
+                async_io::Timer::after(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn spawn_connection<P: Protocol>(
+    shared: &WorkerShared<P>,
+    ctx: &Rc<LoopCtx>,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+) {
+    let _ = stream.get_ref().set_nodelay(true);
+    let local = stream.get_ref().local_addr().unwrap_or(shared.local_addr);
+    let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id);
+    shared.ep.connections.insert(conn.id(), conn.clone());
+    ctx.ex
+        .spawn(ConnDriver::new(conn, stream, ctx.clone()))
+        .detach();
+}

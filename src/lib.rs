@@ -1,0 +1,34 @@
+//! # lubdub
+//!
+//! A Workerman-style event framework for Rust: pick a protocol, write
+//! `on_connect` / `on_message` / `on_close` callbacks, add timers with
+//! [`Timer::add`], and run a [`Worker`]. Built on the smol family
+//! (async-io, async-executor); no tokio.
+//!
+//! ```no_run
+//! use lubdub::{Text, Worker};
+//!
+//! let mut worker = Worker::<Text>::new("text://0.0.0.0:1234")?;
+//! worker.on_message(|conn, line| {
+//!     let _ = conn.send(&format!("you said: {line}"));
+//! });
+//! worker.run()?;
+//! # Ok::<(), lubdub::Error>(())
+//! ```
+//!
+//! This crate re-exports the member crates:
+//! * [`lubdub_worker`]: `Worker`, `Connection`, `Timer`, the `Protocol` trait;
+//! * [`lubdub_text`]: Workerman's Text protocol ([`Text`], [`TextBytes`]).
+
+pub use lubdub_worker::{
+    protocol, timer_queue, CloseReason, ConnStats, Connection, Decoded, Error, IntoListenAddr,
+    Limits, ListenAddr, LocalBoxFuture, Protocol, ProtocolError, Raw, SendStatus, Timer, TimerId,
+    Worker, WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+};
+
+pub use lubdub_text::{Text, TextBytes, TextConfig};
+
+/// The protocol crates, by name.
+pub mod protocols {
+    pub use lubdub_text as text;
+}
