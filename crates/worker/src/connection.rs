@@ -154,6 +154,8 @@ pub(crate) const CLOSE_REQ: u8 = 1;
 pub(crate) const DESTROY_REQ: u8 = 2;
 pub(crate) const PAUSED: u8 = 4;
 pub(crate) const FINISHED: u8 = 8;
+/// Close without waiting for the peer's FIN (the worker is stopping).
+pub(crate) const NO_LINGER: u8 = 16;
 
 /// The send queue, guarded by the connection's own lock (never a global one).
 #[derive(Default)]
@@ -179,6 +181,8 @@ pub(crate) struct ConnInner<P: Protocol> {
     pub id: u64,
     /// Index of the event loop that drives the connection.
     pub loop_id: usize,
+    /// Process-unique identity of that loop.
+    pub loop_uid: u64,
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub ep: Arc<Endpoint<P>>,
@@ -242,11 +246,13 @@ impl<P: Protocol> Connection<P> {
         remote: SocketAddr,
         local: SocketAddr,
         loop_id: usize,
+        loop_uid: u64,
     ) -> Self {
         Connection {
             inner: Arc::new(ConnInner {
                 id: next_conn_id(),
                 loop_id,
+                loop_uid,
                 remote,
                 local,
                 ep,
@@ -308,6 +314,12 @@ impl<P: Protocol> Connection<P> {
         })
     }
 
+    /// Whether the caller runs on the loop that drives this connection, where
+    /// buffer events fire synchronously inside `send`, as in Workerman.
+    fn on_own_loop(&self) -> bool {
+        crate::event_loop::current_loop_uid() == self.inner.loop_uid
+    }
+
     fn queue(&self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>) -> SendStatus {
         let limit = self.inner.ep.limits.send_buffer_size;
         let mut ob = self.outbox();
@@ -315,11 +327,17 @@ impl<P: Protocol> Connection<P> {
             return SendStatus::Closed;
         }
         if ob.buf.len() + ob.in_flight >= limit {
-            ob.dropped += 1;
-            let wake = !ob.polling;
-            drop(ob);
-            if wake {
-                self.inner.waker.wake();
+            if self.on_own_loop() {
+                drop(ob);
+                crate::driver::report(self, &Error::SendBufferFull { dropped: 1, limit });
+            } else {
+                // Reported by the connection's own loop.
+                ob.dropped += 1;
+                let wake = !ob.polling;
+                drop(ob);
+                if wake {
+                    self.inner.waker.wake();
+                }
             }
             return SendStatus::BufferFull;
         }
@@ -329,15 +347,23 @@ impl<P: Protocol> Connection<P> {
             return SendStatus::EncodeFailed(e);
         }
         let mut wake = before == 0;
+        let mut full_now = false;
         if !ob.full && ob.buf.len() + ob.in_flight >= limit {
             ob.full = true;
-            ob.full_pending = true;
-            wake = true;
+            if self.on_own_loop() {
+                full_now = true;
+            } else {
+                ob.full_pending = true;
+                wake = true;
+            }
         }
         let wake = wake && !ob.polling;
         drop(ob);
         if wake {
             self.inner.waker.wake();
+        }
+        if full_now {
+            crate::driver::fire_buffer_full(self);
         }
         SendStatus::Queued
     }
@@ -365,6 +391,12 @@ impl<P: Protocol> Connection<P> {
         let _ = self.inner.reason.set(reason);
         self.outbox().closed = true;
         self.set_flag(CLOSE_REQ);
+    }
+
+    /// Graceful close for a stopping worker: flush, but do not linger.
+    pub(crate) fn close_for_stop(&self) {
+        self.inner.flags.fetch_or(NO_LINGER, Ordering::AcqRel);
+        self.close_with_reason(CloseReason::WorkerStopped);
     }
 
     /// Closes at once, discarding anything not yet written.

@@ -22,7 +22,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::connection::{
     mono_nanos, Connection, LocalBoxFuture, MessageHandler, CLOSE_REQ, DESTROY_REQ, FINISHED,
-    PAUSED,
+    NO_LINGER, PAUSED,
 };
 use crate::error::{CloseReason, Error};
 use crate::event_loop::{catch, LoopCtx};
@@ -166,9 +166,7 @@ impl<P: Protocol> ConnDriver<P> {
         };
         let conn = &self.conn;
         if full {
-            if let Some(cb) = conn.endpoint().handlers.on_buffer_full.clone() {
-                Self::guard(conn, "on_buffer_full", || cb(conn));
-            }
+            fire_buffer_full(conn);
         }
         if dropped > 0 {
             let limit = conn.endpoint().limits.send_buffer_size;
@@ -453,7 +451,9 @@ impl<P: Protocol> ConnDriver<P> {
                 }
             };
             self.ctx.put_scratch(scratch);
-            if done {
+            // When the worker stops, do not wait for peers to close: what
+            // they sent is read, so dropping the socket sends a FIN, not a reset.
+            if done || self.conn.flags() & NO_LINGER != 0 {
                 self.finish(reason);
                 return Poll::Ready(());
             }
@@ -470,6 +470,13 @@ impl<P: Protocol> ConnDriver<P> {
             }
         }
         Poll::Pending
+    }
+}
+
+/// Calls `on_buffer_full`, guarding against a panic in it.
+pub(crate) fn fire_buffer_full<P: Protocol>(conn: &Connection<P>) {
+    if let Some(cb) = conn.endpoint().handlers.on_buffer_full.clone() {
+        ConnDriver::<P>::guard(conn, "on_buffer_full", || cb(conn));
     }
 }
 

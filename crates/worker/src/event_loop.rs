@@ -21,6 +21,8 @@ pub(crate) type TimerFn = Box<dyn FnMut()>;
 pub(crate) struct LoopCtx {
     /// Index of this loop within its worker (0..count).
     pub id: usize,
+    /// Process-unique identity of this loop.
+    pub uid: u64,
     pub ex: Rc<LocalExecutor<'static>>,
     pub timers: RefCell<TimerQueue<TimerFn>>,
     /// Waker of the timer driver task and the deadline it sleeps until.
@@ -35,13 +37,23 @@ pub(crate) struct LoopCtx {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<LoopCtx>>> = const { RefCell::new(None) };
+    static CURRENT_UID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Identity of the loop running on this thread (0 if none); cheap.
+pub(crate) fn current_loop_uid() -> u64 {
+    CURRENT_UID.with(|c| c.get())
 }
 
 impl LoopCtx {
     /// Creates a loop context and makes it current on this thread.
     pub fn enter(id: usize) -> Rc<LoopCtx> {
+        static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CURRENT_UID.with(|c| c.set(uid));
         let ctx = Rc::new(LoopCtx {
             id,
+            uid,
             ex: Rc::new(LocalExecutor::new()),
             timers: RefCell::new(TimerQueue::new()),
             timer_waker: RefCell::new(None),
@@ -59,6 +71,7 @@ impl LoopCtx {
         let dropped = self.timers.borrow_mut().clear();
         drop(dropped);
         CURRENT.with(|c| c.borrow_mut().take());
+        CURRENT_UID.with(|c| c.set(0));
     }
 
     /// The loop running on this thread, if any.

@@ -521,7 +521,7 @@ async fn loop_main<P: Protocol>(
         .map(|e| e.value().clone())
         .collect();
     for c in &mine {
-        c.close_with_reason(CloseReason::WorkerStopped);
+        c.close_for_stop();
     }
     drop(mine);
     if !ctx.wait_idle(shared.stop_timeout).await {
@@ -618,7 +618,7 @@ fn spawn_connection<P: Protocol>(
 ) {
     let _ = stream.get_ref().set_nodelay(true);
     let local = stream.get_ref().local_addr().unwrap_or(shared.local_addr);
-    let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id);
+    let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid);
     shared.ep.connections.insert(conn.id(), conn.clone());
     ctx.ex
         .spawn(ConnDriver::new(conn, stream, ctx.clone()))
