@@ -624,3 +624,43 @@ fn timer_outside_a_loop_is_an_error() {
         )
     ));
 }
+
+#[test]
+fn plugins_run_before_callbacks_and_can_consume_messages() {
+    use lubdub::{Connection, Flow, Plugin};
+    struct Pinger(mpsc::Sender<String>);
+    impl Plugin<Text> for Pinger {
+        fn on_worker_start(&self, w: &lubdub::WorkerHandle<Text>) {
+            self.0.send(format!("start {}", w.name())).unwrap();
+        }
+        fn on_connect(&self, c: &Connection<Text>) {
+            let _ = c.send("welcome");
+        }
+        fn on_message(&self, c: &Connection<Text>, msg: &String) -> Flow {
+            if msg == "ping" {
+                let _ = c.send("pong");
+                return Flow::Consumed;
+            }
+            Flow::Continue
+        }
+        fn on_close(&self, c: &Connection<Text>, r: &CloseReason) {
+            self.0
+                .send(format!("plugin close {} {r}", c.is_closed()))
+                .unwrap();
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let mut w = echo_worker();
+    w.name("plugged").plugin(Pinger(tx.clone()));
+    w.on_close(move |_, _| tx.send("user close".into()).unwrap());
+    let h = w.start().unwrap();
+    assert_eq!(recv(&rx), "start plugged");
+    let mut c = LineClient::connect(h.local_addr());
+    assert_eq!(c.line(), "welcome\n");
+    assert_eq!(c.roundtrip("ping"), "pong");
+    assert_eq!(c.roundtrip("hello"), "hello");
+    drop(c);
+    assert_eq!(recv(&rx), "plugin close true closed by peer");
+    assert_eq!(recv(&rx), "user close");
+    h.stop_and_wait();
+}

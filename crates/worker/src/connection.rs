@@ -48,6 +48,7 @@ pub(crate) struct Handlers<P: Protocol> {
     pub on_error: Option<ErrorFn<P>>,
     pub on_buffer_full: Option<ConnFn<P>>,
     pub on_buffer_drain: Option<ConnFn<P>>,
+    pub plugins: Vec<Arc<dyn crate::plugin::Plugin<P>>>,
 }
 
 impl<P: Protocol> Default for Handlers<P> {
@@ -59,6 +60,7 @@ impl<P: Protocol> Default for Handlers<P> {
             on_error: None,
             on_buffer_full: None,
             on_buffer_drain: None,
+            plugins: Vec::new(),
         }
     }
 }
@@ -72,6 +74,7 @@ impl<P: Protocol> Clone for Handlers<P> {
             on_error: self.on_error.clone(),
             on_buffer_full: self.on_buffer_full.clone(),
             on_buffer_drain: self.on_buffer_drain.clone(),
+            plugins: self.plugins.clone(),
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::connection::{
 };
 use crate::error::{CloseReason, Error};
 use crate::event_loop::{catch, LoopCtx};
+use crate::plugin::Flow;
 use crate::protocol::{Decoded, Protocol, ProtocolError};
 
 /// Reads per poll before yielding to other connections.
@@ -148,6 +149,11 @@ impl<P: Protocol> ConnDriver<P> {
         self.inflight = None;
         self.close_timer = None;
         log::debug!("connection {} closed: {reason}", conn.id());
+        for plugin in &conn.endpoint().handlers.plugins {
+            if let Err(msg) = catch(|| plugin.on_close(&conn, &reason)) {
+                log::error!("connection {}: plugin on_close panicked: {msg}", conn.id());
+            }
+        }
         if let Some(cb) = conn.endpoint().handlers.on_close.clone() {
             if let Err(msg) = catch(|| cb(&conn, &reason)) {
                 log::error!("connection {}: on_close panicked: {msg}", conn.id());
@@ -212,6 +218,15 @@ impl<P: Protocol> ConnDriver<P> {
 
     fn deliver(&mut self, msg: P::Message) {
         let conn = &self.conn;
+        for plugin in &conn.endpoint().handlers.plugins {
+            let mut flow = Flow::Continue;
+            if !Self::guard(conn, "plugin on_message", || {
+                flow = plugin.on_message(conn, &msg)
+            }) || flow == Flow::Consumed
+            {
+                return;
+            }
+        }
         match &conn.endpoint().handlers.on_message {
             Some(MessageHandler::Sync(f)) => {
                 let f = f.clone();
@@ -506,8 +521,14 @@ impl<P: Protocol> Future for ConnDriver<P> {
         if this.state == State::Init {
             this.state = State::Open;
             let conn = this.conn.clone();
+            let mut ok = true;
+            for plugin in &conn.endpoint().handlers.plugins {
+                ok = ok && Self::guard(&conn, "plugin on_connect", || plugin.on_connect(&conn));
+            }
             if let Some(cb) = conn.endpoint().handlers.on_connect.clone() {
-                Self::guard(&conn, "on_connect", || cb(&conn));
+                if ok {
+                    Self::guard(&conn, "on_connect", || cb(&conn));
+                }
             }
         }
         loop {

@@ -8,6 +8,7 @@ mod connection;
 mod driver;
 mod error;
 mod event_loop;
+pub mod plugin;
 pub mod protocol;
 mod timer;
 pub mod timer_queue;
@@ -19,6 +20,7 @@ pub use connection::{
     DEFAULT_SEND_BUFFER_SIZE,
 };
 pub use error::{CloseReason, Error};
+pub use plugin::{Flow, Plugin};
 pub use protocol::{Decoded, Protocol, ProtocolError, Raw};
 pub use timer::Timer;
 pub use timer_queue::TimerId;

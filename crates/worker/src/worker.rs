@@ -288,6 +288,13 @@ impl<P: Protocol> Worker<P> {
         self
     }
 
+    /// Installs a plugin (the heartbeat, say). Its hooks run before the
+    /// callbacks of the same name, in the order plugins were added.
+    pub fn plugin(&mut self, plugin: impl crate::plugin::Plugin<P>) -> &mut Self {
+        self.handlers.plugins.push(Arc::new(plugin));
+        self
+    }
+
     /// The address given to the worker (port 0 until started).
     pub fn listen_addr(&self) -> &ListenAddr {
         &self.listen
@@ -499,6 +506,14 @@ async fn loop_main<P: Protocol>(
     let handle = WorkerHandle {
         shared: shared.clone(),
     };
+    for plugin in &shared.ep.handlers.plugins {
+        if let Err(msg) = catch(|| plugin.on_worker_start(&handle)) {
+            log::error!(
+                "worker {}: plugin on_worker_start panicked: {msg}",
+                shared.name
+            );
+        }
+    }
     if let Some(cb) = &shared.on_worker_start {
         if let Err(msg) = catch(|| cb(&handle)) {
             log::error!("worker {}: on_worker_start panicked: {msg}", shared.name);
@@ -506,6 +521,14 @@ async fn loop_main<P: Protocol>(
     }
     futures_lite::future::or(accept_loop(&shared, &ctx, &listener), wait_stop(&shared)).await;
     drop(listener);
+    for plugin in &shared.ep.handlers.plugins {
+        if let Err(msg) = catch(|| plugin.on_worker_stop(&handle)) {
+            log::error!(
+                "worker {}: plugin on_worker_stop panicked: {msg}",
+                shared.name
+            );
+        }
+    }
     if let Some(cb) = &shared.on_worker_stop {
         if let Err(msg) = catch(|| cb(&handle)) {
             log::error!("worker {}: on_worker_stop panicked: {msg}", shared.name);
