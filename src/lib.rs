@@ -21,10 +21,10 @@
 //! * [`lubdub_text`]: Workerman's Text protocol ([`Text`], [`TextBytes`]).
 
 pub use lubdub_worker::{
-    plugin, protocol, timer_queue, CloseReason, ConnStats, Connection, Decoded, Error, Flow,
-    IntoListenAddr, Limits, ListenAddr, LocalBoxFuture, Plugin, Protocol, ProtocolError, Raw,
-    SendStatus, Timer, TimerId, Worker, WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE,
-    DEFAULT_SEND_BUFFER_SIZE,
+    plugin, protocol, timer_queue, Backoff, Client, CloseReason, ConnStats, Connection, Decoded,
+    Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr, LocalBoxFuture, LoopHandle, Plugin,
+    Protocol, ProtocolError, Raw, ReconnectPolicy, SendStatus, Timer, TimerId, Worker,
+    WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
 };
 
 pub use lubdub_text::{Text, TextBytes, TextConfig};

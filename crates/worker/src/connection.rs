@@ -187,7 +187,7 @@ pub(crate) struct ConnInner<P: Protocol> {
     /// Process-unique identity of that loop.
     pub loop_uid: u64,
     pub remote: SocketAddr,
-    pub local: SocketAddr,
+    pub local: Mutex<SocketAddr>,
     pub ep: Arc<Endpoint<P>>,
     pub out: Mutex<Outbox>,
     pub flags: AtomicU8,
@@ -198,7 +198,9 @@ pub(crate) struct ConnInner<P: Protocol> {
     pub messages_out: AtomicU64,
     /// Nanoseconds since [`clock_epoch`] of the last inbound bytes.
     pub last_active: AtomicU64,
-    pub reason: OnceLock<CloseReason>,
+    reason: Mutex<Option<CloseReason>>,
+    /// Reconnect control, for client connections only.
+    pub client: Option<Box<crate::client::ClientCtl>>,
     context: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -250,6 +252,7 @@ impl<P: Protocol> Connection<P> {
         local: SocketAddr,
         loop_id: usize,
         loop_uid: u64,
+        client: Option<Box<crate::client::ClientCtl>>,
     ) -> Self {
         Connection {
             inner: Arc::new(ConnInner {
@@ -257,7 +260,7 @@ impl<P: Protocol> Connection<P> {
                 loop_id,
                 loop_uid,
                 remote,
-                local,
+                local: Mutex::new(local),
                 ep,
                 out: Mutex::new(Outbox::default()),
                 flags: AtomicU8::new(0),
@@ -267,7 +270,8 @@ impl<P: Protocol> Connection<P> {
                 messages_in: AtomicU64::new(0),
                 messages_out: AtomicU64::new(0),
                 last_active: AtomicU64::new(mono_nanos(Instant::now())),
-                reason: OnceLock::new(),
+                reason: Mutex::new(None),
+                client,
                 context: Mutex::new(None),
             }),
         }
@@ -278,6 +282,13 @@ impl<P: Protocol> Connection<P> {
         self.inner.id
     }
 
+    /// Index of the event loop (0..count) that drives this connection.
+    /// Compare with [`WorkerHandle::current_loop`](crate::WorkerHandle::current_loop)
+    /// to walk only the current loop's connections.
+    pub fn loop_index(&self) -> usize {
+        self.inner.loop_id
+    }
+
     /// The peer's address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.inner.remote
@@ -285,7 +296,46 @@ impl<P: Protocol> Connection<P> {
 
     /// The local address of the socket.
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local
+        *self
+            .inner
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_local_addr(&self, addr: SocketAddr) {
+        *self
+            .inner
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = addr;
+    }
+
+    /// Records why the connection closes, unless a reason is already recorded.
+    pub(crate) fn set_reason(&self, reason: CloseReason) {
+        let mut r = self
+            .inner
+            .reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if r.is_none() {
+            *r = Some(reason);
+        }
+    }
+
+    /// Forgets the close state of the previous session (client reconnects).
+    pub(crate) fn reset_session(&self, accept_sends: bool) {
+        *self
+            .inner
+            .reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.inner.flags.store(0, Ordering::Release);
+        let mut ob = self.outbox();
+        ob.closed = !accept_sends;
+        ob.in_flight = 0;
+        ob.full = false;
+        ob.full_pending = false;
     }
 
     pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
@@ -378,33 +428,97 @@ impl<P: Protocol> Connection<P> {
     }
 
     /// Stops reading, flushes what is queued, then closes (Workerman's `close()`).
+    ///
+    /// On a client connection this is final: it never reconnects and no
+    /// timer of it fires afterwards.
     pub fn close(&self) {
+        self.user_closed();
         self.close_with_reason(CloseReason::Local);
     }
 
-    /// Sends `msg`, then closes gracefully.
+    /// Sends `msg`, then closes gracefully (final, like [`close`](Self::close)).
     pub fn close_with(&self, msg: &P::Outgoing) {
         let _ = self.send(msg);
         self.close();
     }
 
     /// Closes gracefully and records `reason` (shown to `on_close`) unless
-    /// a reason was already recorded.
+    /// a reason was already recorded. Unlike [`close`](Self::close), a client
+    /// connection closed this way still follows its reconnect policy (the
+    /// heartbeat closes dead links with [`CloseReason::HeartbeatTimeout`] so).
     pub fn close_with_reason(&self, reason: CloseReason) {
-        let _ = self.inner.reason.set(reason);
+        self.set_reason(reason);
         self.outbox().closed = true;
         self.set_flag(CLOSE_REQ);
+    }
+
+    fn user_closed(&self) {
+        if let Some(ctl) = &self.inner.client {
+            ctl.user_close();
+        }
+    }
+
+    /// Client connections: closes the current connection, if any, and
+    /// connects again after `after` (Workerman's `reconnect()`). Also revives
+    /// a client that gave up or waits after a disconnect without an
+    /// automatic policy. Returns [`Error::NotAClient`] on a server connection.
+    pub fn reconnect(&self, after: Duration) -> Result<(), Error> {
+        let ctl = self.inner.client.as_ref().ok_or(Error::NotAClient)?;
+        if ctl.is_user_closed() {
+            return Err(Error::Config(
+                "the connection was closed by the application".into(),
+            ));
+        }
+        ctl.request_reconnect(after);
+        if self.flags() & FINISHED == 0 && ctl.is_connected() {
+            self.close_with_reason(CloseReason::Custom("reconnect requested".into()));
+        }
+        Ok(())
+    }
+
+    /// Client connections: cancels a scheduled reconnect (manual or from
+    /// the automatic policy) without closing anything; the client then waits
+    /// for [`reconnect`](Self::reconnect). No-op on server connections.
+    pub fn cancel_reconnect(&self) {
+        if let Some(ctl) = &self.inner.client {
+            ctl.cancel_reconnect();
+        }
+    }
+
+    /// Client connections: tells the reconnect policy the link proved
+    /// healthy (the heartbeat calls this after a round trip), which resets
+    /// the backoff. No-op on server connections.
+    pub fn mark_healthy(&self) {
+        if let Some(ctl) = &self.inner.client {
+            ctl.mark_healthy();
+        }
+    }
+
+    /// Whether this is a client (outgoing) connection.
+    pub fn is_client(&self) -> bool {
+        self.inner.client.is_some()
+    }
+
+    /// Whether a socket is currently connected (servers: until closed;
+    /// clients: between `on_connect` and `on_close` of each session).
+    pub fn is_connected(&self) -> bool {
+        match &self.inner.client {
+            Some(ctl) => ctl.is_connected() && self.flags() & FINISHED == 0,
+            None => self.flags() & FINISHED == 0,
+        }
     }
 
     /// Graceful close for a stopping worker: flush, but do not linger.
     pub(crate) fn close_for_stop(&self) {
         self.inner.flags.fetch_or(NO_LINGER, Ordering::AcqRel);
+        self.user_closed();
         self.close_with_reason(CloseReason::WorkerStopped);
     }
 
     /// Closes at once, discarding anything not yet written.
     pub fn destroy(&self) {
-        let _ = self.inner.reason.set(CloseReason::Destroyed);
+        self.user_closed();
+        self.set_reason(CloseReason::Destroyed);
         self.outbox().closed = true;
         self.set_flag(DESTROY_REQ);
     }
@@ -438,7 +552,11 @@ impl<P: Protocol> Connection<P> {
 
     /// Why the connection closed or is closing, once known.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.inner.reason.get().cloned()
+        self.inner
+            .reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Traffic counters.

@@ -77,7 +77,10 @@ enum ReadOutcome {
 impl<P: Protocol> ConnDriver<P> {
     pub fn new(conn: Connection<P>, stream: Async<TcpStream>, ctx: Rc<LoopCtx>) -> Self {
         let decoder = conn.endpoint().protocol.clone();
-        ctx.live.set(ctx.live.get() + 1);
+        // A client's supervisor accounts for its sessions.
+        if !conn.is_client() {
+            ctx.live.set(ctx.live.get() + 1);
+        }
         ConnDriver {
             conn,
             stream: Some(stream),
@@ -133,14 +136,18 @@ impl<P: Protocol> ConnDriver<P> {
         }
         self.state = State::Done;
         let conn = self.conn.clone();
-        let _ = conn.inner.reason.set(reason);
+        conn.set_reason(reason);
         let reason = conn.close_reason().unwrap_or(CloseReason::Local);
         conn.inner.flags.fetch_or(FINISHED, Ordering::AcqRel);
         {
             let mut ob = conn.outbox();
             ob.closed = true;
-            ob.buf = Vec::new();
             ob.in_flight = 0;
+            // A client keeps whole messages not yet taken by the writer for
+            // its next session; bytes in flight may be half-written: dropped.
+            if !conn.is_client() {
+                ob.buf = Vec::new();
+            }
         }
         self.stream = None;
         self.rbuf = Vec::new();
@@ -159,8 +166,19 @@ impl<P: Protocol> ConnDriver<P> {
                 log::error!("connection {}: on_close panicked: {msg}", conn.id());
             }
         }
-        conn.endpoint().connections.remove(&conn.id());
-        self.ctx.conn_finished();
+        if !conn.is_client() {
+            conn.endpoint().connections.remove(&conn.id());
+            self.ctx.conn_finished();
+        }
+    }
+
+    /// A socket error: report it through `on_error` and close at once.
+    fn fail(&mut self, op: &str, e: io::Error) {
+        log::debug!("connection {}: {op} failed: {e}", self.conn.id());
+        let kind = e.kind();
+        self.conn.set_reason(CloseReason::Io(kind));
+        report(&self.conn, &Error::Io(e));
+        self.finish(CloseReason::Io(kind));
     }
 
     /// Fires `on_buffer_full` and reports dropped sends, as flagged by `send`.
@@ -548,12 +566,11 @@ impl<P: Protocol> Future for ConnDriver<P> {
                 ReadOutcome::Idle => {}
                 ReadOutcome::Budget => yield_now = true,
                 ReadOutcome::Eof => {
-                    let _ = this.conn.inner.reason.set(CloseReason::PeerClosed);
+                    this.conn.set_reason(CloseReason::PeerClosed);
                     this.begin_closing();
                 }
                 ReadOutcome::Failed(e) => {
-                    log::debug!("connection {}: read failed: {e}", this.conn.id());
-                    this.finish(CloseReason::Io(e.kind()));
+                    this.fail("read", e);
                     return Poll::Ready(());
                 }
             }
@@ -564,8 +581,7 @@ impl<P: Protocol> Future for ConnDriver<P> {
             let flushed = match this.flush(cx) {
                 Ok(f) => f,
                 Err(e) => {
-                    log::debug!("connection {}: write failed: {e}", this.conn.id());
-                    this.finish(CloseReason::Io(e.kind()));
+                    this.fail("write", e);
                     return Poll::Ready(());
                 }
             };

@@ -36,6 +36,20 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+    /// A client could not connect (refused, unreachable, timed out...).
+    ConnectFailed {
+        /// The address it tried.
+        addr: std::net::SocketAddr,
+        /// The OS error (`TimedOut` for the connect timeout).
+        source: io::Error,
+    },
+    /// A client's automatic reconnect policy used up its attempts.
+    ReconnectGaveUp {
+        /// Failed attempts in a row.
+        attempts: u32,
+    },
+    /// A client-only operation was used on a server connection.
+    NotAClient,
     /// A graceful close could not flush the send buffer in time.
     FlushTimeout,
     /// `Timer` or another loop-bound API was used outside a running event loop.
@@ -63,6 +77,13 @@ impl fmt::Display for Error {
             Error::CallbackPanic { callback, message } => {
                 write!(f, "{callback} panicked: {message}")
             }
+            Error::ConnectFailed { addr, source } => {
+                write!(f, "connect to {addr} failed: {source}")
+            }
+            Error::ReconnectGaveUp { attempts } => {
+                write!(f, "gave up reconnecting after {attempts} failed attempt(s)")
+            }
+            Error::NotAClient => write!(f, "not a client connection"),
             Error::FlushTimeout => write!(f, "timed out flushing the send buffer on close"),
             Error::NoEventLoop => write!(f, "not called on a running lubdub event loop"),
             Error::Config(c) => write!(f, "invalid configuration: {c}"),
@@ -75,6 +96,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io(e) => Some(e),
             Error::Protocol(e) => Some(e),
+            Error::ConnectFailed { source, .. } => Some(source),
             _ => None,
         }
     }

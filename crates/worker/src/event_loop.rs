@@ -1,9 +1,11 @@
 //! The per-thread event loop context: executor, timers, read scratch buffer.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,56 @@ pub(crate) struct LoopCtx {
     /// Connection tasks alive on this loop, and an event when it drops to 0.
     pub live: Cell<usize>,
     pub idle: Event,
+    /// Closers of the client connections living on this loop, by id.
+    pub clients: RefCell<HashMap<u64, Box<dyn Fn()>>>,
+}
+
+/// A stop request that can be awaited; set from any thread.
+#[derive(Default)]
+pub(crate) struct StopSignal {
+    stopping: AtomicBool,
+    event: Event,
+}
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    pub async fn wait(&self) {
+        loop {
+            if self.is_stopping() {
+                return;
+            }
+            let l = self.event.listen();
+            if self.is_stopping() {
+                return;
+            }
+            l.await;
+        }
+    }
+}
+
+/// Runs an event loop on this thread: enters the context, starts the timer
+/// driver, runs `main` to completion, then tears the loop down.
+pub(crate) fn run_event_loop<F, Fut>(id: usize, main: F)
+where
+    F: FnOnce(Rc<LoopCtx>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let ctx = LoopCtx::enter(id);
+    let ex = ctx.ex.clone();
+    ex.spawn(TimerDriver::new(ctx.clone())).detach();
+    async_io::block_on(ex.run(main(ctx.clone())));
+    ctx.exit();
+    // Tasks still alive (none after a clean stop) are dropped with the
+    // executor; their destructors still run on_close.
+    drop(ex);
 }
 
 thread_local! {
@@ -61,6 +113,7 @@ impl LoopCtx {
             scratch: Cell::new(Vec::new()),
             live: Cell::new(0),
             idle: Event::new(),
+            clients: RefCell::new(HashMap::new()),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
         ctx
@@ -104,6 +157,18 @@ impl LoopCtx {
                 }
             }
         }
+    }
+
+    /// Closes this loop's client connections for good and waits (bounded)
+    /// for every connection task of the loop to end.
+    pub async fn close_clients_and_wait(&self, timeout: Duration) -> bool {
+        let closers: Vec<Box<dyn Fn()>> =
+            self.clients.borrow_mut().drain().map(|(_, f)| f).collect();
+        for close in &closers {
+            close();
+        }
+        drop(closers);
+        self.wait_idle(timeout).await
     }
 
     pub fn conn_finished(&self) {

@@ -4,6 +4,7 @@
 //! Most users depend on the `lubdub` facade crate, which re-exports this one.
 
 mod addr;
+mod client;
 mod connection;
 mod driver;
 mod error;
@@ -15,6 +16,7 @@ pub mod timer_queue;
 mod worker;
 
 pub use addr::{IntoListenAddr, ListenAddr};
+pub use client::{Backoff, Client, EventLoop, LoopHandle, ReconnectPolicy};
 pub use connection::{
     ConnStats, Connection, Limits, LocalBoxFuture, SendStatus, DEFAULT_MAX_PACKAGE_SIZE,
     DEFAULT_SEND_BUFFER_SIZE,

@@ -3,14 +3,12 @@
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_io::Async;
 use dashmap::DashMap;
-use event_listener::Event;
 use serde::Deserialize;
 
 use crate::addr::{IntoListenAddr, ListenAddr};
@@ -20,7 +18,7 @@ use crate::connection::{
 };
 use crate::driver::ConnDriver;
 use crate::error::{CloseReason, Error};
-use crate::event_loop::{catch, LoopCtx, TimerDriver};
+use crate::event_loop::{catch, LoopCtx, StopSignal};
 use crate::protocol::Protocol;
 use crate::timer::Timer;
 
@@ -319,8 +317,7 @@ impl<P: Protocol> Worker<P> {
                 limits: self.limits.clone(),
                 connections: DashMap::new(),
             }),
-            stopping: AtomicBool::new(false),
-            stop_event: Event::new(),
+            stop: StopSignal::default(),
             stop_timeout: self.stop_timeout,
             threads: Mutex::new(Vec::new()),
             on_worker_start: self.on_worker_start.clone(),
@@ -380,8 +377,7 @@ struct WorkerShared<P: Protocol> {
     count: usize,
     local_addr: SocketAddr,
     ep: Arc<Endpoint<P>>,
-    stopping: AtomicBool,
-    stop_event: Event,
+    stop: StopSignal,
     stop_timeout: Duration,
     threads: Mutex<Vec<JoinHandle<()>>>,
     on_worker_start: Option<WorkerFn<P>>,
@@ -436,13 +432,12 @@ impl<P: Protocol> WorkerHandle<P> {
     /// connections gracefully (bounded by the stop timeout), exit.
     /// Returns at once; see [`wait`](Self::wait).
     pub fn stop(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.stop_event.notify(usize::MAX);
+        self.shared.stop.stop();
     }
 
     /// Whether a stop was requested.
     pub fn is_stopping(&self) -> bool {
-        self.shared.stopping.load(Ordering::SeqCst)
+        self.shared.stop.is_stopping()
     }
 
     /// Blocks until every loop has stopped. Do not call it from a loop.
@@ -490,12 +485,9 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, Error> {
 }
 
 fn run_loop<P: Protocol>(shared: Arc<WorkerShared<P>>, idx: usize, listener: Async<TcpListener>) {
-    let ctx = LoopCtx::enter(idx);
-    let ex = ctx.ex.clone();
-    ex.spawn(TimerDriver::new(ctx.clone())).detach();
-    async_io::block_on(ex.run(loop_main(shared.clone(), ctx.clone(), listener)));
-    ctx.exit();
-    log::debug!("worker {} loop {idx} stopped", shared.name);
+    let name = shared.name.clone();
+    crate::event_loop::run_event_loop(idx, move |ctx| loop_main(shared, ctx, listener));
+    log::debug!("worker {name} loop {idx} stopped");
 }
 
 async fn loop_main<P: Protocol>(
@@ -519,7 +511,7 @@ async fn loop_main<P: Protocol>(
             log::error!("worker {}: on_worker_start panicked: {msg}", shared.name);
         }
     }
-    futures_lite::future::or(accept_loop(&shared, &ctx, &listener), wait_stop(&shared)).await;
+    futures_lite::future::or(accept_loop(&shared, &ctx, &listener), shared.stop.wait()).await;
     drop(listener);
     for plugin in &shared.ep.handlers.plugins {
         if let Err(msg) = catch(|| plugin.on_worker_stop(&handle)) {
@@ -547,7 +539,8 @@ async fn loop_main<P: Protocol>(
         c.close_for_stop();
     }
     drop(mine);
-    if !ctx.wait_idle(shared.stop_timeout).await {
+    // Client connections created on this loop close for good as well.
+    if !ctx.close_clients_and_wait(shared.stop_timeout).await {
         log::warn!(
             "worker {} loop {}: {} connection(s) did not flush within {:?}; destroying",
             shared.name,
@@ -566,19 +559,6 @@ async fn loop_main<P: Protocol>(
             c.destroy();
         }
         ctx.wait_idle(Duration::from_secs(1)).await;
-    }
-}
-
-async fn wait_stop<P: Protocol>(shared: &WorkerShared<P>) {
-    loop {
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let l = shared.stop_event.listen();
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        l.await;
     }
 }
 
@@ -641,7 +621,7 @@ fn spawn_connection<P: Protocol>(
 ) {
     let _ = stream.get_ref().set_nodelay(true);
     let local = stream.get_ref().local_addr().unwrap_or(shared.local_addr);
-    let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid);
+    let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid, None);
     shared.ep.connections.insert(conn.id(), conn.clone());
     ctx.ex
         .spawn(ConnDriver::new(conn, stream, ctx.clone()))
