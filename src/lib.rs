@@ -18,7 +18,9 @@
 //!
 //! This crate re-exports the member crates:
 //! * [`lubdub_worker`]: `Worker`, `Connection`, `Timer`, the `Protocol` trait;
-//! * [`lubdub_text`]: Workerman's Text protocol ([`Text`], [`TextBytes`]).
+//! * [`lubdub_text`]: Workerman's Text protocol ([`Text`], [`TextBytes`]);
+//! * [`lubdub_frame`]: binary length-prefixed protocols ([`Frame`],
+//!   [`LengthField`], the C# seed's [`PacketCodec`] and [`Packet`]).
 
 pub use lubdub_worker::{
     plugin, protocol, timer_queue, Backoff, Client, CloseReason, ConnStats, Connection, Decoded,
@@ -29,7 +31,10 @@ pub use lubdub_worker::{
 
 pub use lubdub_text::{Text, TextBytes, TextConfig};
 
+pub use lubdub_frame::{Frame, LengthField, LengthFieldBuilder, Packet, PacketCodec};
+
 /// The protocol crates, by name.
 pub mod protocols {
+    pub use lubdub_frame as frame;
     pub use lubdub_text as text;
 }

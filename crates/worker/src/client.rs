@@ -443,7 +443,7 @@ impl<P: Protocol> Client<P> {
         ctx.live.set(ctx.live.get() + 1);
         {
             let c = conn.clone();
-            ctx.clients
+            ctx.closers
                 .borrow_mut()
                 .insert(conn.id(), Box::new(move || c.close_for_stop()));
         }
@@ -616,7 +616,7 @@ async fn supervise<P: Protocol>(
         ob.buf = Vec::new();
     }
     conn.endpoint().connections.remove(&conn.id());
-    ctx.clients.borrow_mut().remove(&conn.id());
+    ctx.closers.borrow_mut().remove(&conn.id());
     ctx.conn_finished();
     log::debug!("client {}: closed for good", conn.id());
 }
@@ -671,7 +671,7 @@ impl EventLoop {
         crate::event_loop::run_event_loop(0, move |ctx| async move {
             setup(&handle);
             stop.wait().await;
-            ctx.close_clients_and_wait(Duration::from_secs(5)).await;
+            ctx.run_closers_and_wait(Duration::from_secs(5)).await;
         });
     }
 }

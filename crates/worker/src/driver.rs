@@ -63,6 +63,8 @@ pub(crate) struct ConnDriver<P: Protocol> {
     close_timer: Option<async_io::Timer>,
     pending: VecDeque<P::Message>,
     inflight: Option<LocalBoxFuture>,
+    /// `on_close` ran.
+    announced: bool,
 }
 
 enum ReadOutcome {
@@ -95,6 +97,7 @@ impl<P: Protocol> ConnDriver<P> {
             close_timer: None,
             pending: VecDeque::new(),
             inflight: None,
+            announced: false,
         }
     }
 
@@ -129,12 +132,14 @@ impl<P: Protocol> ConnDriver<P> {
         self.close_timer = Some(async_io::Timer::after(timeout));
     }
 
-    /// Final step: closes the socket, runs `on_close` once, leaves the map.
-    fn finish(&mut self, reason: CloseReason) {
-        if self.state == State::Done {
+    /// The application-visible close: runs `on_close` exactly once and
+    /// removes the connection from the map. The socket may still linger
+    /// (half-closed, waiting for the peer's FIN) after this.
+    fn announce(&mut self, reason: CloseReason) {
+        if self.announced {
             return;
         }
-        self.state = State::Done;
+        self.announced = true;
         let conn = self.conn.clone();
         conn.set_reason(reason);
         let reason = conn.close_reason().unwrap_or(CloseReason::Local);
@@ -142,19 +147,14 @@ impl<P: Protocol> ConnDriver<P> {
         {
             let mut ob = conn.outbox();
             ob.closed = true;
-            ob.in_flight = 0;
             // A client keeps whole messages not yet taken by the writer for
             // its next session; bytes in flight may be half-written: dropped.
             if !conn.is_client() {
                 ob.buf = Vec::new();
             }
         }
-        self.stream = None;
-        self.rbuf = Vec::new();
-        self.wbuf = Vec::new();
         self.pending.clear();
         self.inflight = None;
-        self.close_timer = None;
         log::debug!("connection {} closed: {reason}", conn.id());
         for plugin in &conn.endpoint().handlers.plugins {
             if let Err(msg) = catch(|| plugin.on_close(&conn, &reason)) {
@@ -168,6 +168,23 @@ impl<P: Protocol> ConnDriver<P> {
         }
         if !conn.is_client() {
             conn.endpoint().connections.remove(&conn.id());
+        }
+    }
+
+    /// Final step: announces the close if not done yet and drops the socket.
+    fn finish(&mut self, reason: CloseReason) {
+        if self.state == State::Done {
+            return;
+        }
+        self.state = State::Done;
+        self.announce(reason);
+        self.conn.outbox().in_flight = 0;
+        self.stream = None;
+        self.rbuf = Vec::new();
+        self.wbuf = Vec::new();
+        self.close_timer = None;
+        if !self.conn.is_client() {
+            self.ctx.closers.borrow_mut().remove(&self.conn.id());
             self.ctx.conn_finished();
         }
     }
@@ -247,7 +264,6 @@ impl<P: Protocol> ConnDriver<P> {
         }
         match &conn.endpoint().handlers.on_message {
             Some(MessageHandler::Sync(f)) => {
-                let f = f.clone();
                 Self::guard(conn, "on_message", || f(conn, msg));
             }
             Some(MessageHandler::Async(_)) => self.pending.push_back(msg),
@@ -473,16 +489,38 @@ impl<P: Protocol> ConnDriver<P> {
             if !shut {
                 let _ = stream.get_ref().shutdown(Shutdown::Write);
                 self.state = State::Closing { shut: true };
+                // Everything was sent: the application sees the close now,
+                // while the socket waits (bounded) for the peer's FIN.
+                self.announce(reason.clone());
+                if !self.conn.is_client() {
+                    // Out of the map now: let a stopping loop still end the linger.
+                    let c = self.conn.clone();
+                    self.ctx.closers.borrow_mut().insert(
+                        c.id(),
+                        Box::new(move || {
+                            c.inner.flags.fetch_or(NO_LINGER, Ordering::AcqRel);
+                            c.inner.waker.wake();
+                        }),
+                    );
+                }
             }
+            let Some(stream) = self.stream.as_ref() else {
+                self.finish(reason);
+                return Poll::Ready(());
+            };
             // Discard whatever the peer still sends until it closes.
             let mut scratch = self.ctx.take_scratch();
-            let done = loop {
+            let mut done = false;
+            for _ in 0..READS_PER_POLL {
                 match Pin::new(&mut &*stream).poll_read(cx, &mut scratch) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break true,
-                    Poll::Ready(Ok(_)) => continue,
-                    Poll::Pending => break false,
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        done = true;
+                        break;
+                    }
+                    Poll::Ready(Ok(_)) => cx.waker().wake_by_ref(),
+                    Poll::Pending => break,
                 }
-            };
+            }
             self.ctx.put_scratch(scratch);
             // When the worker stops, do not wait for peers to close: what
             // they sent is read, so dropping the socket sends a FIN, not a reset.

@@ -35,8 +35,9 @@ pub(crate) struct LoopCtx {
     /// Connection tasks alive on this loop, and an event when it drops to 0.
     pub live: Cell<usize>,
     pub idle: Event,
-    /// Closers of the client connections living on this loop, by id.
-    pub clients: RefCell<HashMap<u64, Box<dyn Fn()>>>,
+    /// Closers run when the loop stops, by connection id: client
+    /// connections (close for good) and lingering server sockets (stop waiting).
+    pub closers: RefCell<HashMap<u64, Box<dyn Fn()>>>,
 }
 
 /// A stop request that can be awaited; set from any thread.
@@ -113,7 +114,7 @@ impl LoopCtx {
             scratch: Cell::new(Vec::new()),
             live: Cell::new(0),
             idle: Event::new(),
-            clients: RefCell::new(HashMap::new()),
+            closers: RefCell::new(HashMap::new()),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
         ctx
@@ -161,9 +162,9 @@ impl LoopCtx {
 
     /// Closes this loop's client connections for good and waits (bounded)
     /// for every connection task of the loop to end.
-    pub async fn close_clients_and_wait(&self, timeout: Duration) -> bool {
+    pub async fn run_closers_and_wait(&self, timeout: Duration) -> bool {
         let closers: Vec<Box<dyn Fn()>> =
-            self.clients.borrow_mut().drain().map(|(_, f)| f).collect();
+            self.closers.borrow_mut().drain().map(|(_, f)| f).collect();
         for close in &closers {
             close();
         }

@@ -540,7 +540,7 @@ async fn loop_main<P: Protocol>(
     }
     drop(mine);
     // Client connections created on this loop close for good as well.
-    if !ctx.close_clients_and_wait(shared.stop_timeout).await {
+    if !ctx.run_closers_and_wait(shared.stop_timeout).await {
         log::warn!(
             "worker {} loop {}: {} connection(s) did not flush within {:?}; destroying",
             shared.name,

@@ -1,0 +1,38 @@
+//! Workerman Frame echo: `cargo run --example frame_echo -- --listen 127.0.0.1:1235`
+//!
+//! Each frame is a 4-byte big-endian length that counts itself, then the
+//! payload; the server sends every payload back in a frame of its own.
+
+use lubdub::{Frame, Worker};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut listen = "frame://127.0.0.1:1235".to_string();
+    let mut count = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => listen = args.next().ok_or("--listen needs an address")?,
+            "--count" => count = args.next().ok_or("--count needs a number")?.parse()?,
+            "-h" | "--help" => {
+                println!("usage: frame_echo [--listen ADDR] [--count N]");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    fern::Dispatch::new()
+        .format(|out, msg, rec| out.finish(format_args!("[{}] {msg}", rec.level())))
+        .level(log::LevelFilter::Info)
+        .chain(std::io::stderr())
+        .apply()?;
+
+    let mut worker = Worker::<Frame>::new(listen.as_str())?;
+    worker.count(count).name("frame-echo");
+    worker.on_message(|conn, payload| {
+        let _ = conn.send(&payload);
+    });
+    worker.on_error(|conn, err| log::warn!("{}: {err}", conn.id()));
+    worker.on_worker_start(|w| println!("frame echo listening on {}", w.local_addr()));
+    worker.run()?;
+    Ok(())
+}
