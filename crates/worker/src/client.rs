@@ -675,3 +675,91 @@ impl EventLoop {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max: Option<u32>) -> ReconnectPolicy {
+        ReconnectPolicy::new(Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(1000),
+            max_attempts: max,
+            healthy_after: Duration::from_secs(10),
+            seed: Some(1),
+        })
+    }
+
+    #[test]
+    fn delays_are_full_jitter_under_a_growing_capped_ceiling() {
+        let mut p = policy(None);
+        let ceilings: Vec<u128> = (0..6).map(|n| p.ceiling(n).as_millis()).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
+        let mut spread = Vec::new();
+        for n in 0..200u32 {
+            let d = p.next_delay().unwrap();
+            assert!(d <= p.ceiling(n), "attempt {n}: {d:?}");
+            if n >= 4 {
+                spread.push(d.as_millis());
+            }
+        }
+        // full jitter: the capped delays cover the whole [0, cap] range
+        assert!(spread.iter().any(|&d| d < 250) && spread.iter().any(|&d| d > 750));
+        assert!(
+            p.ceiling(u32::MAX) == Duration::from_millis(1000),
+            "no overflow"
+        );
+    }
+
+    #[test]
+    fn same_seed_same_schedule() {
+        let a: Vec<_> = {
+            let mut p = policy(None);
+            (0..10).map(|_| p.next_delay()).collect()
+        };
+        let b: Vec<_> = {
+            let mut p = policy(None);
+            (0..10).map(|_| p.next_delay()).collect()
+        };
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn max_attempts_then_none() {
+        let mut p = policy(Some(3));
+        assert!(p.next_delay().is_some());
+        assert!(p.next_delay().is_some());
+        assert!(p.next_delay().is_some());
+        assert_eq!(p.next_delay(), None);
+        p.reset();
+        assert!(p.next_delay().is_some());
+    }
+
+    #[test]
+    fn counter_resets_only_after_a_healthy_session() {
+        let mut p = policy(None);
+        for _ in 0..4 {
+            p.next_delay();
+        }
+        // flapping: connected, dropped at once, not proven healthy
+        p.session_ended(Duration::from_millis(50), false);
+        assert_eq!(p.attempt(), 4);
+        // proven by a heartbeat round trip
+        p.session_ended(Duration::from_millis(50), true);
+        assert_eq!(p.attempt(), 0);
+        for _ in 0..4 {
+            p.next_delay();
+        }
+        // stayed up long enough
+        p.session_ended(Duration::from_secs(10), false);
+        assert_eq!(p.attempt(), 0);
+    }
+
+    #[test]
+    fn backoff_deserializes_with_defaults() {
+        let b: Backoff = serde_json::from_str(r#"{"base_ms": 250, "max_attempts": 7}"#).unwrap();
+        assert_eq!(b.base, Duration::from_millis(250));
+        assert_eq!(b.cap, Duration::from_secs(30));
+        assert_eq!(b.max_attempts, Some(7));
+    }
+}
