@@ -417,6 +417,7 @@ impl<P: Protocol> Client<P> {
                 handlers: self.handlers.clone(),
                 limits: self.limits.clone(),
                 connections: DashMap::new(),
+                tasks: Default::default(),
             })
         })
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,9 @@ pub struct Limits {
     /// Messages decoded ahead while an async handler runs (per connection)
     /// before reading pauses. Default 64.
     pub async_queue: usize,
+    /// Close connections that have not sent a whole first message within
+    /// this time (a handshake timeout). Default: none.
+    pub first_message_timeout: Option<Duration>,
 }
 
 /// Default per-connection send buffer limit: 1 MiB (Workerman's).
@@ -107,6 +110,7 @@ impl Default for Limits {
             max_package_size: DEFAULT_MAX_PACKAGE_SIZE,
             close_timeout: Duration::from_secs(5),
             async_queue: 64,
+            first_message_timeout: None,
         }
     }
 }
@@ -117,6 +121,8 @@ pub(crate) struct Endpoint<P: Protocol> {
     pub handlers: Handlers<P>,
     pub limits: Limits,
     pub connections: DashMap<u64, Connection<P>>,
+    /// Connection tasks alive (including ones lingering after `on_close`).
+    pub tasks: AtomicUsize,
 }
 
 /// The outcome of [`Connection::send`].
@@ -198,6 +204,8 @@ pub(crate) struct ConnInner<P: Protocol> {
     pub messages_out: AtomicU64,
     /// Nanoseconds since [`clock_epoch`] of the last inbound bytes.
     pub last_active: AtomicU64,
+    /// Largest message (or incomplete message) accepted, in bytes.
+    pub max_package_size: AtomicUsize,
     reason: Mutex<Option<CloseReason>>,
     /// Reconnect control, for client connections only.
     pub client: Option<Box<crate::client::ClientCtl>>,
@@ -254,6 +262,7 @@ impl<P: Protocol> Connection<P> {
         loop_uid: u64,
         client: Option<Box<crate::client::ClientCtl>>,
     ) -> Self {
+        let max_package_size = AtomicUsize::new(ep.limits.max_package_size);
         Connection {
             inner: Arc::new(ConnInner {
                 id: next_conn_id(),
@@ -270,6 +279,7 @@ impl<P: Protocol> Connection<P> {
                 messages_in: AtomicU64::new(0),
                 messages_out: AtomicU64::new(0),
                 last_active: AtomicU64::new(mono_nanos(Instant::now())),
+                max_package_size,
                 reason: Mutex::new(None),
                 client,
                 context: Mutex::new(None),
@@ -419,6 +429,20 @@ impl<P: Protocol> Connection<P> {
             crate::driver::fire_buffer_full(self);
         }
         SendStatus::Queued
+    }
+
+    /// Largest message this connection accepts, in bytes (Workerman's
+    /// `$connection->maxPackageSize`). Starts at the worker's
+    /// `max_package_size`; the protocol's own limit applies as well.
+    pub fn max_package_size(&self) -> usize {
+        self.inner.max_package_size.load(Ordering::Relaxed)
+    }
+
+    /// Changes this connection's message size limit (after a login, say).
+    pub fn set_max_package_size(&self, bytes: usize) {
+        self.inner
+            .max_package_size
+            .store(bytes.max(1), Ordering::Relaxed);
     }
 
     /// Bytes queued and not yet written to the socket.

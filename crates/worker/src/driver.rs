@@ -65,6 +65,8 @@ pub(crate) struct ConnDriver<P: Protocol> {
     inflight: Option<LocalBoxFuture>,
     /// `on_close` ran.
     announced: bool,
+    /// Deadline for the first whole message, if the worker sets one.
+    first_timer: Option<async_io::Timer>,
 }
 
 enum ReadOutcome {
@@ -79,10 +81,12 @@ enum ReadOutcome {
 impl<P: Protocol> ConnDriver<P> {
     pub fn new(conn: Connection<P>, stream: Async<TcpStream>, ctx: Rc<LoopCtx>) -> Self {
         let decoder = conn.endpoint().protocol.clone();
+        let first_timer = conn_first_timer(&conn);
         // A client's supervisor accounts for its sessions.
         if !conn.is_client() {
             ctx.live.set(ctx.live.get() + 1);
         }
+        conn.endpoint().tasks.fetch_add(1, Ordering::Relaxed);
         ConnDriver {
             conn,
             stream: Some(stream),
@@ -98,6 +102,7 @@ impl<P: Protocol> ConnDriver<P> {
             pending: VecDeque::new(),
             inflight: None,
             announced: false,
+            first_timer,
         }
     }
 
@@ -178,6 +183,7 @@ impl<P: Protocol> ConnDriver<P> {
         }
         self.state = State::Done;
         self.announce(reason);
+        self.conn.endpoint().tasks.fetch_sub(1, Ordering::Relaxed);
         self.conn.outbox().in_flight = 0;
         self.stream = None;
         self.rbuf = Vec::new();
@@ -238,7 +244,16 @@ impl<P: Protocol> ConnDriver<P> {
                         ));
                         break;
                     }
+                    let max = self.conn.max_package_size();
+                    if consumed > max {
+                        self.protocol_error(ProtocolError::TooLarge {
+                            len: consumed as u64,
+                            max: max as u64,
+                        });
+                        break;
+                    }
                     pos += consumed;
+                    self.first_timer = None;
                     self.conn.inner.messages_in.fetch_add(1, Ordering::Relaxed);
                     self.deliver(msg);
                 }
@@ -345,7 +360,7 @@ impl<P: Protocol> ConnDriver<P> {
             }
             self.rbuf_undelivered = self.hold_delivery() && !self.rbuf.is_empty();
             self.release_rbuf();
-            let max = self.conn.endpoint().limits.max_package_size;
+            let max = self.conn.max_package_size();
             if self.rbuf.len() > max && !self.rbuf_undelivered {
                 self.protocol_error(ProtocolError::TooLarge {
                     len: self.rbuf.len() as u64,
@@ -544,6 +559,11 @@ impl<P: Protocol> ConnDriver<P> {
     }
 }
 
+fn conn_first_timer<P: Protocol>(conn: &Connection<P>) -> Option<async_io::Timer> {
+    let limits = &conn.endpoint().limits;
+    limits.first_message_timeout.map(async_io::Timer::after)
+}
+
 /// Calls `on_buffer_full`, guarding against a panic in it.
 pub(crate) fn fire_buffer_full<P: Protocol>(conn: &Connection<P>) {
     if let Some(cb) = conn.endpoint().handlers.on_buffer_full.clone() {
@@ -595,6 +615,18 @@ impl<P: Protocol> Future for ConnDriver<P> {
             }
             if flags & CLOSE_REQ != 0 {
                 this.begin_closing();
+            }
+            if let Some(t) = this.first_timer.as_mut() {
+                if Pin::new(t).poll(cx).is_ready() {
+                    this.first_timer = None;
+                    log::debug!(
+                        "connection {}: no message within the first-message timeout",
+                        this.conn.id()
+                    );
+                    this.conn
+                        .close_with_reason(CloseReason::FirstMessageTimeout);
+                    continue;
+                }
             }
             this.fire_send_events();
             this.redeliver();

@@ -136,6 +136,8 @@ pub enum CloseReason {
     WorkerStopped,
     /// The heartbeat found the peer silent for longer than its timeout.
     HeartbeatTimeout,
+    /// No whole first message arrived within the first-message timeout.
+    FirstMessageTimeout,
     /// An application-defined reason given to `close_with_reason`.
     Custom(String),
 }
@@ -150,6 +152,7 @@ impl CloseReason {
                 | CloseReason::Panic
                 | CloseReason::FlushTimeout
                 | CloseReason::HeartbeatTimeout
+                | CloseReason::FirstMessageTimeout
         )
     }
 }
@@ -166,6 +169,7 @@ impl fmt::Display for CloseReason {
             CloseReason::FlushTimeout => f.write_str("flush timeout"),
             CloseReason::WorkerStopped => f.write_str("worker stopped"),
             CloseReason::HeartbeatTimeout => f.write_str("heartbeat timeout"),
+            CloseReason::FirstMessageTimeout => f.write_str("first-message timeout"),
             CloseReason::Custom(s) => f.write_str(s),
         }
     }

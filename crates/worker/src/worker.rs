@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,6 +60,13 @@ pub struct WorkerConfig {
     /// How long `stop` waits for connections to flush, in milliseconds. Default 5000.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout_ms: u64,
+    /// Most connections at once; more are accepted and closed. Default: no limit.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Close connections without a whole first message after this many
+    /// milliseconds. Default: none.
+    #[serde(default)]
+    pub first_message_timeout_ms: Option<u64>,
 }
 
 fn default_count() -> usize {
@@ -105,6 +113,7 @@ pub struct Worker<P: Protocol> {
     name: String,
     limits: Limits,
     stop_timeout: Duration,
+    max_connections: Option<usize>,
     handlers: Handlers<P>,
     on_worker_start: Option<WorkerFn<P>>,
     on_worker_stop: Option<WorkerFn<P>>,
@@ -131,6 +140,7 @@ impl<P: Protocol> Worker<P> {
             name: default_name(),
             limits: Limits::default(),
             stop_timeout: Duration::from_secs(5),
+            max_connections: None,
             handlers: Handlers::default(),
             on_worker_start: None,
             on_worker_stop: None,
@@ -149,6 +159,12 @@ impl<P: Protocol> Worker<P> {
             .max_package_size(config.max_package_size)
             .close_timeout(Duration::from_millis(config.close_timeout_ms))
             .stop_timeout(Duration::from_millis(config.stop_timeout_ms));
+        if let Some(max) = config.max_connections {
+            w.max_connections(max);
+        }
+        if let Some(ms) = config.first_message_timeout_ms {
+            w.first_message_timeout(Duration::from_millis(ms));
+        }
         Ok(w)
     }
 
@@ -182,6 +198,22 @@ impl<P: Protocol> Worker<P> {
     /// How long a graceful close may wait to flush. Default 5 s.
     pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.limits.close_timeout = timeout;
+        self
+    }
+
+    /// Closes connections that have not sent a whole first message within
+    /// `timeout` (a handshake timeout against clients that connect and stay
+    /// silent). Default: none.
+    pub fn first_message_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.limits.first_message_timeout = Some(timeout);
+        self
+    }
+
+    /// Most connections served at once (all loops together). Connections
+    /// beyond it are accepted and closed at once, without callbacks, and
+    /// counted in [`WorkerHandle::rejected`]. Default: no limit.
+    pub fn max_connections(&mut self, max: usize) -> &mut Self {
+        self.max_connections = Some(max);
         self
     }
 
@@ -316,9 +348,12 @@ impl<P: Protocol> Worker<P> {
                 handlers: self.handlers.clone(),
                 limits: self.limits.clone(),
                 connections: DashMap::new(),
+                tasks: Default::default(),
             }),
             stop: StopSignal::default(),
             stop_timeout: self.stop_timeout,
+            max_connections: self.max_connections,
+            rejected: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             on_worker_start: self.on_worker_start.clone(),
             on_worker_stop: self.on_worker_stop.clone(),
@@ -379,6 +414,8 @@ struct WorkerShared<P: Protocol> {
     ep: Arc<Endpoint<P>>,
     stop: StopSignal,
     stop_timeout: Duration,
+    max_connections: Option<usize>,
+    rejected: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
     on_worker_start: Option<WorkerFn<P>>,
     on_worker_stop: Option<WorkerFn<P>>,
@@ -421,6 +458,17 @@ impl<P: Protocol> WorkerHandle<P> {
     /// Number of event loops.
     pub fn count(&self) -> usize {
         self.shared.count
+    }
+
+    /// Connection tasks still running, including sockets that already ran
+    /// `on_close` and wait (bounded) for the peer's FIN. Zero once idle.
+    pub fn live_tasks(&self) -> usize {
+        self.shared.ep.tasks.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused because of `max_connections`.
+    pub fn rejected(&self) -> u64 {
+        self.shared.rejected.load(Ordering::Relaxed)
     }
 
     /// Index of the event loop running the caller, if it runs on one.
@@ -583,6 +631,19 @@ async fn accept_loop<P: Protocol>(
                     );
                 }
                 backoff = MIN_BACKOFF;
+                if let Some(max) = shared.max_connections {
+                    if shared.ep.connections.len() >= max {
+                        if shared.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
+                            log::warn!(
+                                "worker {}: {max} connections reached; refusing more (counted in rejected())",
+                                shared.name
+                            );
+                        }
+                        let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+                        drop(stream);
+                        continue;
+                    }
+                }
                 spawn_connection(shared, ctx, stream, peer);
             }
             Err(e)

@@ -1,0 +1,164 @@
+//! Linux process plumbing: CPU pinning, the fd limit, RSS, parent-death signal.
+
+use std::io;
+
+/// Pins the calling thread (and the threads it creates afterwards) to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: `set` is a plain bit set owned by this frame; sched_setaffinity
+    // with pid 0 affects only the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Number of CPUs this process may run on.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The fd limit before and after raising the soft limit to the hard limit.
+#[derive(Debug, Clone, Copy)]
+pub struct FdLimit {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises RLIMIT_NOFILE's soft limit as far as the hard limit allows.
+pub fn raise_fd_limit() -> io::Result<FdLimit> {
+    // SAFETY: getrlimit/setrlimit read and write a local struct.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let before = rl.rlim_cur;
+        if rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(FdLimit {
+            soft_before: before as u64,
+            soft: rl.rlim_cur as u64,
+            hard: rl.rlim_max as u64,
+        })
+    }
+}
+
+/// Resident set size of process `pid` in bytes (VmRSS of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    for line in status.lines() {
+        if let Some(rest) = line.strip_prefix("VmRSS:") {
+            let kb: u64 = rest
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .map_err(|_| io::Error::other(format!("bad VmRSS line {line:?}")))?;
+            return Ok(kb * 1024);
+        }
+    }
+    Err(io::Error::other("no VmRSS in /proc status"))
+}
+
+/// CPU time (user + system) process `pid` has used so far.
+pub fn process_cpu(pid: u32) -> io::Result<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, the 12th and 13th after ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::other("bad /proc stat"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> io::Result<u64> {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| io::Error::other("bad /proc stat field"))
+    };
+    let ticks = field(11)? + field(12)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(std::time::Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// Busy CPU time of the whole machine so far (all CPUs, everything but
+/// idle and iowait), from the `cpu` line of /proc/stat.
+pub fn machine_busy() -> io::Result<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or_else(|| io::Error::other("no cpu line in /proc/stat"))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(std::time::Duration::from_nanos(busy * 1_000_000_000 / hz))
+}
+
+/// CPU time (user + system) of this process, and of its reaped children.
+pub fn self_and_children_cpu() -> std::time::Duration {
+    let get = |who| {
+        // SAFETY: getrusage writes into a local struct.
+        unsafe {
+            let mut ru: libc::rusage = std::mem::zeroed();
+            libc::getrusage(who, &mut ru);
+            let tv = |t: libc::timeval| {
+                std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
+            };
+            tv(ru.ru_utime) + tv(ru.ru_stime)
+        }
+    };
+    get(libc::RUSAGE_SELF) + get(libc::RUSAGE_CHILDREN)
+}
+
+/// Asks the kernel to SIGKILL this process when its parent dies, so a
+/// server child never outlives a runner that was killed itself.
+pub fn die_with_parent() {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number; getppid is
+    // always safe.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // The parent may have died before the prctl: then we were reparented.
+        if libc::getppid() == 1 {
+            libc::_exit(1);
+        }
+    }
+}
+
+/// Sends SIGKILL to `pid` (ignoring errors: it may be gone already).
+pub fn kill(pid: u32) {
+    // SAFETY: kill with a pid we spawned ourselves.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// A one-line description of the machine: nproc, CPU model, kernel.
+pub fn machine_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU".to_string(), |(_, m)| m.trim().to_string());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown kernel".into());
+    format!("{} CPU(s), {model}, Linux {kernel}", online_cpus())
+}
