@@ -33,6 +33,10 @@ pub use lubdub_text::{Text, TextBytes, TextConfig};
 
 pub use lubdub_frame::{Frame, LengthField, LengthFieldBuilder, Packet, PacketCodec};
 
+/// The heartbeat plugin (`lubdub-heartbeat`): idle sweep, server pings,
+/// client heartbeat. See `docs/heartbeat.md`.
+pub use lubdub_heartbeat as heartbeat;
+
 /// The protocol crates, by name.
 pub mod protocols {
     pub use lubdub_frame as frame;

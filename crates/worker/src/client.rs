@@ -155,8 +155,11 @@ impl ReconnectPolicy {
 }
 
 /// Reconnect control shared by a client connection's handle and supervisor.
-#[derive(Default)]
 pub(crate) struct ClientCtl {
+    /// An automatic reconnect policy is on.
+    auto: bool,
+    /// Waiting for an explicit `reconnect()` (no policy, gave up, cancelled).
+    idle: AtomicBool,
     user_closed: AtomicBool,
     connected: AtomicBool,
     healthy: AtomicBool,
@@ -167,6 +170,25 @@ pub(crate) struct ClientCtl {
 }
 
 impl ClientCtl {
+    fn new(auto: bool) -> Self {
+        ClientCtl {
+            auto,
+            idle: AtomicBool::new(false),
+            user_closed: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            healthy: AtomicBool::new(false),
+            cancel: AtomicBool::new(false),
+            pending: Mutex::new(None),
+            attempts: AtomicU32::new(0),
+            event: Event::new(),
+        }
+    }
+
+    /// Sends between sessions queue for the next one: a reconnect is coming.
+    pub fn keeps_queue(&self) -> bool {
+        self.auto && !self.is_user_closed() && !self.idle.load(Ordering::SeqCst)
+    }
+
     pub fn user_close(&self) {
         self.user_closed.store(true, Ordering::SeqCst);
         self.event.notify(usize::MAX);
@@ -438,7 +460,7 @@ impl<P: Protocol> Client<P> {
             unspecified,
             ctx.id,
             ctx.uid,
-            Some(Box::<ClientCtl>::default()),
+            Some(Box::new(ClientCtl::new(self.backoff.is_some()))),
         );
         ep.connections.insert(conn.id(), conn.clone());
         ctx.live.set(ctx.live.get() + 1);
@@ -624,13 +646,16 @@ async fn supervise<P: Protocol>(
 
 /// Waits for `reconnect()` (returns its delay) or `close()` (returns `None`).
 async fn idle(ctl: &ClientCtl) -> Option<Duration> {
-    loop {
+    ctl.idle.store(true, Ordering::SeqCst);
+    let woke = loop {
         match wait_ctl(ctl, None).await {
-            Wake::Closed => return None,
-            Wake::Reconnect(after) => return Some(after),
+            Wake::Closed => break None,
+            Wake::Reconnect(after) => break Some(after),
             Wake::Cancelled | Wake::Elapsed => {}
         }
-    }
+    };
+    ctl.idle.store(false, Ordering::SeqCst);
+    woke
 }
 
 /// A standalone event loop on the calling thread, for clients and timers

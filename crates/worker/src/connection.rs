@@ -386,7 +386,7 @@ impl<P: Protocol> Connection<P> {
     fn queue(&self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>) -> SendStatus {
         let limit = self.inner.ep.limits.send_buffer_size;
         let mut ob = self.outbox();
-        if ob.closed {
+        if ob.closed && !self.inner.client.as_ref().is_some_and(|c| c.keeps_queue()) {
             return SendStatus::Closed;
         }
         if ob.buf.len() + ob.in_flight >= limit {

@@ -320,27 +320,40 @@ impl<P: Protocol> ConnDriver<P> {
             let Some(stream) = self.stream.as_ref() else {
                 return ReadOutcome::Idle;
             };
+            // Consume the readiness event before reading (or register for
+            // one and wait). Reading first and polling after an EAGAIN would
+            // cost async-io two wasted reads per wake-up.
+            match stream.poll_readable(cx) {
+                Poll::Pending => return ReadOutcome::Idle,
+                Poll::Ready(Err(e)) => return ReadOutcome::Failed(e),
+                Poll::Ready(Ok(())) => {}
+            }
             let mut scratch = self.ctx.take_scratch();
-            let res = Pin::new(&mut &*stream).poll_read(cx, &mut scratch);
+            let res = std::io::Read::read(&mut stream.get_ref(), &mut scratch);
             let n = match res {
-                Poll::Pending => {
-                    self.ctx.put_scratch(scratch);
-                    return ReadOutcome::Idle;
-                }
-                Poll::Ready(Ok(0)) => {
+                Ok(0) => {
                     self.ctx.put_scratch(scratch);
                     return ReadOutcome::Eof;
                 }
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
                     self.ctx.put_scratch(scratch);
                     continue;
                 }
-                Poll::Ready(Err(e)) => {
+                Err(e) => {
                     self.ctx.put_scratch(scratch);
                     return ReadOutcome::Failed(e);
                 }
             };
+            // A short read drained the socket: re-arm interest now instead of
+            // reading again into an EAGAIN. Bytes that arrive meanwhile
+            // trigger the re-armed (level-triggered) interest at once.
+            let drained = n < scratch.len();
             let inner = &self.conn.inner;
             inner
                 .last_active
@@ -367,6 +380,16 @@ impl<P: Protocol> ConnDriver<P> {
                     max: max as u64,
                 });
                 self.rbuf = Vec::new();
+            }
+            if drained {
+                let Some(stream) = self.stream.as_ref() else {
+                    return ReadOutcome::Idle;
+                };
+                match stream.poll_readable(cx) {
+                    Poll::Pending => return ReadOutcome::Idle,
+                    Poll::Ready(Err(e)) => return ReadOutcome::Failed(e),
+                    Poll::Ready(Ok(())) => {}
+                }
             }
         }
         ReadOutcome::Budget

@@ -33,6 +33,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 /// Identifies a timer within the queue (and event loop) that created it.
@@ -59,11 +60,32 @@ struct Entry<T> {
     payload: Option<T>,
 }
 
+/// Hashes the queue's own u64 ids: unique and sequential, so one multiply
+/// spreads them well (SipHash would dominate the cost of a timer).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
 /// Deadline-ordered timers carrying a payload `T` (the callback, on a loop).
 #[derive(Debug)]
 pub struct TimerQueue<T> {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    entries: HashMap<u64, Entry<T>>,
+    entries: IdMap<Entry<T>>,
 }
 
 impl<T> Default for TimerQueue<T> {
@@ -85,7 +107,7 @@ impl<T> TimerQueue<T> {
     pub fn new() -> Self {
         TimerQueue {
             heap: BinaryHeap::new(),
-            entries: HashMap::new(),
+            entries: IdMap::default(),
         }
     }
 

@@ -1,0 +1,417 @@
+//! lubdub's heartbeat: Workerman's 55 s idle sweep, ping/pong, server pings
+//! with RTT, and a client that keeps itself alive.
+//!
+//! ```text
+//! cargo run --example heartbeat                # text on 127.0.0.1:1234, Workerman defaults
+//! cargo run --example heartbeat -- --demo      # a healthy and a silent client, in-process
+//! cargo run --example heartbeat -- --ping-interval 5 --timeout 20
+//! cargo run --example heartbeat -- --protocol packet --demo
+//! ```
+//!
+//! Options:
+//!
+//! * `--listen ADDR`: listen address, default `127.0.0.1:1234`;
+//! * `--check-interval SECS`: sweep period, default 10;
+//! * `--timeout SECS`: close after this much inbound silence, default 55;
+//! * `--ping-interval SECS`: turn server pings on (RTT per connection);
+//! * `--ack-timeout SECS`: how long a server ping may go unanswered, default 5;
+//! * `--protocol text|frame|packet`: default `text`;
+//! * `--demo`: run a healthy and a silent client against the server with
+//!   short settings, report, exit;
+//! * `-v`: debug logs of the worker too.
+//!
+//! With the text protocol, try `nc 127.0.0.1 1234`: type `ping` and get
+//! `pong`; any line counts as life; say nothing for 55 s and the server says
+//! goodbye and closes.
+
+use std::borrow::Borrow;
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lubdub::heartbeat::{
+    FrameHeartbeat, Heartbeat, HeartbeatCodec, HeartbeatHandle, PacketHeartbeat, ServerHeartbeat,
+    TextHeartbeat,
+};
+use lubdub::Text;
+use lubdub::{Client, CloseReason, Connection, EventLoop, Protocol, Worker, WorkerHandle};
+use lubdub::{Frame, PacketCodec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Text,
+    Frame,
+    Packet,
+}
+
+#[derive(Debug, Clone)]
+struct Opts {
+    listen: String,
+    check: Duration,
+    timeout: Duration,
+    ping: Option<Duration>,
+    ack: Duration,
+    protocol: Proto,
+    demo: bool,
+    verbose: bool,
+}
+
+const USAGE: &str = "usage: heartbeat [--listen ADDR] [--check-interval SECS] [--timeout SECS] \
+[--ping-interval SECS] [--ack-timeout SECS] [--protocol text|frame|packet] [--demo] [-v]";
+
+fn secs(v: Option<String>, flag: &str) -> Result<Duration, String> {
+    let v = v.ok_or(format!("{flag} needs a number of seconds"))?;
+    let s: f64 = v
+        .parse()
+        .map_err(|_| format!("{flag}: not a number: {v}"))?;
+    if !(s.is_finite() && s > 0.0) {
+        return Err(format!("{flag}: must be positive: {v}"));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn parse() -> Result<Option<Opts>, String> {
+    let mut o = Opts {
+        listen: "127.0.0.1:1234".into(),
+        check: Duration::from_secs(10),
+        timeout: Duration::from_secs(55),
+        ping: None,
+        ack: Duration::from_secs(5),
+        protocol: Proto::Text,
+        demo: false,
+        verbose: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => o.listen = args.next().ok_or("--listen needs an address")?,
+            "--check-interval" => o.check = secs(args.next(), &a)?,
+            "--timeout" => o.timeout = secs(args.next(), &a)?,
+            "--ping-interval" => o.ping = Some(secs(args.next(), &a)?),
+            "--ack-timeout" => o.ack = secs(args.next(), &a)?,
+            "--protocol" => {
+                o.protocol = match args.next().as_deref() {
+                    Some("text") => Proto::Text,
+                    Some("frame") => Proto::Frame,
+                    Some("packet") => Proto::Packet,
+                    other => {
+                        return Err(format!("--protocol: text, frame or packet, not {other:?}"))
+                    }
+                }
+            }
+            "--demo" => o.demo = true,
+            "-v" | "--verbose" => o.verbose = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn init_logging(verbose: bool) -> Result<(), fern::InitError> {
+    let start = Instant::now();
+    fern::Dispatch::new()
+        .format(move |out, msg, rec| {
+            let t = start.elapsed();
+            out.finish(format_args!(
+                "{:>3}.{:03} [{:5}] {msg}",
+                t.as_secs(),
+                t.subsec_millis(),
+                rec.level()
+            ))
+        })
+        .level(if verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Info
+        })
+        // Heartbeats, pings and round trips are logged at debug level.
+        .level_for("lubdub_heartbeat", log::LevelFilter::Debug)
+        .chain(std::io::stderr())
+        .apply()?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let opts = match parse() {
+        Ok(Some(o)) => o,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(opts.verbose) {
+        eprintln!("logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match opts.protocol {
+        Proto::Text => run::<Text, _>(
+            &opts,
+            TextHeartbeat::new(),
+            |hb| hb.goodbye("bye: heartbeat timeout"),
+            "text",
+        ),
+        Proto::Frame => run::<Frame, _>(&opts, FrameHeartbeat::new(), |hb| hb, "frame"),
+        Proto::Packet => {
+            // SYS_START_HEARTBEAT tells C# clients their interval: a third
+            // of the timeout, at least 1 s.
+            let secs = (opts.timeout.as_secs() / 3).clamp(1, 255) as u8;
+            let codec =
+                PacketHeartbeat::new().start_interval(Some(if opts.demo { 1 } else { secs }));
+            run::<PacketCodec, _>(&opts, codec, |hb| hb, "packet")
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("heartbeat example: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Closes seen by the server: (peer address, reason).
+type Closes = mpsc::Receiver<(SocketAddr, CloseReason)>;
+
+fn run<P, C>(
+    opts: &Opts,
+    codec: C,
+    extra: impl FnOnce(ServerHeartbeat<P, C>) -> ServerHeartbeat<P, C>,
+    scheme: &str,
+) -> Res<()>
+where
+    P: Protocol + Default,
+    P::Message: Borrow<P::Outgoing>,
+    C: HeartbeatCodec<P> + Clone,
+{
+    let mut opts = opts.clone();
+    if opts.demo {
+        // Short settings so the demo ends in seconds.
+        opts.listen = "127.0.0.1:0".into();
+        opts.check = Duration::from_millis(250);
+        opts.timeout = Duration::from_millis(1500);
+    }
+    let hb = Heartbeat::server(codec.clone())
+        .check_interval(opts.check)
+        .timeout(opts.timeout)
+        .ack_timeout(opts.ack)
+        .on_ack(|c, a| {
+            log::info!(
+                "rtt of connection {}: {:?} (smoothed {:?}, min {:?}, {} samples)",
+                c.id(),
+                a.rtt,
+                a.stats.smoothed,
+                a.stats.min,
+                a.stats.samples
+            )
+        });
+    let hb = match opts.ping {
+        Some(p) => hb.ping_interval(p),
+        None => hb,
+    };
+    let hb = extra(hb);
+    let hb_handle = hb.handle();
+
+    let (close_tx, closes) = mpsc::channel();
+    let close_tx = Mutex::new(close_tx);
+    let mut worker = Worker::<P>::new(opts.listen.as_str())?;
+    worker.name("heartbeat").plugin(hb);
+    worker.on_connect(|c| log::info!("connection {} from {}", c.id(), c.remote_addr()));
+    worker.on_message(|c, m| {
+        // The application: an echo. Heartbeats never get here.
+        let _ = c.send(m.borrow());
+    });
+    worker.on_close(move |c, reason| {
+        log::info!("connection {} closed: {reason}", c.id());
+        let _ = close_tx
+            .lock()
+            .unwrap()
+            .send((c.remote_addr(), reason.clone()));
+    });
+    let pings = match opts.ping {
+        Some(p) => format!(", server pings every {p:?} (ack within {:?})", opts.ack),
+        None => String::new(),
+    };
+    let banner = format!(
+        "sweep every {:?}, close after {:?} of inbound silence{pings}",
+        opts.check, opts.timeout
+    );
+    if !opts.demo {
+        let scheme = scheme.to_string();
+        let timeout = opts.timeout;
+        worker.on_worker_start(move |w| {
+            let addr = w.local_addr();
+            println!("heartbeat: {scheme}://{addr}: {banner}");
+            if scheme == "text" {
+                println!(
+                    "try it: nc {} {}  then type `ping` (answer: `pong`) or any line (echoed); \
+                     stay silent {timeout:?} and the server says goodbye and closes. Ctrl-C stops.",
+                    addr.ip(),
+                    addr.port()
+                );
+            } else {
+                println!("binary protocol: `--demo` shows a client. Ctrl-C stops.");
+            }
+        });
+        // Until SIGINT or SIGTERM.
+        worker.run()?;
+        return Ok(());
+    }
+    let server = worker.start()?;
+    println!("heartbeat: {scheme}://{}: {banner}", server.local_addr());
+    let ok = demo(&opts, codec, &server, &hb_handle, &closes);
+    server.stop_and_wait();
+    if ok? {
+        println!("demo: OK");
+        Ok(())
+    } else {
+        Err("demo failed".into())
+    }
+}
+
+/// Runs a healthy lubdub client and a silent raw socket against the server.
+fn demo<P, C>(
+    opts: &Opts,
+    codec: C,
+    server: &WorkerHandle<P>,
+    hb: &HeartbeatHandle<P>,
+    closes: &Closes,
+) -> Res<bool>
+where
+    P: Protocol + Default,
+    C: HeartbeatCodec<P>,
+{
+    let addr = server.local_addr();
+    let t0 = Instant::now();
+    let beat = Duration::from_millis(500);
+
+    // The healthy client: lubdub's Client with the client heartbeat, which
+    // pings when quiet, answers server pings and measures the round trip.
+    let client_hb = Heartbeat::client(codec)
+        .interval(beat)
+        .timeout(opts.timeout * 2)
+        .on_round_trip(|c, rt| {
+            log::info!(
+                "client: round trip {} on connection {}: {:?}",
+                rt.seq,
+                c.id(),
+                rt.rtt
+            )
+        });
+    let client_handle = client_hb.handle();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let client_closed = Arc::new(Mutex::new(None::<CloseReason>));
+    let cc = client_closed.clone();
+    let client_thread = std::thread::spawn(move || {
+        EventLoop::run(move |lp| {
+            let mut client = match Client::<P>::new(addr) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("client: {e}");
+                    lp.stop();
+                    return;
+                }
+            };
+            client.plugin(client_hb);
+            client.on_close(move |_, r| *cc.lock().unwrap() = Some(r.clone()));
+            match client.connect() {
+                Ok(conn) => {
+                    let _ = ready_tx.send((lp.clone(), conn));
+                }
+                Err(e) => {
+                    log::error!("client: {e}");
+                    lp.stop();
+                }
+            }
+        })
+    });
+    let (lp, conn): (_, Connection<P>) = ready_rx.recv_timeout(Duration::from_secs(5))?;
+    println!("demo: healthy client pings every {beat:?} when quiet");
+
+    // The silent one: connects and says nothing, ever.
+    let silent = TcpStream::connect(addr)?;
+    let silent_addr = silent.local_addr()?;
+    println!(
+        "demo: silent client {silent_addr} says nothing; expect a close within {:?}",
+        opts.timeout + opts.check
+    );
+
+    let mut ok = true;
+    let deadline = Duration::from_secs(10);
+    let closed_at = loop {
+        match closes.recv_timeout(deadline.saturating_sub(t0.elapsed())) {
+            Ok((a, reason)) if a == silent_addr => {
+                let took = t0.elapsed();
+                if reason == CloseReason::HeartbeatTimeout {
+                    println!("demo: silent client closed after {took:.1?}: {reason}");
+                } else {
+                    println!("demo: silent client closed for the wrong reason: {reason}");
+                    ok = false;
+                }
+                break took;
+            }
+            Ok((a, reason)) => {
+                println!("demo: unexpected close of {a}: {reason}");
+                ok = false;
+            }
+            Err(_) => {
+                println!("demo: the silent client was not closed within {deadline:?}");
+                return Ok(false);
+            }
+        }
+    };
+    drop(silent);
+
+    // Keep watching the healthy one until well past the timeout.
+    let watch_until = (opts.timeout * 3).max(closed_at + opts.timeout);
+    while t0.elapsed() < watch_until {
+        if let Ok((a, reason)) = closes.recv_timeout(watch_until.saturating_sub(t0.elapsed())) {
+            println!("demo: unexpected close of {a}: {reason}");
+            ok = false;
+        }
+    }
+    let connected = conn.is_connected() && client_closed.lock().unwrap().is_none();
+    match (connected, client_handle.rtt(&conn)) {
+        (true, Some(rtt)) => println!(
+            "demo: healthy client still connected after {:.1?}: rtt {:?} (smoothed {:?}, min {:?}) over {} round trips",
+            t0.elapsed(),
+            rtt.latest,
+            rtt.smoothed,
+            rtt.min,
+            rtt.samples
+        ),
+        (true, None) => {
+            println!("demo: healthy client connected but no round trip measured");
+            ok = false;
+        }
+        (false, _) => {
+            println!(
+                "demo: healthy client was closed: {:?}",
+                client_closed.lock().unwrap()
+            );
+            ok = false;
+        }
+    }
+    if let Some(off) = client_handle.clock_offset_us(&conn) {
+        println!("demo: estimated server clock offset {off} µs (same host: about 0)");
+    }
+    let st = hb.stats();
+    println!(
+        "demo: server counters: {} idle timeout(s), {} heartbeat(s) in, {} pong(s) out, {} ack(s) of {} server ping(s)",
+        st.idle_timeouts, st.beats_in, st.pongs_sent, st.acks, st.pings_sent
+    );
+    if st.idle_timeouts + st.ack_timeouts != 1 {
+        ok = false;
+    }
+    lp.stop();
+    let _ = client_thread.join();
+    Ok(ok)
+}
