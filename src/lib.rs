@@ -42,3 +42,8 @@ pub mod protocols {
     pub use lubdub_frame as frame;
     pub use lubdub_text as text;
 }
+
+/// The README's code blocks, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
