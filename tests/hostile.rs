@@ -1,8 +1,8 @@
 //! A suite that tries to break the server over real loopback sockets. Each
 //! case checks that the bad peer gets a clear error and a close, and that a
 //! healthy client on the same worker keeps round-tripping meanwhile.
-//! (Bogus frame lengths, cuts and resets mid-frame: `tests/frame.rs`;
-//! over-long lines and invalid UTF-8: `tests/worker.rs`.)
+//! (Bogus frame lengths, a header cut then EOF, and a reset mid-frame, with a
+//! healthy client alongside: `tests/frame.rs`.)
 
 mod common;
 
@@ -31,6 +31,36 @@ fn rss_kib() -> usize {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+#[test]
+fn bad_text_input_closes_only_the_offender_with_a_clear_error() {
+    let (tx, rx) = mpsc::channel();
+    let mut w = Worker::with_protocol("text://127.0.0.1:0", Text::with_max_length(1024)).unwrap();
+    w.on_message(|c, m| {
+        let _ = c.send(&m);
+    });
+    let t = tx.clone();
+    w.on_error(move |_, e| t.send(format!("error {e}")).unwrap());
+    w.on_close(move |_, r| tx.send(format!("close {r}")).unwrap());
+    let h = w.start().unwrap();
+    let mut healthy = LineClient::connect(h.local_addr());
+    let long_line = vec![b'a'; 4096];
+    let cases: [(&[u8], &str); 3] = [
+        (&long_line, "error protocol error: message of"),
+        (b"caf\xc3(\n", "error protocol error: invalid UTF-8"),
+        (b"ok\n\xff\xfe\xfd\n", "error protocol error: invalid UTF-8"),
+    ];
+    for (bytes, want) in cases {
+        let mut bad = LineClient::connect(h.local_addr());
+        bad.send(bytes);
+        let err = recv(&rx);
+        assert!(err.starts_with(want), "{err}");
+        assert_eq!(recv(&rx), "close protocol error");
+        let _ = bad.read_to_eof();
+        assert_eq!(healthy.roundtrip("still here"), "still here");
+    }
+    h.stop_and_wait();
 }
 
 #[test]
