@@ -502,3 +502,44 @@ fn fd_exhaustion_child() {
     }
     h.stop_and_wait();
 }
+
+#[test]
+fn a_presumed_dead_peer_is_closed_without_waiting_for_a_flush() {
+    // The server fills the socket of a peer that neither reads nor writes;
+    // the first-message timeout (like the heartbeat's timeout) must close it
+    // at once, not after the 30 s close timeout it would spend flushing.
+    let (tx, rx) = mpsc::channel();
+    let mut w = Worker::<Raw>::new("tcp://127.0.0.1:0").unwrap();
+    w.first_message_timeout(Duration::from_millis(300))
+        .close_timeout(Duration::from_secs(30));
+    w.on_connect(|c| {
+        let chunk = vec![1u8; 64 * 1024];
+        while c.send(&chunk).is_queued() {}
+    });
+    let t = tx.clone();
+    w.on_error(move |_, e| t.send(format!("error {e}")).unwrap());
+    w.on_close(move |_, r| tx.send(format!("close {r}")).unwrap());
+    let h = w.start().unwrap();
+    let started = std::time::Instant::now();
+    let _s = TcpStream::connect(h.local_addr()).unwrap();
+    let mut evs = vec![recv(&rx)];
+    while !evs.last().unwrap().starts_with("close") {
+        evs.push(recv(&rx));
+    }
+    assert_eq!(
+        evs.last().unwrap(),
+        "close first-message timeout",
+        "{evs:?}"
+    );
+    assert!(
+        !evs.iter().any(|e| e.contains("flush")),
+        "no flush timeout for a dead peer: {evs:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    wait_until("socket released", || h.live_tasks() == 0);
+    h.stop_and_wait();
+}

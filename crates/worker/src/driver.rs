@@ -133,6 +133,16 @@ impl<P: Protocol> ConnDriver<P> {
             self.pending.clear();
         }
         self.state = State::Closing { shut: false };
+        if matches!(
+            reason,
+            CloseReason::HeartbeatTimeout | CloseReason::FirstMessageTimeout
+        ) {
+            // The peer is presumed gone: send what the socket takes now (a
+            // goodbye), but neither wait for a flush nor for its FIN.
+            self.conn.inner.flags.fetch_or(NO_LINGER, Ordering::AcqRel);
+            self.close_timer = Some(async_io::Timer::after(std::time::Duration::ZERO));
+            return;
+        }
         let timeout = self.conn.endpoint().limits.close_timeout;
         self.close_timer = Some(async_io::Timer::after(timeout));
     }
@@ -569,7 +579,11 @@ impl<P: Protocol> ConnDriver<P> {
         }
         if let Some(t) = self.close_timer.as_mut() {
             if Pin::new(t).poll(cx).is_ready() {
-                if !flushed {
+                let presumed_gone = matches!(
+                    reason,
+                    CloseReason::HeartbeatTimeout | CloseReason::FirstMessageTimeout
+                );
+                if !flushed && !presumed_gone {
                     let conn = &self.conn;
                     log::debug!("connection {}: close timed out with data unsent", conn.id());
                     report(conn, &Error::FlushTimeout);
