@@ -664,3 +664,34 @@ fn plugins_run_before_callbacks_and_can_consume_messages() {
     assert_eq!(recv(&rx), "user close");
     h.stop_and_wait();
 }
+
+#[test]
+fn sends_of_one_loop_turn_leave_in_one_write() {
+    let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
+    w.on_message(|c, m| {
+        let n: usize = m.parse().unwrap();
+        for i in 0..n {
+            let _ = c.send(&format!("reply {i}"));
+        }
+    });
+    let h = w.start().unwrap();
+    let mut c = LineClient::connect(h.local_addr());
+    c.send(b"100\n");
+    for i in 0..100 {
+        assert_eq!(c.line(), format!("reply {i}\n"));
+    }
+    let conn = h.connections().iter().next().unwrap().value().clone();
+    wait_until("counted", || conn.stats().bytes_out > 0);
+    assert_eq!(conn.stats().messages_out, 100);
+    assert_eq!(conn.stats().write_calls, 1, "100 sends, one write syscall");
+    // pipelined requests read together are answered with one write too
+    c.send(b"3\n3\n3\n");
+    for _ in 0..3 {
+        for i in 0..3 {
+            assert_eq!(c.line(), format!("reply {i}\n"));
+        }
+    }
+    wait_until("counted", || conn.stats().messages_out == 109);
+    assert!(conn.stats().write_calls <= 3);
+    h.stop_and_wait();
+}

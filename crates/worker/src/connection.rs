@@ -157,6 +157,8 @@ pub struct ConnStats {
     pub messages_in: u64,
     /// Messages queued by `send` (not `send_raw`).
     pub messages_out: u64,
+    /// `write` system calls made: sends of one loop turn share one.
+    pub write_calls: u64,
 }
 
 pub(crate) const CLOSE_REQ: u8 = 1;
@@ -202,6 +204,7 @@ pub(crate) struct ConnInner<P: Protocol> {
     pub bytes_out: AtomicU64,
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
+    pub write_calls: AtomicU64,
     /// Nanoseconds since [`clock_epoch`] of the last inbound bytes.
     pub last_active: AtomicU64,
     /// Largest message (or incomplete message) accepted, in bytes.
@@ -278,6 +281,7 @@ impl<P: Protocol> Connection<P> {
                 bytes_out: AtomicU64::new(0),
                 messages_in: AtomicU64::new(0),
                 messages_out: AtomicU64::new(0),
+                write_calls: AtomicU64::new(0),
                 last_active: AtomicU64::new(mono_nanos(Instant::now())),
                 max_package_size,
                 reason: Mutex::new(None),
@@ -591,6 +595,7 @@ impl<P: Protocol> Connection<P> {
             bytes_out: i.bytes_out.load(Ordering::Relaxed),
             messages_in: i.messages_in.load(Ordering::Relaxed),
             messages_out: i.messages_out.load(Ordering::Relaxed),
+            write_calls: i.write_calls.load(Ordering::Relaxed),
         }
     }
 

@@ -466,6 +466,7 @@ impl<P: Protocol> ConnDriver<P> {
             return Ok(true);
         };
         let mut wrote = 0u64;
+        let mut calls = 0u64;
         let mut drained = false;
         let result = loop {
             if self.wpos == self.wbuf.len() {
@@ -486,6 +487,7 @@ impl<P: Protocol> ConnDriver<P> {
                 std::mem::swap(&mut ob.buf, &mut self.wbuf);
                 ob.in_flight = self.wbuf.len();
             }
+            calls += 1;
             match Pin::new(&mut &*stream).poll_write(cx, &self.wbuf[self.wpos..]) {
                 Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
@@ -502,10 +504,9 @@ impl<P: Protocol> ConnDriver<P> {
             }
         };
         if wrote > 0 {
-            self.conn
-                .inner
-                .bytes_out
-                .fetch_add(wrote, Ordering::Relaxed);
+            let inner = &self.conn.inner;
+            inner.bytes_out.fetch_add(wrote, Ordering::Relaxed);
+            inner.write_calls.fetch_add(calls, Ordering::Relaxed);
         }
         if matches!(result, Ok(true)) {
             self.write_blocked = false;
