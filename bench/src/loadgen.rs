@@ -558,6 +558,17 @@ pub async fn idle(
     })
 }
 
+/// Opens `n` connections (250 connects at a time) that send nothing and
+/// hands them over as std sockets, so they stay open after the load
+/// generator's runtime is gone, until the caller drops them.
+pub async fn hold_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>> {
+    let streams = connect_many(addr, n, 250).await?;
+    streams
+        .into_iter()
+        .map(|s| s.into_std().context("TcpStream::into_std"))
+        .collect()
+}
+
 async fn round_trip(s: &mut TcpStream, unit: Unit, id: u32, seq: u64) -> Result<()> {
     let mut out = vec![0u8; unit.size];
     let mut reply = vec![0u8; unit.size];

@@ -16,6 +16,7 @@ mod child;
 mod loadgen;
 mod scenarios;
 mod servers;
+mod sweep;
 mod sys;
 mod timers;
 
@@ -144,9 +145,10 @@ fn runner(args: &[String]) -> Result<()> {
         max_wait: secs(max_wait.unwrap_or(if quick { 5.0 } else { 60.0 })),
         retries,
     };
-    if cfg.idle_conns as u64 + 64 > fd.soft && names.contains(&"idle-mem") {
+    let many = names.iter().find(|n| matches!(**n, "idle-mem" | "sweep"));
+    if let (Some(name), true) = (many, cfg.idle_conns as u64 + 64 > fd.soft) {
         bail!(
-            "idle-mem needs {} fds but RLIMIT_NOFILE is {} (hard {})",
+            "{name} needs {} fds but RLIMIT_NOFILE is {} (hard {})",
             cfg.idle_conns + 64,
             fd.soft,
             fd.hard

@@ -8,9 +8,9 @@
 //! the metric values), push one [`Row`] per metric onto the outcome, and
 //! add a [`Scenario`] entry to [`SCENARIOS`]. A server the scenario needs
 //! is a new [`Proto`] or a new flag of `serve` (see `servers.rs`), so that
-//! it runs in its own process like the others. The heartbeat sweep is meant
-//! to go in exactly that way (see the placeholder at the end of
-//! [`SCENARIOS`]).
+//! it runs in its own process like the others. The heartbeat sweep went in
+//! that way: [`sweep`] runs `serve <impl> text --sweep N` children (see
+//! `sweep.rs`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -145,9 +145,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "connection churn: connect, one echo round trip, close; 32 concurrent churners",
         run: churn,
     },
-    // Extension point: the heartbeat sweep scenario goes here
-    // (`Scenario { name: "heartbeat", about: ..., run: heartbeat }`),
-    // with its server variant added to `servers.rs`.
+    Scenario {
+        name: "sweep",
+        about: "heartbeat idle sweep over 10,000 idle connections, nothing expires: us per sweep",
+        run: sweep,
+    },
 ];
 
 /// Runs `one` for lubdub and the tokio peer in turn, `cfg.runs` times
@@ -269,6 +271,7 @@ fn start_server(
             count,
             cpu: cfg.server_cpu(count),
             report_conns: report,
+            sweep: None,
         }
         .to_args(),
     )
@@ -504,6 +507,82 @@ fn churn(cfg: &Config, out: &mut Outcome) -> Result<()> {
         cfg.churners
     );
     push_rate_rows(out, label, "conn/s", &l, &p);
+    Ok(())
+}
+
+/// The heartbeat's idle sweep over `cfg.idle_conns` idle connections,
+/// timed inside the server (see `sweep.rs` for exactly what is timed).
+fn sweep(cfg: &Config, out: &mut Outcome) -> Result<()> {
+    let n = cfg.idle_conns;
+    let [l, p] = alternate(cfg, "sweep", 2, |imp| {
+        let mut server = Server::start(
+            &ServeOpts {
+                imp,
+                proto: Proto::Text,
+                count: 1,
+                cpu: cfg.server_cpu(1),
+                report_conns: false,
+                sweep: Some(n),
+            }
+            .to_args(),
+        )?;
+        let addr = server.addr();
+        let streams = loadgen::run(cfg.loadgen_cpu(1), Duration::from_secs(120), || {
+            loadgen::hold_idle(addr, n)
+        })?;
+        let line = server.child.expect("sweep", Duration::from_secs(60));
+        // The server goes first, so the TIME_WAIT states land on its side.
+        drop(server);
+        drop(streams);
+        let v: Vec<f64> = line?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .context("parsing the server's sweep line")?;
+        let [scanned, a, b, a_min, b_min] = v[..] else {
+            anyhow::bail!("the server's sweep line has {} values, not 5", v.len());
+        };
+        let (ka, kb) = match imp {
+            Impl::Lubdub => ("plugin slab", "DashMap walk"),
+            Impl::Tokio => ("Mutex<HashMap> walk", "DashMap walk"),
+        };
+        Ok((
+            vec![a, b],
+            format!(
+                "{scanned} conns, us per sweep (median, min of {} passes): \
+                 {ka} {a:.1} ({a_min:.1}), {kb} {b:.1} ({b_min:.1})",
+                crate::sweep::PASSES
+            ),
+        ))
+    })?;
+    out.rows.push(Row {
+        label: format!(
+            "heartbeat sweep, {n} idle conns, none expires: plugin vs tokio Mutex<HashMap> (us per sweep)"
+        ),
+        unit: "us",
+        better: Better::Lower,
+        lubdub: l[0].clone(),
+        peer: p[0].clone(),
+    });
+    out.rows.push(Row {
+        label: "↳ naive: walk worker.connections() vs tokio DashMap (us per sweep)".to_string(),
+        unit: "us",
+        better: Better::Lower,
+        lubdub: l[1].clone(),
+        peer: p[1].clone(),
+    });
+    let m = median(&l[0]);
+    out.notes.push(format!(
+        "sweep: target < 100 us per sweep of 10,000 connections (Workerman's PHP sweep: ~0.6 ms); \
+         lubdub plugin median {m:.1} us over {n} connections{}",
+        if n != 10_000 {
+            " (not 10,000: not comparable with the target)"
+        } else if m < 100.0 {
+            ": met"
+        } else {
+            ": NOT met"
+        }
+    ));
     Ok(())
 }
 

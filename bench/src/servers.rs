@@ -1,9 +1,13 @@
 //! The servers under test, each run in its own child process:
-//! `lubdub-bench serve <lubdub|tokio> <text|frame> [--count N] [--cpu C] [--report-conns]`.
+//! `lubdub-bench serve <lubdub|tokio> <text|frame> [--count N] [--cpu C] [--report-conns] [--sweep N]`.
 //!
 //! The child prints `nofile <soft-before> <soft> <hard>` and then
 //! `port <port>` on stdout, and with `--report-conns` a `conns <n>` line
-//! every 50 ms. It runs until the runner kills it.
+//! every 50 ms. With `--sweep N` (text only) the server also keeps a
+//! heartbeat registry of its connections (lubdub: the heartbeat plugin;
+//! tokio: per-connection state in maps) and, once it holds N connections,
+//! times sweep passes over them and prints a `sweep ...` line (see
+//! `sweep.rs`). It runs until the runner kills it.
 //!
 //! Both implementations do the same thing: decode a message, hand an owned
 //! copy to user code, encode it back, and write the replies of one read
@@ -21,6 +25,7 @@ use lubdub_frame::Frame;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec, LinesCodec};
 
+use crate::sweep::{self, PeerRegistry};
 use crate::sys;
 
 /// Largest message either side accepts: lubdub's default maximum package
@@ -88,6 +93,8 @@ pub struct ServeOpts {
     pub cpu: Option<usize>,
     /// Print `conns <n>` every 50 ms.
     pub report_conns: bool,
+    /// Keep a heartbeat registry and time sweeps over this many connections.
+    pub sweep: Option<usize>,
 }
 
 impl ServeOpts {
@@ -107,13 +114,18 @@ impl ServeOpts {
         if self.report_conns {
             a.push("--report-conns".into());
         }
+        if let Some(n) = self.sweep {
+            a.push("--sweep".into());
+            a.push(n.to_string());
+        }
         a
     }
 
     pub fn from_args(args: &[String]) -> Result<ServeOpts> {
         let [imp, proto, rest @ ..] = args else {
             bail!(
-                "usage: serve <lubdub|tokio> <text|frame> [--count N] [--cpu C] [--report-conns]"
+                "usage: serve <lubdub|tokio> <text|frame> [--count N] [--cpu C] [--report-conns] \
+                 [--sweep N]"
             );
         };
         let mut o = ServeOpts {
@@ -122,6 +134,7 @@ impl ServeOpts {
             count: 1,
             cpu: None,
             report_conns: false,
+            sweep: None,
         };
         let mut it = rest.iter();
         while let Some(a) = it.next() {
@@ -129,8 +142,12 @@ impl ServeOpts {
                 "--count" => o.count = crate::next_num(&mut it, a)?,
                 "--cpu" => o.cpu = Some(crate::next_num(&mut it, a)?),
                 "--report-conns" => o.report_conns = true,
+                "--sweep" => o.sweep = Some(crate::next_num(&mut it, a)?),
                 _ => bail!("serve: unknown argument {a:?}"),
             }
+        }
+        if o.sweep.is_some() && o.proto != Proto::Text {
+            bail!("serve: --sweep needs the text protocol");
         }
         Ok(o)
     }
@@ -152,6 +169,9 @@ pub fn serve(o: &ServeOpts) -> Result<()> {
             w.on_message(|conn, line: String| {
                 let _ = conn.send(&line);
             });
+            if let Some(n) = o.sweep {
+                sweep::install_lubdub(&mut w, n);
+            }
             run_lubdub(&w.start()?, o.report_conns)
         }
         (Impl::Lubdub, Proto::Frame) => {
@@ -162,7 +182,7 @@ pub fn serve(o: &ServeOpts) -> Result<()> {
             });
             run_lubdub(&w.start()?, o.report_conns)
         }
-        (Impl::Tokio, proto) => run_tokio(proto, o.count, o.report_conns),
+        (Impl::Tokio, proto) => run_tokio(proto, o.count, o.report_conns, o.sweep),
     }
 }
 
@@ -193,7 +213,7 @@ pub fn tokio_frame_codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-fn run_tokio(proto: Proto, count: usize, report_conns: bool) -> Result<()> {
+fn run_tokio(proto: Proto, count: usize, report_conns: bool, sweep: Option<usize>) -> Result<()> {
     let rt = if count <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -216,6 +236,11 @@ fn run_tokio(proto: Proto, count: usize, report_conns: bool) -> Result<()> {
                 }
             });
         }
+        let registry = sweep.map(|n| {
+            let reg = Arc::new(PeerRegistry::default());
+            tokio::spawn(sweep::tokio_sweeper(reg.clone(), n));
+            reg
+        });
         let mut warned = false;
         loop {
             let (sock, _) = match listener.accept().await {
@@ -231,6 +256,7 @@ fn run_tokio(proto: Proto, count: usize, report_conns: bool) -> Result<()> {
             };
             let _ = sock.set_nodelay(true);
             let live = live.clone();
+            let registry = registry.clone();
             tokio::spawn(async move {
                 if let Some(l) = &live {
                     l.fetch_add(1, Ordering::Relaxed);
@@ -238,7 +264,21 @@ fn run_tokio(proto: Proto, count: usize, report_conns: bool) -> Result<()> {
                 match proto {
                     Proto::Text => {
                         let codec = LinesCodec::new_with_max_length(MAX_MESSAGE);
-                        echo(Framed::new(sock, codec), |line: String| line).await
+                        match &registry {
+                            None => echo(Framed::new(sock, codec), |line: String| line).await,
+                            Some(reg) => {
+                                // What a tokio user's heartbeat keeps: the
+                                // time of the last line, in a shared map.
+                                let (id, state) = reg.register();
+                                let framed = Framed::new(sock, codec);
+                                echo(framed, |line: String| {
+                                    state.touch();
+                                    line
+                                })
+                                .await;
+                                reg.unregister(id);
+                            }
+                        }
                     }
                     Proto::Frame => {
                         echo(Framed::new(sock, tokio_frame_codec()), BytesMut::freeze).await

@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use crate::addr::IntoListenAddr;
 use crate::connection::{
-    Connection, Endpoint, Handlers, Limits, LocalBoxFuture, MessageHandler, FINISHED,
+    connection_callbacks, Connection, Endpoint, Handlers, Limits, LocalBoxFuture, MessageHandler,
+    FINISHED,
 };
 use crate::driver::{report, ConnDriver};
 use crate::error::{CloseReason, Error};
@@ -352,75 +353,7 @@ impl<P: Protocol> Client<P> {
         self
     }
 
-    /// Runs when a session is established (each reconnect too).
-    pub fn on_connect(&mut self, f: impl Fn(&Connection<P>) + Send + Sync + 'static) -> &mut Self {
-        self.handlers.on_connect = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs when the send buffer reaches its limit.
-    pub fn on_buffer_full(
-        &mut self,
-        f: impl Fn(&Connection<P>) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_buffer_full = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs when a full send buffer has been written out.
-    pub fn on_buffer_drain(
-        &mut self,
-        f: impl Fn(&Connection<P>) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_buffer_drain = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs for each decoded message, in order.
-    pub fn on_message(
-        &mut self,
-        f: impl Fn(&Connection<P>, P::Message) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_message = Some(MessageHandler::Sync(Arc::new(f)));
-        self
-    }
-
-    /// Async message handler, as [`Worker::on_message_async`](crate::Worker::on_message_async).
-    pub fn on_message_async<F, Fut>(&mut self, f: F) -> &mut Self
-    where
-        F: Fn(Connection<P>, P::Message) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ()> + 'static,
-    {
-        self.handlers.on_message = Some(MessageHandler::Async(Arc::new(move |c, m| {
-            Box::pin(f(c, m)) as LocalBoxFuture
-        })));
-        self
-    }
-
-    /// Runs once per established session when it ends, with the reason.
-    pub fn on_close(
-        &mut self,
-        f: impl Fn(&Connection<P>, &CloseReason) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_close = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs on errors: [`Error::ConnectFailed`] for a failed attempt,
-    /// [`Error::Io`] for a broken session, protocol errors, dropped sends...
-    pub fn on_error(
-        &mut self,
-        f: impl Fn(&Connection<P>, &Error) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_error = Some(Arc::new(f));
-        self
-    }
-
-    /// Installs a plugin (a client heartbeat, say).
-    pub fn plugin(&mut self, plugin: impl crate::plugin::Plugin<P>) -> &mut Self {
-        self.handlers.plugins.push(Arc::new(plugin));
-        self
-    }
+    connection_callbacks!();
 
     /// The server address.
     pub fn addr(&self) -> SocketAddr {
@@ -513,10 +446,8 @@ async fn supervise<P: Protocol>(
                 }
                 Wake::Cancelled => {
                     // Wait for an explicit reconnect() or close().
-                    conn.outbox().closed = true;
-                    match idle(ctl).await {
+                    match idle(&conn, ctl).await {
                         Some(after) => {
-                            conn.reset_session(true);
                             delay = Some(after);
                             continue;
                         }
@@ -584,10 +515,8 @@ async fn supervise<P: Protocol>(
             continue;
         }
         if ctl.cancel.swap(false, Ordering::SeqCst) {
-            conn.outbox().closed = true;
-            match idle(ctl).await {
+            match idle(&conn, ctl).await {
                 Some(after) => {
-                    conn.reset_session(true);
                     delay = Some(after);
                     continue;
                 }
@@ -606,13 +535,11 @@ async fn supervise<P: Protocol>(
                     conn.id()
                 );
                 report(&conn, &Error::ReconnectGaveUp { attempts });
-                conn.outbox().closed = true;
-                match idle(ctl).await {
+                match idle(&conn, ctl).await {
                     Some(after) => {
                         if let Some(p) = policy.as_mut() {
                             p.reset();
                         }
-                        conn.reset_session(true);
                         delay = Some(after);
                     }
                     None => break,
@@ -620,12 +547,8 @@ async fn supervise<P: Protocol>(
             }
             None => {
                 // No automatic policy: wait for reconnect() or close().
-                conn.outbox().closed = true;
-                match idle(ctl).await {
-                    Some(after) => {
-                        conn.reset_session(true);
-                        delay = Some(after);
-                    }
+                match idle(&conn, ctl).await {
+                    Some(after) => delay = Some(after),
                     None => break,
                 }
             }
@@ -644,8 +567,10 @@ async fn supervise<P: Protocol>(
     log::debug!("client {}: closed for good", conn.id());
 }
 
-/// Waits for `reconnect()` (returns its delay) or `close()` (returns `None`).
-async fn idle(ctl: &ClientCtl) -> Option<Duration> {
+/// Refuses sends and waits for `reconnect()` (returns its delay, sends
+/// accepted again) or `close()` (returns `None`).
+async fn idle<P: Protocol>(conn: &Connection<P>, ctl: &ClientCtl) -> Option<Duration> {
+    conn.outbox().closed = true;
     ctl.idle.store(true, Ordering::SeqCst);
     let woke = loop {
         match wait_ctl(ctl, None).await {
@@ -655,6 +580,9 @@ async fn idle(ctl: &ClientCtl) -> Option<Duration> {
         }
     };
     ctl.idle.store(false, Ordering::SeqCst);
+    if woke.is_some() {
+        conn.reset_session(true);
+    }
     woke
 }
 

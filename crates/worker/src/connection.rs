@@ -79,6 +79,95 @@ impl<P: Protocol> Clone for Handlers<P> {
     }
 }
 
+/// The connection callback setters shared by `Worker` and `Client`: both
+/// hold a `handlers: Handlers<P>` field.
+macro_rules! connection_callbacks {
+    () => {
+        /// Runs when a connection is established, before any message (for a
+        /// client: at each (re)connect).
+        pub fn on_connect(
+            &mut self,
+            f: impl Fn(&Connection<P>) + Send + Sync + 'static,
+        ) -> &mut Self {
+            self.handlers.on_connect = Some(Arc::new(f));
+            self
+        }
+
+        /// Runs for each decoded message, in order.
+        pub fn on_message(
+            &mut self,
+            f: impl Fn(&Connection<P>, P::Message) + Send + Sync + 'static,
+        ) -> &mut Self {
+            self.handlers.on_message = Some(MessageHandler::Sync(Arc::new(f)));
+            self
+        }
+
+        /// Like `on_message`, for handlers that must await (a database
+        /// call, say). The loop keeps serving other connections while the
+        /// future runs; one connection's messages are still handled one at a
+        /// time, in order. Up to `async_queue` messages are decoded ahead,
+        /// then reading pauses. The future runs on the connection's loop and
+        /// need not be `Send`. Replaces any `on_message` handler.
+        pub fn on_message_async<F, Fut>(&mut self, f: F) -> &mut Self
+        where
+            F: Fn(Connection<P>, P::Message) -> Fut + Send + Sync + 'static,
+            Fut: std::future::Future<Output = ()> + 'static,
+        {
+            self.handlers.on_message = Some(MessageHandler::Async(Arc::new(move |c, m| {
+                Box::pin(f(c, m)) as LocalBoxFuture
+            })));
+            self
+        }
+
+        /// Runs exactly once per connection (client: per session) after it
+        /// closed for any reason, with the reason.
+        pub fn on_close(
+            &mut self,
+            f: impl Fn(&Connection<P>, &CloseReason) + Send + Sync + 'static,
+        ) -> &mut Self {
+            self.handlers.on_close = Some(Arc::new(f));
+            self
+        }
+
+        /// Runs on a connection error: a protocol violation, dropped sends,
+        /// a panicking callback, a socket error, a close that could not
+        /// flush, a client's failed connect attempt.
+        pub fn on_error(
+            &mut self,
+            f: impl Fn(&Connection<P>, &Error) + Send + Sync + 'static,
+        ) -> &mut Self {
+            self.handlers.on_error = Some(Arc::new(f));
+            self
+        }
+
+        /// Runs when a connection's send buffer reaches its limit.
+        pub fn on_buffer_full(
+            &mut self,
+            f: impl Fn(&Connection<P>) + Send + Sync + 'static,
+        ) -> &mut Self {
+            self.handlers.on_buffer_full = Some(Arc::new(f));
+            self
+        }
+
+        /// Runs when a full send buffer has been completely written out.
+        pub fn on_buffer_drain(
+            &mut self,
+            f: impl Fn(&Connection<P>) + Send + Sync + 'static,
+        ) -> &mut Self {
+            self.handlers.on_buffer_drain = Some(Arc::new(f));
+            self
+        }
+
+        /// Installs a plugin (the heartbeat, say). Its hooks run before the
+        /// callbacks of the same name, in the order plugins were added.
+        pub fn plugin(&mut self, plugin: impl crate::plugin::Plugin<P>) -> &mut Self {
+            self.handlers.plugins.push(Arc::new(plugin));
+            self
+        }
+    };
+}
+pub(crate) use connection_callbacks;
+
 /// Per-connection limits, with Workerman's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {

@@ -1,5 +1,5 @@
 //! lubdub's event loop: [`Worker`], [`Connection`], [`Timer`] and the
-//! sans-IO [`Protocol`](protocol::Protocol) trait.
+//! sans-IO [`Protocol`] trait.
 //!
 //! Most users depend on the `lubdub` facade crate, which re-exports this one.
 

@@ -1,6 +1,5 @@
 //! `Worker`: listens, runs `count` event loops, and calls your callbacks.
 
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +13,7 @@ use serde::Deserialize;
 
 use crate::addr::{IntoListenAddr, ListenAddr};
 use crate::connection::{
-    Connection, Endpoint, Handlers, Limits, LocalBoxFuture, MessageHandler,
+    connection_callbacks, Connection, Endpoint, Handlers, Limits, LocalBoxFuture, MessageHandler,
     DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
 };
 use crate::driver::ConnDriver;
@@ -249,81 +248,7 @@ impl<P: Protocol> Worker<P> {
         self
     }
 
-    /// Runs when a connection is established, before any message.
-    pub fn on_connect(&mut self, f: impl Fn(&Connection<P>) + Send + Sync + 'static) -> &mut Self {
-        self.handlers.on_connect = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs for each decoded message, in order.
-    pub fn on_message(
-        &mut self,
-        f: impl Fn(&Connection<P>, P::Message) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_message = Some(MessageHandler::Sync(Arc::new(f)));
-        self
-    }
-
-    /// Like [`on_message`](Self::on_message), for handlers that must await
-    /// (a database call, say). The loop keeps serving other connections
-    /// while the future runs; one connection's messages are still handled
-    /// one at a time, in order. Up to `async_queue` messages are decoded
-    /// ahead, then reading pauses. The future runs on the connection's loop
-    /// and need not be `Send`. Replaces any `on_message` handler.
-    pub fn on_message_async<F, Fut>(&mut self, f: F) -> &mut Self
-    where
-        F: Fn(Connection<P>, P::Message) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + 'static,
-    {
-        self.handlers.on_message = Some(MessageHandler::Async(Arc::new(move |c, m| {
-            Box::pin(f(c, m)) as LocalBoxFuture
-        })));
-        self
-    }
-
-    /// Runs exactly once per connection, after it closed for any reason.
-    pub fn on_close(
-        &mut self,
-        f: impl Fn(&Connection<P>, &CloseReason) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_close = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs on a connection error: protocol violation, dropped sends,
-    /// a panicking callback, a close that could not flush.
-    pub fn on_error(
-        &mut self,
-        f: impl Fn(&Connection<P>, &Error) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_error = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs when a connection's send buffer reaches its limit.
-    pub fn on_buffer_full(
-        &mut self,
-        f: impl Fn(&Connection<P>) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_buffer_full = Some(Arc::new(f));
-        self
-    }
-
-    /// Runs when a full send buffer has been completely written out.
-    pub fn on_buffer_drain(
-        &mut self,
-        f: impl Fn(&Connection<P>) + Send + Sync + 'static,
-    ) -> &mut Self {
-        self.handlers.on_buffer_drain = Some(Arc::new(f));
-        self
-    }
-
-    /// Installs a plugin (the heartbeat, say). Its hooks run before the
-    /// callbacks of the same name, in the order plugins were added.
-    pub fn plugin(&mut self, plugin: impl crate::plugin::Plugin<P>) -> &mut Self {
-        self.handlers.plugins.push(Arc::new(plugin));
-        self
-    }
+    connection_callbacks!();
 
     /// The address given to the worker (port 0 until started).
     pub fn listen_addr(&self) -> &ListenAddr {
