@@ -695,3 +695,79 @@ fn sends_of_one_loop_turn_leave_in_one_write() {
     assert!(conn.stats().write_calls <= 3);
     h.stop_and_wait();
 }
+
+/// Parent side: `Worker::run` in a child process stops on SIGTERM, runs
+/// `on_worker_stop`, delivers what was queued, and exits.
+#[test]
+fn sigterm_stops_run_gracefully() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "run_until_signal_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("LUBDUB_SIGNAL_CHILD", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let port: u16 = loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
+            if let Some(i) = line.find("PORT ") {
+                break line[i + 5..].trim().parse().unwrap();
+            }
+        };
+        let mut c = LineClient::connect(([127, 0, 0, 1], port).into());
+        assert_eq!(c.roundtrip("hello"), "hello");
+        // the child queues a reply larger than the socket buffers hold, then
+        // we signal it while most of it is still in its send queue
+        c.send(b"big\n");
+        loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
+            if line.contains("QUEUED") {
+                break;
+            }
+        }
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let got = c.read_to_eof();
+        assert_eq!(
+            got.len(),
+            8 * 1024 * 1024 + 1,
+            "the queued reply arrives whole"
+        );
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert!(rest.contains("STOPPED"), "on_worker_stop ran: {rest}");
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+#[test]
+#[ignore = "run in a child process by sigterm_stops_run_gracefully"]
+fn run_until_signal_child() {
+    if std::env::var_os("LUBDUB_SIGNAL_CHILD").is_none() {
+        return;
+    }
+    let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
+    w.send_buffer_size(32 * 1024 * 1024);
+    w.on_worker_start(|h| println!("PORT {}", h.local_addr().port()));
+    w.on_worker_stop(|_| println!("STOPPED"));
+    w.on_message(|c, m| {
+        if m == "big" {
+            assert!(c.send(&"x".repeat(8 * 1024 * 1024)).is_queued());
+            println!("QUEUED");
+        } else {
+            let _ = c.send(&m);
+        }
+    });
+    w.run().unwrap();
+}

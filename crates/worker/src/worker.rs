@@ -307,11 +307,13 @@ impl<P: Protocol> Worker<P> {
     /// Starts, stops on SIGINT or SIGTERM, and returns once every loop has
     /// stopped (Workerman's `Worker::runAll()` for one worker).
     pub fn run(&self) -> Result<(), Error> {
-        let handle = self.start()?;
         #[cfg(unix)]
         {
             use signal_hook::consts::{SIGINT, SIGTERM};
+            // Registered before the loops start: a signal that arrives
+            // during on_worker_start is queued, not fatal.
             let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+            let handle = self.start()?;
             let sig_handle = signals.handle();
             let h = handle.clone();
             let watcher = std::thread::Builder::new()
@@ -327,7 +329,7 @@ impl<P: Protocol> Worker<P> {
             let _ = watcher.join();
         }
         #[cfg(not(unix))]
-        handle.wait();
+        self.start()?.wait();
         Ok(())
     }
 }
