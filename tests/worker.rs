@@ -478,15 +478,17 @@ fn async_handler_keeps_per_connection_order_and_does_not_block_others() {
     });
     let h = w.start().unwrap();
     let mut slow = LineClient::connect(h.local_addr());
-    slow.send(b"300\n200\n100\n0\n");
+    slow.send(b"2000\n200\n100\n0\n");
     let mut fast = LineClient::connect(h.local_addr());
     let t = std::time::Instant::now();
     assert_eq!(fast.roundtrip("0"), "0");
+    // the slow connection's first handler sleeps 2 s; a blocked loop would
+    // make this round trip wait for it
     assert!(
-        t.elapsed() < Duration::from_millis(250),
+        t.elapsed() < Duration::from_millis(1500),
         "other connections are not blocked"
     );
-    for want in ["300", "200", "100", "0"] {
+    for want in ["2000", "200", "100", "0"] {
         assert_eq!(slow.line(), format!("{want}\n"));
     }
     h.stop_and_wait();
