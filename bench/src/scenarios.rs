@@ -557,7 +557,7 @@ fn sweep(cfg: &Config, out: &mut Outcome) -> Result<()> {
     })?;
     out.rows.push(Row {
         label: format!(
-            "heartbeat sweep, {n} idle conns, none expires: plugin vs tokio Mutex<HashMap> (us per sweep)"
+            "heartbeat sweep, {n} idle conns, none expires: plugin vs tokio HashMap in a Mutex (us per sweep)"
         ),
         unit: "us",
         better: Better::Lower,
