@@ -23,10 +23,11 @@
 //!   [`LengthField`], the C# seed's [`PacketCodec`] and [`Packet`]).
 
 pub use lubdub_worker::{
-    plugin, protocol, timer_queue, Backoff, Client, CloseReason, ConnStats, Connection, Decoded,
-    Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr, LocalBoxFuture, LoopHandle, Plugin,
-    Protocol, ProtocolError, Raw, ReconnectPolicy, SendStatus, Timer, TimerId, Worker,
-    WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+    monotonic_nanos, plugin, protocol, timer_queue, Backoff, Client, CloseReason, ConnStats,
+    Connection, Decoded, Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr,
+    LocalBoxFuture, LoopHandle, Plugin, Protocol, ProtocolError, Raw, ReconnectPolicy, SendStatus,
+    Timer, TimerId, Worker, WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE,
+    DEFAULT_SEND_BUFFER_SIZE,
 };
 
 pub use lubdub_text::{Text, TextBytes, TextConfig};

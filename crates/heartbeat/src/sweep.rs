@@ -18,6 +18,12 @@ pub trait Liveness {
     fn last_active(&self) -> Instant;
     /// The index of the event loop that drives the connection.
     fn loop_index(&self) -> usize;
+    /// `last_active` as raw `lubdub_worker::monotonic_nanos`, when the
+    /// type can give it with one load: sweeps then compare integers instead
+    /// of building an `Instant` per connection.
+    fn last_active_nanos(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<P: Protocol> Liveness for Connection<P> {
@@ -29,6 +35,11 @@ impl<P: Protocol> Liveness for Connection<P> {
     #[inline]
     fn loop_index(&self) -> usize {
         Connection::loop_index(self)
+    }
+
+    #[inline]
+    fn last_active_nanos(&self) -> Option<u64> {
+        Some(Connection::last_active_nanos(self))
     }
 }
 
@@ -181,9 +192,14 @@ impl IdleSweep {
         let Some(cutoff) = now.checked_sub(self.cfg.timeout) else {
             return conns.into_iter().count();
         };
+        let cutoff_nanos = lubdub_worker::monotonic_nanos(cutoff);
         let mut scanned = 0;
         for conn in conns {
             scanned += 1;
+            // Fast path: a raw stamp at or after the cutoff is alive.
+            if conn.last_active_nanos().is_some_and(|n| n >= cutoff_nanos) {
+                continue;
+            }
             if self.expired_past(conn.last_active(), cutoff, now) {
                 expired.push(conn.clone());
             }
@@ -215,6 +231,7 @@ impl IdleSweep {
         let Some(cutoff) = now.checked_sub(self.cfg.timeout) else {
             return conns.len();
         };
+        let cutoff_nanos = lubdub_worker::monotonic_nanos(cutoff);
         let mut scanned = 0;
         for entry in conns.iter() {
             let conn = entry.value();
@@ -224,6 +241,9 @@ impl IdleSweep {
                 }
             }
             scanned += 1;
+            if conn.last_active_nanos().is_some_and(|n| n >= cutoff_nanos) {
+                continue;
+            }
             if self.expired_past(conn.last_active(), cutoff, now) {
                 expired.push(conn.clone());
             }

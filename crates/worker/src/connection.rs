@@ -335,6 +335,13 @@ pub(crate) fn clock_epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// Nanoseconds from a process-wide origin to `t` (0 for instants before it).
+/// The unit of [`Connection::last_active_nanos`]: compute a cutoff once with
+/// this and compare raw stamps against it, no `Instant` per connection.
+pub fn monotonic_nanos(t: Instant) -> u64 {
+    mono_nanos(t)
+}
+
 pub(crate) fn mono_nanos(t: Instant) -> u64 {
     t.saturating_duration_since(clock_epoch()).as_nanos() as u64
 }
@@ -691,6 +698,12 @@ impl<P: Protocol> Connection<P> {
     /// When bytes last arrived (monotonic; the connect time before any).
     pub fn last_active(&self) -> Instant {
         clock_epoch() + Duration::from_nanos(self.inner.last_active.load(Ordering::Relaxed))
+    }
+
+    /// [`last_active`](Self::last_active) as raw [`monotonic_nanos`]: one
+    /// relaxed atomic load, for sweeps over many connections.
+    pub fn last_active_nanos(&self) -> u64 {
+        self.inner.last_active.load(Ordering::Relaxed)
     }
 
     /// Stores typed user data on the connection (Workerman's `$connection->context`),

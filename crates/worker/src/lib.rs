@@ -18,8 +18,8 @@ mod worker;
 pub use addr::{IntoListenAddr, ListenAddr};
 pub use client::{Backoff, Client, EventLoop, LoopHandle, ReconnectPolicy};
 pub use connection::{
-    ConnStats, Connection, Limits, LocalBoxFuture, SendStatus, DEFAULT_MAX_PACKAGE_SIZE,
-    DEFAULT_SEND_BUFFER_SIZE,
+    monotonic_nanos, ConnStats, Connection, Limits, LocalBoxFuture, SendStatus,
+    DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
 };
 pub use error::{CloseReason, Error};
 pub use plugin::{Flow, Plugin};
