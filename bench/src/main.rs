@@ -55,10 +55,13 @@ pub(crate) fn next_num<'a, T: std::str::FromStr>(
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let child = matches!(args.first().map(String::as_str), Some("serve" | "timers"));
+    let child = matches!(
+        args.first().map(String::as_str),
+        Some("serve" | "timers-child")
+    );
     let res = match args.first().map(String::as_str) {
         Some("serve") => servers::ServeOpts::from_args(&args[1..]).and_then(|o| servers::serve(&o)),
-        Some("timers") => timers::child_main(&args[1..]),
+        Some("timers-child") => timers::child_main(&args[1..]),
         Some("list") => {
             for s in SCENARIOS {
                 println!("{:<10} {}", s.name, s.about);

@@ -457,7 +457,7 @@ fn idle_mem(cfg: &Config, out: &mut Outcome) -> Result<()> {
 fn timers(cfg: &Config, out: &mut Outcome) -> Result<()> {
     let [l, p] = alternate(cfg, "timers", 2, |imp| {
         let mut args = vec![
-            "timers".to_string(),
+            "timers-child".to_string(),
             imp.name().into(),
             "--n".into(),
             cfg.timer_ops.to_string(),

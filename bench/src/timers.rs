@@ -37,7 +37,7 @@ pub struct TimerResult {
 pub fn child_main(args: &[String]) -> Result<()> {
     sys::die_with_parent();
     let [imp, rest @ ..] = args else {
-        bail!("usage: timers <lubdub|tokio> --n N [--cpu C]");
+        bail!("usage: timers-child <lubdub|tokio> --n N [--cpu C]");
     };
     let imp = Impl::parse(imp)?;
     let mut n = 1_000_000usize;

@@ -32,8 +32,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 /// Identifies a timer within the queue (and event loop) that created it.
@@ -41,7 +40,8 @@ use std::time::{Duration, Instant};
 pub struct TimerId(pub(crate) u64);
 
 impl TimerId {
-    /// The raw id number, unique within the process.
+    /// The raw id number: a slot index and a process-wide generation, so it
+    /// is unique within the process until 2^32 timers have been created.
     pub fn as_u64(self) -> u64 {
         self.0
     }
@@ -60,32 +60,104 @@ struct Entry<T> {
     payload: Option<T>,
 }
 
-/// Hashes the queue's own u64 ids: unique and sequential, so one multiply
-/// spreads them well (SipHash would dominate the cost of a timer).
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
+/// Timer entries in a slab: an id is `generation << 32 | slot`, so lookups
+/// are an index and a compare, and a freed slot's old ids stop matching.
+#[derive(Debug)]
+struct Slots<T> {
+    slots: Vec<(u32, Option<Entry<T>>)>,
+    free: Vec<u32>,
+    live: usize,
 }
 
-type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+/// Generations are global, so an id from one event loop's queue never
+/// matches a timer of another loop's queue.
+fn fresh_generation() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl<T> Slots<T> {
+    fn new() -> Self {
+        Slots {
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+        }
+    }
+
+    fn insert(&mut self, entry: Entry<T>) -> u64 {
+        let gen = fresh_generation();
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = (gen, Some(entry));
+                i
+            }
+            None => {
+                self.slots.push((gen, Some(entry)));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.live += 1;
+        (u64::from(gen) << 32) | u64::from(slot)
+    }
+
+    fn split(id: u64) -> (usize, u32) {
+        ((id & 0xFFFF_FFFF) as usize, (id >> 32) as u32)
+    }
+
+    fn get(&self, id: &u64) -> Option<&Entry<T>> {
+        let (slot, gen) = Self::split(*id);
+        match self.slots.get(slot) {
+            Some((g, Some(e))) if *g == gen => Some(e),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, id: &u64) -> Option<&mut Entry<T>> {
+        let (slot, gen) = Self::split(*id);
+        match self.slots.get_mut(slot) {
+            Some((g, Some(e))) if *g == gen => Some(e),
+            _ => None,
+        }
+    }
+
+    fn contains_key(&self, id: &u64) -> bool {
+        self.get(id).is_some()
+    }
+
+    fn remove(&mut self, id: &u64) -> Option<Entry<T>> {
+        let (slot, gen) = Self::split(*id);
+        match self.slots.get_mut(slot) {
+            Some((g, e @ Some(_))) if *g == gen => {
+                self.live -= 1;
+                self.free.push(slot as u32);
+                e.take()
+            }
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Entry<T>> + '_ {
+        self.free.clear();
+        self.live = 0;
+        self.slots.drain(..).filter_map(|(_, e)| e)
+    }
+}
 
 /// Deadline-ordered timers carrying a payload `T` (the callback, on a loop).
 #[derive(Debug)]
 pub struct TimerQueue<T> {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    entries: IdMap<Entry<T>>,
+    entries: Slots<T>,
 }
 
 impl<T> Default for TimerQueue<T> {
@@ -94,40 +166,28 @@ impl<T> Default for TimerQueue<T> {
     }
 }
 
-/// Ids are unique across all queues of the process, so an id from one event
-/// loop can never delete a timer of another.
-fn fresh_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
 impl<T> TimerQueue<T> {
     /// An empty queue.
     pub fn new() -> Self {
         TimerQueue {
             heap: BinaryHeap::new(),
-            entries: IdMap::default(),
+            entries: Slots::new(),
         }
     }
 
     /// Adds a timer first due at `now + interval`; `repeat` makes it periodic.
     pub fn add(&mut self, now: Instant, interval: Duration, repeat: bool, payload: T) -> TimerId {
-        let id = fresh_id();
         let deadline = now.checked_add(interval);
+        let id = self.entries.insert(Entry {
+            deadline,
+            tick: deadline.unwrap_or(now),
+            interval,
+            repeat,
+            payload: Some(payload),
+        });
         if let Some(d) = deadline {
             self.heap.push(Reverse((d, id)));
         }
-        self.entries.insert(
-            id,
-            Entry {
-                deadline,
-                tick: deadline.unwrap_or(now),
-                interval,
-                repeat,
-                payload: Some(payload),
-            },
-        );
         TimerId(id)
     }
 
@@ -142,10 +202,7 @@ impl<T> TimerQueue<T> {
     /// Deletes every timer and returns their payloads (those not running now).
     pub fn clear(&mut self) -> Vec<T> {
         self.heap.clear();
-        self.entries
-            .drain()
-            .filter_map(|(_, e)| e.payload)
-            .collect()
+        self.entries.drain().filter_map(|e| e.payload).collect()
     }
 
     /// Number of live timers.
@@ -393,6 +450,22 @@ mod tests {
         run(&mut q, t0 + ms(1), &mut fired);
         assert!(fired.is_empty());
         assert!(q.contains(id));
+    }
+
+    #[test]
+    fn stale_ids_do_not_touch_reused_slots_or_other_queues() {
+        let t0 = Instant::now();
+        let mut a = TimerQueue::new();
+        let old = a.add(t0, ms(10), false, 1);
+        assert!(a.del(old));
+        let new = a.add(t0, ms(10), false, 2); // reuses the slot
+        assert_ne!(old, new);
+        assert!(!a.del(old), "a stale id finds nothing");
+        assert!(a.contains(new));
+        let mut b = TimerQueue::new();
+        let theirs = b.add(t0, ms(10), false, 3);
+        assert!(!a.del(theirs) && !b.del(new), "ids never cross queues");
+        assert_eq!((a.len(), b.len()), (1, 1));
     }
 
     #[test]
