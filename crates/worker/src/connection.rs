@@ -275,6 +275,8 @@ pub(crate) struct Outbox {
     /// The connection's task is running now and will look at the queue
     /// before it sleeps, so senders need not wake it.
     pub polling: bool,
+    /// Messages queued by `send` (counted under this lock, by any thread).
+    pub messages_out: u64,
 }
 
 pub(crate) struct ConnInner<P: Protocol> {
@@ -292,7 +294,6 @@ pub(crate) struct ConnInner<P: Protocol> {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub messages_in: AtomicU64,
-    pub messages_out: AtomicU64,
     pub write_calls: AtomicU64,
     /// Nanoseconds since [`clock_epoch`] of the last inbound bytes.
     pub last_active: AtomicU64,
@@ -346,6 +347,13 @@ pub(crate) fn mono_nanos(t: Instant) -> u64 {
     t.saturating_duration_since(clock_epoch()).as_nanos() as u64
 }
 
+/// Adds to a counter only the connection's own loop writes: a plain load
+/// and store, no locked read-modify-write on the hot path.
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
 /// A fresh connection id, unique in the process (servers and clients alike).
 pub(crate) fn next_conn_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -376,7 +384,6 @@ impl<P: Protocol> Connection<P> {
                 bytes_in: AtomicU64::new(0),
                 bytes_out: AtomicU64::new(0),
                 messages_in: AtomicU64::new(0),
-                messages_out: AtomicU64::new(0),
                 write_calls: AtomicU64::new(0),
                 last_active: AtomicU64::new(mono_nanos(Instant::now())),
                 max_package_size,
@@ -462,16 +469,12 @@ impl<P: Protocol> Connection<P> {
     /// dropped ([`SendStatus::BufferFull`]) and reported through `on_error`.
     pub fn send(&self, msg: &P::Outgoing) -> SendStatus {
         let ep = &self.inner.ep;
-        let status = self.queue(|buf| ep.protocol.encode(msg, buf));
-        if status.is_queued() {
-            self.inner.messages_out.fetch_add(1, Ordering::Relaxed);
-        }
-        status
+        self.queue(true, |buf| ep.protocol.encode(msg, buf))
     }
 
     /// Queues bytes as they are, bypassing the protocol's encoder.
     pub fn send_raw(&self, bytes: &[u8]) -> SendStatus {
-        self.queue(|buf| {
+        self.queue(false, |buf| {
             buf.extend_from_slice(bytes);
             Ok(())
         })
@@ -483,7 +486,11 @@ impl<P: Protocol> Connection<P> {
         crate::event_loop::current_loop_uid() == self.inner.loop_uid
     }
 
-    fn queue(&self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>) -> SendStatus {
+    fn queue(
+        &self,
+        count: bool,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
+    ) -> SendStatus {
         let limit = self.inner.ep.limits.send_buffer_size;
         let mut ob = self.outbox();
         if ob.closed && !self.inner.client.as_ref().is_some_and(|c| c.keeps_queue()) {
@@ -509,6 +516,7 @@ impl<P: Protocol> Connection<P> {
             ob.buf.truncate(before);
             return SendStatus::EncodeFailed(e);
         }
+        ob.messages_out += u64::from(count);
         let mut wake = before == 0;
         let mut full_now = false;
         if !ob.full && ob.buf.len() + ob.in_flight >= limit {
@@ -690,7 +698,7 @@ impl<P: Protocol> Connection<P> {
             bytes_in: i.bytes_in.load(Ordering::Relaxed),
             bytes_out: i.bytes_out.load(Ordering::Relaxed),
             messages_in: i.messages_in.load(Ordering::Relaxed),
-            messages_out: i.messages_out.load(Ordering::Relaxed),
+            messages_out: self.outbox().messages_out,
             write_calls: i.write_calls.load(Ordering::Relaxed),
         }
     }

@@ -21,7 +21,7 @@ use async_io::Async;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 use crate::connection::{
-    mono_nanos, Connection, LocalBoxFuture, MessageHandler, CLOSE_REQ, DESTROY_REQ, FINISHED,
+    bump, mono_nanos, Connection, LocalBoxFuture, MessageHandler, CLOSE_REQ, DESTROY_REQ, FINISHED,
     NO_LINGER, PAUSED,
 };
 use crate::error::{CloseReason, Error};
@@ -264,7 +264,7 @@ impl<P: Protocol> ConnDriver<P> {
                     }
                     pos += consumed;
                     self.first_timer = None;
-                    self.conn.inner.messages_in.fetch_add(1, Ordering::Relaxed);
+                    bump(&self.conn.inner.messages_in, 1);
                     self.deliver(msg);
                 }
                 Err(e) => {
@@ -368,7 +368,7 @@ impl<P: Protocol> ConnDriver<P> {
             inner
                 .last_active
                 .store(mono_nanos(Instant::now()), Ordering::Relaxed);
-            inner.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            bump(&inner.bytes_in, n as u64);
             if self.rbuf.is_empty() {
                 let used = self.dispatch(&scratch[..n]);
                 self.rbuf.extend_from_slice(&scratch[used..n]);
@@ -505,8 +505,8 @@ impl<P: Protocol> ConnDriver<P> {
         };
         if wrote > 0 {
             let inner = &self.conn.inner;
-            inner.bytes_out.fetch_add(wrote, Ordering::Relaxed);
-            inner.write_calls.fetch_add(calls, Ordering::Relaxed);
+            bump(&inner.bytes_out, wrote);
+            bump(&inner.write_calls, calls);
         }
         if matches!(result, Ok(true)) {
             self.write_blocked = false;
