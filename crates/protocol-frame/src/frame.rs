@@ -61,6 +61,13 @@ impl Frame {
         self.layout.max_frame_length()
     }
 
+    /// Whether the fixed-layout fast path applies: a maximum a u32 length
+    /// can reach and a whole header fits under (the general codec handles
+    /// the odd configurations, with the same results).
+    fn fixed_fast_path(&self, max: usize) -> bool {
+        (Self::HEADER_LEN..=u32::MAX as usize).contains(&max)
+    }
+
     /// The same layout as a general [`LengthField`] codec.
     pub fn layout(&self) -> &LengthField {
         &self.layout
@@ -73,17 +80,85 @@ impl Protocol for Frame {
     type Outgoing = [u8];
 
     fn decode(&mut self, src: &[u8]) -> Result<Decoded<Vec<u8>>, ProtocolError> {
-        self.layout.decode(src)
+        let max = self.max_length();
+        if !self.fixed_fast_path(max) {
+            return self.layout.decode(src);
+        }
+        // The general codec's rules, specialised to a u32 BE total length.
+        let Some(header) = src.first_chunk::<{ Self::HEADER_LEN }>() else {
+            return Ok(Decoded::Incomplete);
+        };
+        let len = u32::from_be_bytes(*header) as usize;
+        if len < Self::HEADER_LEN {
+            return Err(ProtocolError::InvalidLength(len as i128));
+        }
+        if len > max {
+            return Err(ProtocolError::TooLarge {
+                len: len as u64,
+                max: max as u64,
+            });
+        }
+        match src.get(Self::HEADER_LEN..len) {
+            Some(payload) => Ok(Decoded::Message {
+                msg: payload.to_vec(),
+                consumed: len,
+            }),
+            None => Ok(Decoded::Incomplete),
+        }
     }
 
     fn encode(&self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
-        self.layout.encode(msg, dst)
+        let max = self.max_length();
+        if !self.fixed_fast_path(max) {
+            return self.layout.encode(msg, dst);
+        }
+        let total = msg.len().saturating_add(Self::HEADER_LEN);
+        if total > max {
+            return Err(ProtocolError::TooLarge {
+                len: total as u64,
+                max: max as u64,
+            });
+        }
+        dst.reserve(total);
+        dst.extend_from_slice(&(total as u32).to_be_bytes());
+        dst.extend_from_slice(msg);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_path_agrees_with_the_general_codec() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for max in [0usize, 3, 4, 5, 64, 1 << 20, u32::MAX as usize, usize::MAX] {
+            let frame = Frame::with_max_length(max);
+            for _ in 0..2000 {
+                let len = (next() % 12) as usize;
+                let mut src: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                if len >= 4 && next() % 2 == 0 {
+                    // a plausible header most of the time
+                    let total = (next() % 16) as u32;
+                    src[..4].copy_from_slice(&total.to_be_bytes());
+                }
+                let fast = format!("{:?}", frame.clone().decode(&src));
+                let general = format!("{:?}", frame.layout().clone().decode(&src));
+                assert_eq!(fast, general, "max {max}, input {src:02x?}");
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let fast = format!("{:?}", frame.encode(&src, &mut a));
+                let general = format!("{:?}", frame.layout().encode(&src, &mut b));
+                assert_eq!((fast, a), (general, b), "encode, max {max}");
+            }
+        }
+    }
 
     #[test]
     fn frame_is_the_builder_layout() {
