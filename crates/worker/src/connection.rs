@@ -351,7 +351,10 @@ pub(crate) fn mono_nanos(t: Instant) -> u64 {
 /// and store, no locked read-modify-write on the hot path.
 #[inline]
 pub(crate) fn bump(counter: &AtomicU64, n: u64) {
-    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }
 
 /// A fresh connection id, unique in the process (servers and clients alike).
