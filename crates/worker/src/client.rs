@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_io::Async;
+use crate::reactor::{Io, Reactor};
 use dashmap::DashMap;
 use event_listener::Event;
 use serde::Deserialize;
@@ -414,8 +414,12 @@ impl<P: Protocol> Client<P> {
     }
 }
 
-async fn connect_once(addr: SocketAddr, timeout: Duration) -> std::io::Result<Async<TcpStream>> {
-    futures_lite::future::or(Async::<TcpStream>::connect(addr), async {
+async fn connect_once(
+    addr: SocketAddr,
+    timeout: Duration,
+    reactor: &Rc<Reactor>,
+) -> std::io::Result<Io<TcpStream>> {
+    futures_lite::future::or(Io::connect(addr, reactor), async {
         async_io::Timer::after(timeout).await;
         Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -462,7 +466,7 @@ async fn supervise<P: Protocol>(
         }
         // One attempt, abandoned if the application closes meanwhile.
         let attempt = futures_lite::future::or(
-            async { Some(connect_once(addr, connect_timeout).await) },
+            async { Some(connect_once(addr, connect_timeout, &ctx.reactor).await) },
             async {
                 while !ctl.is_user_closed() {
                     let l = ctl.event.listen();
@@ -622,11 +626,14 @@ impl EventLoop {
             stop: Arc::new(StopSignal::default()),
         };
         let stop = handle.stop.clone();
-        crate::event_loop::run_event_loop(0, move |ctx| async move {
+        let res = crate::event_loop::run_event_loop(0, move |ctx| async move {
             setup(&handle);
             stop.wait().await;
             ctx.run_closers_and_wait(Duration::from_secs(5)).await;
         });
+        if let Err(e) = res {
+            log::error!("event loop could not start: {e}");
+        }
     }
 }
 

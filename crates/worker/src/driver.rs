@@ -17,8 +17,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use async_io::Async;
-use futures_lite::{AsyncRead, AsyncWrite};
+use crate::reactor::Io;
 
 use crate::connection::{
     bump, mono_nanos, Connection, LocalBoxFuture, MessageHandler, CLOSE_REQ, DESTROY_REQ, FINISHED,
@@ -47,7 +46,7 @@ enum State {
 
 pub(crate) struct ConnDriver<P: Protocol> {
     conn: Connection<P>,
-    stream: Option<Async<TcpStream>>,
+    stream: Option<Io<TcpStream>>,
     decoder: P,
     ctx: Rc<LoopCtx>,
     state: State,
@@ -79,7 +78,7 @@ enum ReadOutcome {
 }
 
 impl<P: Protocol> ConnDriver<P> {
-    pub fn new(conn: Connection<P>, stream: Async<TcpStream>, ctx: Rc<LoopCtx>) -> Self {
+    pub fn new(conn: Connection<P>, stream: Io<TcpStream>, ctx: Rc<LoopCtx>) -> Self {
         let decoder = conn.endpoint().protocol.clone();
         let first_timer = conn_first_timer(&conn);
         // A client's supervisor accounts for its sessions.
@@ -330,9 +329,7 @@ impl<P: Protocol> ConnDriver<P> {
             let Some(stream) = self.stream.as_ref() else {
                 return ReadOutcome::Idle;
             };
-            // Consume the readiness event before reading (or register for
-            // one and wait). Reading first and polling after an EAGAIN would
-            // cost async-io two wasted reads per wake-up.
+            // Read only when the reactor says the socket may have bytes.
             match stream.poll_readable(cx) {
                 Poll::Pending => return ReadOutcome::Idle,
                 Poll::Ready(Err(e)) => return ReadOutcome::Failed(e),
@@ -346,12 +343,12 @@ impl<P: Protocol> ConnDriver<P> {
                     return ReadOutcome::Eof;
                 }
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stream.clear_readable();
+                    self.ctx.put_scratch(scratch);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                     self.ctx.put_scratch(scratch);
                     continue;
                 }
@@ -360,10 +357,13 @@ impl<P: Protocol> ConnDriver<P> {
                     return ReadOutcome::Failed(e);
                 }
             };
-            // A short read drained the socket: re-arm interest now instead of
-            // reading again into an EAGAIN. Bytes that arrive meanwhile
-            // trigger the re-armed (level-triggered) interest at once.
+            // A short read drained the socket: wait for the next edge instead
+            // of reading again into an EAGAIN. Bytes that arrive after this
+            // read raise a new edge (epoll signals every arrival).
             let drained = n < scratch.len();
+            if drained {
+                stream.clear_readable();
+            }
             let inner = &self.conn.inner;
             inner
                 .last_active
@@ -488,7 +488,7 @@ impl<P: Protocol> ConnDriver<P> {
                 ob.in_flight = self.wbuf.len();
             }
             calls += 1;
-            match Pin::new(&mut &*stream).poll_write(cx, &self.wbuf[self.wpos..]) {
+            match stream.poll_write(cx, &self.wbuf[self.wpos..]) {
                 Poll::Ready(Ok(0)) => break Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     self.wpos += n;
@@ -561,7 +561,7 @@ impl<P: Protocol> ConnDriver<P> {
             let mut scratch = self.ctx.take_scratch();
             let mut done = false;
             for _ in 0..READS_PER_POLL {
-                match Pin::new(&mut &*stream).poll_read(cx, &mut scratch) {
+                match stream.poll_read(cx, &mut scratch) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         done = true;
                         break;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ pub(crate) struct LoopCtx {
     pub id: usize,
     /// Process-unique identity of this loop.
     pub uid: u64,
+    /// This loop's own reactor (edge-triggered epoll).
+    pub reactor: Rc<crate::reactor::Reactor>,
     pub ex: Rc<LocalExecutor<'static>>,
     pub timers: RefCell<TimerQueue<TimerFn>>,
     /// Waker of the timer driver task and the deadline it sleeps until.
@@ -73,19 +76,76 @@ impl StopSignal {
 
 /// Runs an event loop on this thread: enters the context, starts the timer
 /// driver, runs `main` to completion, then tears the loop down.
-pub(crate) fn run_event_loop<F, Fut>(id: usize, main: F)
+pub(crate) fn run_event_loop<F, Fut>(id: usize, main: F) -> std::io::Result<()>
 where
     F: FnOnce(Rc<LoopCtx>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let ctx = LoopCtx::enter(id);
+    // async-io still provides the timers (its helper thread runs them);
+    // start its reactor now, not lazily at the first timer, which may come
+    // while the process is out of file descriptors.
+    static ASYNC_IO: std::sync::Once = std::sync::Once::new();
+    ASYNC_IO.call_once(|| {
+        async_io::block_on(async_io::Timer::after(Duration::from_millis(1)));
+    });
+    let ctx = LoopCtx::enter(id)?;
     let ex = ctx.ex.clone();
     ex.spawn(TimerDriver::new(ctx.clone())).detach();
-    async_io::block_on(ex.run(main(ctx.clone())));
+    // Run tasks until none is ready, then wait on this loop's own poller.
+    // A wake from any thread (a send, a timer) marks the loop woken and, if
+    // it is waiting, interrupts the wait.
+    let notify = Arc::new(LoopWake {
+        poller: ctx.reactor.poller.clone(),
+        woken: AtomicBool::new(false),
+        waiting: AtomicBool::new(false),
+    });
+    let waker = std::task::Waker::from(notify.clone());
+    let mut cx = Context::from_waker(&waker);
+    {
+        let mut fut = std::pin::pin!(ex.run(main(ctx.clone())));
+        loop {
+            notify.woken.store(false, Ordering::SeqCst);
+            if fut.as_mut().poll(&mut cx).is_ready() {
+                break;
+            }
+            notify.waiting.store(true, Ordering::SeqCst);
+            let timeout = if notify.woken.load(Ordering::SeqCst) {
+                Some(Duration::ZERO)
+            } else {
+                None
+            };
+            let res = ctx.reactor.wait(timeout);
+            notify.waiting.store(false, Ordering::SeqCst);
+            if let Err(e) = res {
+                log::error!("event loop {id}: waiting for events failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
     ctx.exit();
     // Tasks still alive (none after a clean stop) are dropped with the
     // executor; their destructors still run on_close.
     drop(ex);
+    Ok(())
+}
+
+/// The waker of a loop's main future: flags work and interrupts a wait.
+struct LoopWake {
+    poller: Arc<polling::Poller>,
+    woken: AtomicBool,
+    waiting: AtomicBool,
+}
+
+impl std::task::Wake for LoopWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.woken.swap(true, Ordering::SeqCst) && self.waiting.load(Ordering::SeqCst) {
+            let _ = self.poller.notify();
+        }
+    }
 }
 
 thread_local! {
@@ -100,13 +160,15 @@ pub(crate) fn current_loop_uid() -> u64 {
 
 impl LoopCtx {
     /// Creates a loop context and makes it current on this thread.
-    pub fn enter(id: usize) -> Rc<LoopCtx> {
+    pub fn enter(id: usize) -> std::io::Result<Rc<LoopCtx>> {
+        let reactor = Rc::new(crate::reactor::Reactor::new()?);
         static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         CURRENT_UID.with(|c| c.set(uid));
         let ctx = Rc::new(LoopCtx {
             id,
             uid,
+            reactor,
             ex: Rc::new(LocalExecutor::new()),
             timers: RefCell::new(TimerQueue::new()),
             timer_waker: RefCell::new(None),
@@ -117,7 +179,7 @@ impl LoopCtx {
             closers: RefCell::new(HashMap::new()),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
-        ctx
+        Ok(ctx)
     }
 
     /// Leaves the loop: drops its timers and forgets the thread-local.

@@ -11,6 +11,7 @@ mod error;
 mod event_loop;
 pub mod plugin;
 pub mod protocol;
+mod reactor;
 mod timer;
 pub mod timer_queue;
 mod worker;

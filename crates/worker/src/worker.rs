@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use async_io::Async;
+use crate::reactor::Io;
 use dashmap::DashMap;
 use serde::Deserialize;
 
@@ -260,9 +260,9 @@ impl<P: Protocol> Worker<P> {
         let count = self.count;
         let first = bind(self.listen.socket_addr(), count > 1)?;
         let local_addr = first.local_addr()?;
-        let mut listeners = vec![Async::new(first)?];
+        let mut listeners = vec![first];
         for _ in 1..count {
-            listeners.push(Async::new(bind(local_addr, true)?)?);
+            listeners.push(bind(local_addr, true)?);
         }
         let shared = Arc::new(WorkerShared {
             name: self.name.clone(),
@@ -459,19 +459,36 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, Error> {
     Ok(sock.into())
 }
 
-fn run_loop<P: Protocol>(shared: Arc<WorkerShared<P>>, idx: usize, listener: Async<TcpListener>) {
+fn run_loop<P: Protocol>(shared: Arc<WorkerShared<P>>, idx: usize, listener: TcpListener) {
     let name = shared.name.clone();
-    crate::event_loop::run_event_loop(idx, move |ctx| loop_main(shared, ctx, listener));
+    let stopper = shared.clone();
+    if let Err(e) =
+        crate::event_loop::run_event_loop(idx, move |ctx| loop_main(shared, ctx, listener))
+    {
+        log::error!("worker {name} loop {idx} could not start: {e}; stopping the worker");
+        stopper.stop.stop();
+    }
     log::debug!("worker {name} loop {idx} stopped");
 }
 
 async fn loop_main<P: Protocol>(
     shared: Arc<WorkerShared<P>>,
     ctx: Rc<LoopCtx>,
-    listener: Async<TcpListener>,
+    listener: TcpListener,
 ) {
     let handle = WorkerHandle {
         shared: shared.clone(),
+    };
+    let listener = match Io::new(listener, &ctx.reactor) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!(
+                "worker {}: cannot watch the listener: {e}; stopping",
+                shared.name
+            );
+            shared.stop.stop();
+            return;
+        }
     };
     for plugin in &shared.ep.handlers.plugins {
         if let Err(msg) = catch(|| plugin.on_worker_start(&handle)) {
@@ -540,7 +557,7 @@ async fn loop_main<P: Protocol>(
 async fn accept_loop<P: Protocol>(
     shared: &WorkerShared<P>,
     ctx: &Rc<LoopCtx>,
-    listener: &Async<TcpListener>,
+    listener: &Io<TcpListener>,
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(10);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -604,7 +621,7 @@ async fn accept_loop<P: Protocol>(
 fn spawn_connection<P: Protocol>(
     shared: &WorkerShared<P>,
     ctx: &Rc<LoopCtx>,
-    stream: Async<TcpStream>,
+    stream: Io<TcpStream>,
     peer: SocketAddr,
 ) {
     let _ = stream.get_ref().set_nodelay(true);

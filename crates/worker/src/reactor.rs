@@ -1,0 +1,291 @@
+//! One reactor per event loop: edge-triggered readiness from `polling`,
+//! waited on by the loop thread itself.
+//!
+//! async-io's reactor is shared by the whole process and, under load, run
+//! by its helper thread, which hands every event to the loop thread with a
+//! futex wake and re-arms one-shot registrations. Here each loop owns its
+//! poller: a socket is registered once, edge-triggered, for reading and
+//! writing; an event sets a readiness flag and wakes the task waiting on
+//! it, on the same thread. A task clears a flag when the socket reports
+//! `WouldBlock` (or, for reads, after a short read) and then waits for the
+//! next edge. Events are only dispatched between task polls, so no wake-up
+//! can be lost between a failed read and storing the waker.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use polling::{Event, Events, PollMode, Poller};
+
+/// Readiness of one registered source.
+struct SourceState {
+    readable: Cell<bool>,
+    writable: Cell<bool>,
+    read_waker: RefCell<Option<Waker>>,
+    write_waker: RefCell<Option<Waker>>,
+}
+
+fn store(slot: &RefCell<Option<Waker>>, waker: &Waker) {
+    let mut slot = slot.borrow_mut();
+    if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        *slot = Some(waker.clone());
+    }
+}
+
+/// A loop's poller and its registered sources.
+pub(crate) struct Reactor {
+    pub poller: Arc<Poller>,
+    events: RefCell<Events>,
+    sources: RefCell<Vec<Option<Rc<SourceState>>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl Reactor {
+    pub fn new() -> io::Result<Reactor> {
+        Ok(Reactor {
+            poller: Arc::new(Poller::new()?),
+            events: RefCell::new(Events::new()),
+            sources: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Waits for events (at most `timeout`) and wakes the tasks they concern.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut events = self.events.borrow_mut();
+        events.clear();
+        self.poller.wait(&mut events, timeout)?;
+        let sources = self.sources.borrow();
+        for ev in events.iter() {
+            let Some(Some(src)) = sources.get(ev.key) else {
+                continue;
+            };
+            if ev.readable {
+                src.readable.set(true);
+                if let Some(w) = src.read_waker.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+            if ev.writable {
+                src.writable.set(true);
+                if let Some(w) = src.write_waker.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn register(&self, fd: &impl AsRawFd, writable: bool) -> io::Result<(usize, Rc<SourceState>)> {
+        let state = Rc::new(SourceState {
+            readable: Cell::new(true),
+            writable: Cell::new(writable),
+            read_waker: RefCell::new(None),
+            write_waker: RefCell::new(None),
+        });
+        let key = match self.free.borrow_mut().pop() {
+            Some(k) => k,
+            None => {
+                let mut s = self.sources.borrow_mut();
+                s.push(None);
+                s.len() - 1
+            }
+        };
+        // SAFETY: the source is deleted from the poller in `Io::drop`,
+        // before the descriptor it wraps is closed.
+        let added = unsafe {
+            self.poller
+                .add_with_mode(fd.as_raw_fd(), Event::all(key), PollMode::Edge)
+        };
+        if let Err(e) = added {
+            self.free.borrow_mut().push(key);
+            return Err(e);
+        }
+        self.sources.borrow_mut()[key] = Some(state.clone());
+        Ok((key, state))
+    }
+
+    fn deregister(&self, fd: &impl AsFd, key: usize) {
+        let _ = self.poller.delete(fd);
+        if let Some(slot) = self.sources.borrow_mut().get_mut(key) {
+            *slot = None;
+        }
+        self.free.borrow_mut().push(key);
+    }
+}
+
+/// A non-blocking socket registered with the current loop's reactor.
+pub(crate) struct Io<T: AsFd + AsRawFd> {
+    io: T,
+    key: usize,
+    state: Rc<SourceState>,
+    reactor: Rc<Reactor>,
+}
+
+impl<T: AsFd + AsRawFd> Io<T> {
+    /// Registers `io` (already non-blocking) with `reactor`.
+    pub fn new(io: T, reactor: &Rc<Reactor>) -> io::Result<Io<T>> {
+        let (key, state) = reactor.register(&io, true)?;
+        Ok(Io {
+            io,
+            key,
+            state,
+            reactor: reactor.clone(),
+        })
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// Ready when the last read did not report `WouldBlock` or an edge came since.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.state.readable.get() {
+            return Poll::Ready(Ok(()));
+        }
+        store(&self.state.read_waker, cx.waker());
+        Poll::Pending
+    }
+
+    /// Marks the socket drained: the next read waits for a new edge.
+    pub fn clear_readable(&self) {
+        self.state.readable.set(false);
+    }
+
+    pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.state.writable.get() {
+            return Poll::Ready(Ok(()));
+        }
+        store(&self.state.write_waker, cx.waker());
+        Poll::Pending
+    }
+}
+
+impl<T: AsFd + AsRawFd> Io<T>
+where
+    for<'a> &'a T: Read + Write,
+{
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        loop {
+            if !self.state.readable.get() {
+                store(&self.state.read_waker, cx.waker());
+                return Poll::Pending;
+            }
+            match (&self.io).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_readable(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                res => return Poll::Ready(res),
+            }
+        }
+    }
+
+    pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            if !self.state.writable.get() {
+                store(&self.state.write_waker, cx.waker());
+                return Poll::Pending;
+            }
+            match (&self.io).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.state.writable.set(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                res => return Poll::Ready(res),
+            }
+        }
+    }
+}
+
+impl Io<TcpListener> {
+    /// Accepts one connection, registered with the same reactor.
+    pub async fn accept(&self) -> io::Result<(Io<TcpStream>, SocketAddr)> {
+        let (stream, peer) = futures_lite::future::poll_fn(|cx| loop {
+            if !self.state.readable.get() {
+                store(&self.state.read_waker, cx.waker());
+                return Poll::Pending;
+            }
+            match self.io.accept() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_readable(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                res => return Poll::Ready(res),
+            }
+        })
+        .await?;
+        stream.set_nonblocking(true)?;
+        Ok((Io::new(stream, &self.reactor)?, peer))
+    }
+}
+
+impl Io<TcpStream> {
+    /// Connects without blocking the loop: the socket is registered first and
+    /// the connect completes on its first writable edge.
+    pub async fn connect(addr: SocketAddr, reactor: &Rc<Reactor>) -> io::Result<Io<TcpStream>> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sock.set_nonblocking(true)?;
+        let (key, state) = reactor.register(&sock, false)?;
+        let io = Io {
+            io: sock,
+            key,
+            state,
+            reactor: reactor.clone(),
+        };
+        match io.io.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        futures_lite::future::poll_fn(|cx| io.poll_writable(cx)).await?;
+        if let Some(e) = io.io.take_error()? {
+            return Err(e);
+        }
+        // Not connected yet can only mean refused or reset by now.
+        io.io.peer_addr()?;
+        // Re-wrap as a TcpStream keeping the registration.
+        let IoParts {
+            io: sock,
+            key,
+            state,
+            reactor,
+        } = io.into_parts();
+        Ok(Io {
+            io: sock.into(),
+            key,
+            state,
+            reactor,
+        })
+    }
+}
+
+impl<T: AsFd + AsRawFd> Io<T> {
+    /// Takes the parts out without deregistering (ownership moves on).
+    fn into_parts(self) -> IoParts<T> {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never dropped; each field is read exactly once.
+        unsafe {
+            IoParts {
+                io: std::ptr::read(&me.io),
+                key: me.key,
+                state: std::ptr::read(&me.state),
+                reactor: std::ptr::read(&me.reactor),
+            }
+        }
+    }
+}
+
+struct IoParts<T> {
+    io: T,
+    key: usize,
+    state: Rc<SourceState>,
+    reactor: Rc<Reactor>,
+}
+
+impl<T: AsFd + AsRawFd> Drop for Io<T> {
+    fn drop(&mut self) {
+        self.reactor.deregister(&self.io, self.key);
+    }
+}
