@@ -3,7 +3,8 @@
 //! A Workerman-style event framework for Rust: pick a protocol, write
 //! `on_connect` / `on_message` / `on_close` callbacks, add timers with
 //! [`Timer::add`], and run a [`Worker`]. Built on the smol family
-//! (async-io, async-executor); no tokio.
+//! (`polling` for a reactor per event loop, async-executor, async-io for
+//! timers); no tokio.
 //!
 //! ```no_run
 //! use lubdub::{Text, Worker};

@@ -43,6 +43,8 @@ pub(crate) struct Reactor {
     events: RefCell<Events>,
     sources: RefCell<Vec<Option<Rc<SourceState>>>>,
     free: RefCell<Vec<usize>>,
+    /// Reused buffer of the wakers an event batch releases.
+    woken: Cell<Vec<Waker>>,
 }
 
 impl Reactor {
@@ -52,32 +54,37 @@ impl Reactor {
             events: RefCell::new(Events::new()),
             sources: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
+            woken: Cell::new(Vec::new()),
         })
     }
 
     /// Waits for events (at most `timeout`) and wakes the tasks they concern.
     pub fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
-        let mut events = self.events.borrow_mut();
-        events.clear();
-        self.poller.wait(&mut events, timeout)?;
-        let sources = self.sources.borrow();
-        for ev in events.iter() {
-            let Some(Some(src)) = sources.get(ev.key) else {
-                continue;
-            };
-            if ev.readable {
-                src.readable.set(true);
-                if let Some(w) = src.read_waker.borrow_mut().take() {
-                    w.wake();
+        let mut woken = self.woken.take();
+        {
+            let mut events = self.events.borrow_mut();
+            events.clear();
+            self.poller.wait(&mut events, timeout)?;
+            let sources = self.sources.borrow();
+            for ev in events.iter() {
+                let Some(Some(src)) = sources.get(ev.key) else {
+                    continue;
+                };
+                if ev.readable {
+                    src.readable.set(true);
+                    woken.extend(src.read_waker.borrow_mut().take());
                 }
-            }
-            if ev.writable {
-                src.writable.set(true);
-                if let Some(w) = src.write_waker.borrow_mut().take() {
-                    w.wake();
+                if ev.writable {
+                    src.writable.set(true);
+                    woken.extend(src.write_waker.borrow_mut().take());
                 }
             }
         }
+        // Wake with no borrow held: whatever a wake drops may deregister.
+        for w in woken.drain(..) {
+            w.wake();
+        }
+        self.woken.set(woken);
         Ok(())
     }
 
