@@ -4,6 +4,8 @@
 //! sends a line every second and prints the replies; stop and restart the
 //! server and watch it reconnect with jittered exponential backoff.
 
+mod common;
+
 use std::time::Duration;
 
 use lubdub::{Backoff, Client, EventLoop, Text, Timer};
@@ -21,11 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    fern::Dispatch::new()
-        .format(|out, msg, rec| out.finish(format_args!("[{}] {msg}", rec.level())))
-        .level(log::LevelFilter::Info)
-        .chain(std::io::stderr())
-        .apply()?;
+    common::init_logging(log::LevelFilter::Info)?;
 
     let mut client = Client::<Text>::new(connect.as_str())?;
     client

@@ -1,6 +1,8 @@
 //! A text echo server: `cargo run --example echo -- --listen 127.0.0.1:1234 --count 2`
 //! then `nc 127.0.0.1 1234` and type lines.
 
+mod common;
+
 use lubdub::{Text, Worker};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,11 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    fern::Dispatch::new()
-        .format(|out, msg, rec| out.finish(format_args!("[{}] {msg}", rec.level())))
-        .level(log::LevelFilter::Info)
-        .chain(std::io::stderr())
-        .apply()?;
+    common::init_logging(log::LevelFilter::Info)?;
 
     let mut worker = Worker::<Text>::new(listen.as_str())?;
     worker.count(count).name("echo");

@@ -3,6 +3,8 @@
 //! Each frame is a 4-byte big-endian length that counts itself, then the
 //! payload; the server sends every payload back in a frame of its own.
 
+mod common;
+
 use lubdub::{Frame, Worker};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,11 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    fern::Dispatch::new()
-        .format(|out, msg, rec| out.finish(format_args!("[{}] {msg}", rec.level())))
-        .level(log::LevelFilter::Info)
-        .chain(std::io::stderr())
-        .apply()?;
+    common::init_logging(log::LevelFilter::Info)?;
 
     let mut worker = Worker::<Frame>::new(listen.as_str())?;
     worker.count(count).name("frame-echo");

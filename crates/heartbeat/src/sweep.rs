@@ -169,6 +169,23 @@ impl IdleSweep {
                 || self.stalls.effective_idle(last_active, now) > self.cfg.timeout)
     }
 
+    /// The silence cutoff of a pass at `now`, as an instant and as raw
+    /// monotonic nanoseconds; `None` while nothing can have expired.
+    fn cutoff(&self, now: Instant) -> Option<(Instant, u64)> {
+        let at = now.checked_sub(self.cfg.timeout)?;
+        Some((at, lubdub_worker::monotonic_nanos(at)))
+    }
+
+    /// One connection's verdict: a raw stamp at or after the cutoff is
+    /// alive (one load, no `Instant` built); others get the full check.
+    #[inline]
+    fn conn_expired<V: Liveness>(&self, conn: &V, cutoff: (Instant, u64), now: Instant) -> bool {
+        if conn.last_active_nanos().is_some_and(|n| n >= cutoff.1) {
+            return false;
+        }
+        self.expired_past(conn.last_active(), cutoff.0, now)
+    }
+
     /// How long a connection last active at `last_active` has been silent
     /// at `now`, stalls forgiven.
     pub fn idle_for(&self, last_active: Instant, now: Instant) -> Duration {
@@ -189,18 +206,13 @@ impl IdleSweep {
         V: Liveness + Clone + 'a,
         I: IntoIterator<Item = &'a V>,
     {
-        let Some(cutoff) = now.checked_sub(self.cfg.timeout) else {
+        let Some(cutoff) = self.cutoff(now) else {
             return conns.into_iter().count();
         };
-        let cutoff_nanos = lubdub_worker::monotonic_nanos(cutoff);
         let mut scanned = 0;
         for conn in conns {
             scanned += 1;
-            // Fast path: a raw stamp at or after the cutoff is alive.
-            if conn.last_active_nanos().is_some_and(|n| n >= cutoff_nanos) {
-                continue;
-            }
-            if self.expired_past(conn.last_active(), cutoff, now) {
+            if self.conn_expired(conn, cutoff, now) {
                 expired.push(conn.clone());
             }
         }
@@ -228,10 +240,9 @@ impl IdleSweep {
         V: Liveness + Clone,
         S: BuildHasher + Clone,
     {
-        let Some(cutoff) = now.checked_sub(self.cfg.timeout) else {
+        let Some(cutoff) = self.cutoff(now) else {
             return conns.len();
         };
-        let cutoff_nanos = lubdub_worker::monotonic_nanos(cutoff);
         let mut scanned = 0;
         for entry in conns.iter() {
             let conn = entry.value();
@@ -241,10 +252,7 @@ impl IdleSweep {
                 }
             }
             scanned += 1;
-            if conn.last_active_nanos().is_some_and(|n| n >= cutoff_nanos) {
-                continue;
-            }
-            if self.expired_past(conn.last_active(), cutoff, now) {
+            if self.conn_expired(conn, cutoff, now) {
                 expired.push(conn.clone());
             }
         }
