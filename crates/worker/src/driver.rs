@@ -392,6 +392,8 @@ impl<P: Protocol> ConnDriver<P> {
                 self.rbuf = Vec::new();
             }
             if drained {
+                // Register for the next edge (the reactor took the waker that
+                // brought us here); `Ready` means one already came.
                 let Some(stream) = self.stream.as_ref() else {
                     return ReadOutcome::Idle;
                 };
