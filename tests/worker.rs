@@ -700,6 +700,59 @@ fn sends_of_one_loop_turn_leave_in_one_write() {
 
 /// Parent side: `Worker::run` in a child process stops on SIGTERM, runs
 /// `on_worker_stop`, delivers what was queued, and exits.
+/// Syscalls `read`/`write` (not `recv`/`send`) made so far by the calling
+/// thread: `syscr` and `syscw` of `/proc/thread-self/io`.
+#[cfg(target_os = "linux")]
+fn thread_rw_syscalls() -> Option<(u64, u64)> {
+    let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((field("syscr:")?, field("syscw:")?))
+}
+
+/// The loop's own wake-ups cost no notifier traffic: waking tasks after a
+/// wait does not ring the eventfd, and a wait does not re-arm anything.
+/// Sockets use `recv`/`send`, so over 200 round trips the loop thread's
+/// `read`/`write` counts only move for reading `/proc` itself.
+#[cfg(target_os = "linux")]
+#[test]
+fn loop_wakeups_make_no_notifier_syscalls() {
+    if thread_rw_syscalls().is_none() {
+        eprintln!("skipped: /proc/thread-self/io is not available (no task I/O accounting)");
+        return;
+    }
+    let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
+    w.on_message(|c, m| {
+        if m == "io" {
+            let (r, w) = thread_rw_syscalls().unwrap();
+            let _ = c.send(&format!("{r} {w}"));
+        } else {
+            let _ = c.send(m.as_str());
+        }
+    });
+    let h = w.start().unwrap();
+    let mut c = LineClient::connect(h.local_addr());
+    let counts = |c: &mut LineClient| -> (u64, u64) {
+        let line = c.roundtrip("io");
+        let mut it = line.split(' ').map(|v| v.parse::<u64>().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let (r0, w0) = counts(&mut c);
+    for i in 0..200 {
+        let m = format!("m{i}");
+        assert_eq!(c.roundtrip(&m), m);
+    }
+    let (r1, w1) = counts(&mut c);
+    // Each of the 200 round trips is at least one wait and one wake-up;
+    // before, each cost a notifier write and two notifier reads.
+    assert!(r1 - r0 <= 20, "loop thread made {} read syscalls", r1 - r0);
+    assert!(w1 - w0 <= 20, "loop thread made {} write syscalls", w1 - w0);
+    h.stop_and_wait();
+}
+
 #[test]
 fn sigterm_stops_run_gracefully() {
     use std::io::BufRead;

@@ -109,13 +109,11 @@ where
                 break;
             }
             notify.waiting.store(true, Ordering::SeqCst);
-            let timeout = if notify.woken.load(Ordering::SeqCst) {
-                Some(Duration::ZERO)
-            } else {
-                None
-            };
-            let res = ctx.reactor.wait(timeout);
-            notify.waiting.store(false, Ordering::SeqCst);
+            let woken = notify.woken.load(Ordering::SeqCst);
+            let timeout = woken.then_some(Duration::ZERO);
+            let res = ctx
+                .reactor
+                .wait(timeout, || notify.waiting.store(false, Ordering::SeqCst));
             if let Err(e) = res {
                 log::error!("event loop {id}: waiting for events failed: {e}");
                 std::thread::sleep(Duration::from_millis(10));
@@ -131,7 +129,7 @@ where
 
 /// The waker of a loop's main future: flags work and interrupts a wait.
 struct LoopWake {
-    poller: Arc<polling::Poller>,
+    poller: Arc<crate::poller::Poller>,
     woken: AtomicBool,
     waiting: AtomicBool,
 }

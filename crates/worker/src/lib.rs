@@ -10,6 +10,7 @@ mod driver;
 mod error;
 mod event_loop;
 pub mod plugin;
+mod poller;
 pub mod protocol;
 mod reactor;
 mod timer;

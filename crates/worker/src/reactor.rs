@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use polling::{Event, Events, PollMode, Poller};
+use crate::poller::{Events, Poller};
 
 /// Readiness of one registered source.
 struct SourceState {
@@ -51,20 +51,26 @@ impl Reactor {
     pub fn new() -> io::Result<Reactor> {
         Ok(Reactor {
             poller: Arc::new(Poller::new()?),
-            events: RefCell::new(Events::new()),
+            events: RefCell::new(Events::with_capacity(1024)),
             sources: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             woken: Cell::new(Vec::new()),
         })
     }
 
-    /// Waits for events (at most `timeout`) and wakes the tasks they concern.
-    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Waits for events (at most `timeout`), calls `awake` once the wait has
+    /// returned, then wakes the tasks the events concern.
+    ///
+    /// `awake` runs before any task is woken, so a caller can mark itself no
+    /// longer waiting and the wakes below do not interrupt a wait that is
+    /// already over (that would cost a notifier write and one empty wait).
+    pub fn wait(&self, timeout: Option<Duration>, awake: impl FnOnce()) -> io::Result<usize> {
         let mut woken = self.woken.take();
         {
             let mut events = self.events.borrow_mut();
-            events.clear();
-            self.poller.wait(&mut events, timeout)?;
+            let res = self.poller.wait(&mut events, timeout);
+            awake();
+            res?;
             let sources = self.sources.borrow();
             for ev in events.iter() {
                 let Some(Some(src)) = sources.get(ev.key) else {
@@ -81,11 +87,12 @@ impl Reactor {
             }
         }
         // Wake with no borrow held: whatever a wake drops may deregister.
+        let n = woken.len();
         for w in woken.drain(..) {
             w.wake();
         }
         self.woken.set(woken);
-        Ok(())
+        Ok(n)
     }
 
     fn register(&self, fd: &impl AsRawFd, writable: bool) -> io::Result<(usize, Rc<SourceState>)> {
@@ -105,10 +112,7 @@ impl Reactor {
         };
         // SAFETY: the source is deleted from the poller in `Io::drop`,
         // before the descriptor it wraps is closed.
-        let added = unsafe {
-            self.poller
-                .add_with_mode(fd.as_raw_fd(), Event::all(key), PollMode::Edge)
-        };
+        let added = unsafe { self.poller.add(fd.as_raw_fd(), key) };
         if let Err(e) = added {
             self.free.borrow_mut().push(key);
             return Err(e);
@@ -118,7 +122,7 @@ impl Reactor {
     }
 
     fn deregister(&self, fd: &impl AsFd, key: usize) {
-        let _ = self.poller.delete(fd);
+        let _ = self.poller.delete(fd.as_fd());
         if let Some(slot) = self.sources.borrow_mut().get_mut(key) {
             *slot = None;
         }
