@@ -753,6 +753,45 @@ fn loop_wakeups_make_no_notifier_syscalls() {
     h.stop_and_wait();
 }
 
+/// A peer that sends its requests and half-closes gets every reply, then
+/// EOF: the server flushes everything before its own FIN, and `on_close`
+/// (PeerClosed) comes after.
+#[test]
+fn half_closed_peer_gets_every_reply_then_eof() {
+    let (tx, rx) = mpsc::channel();
+    let mut w = echo_worker();
+    w.on_close(move |_, r| {
+        let _ = tx.send(format!("{r:?}"));
+    });
+    let h = w.start().unwrap();
+    let s = TcpStream::connect(h.local_addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let mut sent = Vec::new();
+    for i in 0..2000 {
+        sent.extend_from_slice(format!("{i:0>127}\n").as_bytes());
+    }
+    let expected = sent.clone();
+    let t = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    let r = (&s).read_to_end(&mut got);
+    assert!(
+        r.is_ok(),
+        "{r:?} after {} of {} bytes",
+        got.len(),
+        expected.len()
+    );
+    t.join().unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "replies differ from requests");
+    assert_eq!(recv(&rx), "PeerClosed");
+    wait_until("map empty", || h.connections().is_empty());
+    h.stop_and_wait();
+}
+
 #[test]
 fn sigterm_stops_run_gracefully() {
     use std::io::BufRead;

@@ -358,9 +358,10 @@ impl<P: Protocol> ConnDriver<P> {
                 }
             };
             // A short read drained the socket: wait for the next edge instead
-            // of reading again into an EAGAIN. Bytes that arrive after this
-            // read raise a new edge (epoll signals every arrival).
-            let drained = n < scratch.len();
+            // of reading again into an EAGAIN. Bytes (or a FIN) that arrive
+            // after this read raise a new edge (epoll signals every arrival);
+            // a FIN that came before it does not, so then read on to the 0.
+            let drained = n < scratch.len() && stream.short_read_drains();
             if drained {
                 stream.clear_readable();
             }

@@ -20,6 +20,10 @@ pub(crate) struct Ready {
     pub key: usize,
     pub readable: bool,
     pub writable: bool,
+    /// The peer closed its side (FIN, hang-up or error): a read will return
+    /// 0 or an error once the queued bytes are consumed. `true` where the
+    /// backend cannot tell.
+    pub read_closed: bool,
 }
 
 pub(crate) use imp::{Events, Poller};
@@ -62,6 +66,8 @@ mod imp {
                         EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR,
                     ),
                     writable: f.intersects(EventFlags::OUT | EventFlags::HUP | EventFlags::ERR),
+                    read_closed: f
+                        .intersects(EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR),
                 })
             })
         }
@@ -169,6 +175,7 @@ mod imp {
                 key: ev.key,
                 readable: ev.readable,
                 writable: ev.writable,
+                read_closed: true,
             })
         }
     }
@@ -244,7 +251,7 @@ mod tests {
         let got: Vec<Ready> = ev.iter().collect();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].key, 7);
-        assert!(got[0].writable && !got[0].readable);
+        assert!(got[0].writable && !got[0].readable && !got[0].read_closed);
         // Edge-triggered: nothing new, so nothing reported.
         p.wait(&mut ev, Some(Duration::ZERO)).unwrap();
         assert_eq!(ev.iter().count(), 0);
@@ -268,7 +275,7 @@ mod tests {
         p.wait(&mut ev, Some(Duration::from_secs(5))).unwrap();
         drop(b);
         p.wait(&mut ev, Some(Duration::from_secs(5))).unwrap();
-        assert!(ev.iter().any(|r| r.key == 1 && r.readable));
+        assert!(ev.iter().any(|r| r.key == 1 && r.readable && r.read_closed));
         p.delete(a.as_fd()).unwrap();
     }
 

@@ -26,6 +26,8 @@ use crate::poller::{Events, Poller};
 struct SourceState {
     readable: Cell<bool>,
     writable: Cell<bool>,
+    /// An event said the peer closed: stays set (a FIN is not repeated).
+    read_closed: Cell<bool>,
     read_waker: RefCell<Option<Waker>>,
     write_waker: RefCell<Option<Waker>>,
 }
@@ -76,6 +78,9 @@ impl Reactor {
                 let Some(Some(src)) = sources.get(ev.key) else {
                     continue;
                 };
+                if ev.read_closed {
+                    src.read_closed.set(true);
+                }
                 if ev.readable {
                     src.readable.set(true);
                     woken.extend(src.read_waker.borrow_mut().take());
@@ -99,6 +104,7 @@ impl Reactor {
         let state = Rc::new(SourceState {
             readable: Cell::new(true),
             writable: Cell::new(writable),
+            read_closed: Cell::new(false),
             read_waker: RefCell::new(None),
             write_waker: RefCell::new(None),
         });
@@ -166,6 +172,14 @@ impl<T: AsFd + AsRawFd> Io<T> {
     /// Marks the socket drained: the next read waits for a new edge.
     pub fn clear_readable(&self) {
         self.state.readable.set(false);
+    }
+
+    /// Whether a short read may be taken to mean "drained, wait for the
+    /// next edge". Not once the peer's FIN was reported: the FIN raised its
+    /// edge already (perhaps with the last bytes), so only reading on until
+    /// 0 sees it.
+    pub fn short_read_drains(&self) -> bool {
+        !self.state.read_closed.get()
     }
 
     pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
