@@ -753,6 +753,32 @@ fn loop_wakeups_make_no_notifier_syscalls() {
     h.stop_and_wait();
 }
 
+/// `Connection::local_addr` is the address the peer connected to: the
+/// listener's own for a listener bound to one address, the one `accept`
+/// reports for a wildcard listener (two loopback addresses tried).
+#[test]
+fn connection_local_addr_is_the_address_connected_to() {
+    for listen in ["text://127.0.0.1:0", "text://0.0.0.0:0"] {
+        let mut w = Worker::<Text>::new(listen).unwrap();
+        w.on_connect(|c| {
+            let _ = c.send(&c.local_addr().to_string());
+        });
+        let h = w.start().unwrap();
+        let port = h.local_addr().port();
+        let targets: &[&str] = if listen.contains("0.0.0.0") {
+            &["127.0.0.1", "127.0.0.2"]
+        } else {
+            &["127.0.0.1"]
+        };
+        for ip in targets {
+            let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+            let mut c = LineClient::connect(addr);
+            assert_eq!(c.line(), format!("{addr}\n"), "listening on {listen}");
+        }
+        h.stop_and_wait();
+    }
+}
+
 /// A peer that sends its requests and half-closes gets every reply, then
 /// EOF: the server flushes everything before its own FIN, and `on_close`
 /// (PeerClosed) comes after.

@@ -232,16 +232,36 @@ impl Io<TcpListener> {
                 store(&self.state.read_waker, cx.waker());
                 return Poll::Pending;
             }
-            match self.io.accept() {
+            match accept_nonblocking(&self.io) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_readable(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 res => return Poll::Ready(res),
             }
         })
         .await?;
-        stream.set_nonblocking(true)?;
         Ok((Io::new(stream, &self.reactor)?, peer))
     }
+}
+
+/// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`: the new socket is non-blocking
+/// from the start, with no `ioctl(FIONBIO)` per connection.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    use rustix::net::{acceptfrom_with, SocketFlags};
+    let (fd, addr) = acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+    let stream = TcpStream::from(fd);
+    let peer = match addr.and_then(|a| SocketAddr::try_from(a).ok()) {
+        Some(peer) => peer,
+        None => stream.peer_addr()?,
+    };
+    Ok((stream, peer))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    let (stream, peer) = listener.accept()?;
+    stream.set_nonblocking(true)?;
+    Ok((stream, peer))
 }
 
 impl Io<TcpStream> {

@@ -625,7 +625,13 @@ fn spawn_connection<P: Protocol>(
     peer: SocketAddr,
 ) {
     let _ = stream.get_ref().set_nodelay(true);
-    let local = stream.get_ref().local_addr().unwrap_or(shared.local_addr);
+    // A listener bound to one address accepts on that address; only a
+    // wildcard listener needs `getsockname` to learn which one was used.
+    let local = if shared.local_addr.ip().is_unspecified() {
+        stream.get_ref().local_addr().unwrap_or(shared.local_addr)
+    } else {
+        shared.local_addr
+    };
     let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid, None);
     shared.ep.connections.insert(conn.id(), conn.clone());
     ctx.ex
