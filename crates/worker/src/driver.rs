@@ -66,6 +66,8 @@ pub(crate) struct ConnDriver<P: Protocol> {
     announced: bool,
     /// Deadline for the first whole message, if the worker sets one.
     first_timer: Option<async_io::Timer>,
+    /// A read returned 0: the peer's FIN came and nothing is left unread.
+    peer_eof: bool,
 }
 
 enum ReadOutcome {
@@ -102,6 +104,7 @@ impl<P: Protocol> ConnDriver<P> {
             inflight: None,
             announced: false,
             first_timer,
+            peer_eof: false,
         }
     }
 
@@ -538,6 +541,14 @@ impl<P: Protocol> ConnDriver<P> {
                 self.finish(reason);
                 return Poll::Ready(());
             };
+            if self.peer_eof {
+                // The peer's FIN is in and nothing is left unread: closing
+                // the socket sends our FIN after the flushed bytes, with no
+                // reset to fear, so neither half-close nor linger is needed.
+                self.stream = None;
+                self.finish(reason);
+                return Poll::Ready(());
+            }
             if !shut {
                 let _ = stream.get_ref().shutdown(Shutdown::Write);
                 self.state = State::Closing { shut: true };
@@ -677,6 +688,7 @@ impl<P: Protocol> Future for ConnDriver<P> {
                 ReadOutcome::Idle => {}
                 ReadOutcome::Budget => yield_now = true,
                 ReadOutcome::Eof => {
+                    this.peer_eof = true;
                     this.conn.set_reason(CloseReason::PeerClosed);
                     this.begin_closing();
                 }
