@@ -2,9 +2,9 @@
 //!
 //! A Workerman-style event framework for Rust: pick a protocol, write
 //! `on_connect` / `on_message` / `on_close` callbacks, add timers with
-//! [`Timer::add`], and run a [`Worker`]. Built on the smol family
-//! (`polling` for a reactor per event loop, async-executor, async-io for
-//! timers); no tokio.
+//! [`Timer::add`], and run a [`Worker`]. Built on the smol family (a
+//! reactor per event loop: epoll through rustix on Linux, `polling`
+//! elsewhere; async-executor; async-io for timers); no tokio.
 //!
 //! ```no_run
 //! use lubdub::{Text, Worker};
