@@ -13,6 +13,7 @@
 //! runner; see docs/benchmarks.md for the method.
 
 mod child;
+mod clients;
 mod loadgen;
 mod scenarios;
 mod servers;
@@ -57,11 +58,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let child = matches!(
         args.first().map(String::as_str),
-        Some("serve" | "timers-child")
+        Some("serve" | "timers-child" | "client-child")
     );
     let res = match args.first().map(String::as_str) {
         Some("serve") => servers::ServeOpts::from_args(&args[1..]).and_then(|o| servers::serve(&o)),
         Some("timers-child") => timers::child_main(&args[1..]),
+        Some("client-child") => clients::child_main(&args[1..]),
         Some("list") => {
             for s in SCENARIOS {
                 println!("{:<10} {}", s.name, s.about);

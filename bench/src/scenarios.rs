@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use crate::child::{Child, Server};
+use crate::clients::ClientOpts;
 use crate::loadgen::{self, Throughput, Unit, Window};
 use crate::servers::{Impl, Proto, ServeOpts};
 use crate::sys::{self, FdLimit};
@@ -144,6 +145,11 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "churn",
         about: "connection churn: connect, one echo round trip, close; 32 concurrent churners",
         run: churn,
+    },
+    Scenario {
+        name: "client",
+        about: "client side: lubdub Client vs tokio Framed client, 100 conns x 16 pipelined 32 B lines, same server",
+        run: client,
     },
     Scenario {
         name: "sweep",
@@ -507,6 +513,66 @@ fn churn(cfg: &Config, out: &mut Outcome) -> Result<()> {
         cfg.churners
     );
     push_rate_rows(out, label, "conn/s", &l, &p);
+    Ok(())
+}
+
+/// The client side: the same lubdub `count = 1` echo server (pinned to
+/// CPU 0) driven by a lubdub `Client` or by the tokio client, each in its
+/// own process pinned to CPU 1 (see `clients.rs`).
+fn client(cfg: &Config, out: &mut Outcome) -> Result<()> {
+    let [l, p] = alternate(cfg, "client", 2, |imp| {
+        let server = start_server(cfg, Impl::Lubdub, Proto::Text, 1, false)?;
+        let opts = ClientOpts {
+            imp,
+            port: server.port,
+            conns: cfg.conns,
+            depth: cfg.depth,
+            warmup: cfg.window.warmup,
+            measure: cfg.window.measure,
+            cpu: cfg.loadgen_cpu(1),
+        };
+        let (s0, t0) = (sys::process_cpu(server.child.pid())?, Instant::now());
+        let mut child = Child::spawn(&opts.to_args())?;
+        let res = child.expect("result", cfg.limit())?;
+        let server_cpu =
+            (sys::process_cpu(server.child.pid())? - s0).as_secs_f64() / t0.elapsed().as_secs_f64();
+        let v: Vec<f64> = res
+            .split_whitespace()
+            .map(|x| x.parse())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("bad client result {res:?}"))?;
+        let [replies, secs, cpu] = v[..] else {
+            anyhow::bail!("bad client result {res:?}");
+        };
+        let rate = replies / secs;
+        let mut detail = format!(
+            "{} msg/s (CPU: client {:.0}% in the window, server {:.0}% over the whole run)",
+            si(rate),
+            cpu / secs * 100.0,
+            server_cpu * 100.0
+        );
+        if cpu / secs > 0.95 {
+            detail.push_str(" [client saturated]");
+        }
+        Ok((vec![rate, cpu / replies * 1e6], detail))
+    })?;
+    out.rows.push(Row {
+        label: format!(
+            "client: text echo 32 B, {}x{} pipelined, lubdub Client vs tokio Framed, same lubdub server (msg/s)",
+            cfg.conns, cfg.depth
+        ),
+        unit: "msg/s",
+        better: Better::Higher,
+        lubdub: l[0].clone(),
+        peer: p[0].clone(),
+    });
+    out.rows.push(Row {
+        label: "↳ client CPU per operation (us)".to_string(),
+        unit: "us",
+        better: Better::Lower,
+        lubdub: l[1].clone(),
+        peer: p[1].clone(),
+    });
     Ok(())
 }
 
