@@ -818,6 +818,31 @@ fn half_closed_peer_gets_every_reply_then_eof() {
     h.stop_and_wait();
 }
 
+/// Bytes that arrive before the server has even accepted the connection
+/// are read: a new socket is registered as not yet readable, and the
+/// registration itself reports what is already there.
+#[test]
+fn bytes_sent_before_the_accept_are_read() {
+    let (tx, rx) = mpsc::channel();
+    let mut w = echo_worker();
+    w.on_worker_start(move |_| {
+        let tx = tx.clone();
+        Timer::once(Duration::ZERO, move || {
+            // Hold the loop: nothing is accepted while the client connects
+            // and sends.
+            let _ = tx.send(());
+            std::thread::sleep(Duration::from_millis(300));
+        })
+        .unwrap();
+    });
+    let h = w.start().unwrap();
+    rx.recv_timeout(WAIT).unwrap();
+    let mut c = LineClient::connect(h.local_addr());
+    c.send(b"early\n");
+    assert_eq!(c.line(), "early\n");
+    h.stop_and_wait();
+}
+
 #[test]
 fn sigterm_stops_run_gracefully() {
     use std::io::BufRead;

@@ -100,9 +100,17 @@ impl Reactor {
         Ok(n)
     }
 
-    fn register(&self, fd: &impl AsRawFd, writable: bool) -> io::Result<(usize, Rc<SourceState>)> {
+    /// Registers `fd`; `readable`/`writable` are the readiness assumed
+    /// until the first event (an edge comes at once for what is already
+    /// ready, so `false` is never wrong, only a wait longer).
+    fn register(
+        &self,
+        fd: &impl AsRawFd,
+        readable: bool,
+        writable: bool,
+    ) -> io::Result<(usize, Rc<SourceState>)> {
         let state = Rc::new(SourceState {
-            readable: Cell::new(true),
+            readable: Cell::new(readable),
             writable: Cell::new(writable),
             read_closed: Cell::new(false),
             read_waker: RefCell::new(None),
@@ -145,9 +153,14 @@ pub(crate) struct Io<T: AsFd + AsRawFd> {
 }
 
 impl<T: AsFd + AsRawFd> Io<T> {
-    /// Registers `io` (already non-blocking) with `reactor`.
+    /// Registers `io` (already non-blocking) with `reactor`, assumed ready
+    /// until an operation says otherwise.
     pub fn new(io: T, reactor: &Rc<Reactor>) -> io::Result<Io<T>> {
-        let (key, state) = reactor.register(&io, true)?;
+        Self::register(io, reactor, true)
+    }
+
+    fn register(io: T, reactor: &Rc<Reactor>, readable: bool) -> io::Result<Io<T>> {
+        let (key, state) = reactor.register(&io, readable, true)?;
         Ok(Io {
             io,
             key,
@@ -239,7 +252,10 @@ impl Io<TcpListener> {
             }
         })
         .await?;
-        Ok((Io::new(stream, &self.reactor)?, peer))
+        // Not assumed readable: a just-accepted socket rarely has bytes yet,
+        // and if it has, registering it raises an edge at once. This saves
+        // the read into EAGAIN most new connections would start with.
+        Ok((Io::register(stream, &self.reactor, false)?, peer))
     }
 }
 
@@ -271,7 +287,7 @@ impl Io<TcpStream> {
         use socket2::{Domain, Protocol, Socket, Type};
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         sock.set_nonblocking(true)?;
-        let (key, state) = reactor.register(&sock, false)?;
+        let (key, state) = reactor.register(&sock, false, false)?;
         let io = Io {
             io: sock,
             key,
