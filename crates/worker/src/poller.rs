@@ -108,7 +108,10 @@ mod imp {
             Ok(())
         }
 
-        /// Removes `fd`'s registration.
+        /// Removes `fd`'s registration. The reactor does not need it:
+        /// closing a descriptor that was never duplicated removes it from
+        /// the epoll set.
+        #[cfg_attr(not(test), allow(dead_code))]
         pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
             epoll::delete(&self.epoll, fd)?;
             Ok(())
@@ -264,6 +267,34 @@ mod tests {
         b.write_all(b"y").unwrap();
         p.wait(&mut ev, Some(Duration::from_millis(20))).unwrap();
         assert_eq!(ev.iter().count(), 0);
+    }
+
+    /// What the reactor relies on when it drops a socket without deleting
+    /// it: the close removes the registration, so a new socket that gets
+    /// the same descriptor number reports only under its own key.
+    #[test]
+    fn closing_a_registered_socket_unregisters_it() {
+        let p = Poller::new().unwrap();
+        let (a, b) = pair();
+        let fd = a.as_raw_fd();
+        unsafe { p.add(fd, 1).unwrap() };
+        let mut ev = Events::with_capacity(8);
+        p.wait(&mut ev, Some(Duration::from_secs(5))).unwrap();
+        drop(a);
+        drop(b);
+        // Register the side that got the old number, if either did.
+        let (c, d) = pair();
+        let (reg, mut other) = if d.as_raw_fd() == fd { (d, c) } else { (c, d) };
+        unsafe { p.add(reg.as_raw_fd(), 2).unwrap() };
+        other.write_all(b"x").unwrap();
+        let mut seen = Vec::new();
+        let t = Instant::now();
+        while !seen.iter().any(|r: &Ready| r.readable) && t.elapsed() < Duration::from_secs(5) {
+            p.wait(&mut ev, Some(Duration::from_millis(100))).unwrap();
+            seen.extend(ev.iter());
+        }
+        assert!(seen.iter().any(|r| r.key == 2 && r.readable), "{seen:?}");
+        assert!(seen.iter().all(|r| r.key == 2), "{seen:?}");
     }
 
     #[test]
