@@ -1,5 +1,5 @@
 //! Timer churn, measured in a child process per implementation:
-//! `lubdub-bench timers <lubdub|tokio> --n N [--cpu C]` prints
+//! `lubdub-bench timers-child <lubdub|tokio> --n N [--cpu C]` prints
 //! `interleaved <ns per add+del>` and `bulk <ns per add+del>`.
 //!
 //! * lubdub: `Timer::add(1 h, || {})` and `Timer::del(id)` on a running
