@@ -103,6 +103,7 @@ where
     let mut cx = Context::from_waker(&waker);
     {
         let mut fut = std::pin::pin!(ex.run(main(ctx.clone())));
+        let mut idle_yield = crate::idle_yield::IdleYield::default();
         loop {
             notify.woken.store(false, Ordering::SeqCst);
             if fut.as_mut().poll(&mut cx).is_ready() {
@@ -117,8 +118,11 @@ where
             // replaces most sleep/wake-up round trips (and the preemption of
             // a client by our wake-up) with a hand-over; on an idle machine
             // it costs a `sched_yield` and an `epoll_wait(0)` per sleep.
-            if !woken {
+            // `IdleYield` stops it while yields go to a CPU-bound neighbour.
+            if !woken && idle_yield.should_yield() {
+                let t = Instant::now();
                 std::thread::yield_now();
+                idle_yield.record(t.elapsed());
                 let found = ctx.reactor.wait(Some(Duration::ZERO), || {
                     notify.waiting.store(false, Ordering::SeqCst)
                 });

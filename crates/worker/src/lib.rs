@@ -9,6 +9,7 @@ mod connection;
 mod driver;
 mod error;
 mod event_loop;
+mod idle_yield;
 pub mod plugin;
 mod poller;
 pub mod protocol;
