@@ -315,6 +315,18 @@ fn push_rate_rows(
     l: &[Vec<f64>],
     p: &[Vec<f64>],
 ) {
+    push_rate_rows_of(out, label, unit, "server", l, p);
+}
+
+/// Pushes the rate row and the row of `whose` CPU per operation.
+fn push_rate_rows_of(
+    out: &mut Outcome,
+    label: String,
+    unit: &'static str,
+    whose: &str,
+    l: &[Vec<f64>],
+    p: &[Vec<f64>],
+) {
     out.rows.push(Row {
         label: format!("{label} ({unit})"),
         unit,
@@ -323,7 +335,7 @@ fn push_rate_rows(
         peer: p[0].clone(),
     });
     out.rows.push(Row {
-        label: "↳ server CPU per operation (us)".to_string(),
+        label: format!("↳ {whose} CPU per operation (us)"),
         unit: "us",
         better: Better::Lower,
         lubdub: l[1].clone(),
@@ -556,23 +568,11 @@ fn client(cfg: &Config, out: &mut Outcome) -> Result<()> {
         }
         Ok((vec![rate, cpu / replies * 1e6], detail))
     })?;
-    out.rows.push(Row {
-        label: format!(
-            "client: text echo 32 B, {}x{} pipelined, lubdub Client vs tokio Framed, same lubdub server (msg/s)",
-            cfg.conns, cfg.depth
-        ),
-        unit: "msg/s",
-        better: Better::Higher,
-        lubdub: l[0].clone(),
-        peer: p[0].clone(),
-    });
-    out.rows.push(Row {
-        label: "↳ client CPU per operation (us)".to_string(),
-        unit: "us",
-        better: Better::Lower,
-        lubdub: l[1].clone(),
-        peer: p[1].clone(),
-    });
+    let label = format!(
+        "client: text echo 32 B, {}x{} pipelined, lubdub Client vs tokio Framed, same lubdub server",
+        cfg.conns, cfg.depth
+    );
+    push_rate_rows_of(out, label, "msg/s", "client", &l, &p);
     Ok(())
 }
 
