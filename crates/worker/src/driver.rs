@@ -325,7 +325,8 @@ impl<P: Protocol> ConnDriver<P> {
     }
 
     fn read_phase(&mut self, cx: &mut Context<'_>) -> ReadOutcome {
-        for _ in 0..READS_PER_POLL {
+        let mut reads = 0;
+        loop {
             if self.state != State::Open || self.hold_delivery() {
                 return ReadOutcome::Idle;
             }
@@ -333,11 +334,18 @@ impl<P: Protocol> ConnDriver<P> {
                 return ReadOutcome::Idle;
             };
             // Read only when the reactor says the socket may have bytes.
+            // After a read that drained it, this registers for the next
+            // edge (the reactor took the waker that brought us here);
+            // `Ready` means one already came.
             match stream.poll_readable(cx) {
                 Poll::Pending => return ReadOutcome::Idle,
                 Poll::Ready(Err(e)) => return ReadOutcome::Failed(e),
                 Poll::Ready(Ok(())) => {}
             }
+            if reads == READS_PER_POLL {
+                return ReadOutcome::Budget;
+            }
+            reads += 1;
             let mut scratch = self.ctx.take_scratch();
             let res = std::io::Read::read(&mut stream.get_ref(), &mut scratch);
             let n = match res {
@@ -395,20 +403,7 @@ impl<P: Protocol> ConnDriver<P> {
                 });
                 self.rbuf = Vec::new();
             }
-            if drained {
-                // Register for the next edge (the reactor took the waker that
-                // brought us here); `Ready` means one already came.
-                let Some(stream) = self.stream.as_ref() else {
-                    return ReadOutcome::Idle;
-                };
-                match stream.poll_readable(cx) {
-                    Poll::Pending => return ReadOutcome::Idle,
-                    Poll::Ready(Err(e)) => return ReadOutcome::Failed(e),
-                    Poll::Ready(Ok(())) => {}
-                }
-            }
         }
-        ReadOutcome::Budget
     }
 
     /// Runs async handlers one at a time, in order.
