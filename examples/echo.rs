@@ -6,20 +6,11 @@ mod common;
 use lubdub::{Text, Worker};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut listen = "text://127.0.0.1:1234".to_string();
-    let mut count = 1;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--listen" => listen = args.next().ok_or("--listen needs an address")?,
-            "--count" => count = args.next().ok_or("--count needs a number")?.parse()?,
-            "-h" | "--help" => {
-                println!("usage: echo [--listen ADDR] [--count N]");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
+    let Some(common::ServerArgs { listen, count }) =
+        common::server_args("echo", "text://127.0.0.1:1234")?
+    else {
+        return Ok(());
+    };
     common::init_logging(log::LevelFilter::Info)?;
 
     let mut worker = Worker::<Text>::new(listen.as_str())?;
