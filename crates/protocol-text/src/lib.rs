@@ -17,29 +17,34 @@
 //!   that many bytes arrived without a `\n`; nothing of the peer's choosing
 //!   is allocated beyond it.
 //!
+//! Neither flavour writes anything on the [`Wire`] or asks to close: there is
+//! no handshake and no control message.
+//!
 //! # Invalid UTF-8
 //!
 //! [`Text`] decodes to `String`. A line that is not valid UTF-8 is a protocol
-//! error ([`ProtocolError::InvalidUtf8`]): the worker reports it through
-//! `on_error` and closes that connection. Lossy replacement would silently
-//! change what the peer sent. Use [`TextBytes`], the binary-safe flavour, to
-//! receive any bytes as `Vec<u8>` lines.
+//! error, [`ProtocolError::InvalidData`] with `expected: "UTF-8"` and the
+//! offset of the first invalid byte within the line: the worker reports it
+//! through `on_error` and closes that connection. Lossy replacement would
+//! silently change what the peer sent. Use [`TextBytes`], the binary-safe
+//! flavour, to receive any bytes as `Vec<u8>` lines.
 //!
 //! ```
+//! use lubdub_protocol::{Decoded, Protocol, WireBuf};
 //! use lubdub_text::Text;
-//! use lubdub_worker::protocol::{Decoded, Protocol};
 //!
 //! let mut text = Text::new();
+//! let mut wire = WireBuf::default();
 //! assert_eq!(
-//!     text.decode(b"hello\r\nworld").unwrap(),
+//!     wire.decode(&mut text, b"hello\r\nworld").unwrap(),
 //!     Decoded::Message { msg: "hello".to_string(), consumed: 7 }
 //! );
 //! let mut out = Vec::new();
-//! text.encode("hi", &mut out).unwrap();
+//! text.encode(&mut (), "hi", &mut out).unwrap();
 //! assert_eq!(out, b"hi\n");
 //! ```
 
-use lubdub_worker::protocol::{Decoded, Protocol, ProtocolError};
+use lubdub_protocol::{Decoded, Protocol, ProtocolError, Wire};
 use serde::Deserialize;
 
 /// Default maximum line length in bytes, terminator included: 10 MiB.
@@ -157,8 +162,16 @@ impl Protocol for Text {
     const SCHEME: &'static str = "text";
     type Message = String;
     type Outgoing = str;
+    type Encoder = ();
+    type Handshake = ();
 
-    fn decode(&mut self, src: &[u8]) -> Result<Decoded<String>, ProtocolError> {
+    fn encoder(&self) {}
+
+    fn decode(
+        &mut self,
+        src: &[u8],
+        _wire: &mut Wire<'_>,
+    ) -> Result<Decoded<String>, ProtocolError> {
         let Some((len, consumed)) = self.lines.split(src)? else {
             return Ok(Decoded::Incomplete);
         };
@@ -167,13 +180,14 @@ impl Protocol for Text {
                 msg: s.to_owned(),
                 consumed,
             }),
-            Err(e) => Err(ProtocolError::InvalidUtf8 {
-                valid_up_to: e.valid_up_to(),
+            Err(e) => Err(ProtocolError::InvalidData {
+                expected: "UTF-8",
+                offset: e.valid_up_to(),
             }),
         }
     }
 
-    fn encode(&self, msg: &str, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    fn encode(&self, _: &mut (), msg: &str, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         self.lines.encode(msg.as_bytes(), dst)
     }
 }
@@ -214,8 +228,16 @@ impl Protocol for TextBytes {
     const SCHEME: &'static str = "text";
     type Message = Vec<u8>;
     type Outgoing = [u8];
+    type Encoder = ();
+    type Handshake = ();
 
-    fn decode(&mut self, src: &[u8]) -> Result<Decoded<Vec<u8>>, ProtocolError> {
+    fn encoder(&self) {}
+
+    fn decode(
+        &mut self,
+        src: &[u8],
+        _wire: &mut Wire<'_>,
+    ) -> Result<Decoded<Vec<u8>>, ProtocolError> {
         Ok(match self.lines.split(src)? {
             Some((len, consumed)) => Decoded::Message {
                 msg: src[..len].to_vec(),
@@ -225,7 +247,7 @@ impl Protocol for TextBytes {
         })
     }
 
-    fn encode(&self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    fn encode(&self, _: &mut (), msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         self.lines.encode(msg, dst)
     }
 }
@@ -233,29 +255,42 @@ impl Protocol for TextBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lubdub_protocol::WireBuf;
 
-    fn msg<M>(d: Decoded<M>) -> (M, usize) {
-        match d {
+    /// Decodes with a fresh wire and checks the protocol left it untouched.
+    fn decode<P: Protocol>(
+        p: &mut P,
+        src: &[u8],
+    ) -> Result<Decoded<P::Message, P::Handshake>, ProtocolError> {
+        let mut wire = WireBuf::default();
+        let result = wire.decode(p, src);
+        assert!(wire.out.is_empty(), "wrote {:?} on the wire", wire.out);
+        assert!(wire.close.is_none(), "asked to close");
+        result
+    }
+
+    fn msg<P: Protocol>(p: &mut P, src: &[u8]) -> (P::Message, usize) {
+        match decode(p, src).unwrap() {
             Decoded::Message { msg, consumed } => (msg, consumed),
-            Decoded::Incomplete => panic!("expected a message"),
+            _ => panic!("expected a message"),
         }
     }
 
     #[test]
     fn strips_lf_and_crlf_only_at_the_end() {
         let mut t = Text::new();
-        assert_eq!(msg(t.decode(b"a\n").unwrap()), ("a".into(), 2));
-        assert_eq!(msg(t.decode(b"a\r\n").unwrap()), ("a".into(), 3));
-        assert_eq!(msg(t.decode(b"a\rb\n").unwrap()), ("a\rb".into(), 4));
-        assert_eq!(msg(t.decode(b"\n").unwrap()), (String::new(), 1));
-        assert_eq!(msg(t.decode(b"\r\n").unwrap()), (String::new(), 2));
-        assert_eq!(msg(t.decode(b"x\r\r\n").unwrap()), ("x\r".into(), 4));
+        assert_eq!(msg(&mut t, b"a\n"), ("a".into(), 2));
+        assert_eq!(msg(&mut t, b"a\r\n"), ("a".into(), 3));
+        assert_eq!(msg(&mut t, b"a\rb\n"), ("a\rb".into(), 4));
+        assert_eq!(msg(&mut t, b"\n"), (String::new(), 1));
+        assert_eq!(msg(&mut t, b"\r\n"), (String::new(), 2));
+        assert_eq!(msg(&mut t, b"x\r\r\n"), ("x\r".into(), 4));
     }
 
     #[test]
     fn first_newline_ends_the_message() {
         let mut t = Text::new();
-        assert_eq!(msg(t.decode(b"one\ntwo\n").unwrap()), ("one".into(), 4));
+        assert_eq!(msg(&mut t, b"one\ntwo\n"), ("one".into(), 4));
     }
 
     #[test]
@@ -263,55 +298,55 @@ mod tests {
         let mut t = Text::new();
         let stream = b"hello world\n";
         for end in 0..stream.len() {
-            assert_eq!(t.decode(&stream[..end]).unwrap(), Decoded::Incomplete);
+            assert_eq!(decode(&mut t, &stream[..end]).unwrap(), Decoded::Incomplete);
         }
-        assert_eq!(msg(t.decode(stream).unwrap()), ("hello world".into(), 12));
+        assert_eq!(msg(&mut t, stream), ("hello world".into(), 12));
         // scan state was reset: the next line is found from its start
-        assert_eq!(msg(t.decode(b"x\n").unwrap()), ("x".into(), 2));
+        assert_eq!(msg(&mut t, b"x\n"), ("x".into(), 2));
     }
 
     #[test]
     fn encode_appends_newline() {
         let t = Text::new();
         let mut out = b"pre".to_vec();
-        t.encode("line", &mut out).unwrap();
+        t.encode(&mut (), "line", &mut out).unwrap();
         assert_eq!(out, b"preline\n");
     }
 
     #[test]
     fn max_length_counts_the_terminator() {
         let mut t = Text::with_max_length(4);
-        assert_eq!(msg(t.decode(b"abc\n").unwrap()), ("abc".into(), 4));
+        assert_eq!(msg(&mut t, b"abc\n"), ("abc".into(), 4));
         let mut t = Text::with_max_length(4);
-        assert_eq!(t.decode(b"abc").unwrap(), Decoded::Incomplete);
+        assert_eq!(decode(&mut t, b"abc").unwrap(), Decoded::Incomplete);
         assert!(matches!(
-            t.decode(b"abcd"),
+            decode(&mut t, b"abcd"),
             Err(ProtocolError::TooLarge { len: 4, max: 4 })
         ));
         // a newline beyond the limit does not rescue an over-long line
         let mut t = Text::with_max_length(4);
-        assert!(t.decode(b"abcdef\n").is_err());
+        assert!(decode(&mut t, b"abcdef\n").is_err());
         let t = Text::with_max_length(4);
         let mut out = Vec::new();
-        assert!(t.encode("abcd", &mut out).is_err());
+        assert!(t.encode(&mut (), "abcd", &mut out).is_err());
         assert!(out.is_empty());
-        t.encode("abc", &mut out).unwrap();
+        t.encode(&mut (), "abc", &mut out).unwrap();
     }
 
     #[test]
     fn invalid_utf8_is_an_error_bytes_flavour_accepts_it() {
         let mut t = Text::new();
         assert!(matches!(
-            t.decode(b"ok\xff\n"),
-            Err(ProtocolError::InvalidUtf8 { valid_up_to: 2 })
+            decode(&mut t, b"ok\xff\n"),
+            Err(ProtocolError::InvalidData {
+                expected: "UTF-8",
+                offset: 2
+            })
         ));
         let mut b = TextBytes::new();
-        assert_eq!(
-            msg(b.decode(b"ok\xff\r\n").unwrap()),
-            (b"ok\xff".to_vec(), 5)
-        );
+        assert_eq!(msg(&mut b, b"ok\xff\r\n"), (b"ok\xff".to_vec(), 5));
         let mut out = Vec::new();
-        b.encode(b"\x00\xff", &mut out).unwrap();
+        b.encode(&mut (), b"\x00\xff", &mut out).unwrap();
         assert_eq!(out, b"\x00\xff\n");
     }
 
@@ -325,7 +360,7 @@ mod tests {
             let mut got = Vec::new();
             for chunk in [&stream[..cut], &stream[cut..]] {
                 buf.extend_from_slice(chunk);
-                while let Decoded::Message { msg, consumed } = t.decode(&buf).unwrap() {
+                while let Decoded::Message { msg, consumed } = decode(&mut t, &buf).unwrap() {
                     got.push(msg);
                     buf.drain(..consumed);
                 }
