@@ -1,17 +1,21 @@
 //! Workerman's Text protocol for lubdub: one message per line.
 //!
-//! Byte layout, exactly as Workerman's `Protocols\Text`:
+//! Byte layout, as Workerman's `Protocols\Text`:
 //!
 //! ```text
-//! +------------------------+----+        +------------------------+----+----+
-//! | line bytes (no \n)     | \n |   or   | line bytes             | \r | \n |
-//! +------------------------+----+        +------------------------+----+----+
+//! +------------------------+---------------------+----+
+//! | line bytes             | \r, zero or more    | \n |
+//! +------------------------+---------------------+----+
+//! |<---- decoded value --->|
 //! ```
 //!
 //! * A message is the bytes up to and including the first `\n`.
-//! * The decoded value has its trailing `\r\n` or `\n` removed (a `\r`
-//!   anywhere else is kept).
-//! * Encoding appends `\n` to the message.
+//! * The decoded value is the message without its `\n` and without every
+//!   `\r` directly before it, as Workerman's `rtrim($buffer, "\r\n")`
+//!   gives: `double cr\r\r\n` decodes to `double cr`. A `\r` anywhere else
+//!   is kept (`a\rb\n` decodes to `a\rb`).
+//! * Encoding appends `\n` to the message. A message that ends in `\r`
+//!   therefore comes back without it, in Workerman as here.
 //! * The maximum line length (terminator included) defaults to 10 MiB,
 //!   Workerman's maximum package size. A longer line is an error as soon as
 //!   that many bytes arrived without a `\n`; nothing of the peer's choosing
@@ -82,7 +86,8 @@ impl LineSplitter {
         }
     }
 
-    /// Returns `(content_len, consumed)` of the first complete line.
+    /// Returns `(content_len, consumed)` of the first complete line:
+    /// `content_len` leaves out the `\n` and the `\r`s before it.
     fn split(&mut self, src: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
         // Never search past the maximum: bytes beyond it cannot start a valid line.
         let limit = src.len().min(self.max_length);
@@ -91,8 +96,10 @@ impl LineSplitter {
             Some(i) => {
                 self.scanned = 0;
                 let consumed = from + i + 1;
+                // Workerman's rtrim($buffer, "\r\n"): the `\n` and every
+                // `\r` right before it.
                 let mut content = consumed - 1;
-                if content > 0 && src[content - 1] == b'\r' {
+                while content > 0 && src[content - 1] == b'\r' {
                     content -= 1;
                 }
                 Ok(Some((content, consumed)))
@@ -284,13 +291,31 @@ mod tests {
         assert_eq!(msg(&mut t, b"a\rb\n"), ("a\rb".into(), 4));
         assert_eq!(msg(&mut t, b"\n"), (String::new(), 1));
         assert_eq!(msg(&mut t, b"\r\n"), (String::new(), 2));
-        assert_eq!(msg(&mut t, b"x\r\r\n"), ("x\r".into(), 4));
+        assert_eq!(msg(&mut t, b"\rx\n"), ("\rx".into(), 3));
+    }
+
+    /// Workerman decodes with `rtrim($buffer, "\r\n")`: every `\r` before
+    /// the `\n` goes, not just one.
+    #[test]
+    fn strips_every_trailing_cr_like_workerman() {
+        let mut t = Text::new();
+        assert_eq!(msg(&mut t, b"double cr\r\r\n"), ("double cr".into(), 12));
+        assert_eq!(msg(&mut t, b"x\r\r\r\n"), ("x".into(), 5));
+        assert_eq!(msg(&mut t, b"\r\r\n"), (String::new(), 3));
+        assert_eq!(msg(&mut t, b"\r\n"), (String::new(), 2));
+        assert_eq!(msg(&mut t, b"a\rb\r\r\n"), ("a\rb".into(), 6));
+        let mut b = TextBytes::new();
+        assert_eq!(msg(&mut b, b"double cr\r\r\n"), (b"double cr".to_vec(), 12));
+        assert_eq!(msg(&mut b, b"\r\n"), (Vec::new(), 2));
+        assert_eq!(msg(&mut b, b"a\rb\n"), (b"a\rb".to_vec(), 4));
+        assert_eq!(msg(&mut b, b"\xff\r\r\n"), (b"\xff".to_vec(), 4));
     }
 
     #[test]
     fn first_newline_ends_the_message() {
         let mut t = Text::new();
         assert_eq!(msg(&mut t, b"one\ntwo\n"), ("one".into(), 4));
+        assert_eq!(msg(&mut t, b"one\r\n\r\n"), ("one".into(), 5));
     }
 
     #[test]
@@ -352,7 +377,7 @@ mod tests {
 
     #[test]
     fn every_split_point_yields_the_same_messages() {
-        let stream = b"alpha\r\nbeta\n\ngamma\r\n";
+        let stream = b"alpha\r\nbeta\n\ngamma\r\r\n";
         let want = ["alpha", "beta", "", "gamma"];
         for cut in 0..=stream.len() {
             let mut t = Text::new();
