@@ -1,6 +1,6 @@
 //! Workerman's `Frame` protocol.
 
-use lubdub_worker::protocol::{Decoded, Protocol, ProtocolError};
+use lubdub_protocol::{Decoded, Protocol, ProtocolError, Wire};
 
 use crate::length_field::{Endian, LengthField, DEFAULT_MAX_FRAME_LENGTH};
 
@@ -19,13 +19,13 @@ use crate::length_field::{Endian, LengthField, DEFAULT_MAX_FRAME_LENGTH};
 /// header alone, before anything is allocated.
 ///
 /// ```
-/// use lubdub_frame::{Decoded, Frame, Protocol};
+/// use lubdub_frame::{Decoded, Frame, Protocol, WireBuf};
 ///
 /// let mut out = Vec::new();
-/// Frame::new().encode(b"hello", &mut out).unwrap();
+/// Frame::new().encode(&mut (), b"hello", &mut out).unwrap();
 /// assert_eq!(out, b"\x00\x00\x00\x09hello");
 /// assert_eq!(
-///     Frame::new().decode(&out).unwrap(),
+///     WireBuf::default().decode(&mut Frame::new(), &out).unwrap(),
 ///     Decoded::Message { msg: b"hello".to_vec(), consumed: 9 }
 /// );
 /// ```
@@ -78,11 +78,19 @@ impl Protocol for Frame {
     const SCHEME: &'static str = "frame";
     type Message = Vec<u8>;
     type Outgoing = [u8];
+    type Encoder = ();
+    type Handshake = ();
 
-    fn decode(&mut self, src: &[u8]) -> Result<Decoded<Vec<u8>>, ProtocolError> {
+    fn encoder(&self) {}
+
+    fn decode(
+        &mut self,
+        src: &[u8],
+        _wire: &mut Wire<'_>,
+    ) -> Result<Decoded<Vec<u8>>, ProtocolError> {
         let max = self.max_length();
         if !self.fixed_fast_path(max) {
-            return self.layout.decode(src);
+            return self.layout.decode_frame(src);
         }
         // The general codec's rules, specialised to a u32 BE total length.
         let Some(header) = src.first_chunk::<{ Self::HEADER_LEN }>() else {
@@ -107,10 +115,10 @@ impl Protocol for Frame {
         }
     }
 
-    fn encode(&self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    fn encode(&self, _: &mut (), msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         let max = self.max_length();
         if !self.fixed_fast_path(max) {
-            return self.layout.encode(msg, dst);
+            return self.layout.encode_parts(&[msg], dst);
         }
         let total = msg.len().saturating_add(Self::HEADER_LEN);
         if total > max {
@@ -129,6 +137,7 @@ impl Protocol for Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lubdub_protocol::WireBuf;
 
     #[test]
     fn fast_path_agrees_with_the_general_codec() {
@@ -149,12 +158,14 @@ mod tests {
                     let total = (next() % 16) as u32;
                     src[..4].copy_from_slice(&total.to_be_bytes());
                 }
-                let fast = format!("{:?}", frame.clone().decode(&src));
-                let general = format!("{:?}", frame.layout().clone().decode(&src));
+                let mut wire = WireBuf::default();
+                let fast = format!("{:?}", wire.decode(&mut frame.clone(), &src));
+                let general = format!("{:?}", wire.decode(&mut frame.layout().clone(), &src));
                 assert_eq!(fast, general, "max {max}, input {src:02x?}");
+                assert!(wire.out.is_empty() && wire.close.is_none());
                 let (mut a, mut b) = (Vec::new(), Vec::new());
-                let fast = format!("{:?}", frame.encode(&src, &mut a));
-                let general = format!("{:?}", frame.layout().encode(&src, &mut b));
+                let fast = format!("{:?}", frame.encode(&mut (), &src, &mut a));
+                let general = format!("{:?}", frame.layout().encode(&mut (), &src, &mut b));
                 assert_eq!((fast, a), (general, b), "encode, max {max}");
             }
         }

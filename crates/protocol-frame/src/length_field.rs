@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use lubdub_worker::protocol::{Decoded, Protocol, ProtocolError};
+use lubdub_protocol::{Decoded, Protocol, ProtocolError, Wire};
 
 /// Default maximum frame size: 10 MiB, header included.
 pub const DEFAULT_MAX_FRAME_LENGTH: usize = 10 * 1024 * 1024;
@@ -428,6 +428,18 @@ impl LengthField {
         Ok(usize::try_from(total).ok())
     }
 
+    /// Decodes the frame at the front of `src` into `frame[num_skip..]`
+    /// (the decoder keeps no state, so this needs no `&mut self`).
+    pub(crate) fn decode_frame(&self, src: &[u8]) -> Result<Decoded<Vec<u8>>, ProtocolError> {
+        match self.frame_len(src)? {
+            Some(total) if src.len() >= total => Ok(Decoded::Message {
+                msg: src[self.num_skip..total].to_vec(),
+                consumed: total,
+            }),
+            _ => Ok(Decoded::Incomplete),
+        }
+    }
+
     /// Encodes `num_skip` zero bytes then `parts`, and writes the length
     /// field. Appends nothing on error.
     pub(crate) fn encode_parts(
@@ -500,18 +512,20 @@ impl Protocol for LengthField {
     const SCHEME: &'static str = "length";
     type Message = Vec<u8>;
     type Outgoing = [u8];
+    type Encoder = ();
+    type Handshake = ();
 
-    fn decode(&mut self, src: &[u8]) -> Result<Decoded<Vec<u8>>, ProtocolError> {
-        match self.frame_len(src)? {
-            Some(total) if src.len() >= total => Ok(Decoded::Message {
-                msg: src[self.num_skip..total].to_vec(),
-                consumed: total,
-            }),
-            _ => Ok(Decoded::Incomplete),
-        }
+    fn encoder(&self) {}
+
+    fn decode(
+        &mut self,
+        src: &[u8],
+        _wire: &mut Wire<'_>,
+    ) -> Result<Decoded<Vec<u8>>, ProtocolError> {
+        self.decode_frame(src)
     }
 
-    fn encode(&self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    fn encode(&self, _: &mut (), msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         self.encode_parts(&[msg], dst)
     }
 }
@@ -519,6 +533,7 @@ impl Protocol for LengthField {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lubdub_protocol::WireBuf;
 
     #[test]
     fn builder_defaults() {
@@ -597,7 +612,7 @@ mod tests {
         // 8 + u64::MAX overflows usize: too large, no panic.
         let mut lf2 = lf.clone();
         assert!(matches!(
-            lf2.decode(&[0xFF; 8]),
+            WireBuf::default().decode(&mut lf2, &[0xFF; 8]),
             Err(ProtocolError::TooLarge { .. })
         ));
         assert_eq!(lf.field_max(), i128::from(u64::MAX));

@@ -9,6 +9,13 @@
 //! | [`LengthField`] | `length` | `Vec<u8>` / `[u8]` | anything a [`LengthField::builder`] describes |
 //! | [`PacketCodec`] | `packet` | [`Packet`] | C# `CPacket`: i32 LE total length, i16 LE id, body |
 //!
+//! None of them has a handshake or per-connection encoder state
+//! (`Encoder = ()`, `Handshake = ()`), and none writes on the [`Wire`] or
+//! asks to close: decode yields [`Decoded::Message`] or
+//! [`Decoded::Incomplete`], or an error. The trait and [`WireBuf`] (to
+//! drive a protocol without a connection) come from `lubdub_protocol` and
+//! are re-exported here.
+//!
 //! Every decoder rejects impossible lengths ([`ProtocolError::InvalidLength`])
 //! and oversize frames ([`ProtocolError::TooLarge`], default maximum 10 MiB,
 //! header included) from the header alone, before allocating anything, and
@@ -70,17 +77,18 @@
 //! u32 big-endian length of what follows, header stripped.
 //!
 //! ```
-//! use lubdub_frame::{Decoded, LengthField, Protocol};
+//! use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
 //!
 //! let mut codec = LengthField::builder().build().unwrap();
-//! let wire = b"\x00\x00\x00\x05hello";
+//! let mut wire = WireBuf::default();
+//! let bytes = b"\x00\x00\x00\x05hello";
 //! assert_eq!(
-//!     codec.decode(wire).unwrap(),
+//!     wire.decode(&mut codec, bytes).unwrap(),
 //!     Decoded::Message { msg: b"hello".to_vec(), consumed: 9 }
 //! );
 //! let mut out = Vec::new();
-//! codec.encode(b"hello", &mut out).unwrap();
-//! assert_eq!(out, wire);
+//! codec.encode(&mut (), b"hello", &mut out).unwrap();
+//! assert_eq!(out, bytes);
 //! ```
 //!
 //! ## Width and byte order
@@ -95,15 +103,16 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol};
+//! # use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
 //! let mut codec = LengthField::builder()
 //!     .length_field_length(2)
 //!     .little_endian()
 //!     .build()
 //!     .unwrap();
+//! let mut wire = WireBuf::default();
 //! assert_eq!(codec, LengthField::u16_le_body()); // the same as this preset
 //! assert_eq!(
-//!     codec.decode(b"\x05\x00hello").unwrap(),
+//!     wire.decode(&mut codec, b"\x05\x00hello").unwrap(),
 //!     Decoded::Message { msg: b"hello".to_vec(), consumed: 7 }
 //! );
 //! ```
@@ -123,14 +132,18 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{LengthField, Protocol, ProtocolError};
+//! # use lubdub_frame::{LengthField, Protocol, ProtocolError, WireBuf};
 //! let mut codec = LengthField::builder()
 //!     .length_field_length(2)
 //!     .little_endian()
 //!     .signed(true)
 //!     .build()
 //!     .unwrap();
-//! assert!(matches!(codec.decode(b"\xFF\xFF"), Err(ProtocolError::InvalidLength(-1))));
+//! let mut wire = WireBuf::default();
+//! assert!(matches!(
+//!     wire.decode(&mut codec, b"\xFF\xFF"),
+//!     Err(ProtocolError::InvalidLength(-1))
+//! ));
 //! ```
 //!
 //! ## Length includes the header
@@ -147,16 +160,20 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol, ProtocolError};
+//! # use lubdub_frame::{Decoded, LengthField, Protocol, ProtocolError, WireBuf};
 //! let mut codec = LengthField::builder()
 //!     .length_includes_header(true)
 //!     .build()
 //!     .unwrap();
+//! let mut wire = WireBuf::default();
 //! assert_eq!(
-//!     codec.decode(b"\x00\x00\x00\x09hello").unwrap(),
+//!     wire.decode(&mut codec, b"\x00\x00\x00\x09hello").unwrap(),
 //!     Decoded::Message { msg: b"hello".to_vec(), consumed: 9 }
 //! );
-//! assert!(matches!(codec.decode(b"\x00\x00\x00\x03"), Err(ProtocolError::InvalidLength(3))));
+//! assert!(matches!(
+//!     wire.decode(&mut codec, b"\x00\x00\x00\x03"),
+//!     Err(ProtocolError::InvalidLength(3))
+//! ));
 //! ```
 //!
 //! ## Length adjustment
@@ -175,14 +192,15 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol};
+//! # use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
 //! let mut codec = LengthField::builder()
 //!     .length_field_length(1)
 //!     .length_adjustment(2)
 //!     .build()
 //!     .unwrap();
+//! let mut wire = WireBuf::default();
 //! assert_eq!(
-//!     codec.decode(b"\x05\xCA\xFEhello").unwrap(),
+//!     wire.decode(&mut codec, b"\x05\xCA\xFEhello").unwrap(),
 //!     Decoded::Message { msg: b"\xCA\xFEhello".to_vec(), consumed: 8 }
 //! );
 //! ```
@@ -209,18 +227,19 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol};
+//! # use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
 //! let mut codec = LengthField::builder()
 //!     .length_field_offset(1)
 //!     .length_field_length(2)
 //!     .build()
 //!     .unwrap();
+//! let mut wire = WireBuf::default();
 //! assert_eq!(
-//!     codec.decode(b"\x01\x00\x05hello").unwrap(),
+//!     wire.decode(&mut codec, b"\x01\x00\x05hello").unwrap(),
 //!     Decoded::Message { msg: b"hello".to_vec(), consumed: 8 }
 //! );
 //! let mut out = Vec::new();
-//! codec.encode(b"hello", &mut out).unwrap();
+//! codec.encode(&mut (), b"hello", &mut out).unwrap();
 //! assert_eq!(out, b"\x00\x00\x05hello");
 //! ```
 //!
@@ -252,19 +271,20 @@
 //! byte given in the message (the length placeholder is filled in):
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol};
+//! # use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
 //! let mut codec = LengthField::builder()
 //!     .length_field_offset(1)
 //!     .length_field_length(2)
 //!     .num_skip(0)
 //!     .build()
 //!     .unwrap();
+//! let mut wire = WireBuf::default();
 //! assert_eq!(
-//!     codec.decode(b"\x01\x00\x05hello").unwrap(),
+//!     wire.decode(&mut codec, b"\x01\x00\x05hello").unwrap(),
 //!     Decoded::Message { msg: b"\x01\x00\x05hello".to_vec(), consumed: 8 }
 //! );
 //! let mut out = Vec::new();
-//! codec.encode(b"\x07\x00\x00hello", &mut out).unwrap();
+//! codec.encode(&mut (), b"\x07\x00\x00hello", &mut out).unwrap();
 //! assert_eq!(out, b"\x07\x00\x05hello");
 //! ```
 //!
@@ -282,14 +302,15 @@
 //! bytes).
 //!
 //! ```
-//! # use lubdub_frame::{LengthField, Protocol, ProtocolError};
+//! # use lubdub_frame::{LengthField, Protocol, ProtocolError, WireBuf};
 //! let mut codec = LengthField::builder().max_frame_length(8).build().unwrap();
+//! let mut wire = WireBuf::default();
 //! assert!(matches!(
-//!     codec.decode(b"\x00\x00\x00\x05"),
+//!     wire.decode(&mut codec, b"\x00\x00\x00\x05"),
 //!     Err(ProtocolError::TooLarge { len: 9, max: 8 })
 //! ));
 //! let mut out = Vec::new();
-//! assert!(codec.encode(b"hello", &mut out).is_err());
+//! assert!(codec.encode(&mut (), b"hello", &mut out).is_err());
 //! assert!(out.is_empty());
 //! ```
 //!
@@ -320,4 +341,4 @@ pub use packet::{
     SYS_UPDATE_HEARTBEAT,
 };
 
-pub use lubdub_worker::protocol::{Decoded, Protocol, ProtocolError};
+pub use lubdub_protocol::{Decoded, Protocol, ProtocolError, Wire, WireBuf};

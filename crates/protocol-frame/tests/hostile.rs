@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::feed;
+use common::{decode, feed};
 use lubdub_frame::{
     Decoded, Endian, Frame, LengthField, Packet, PacketCodec, Protocol, ProtocolError,
     DEFAULT_MAX_FRAME_LENGTH,
@@ -15,13 +15,13 @@ const MAX: u64 = DEFAULT_MAX_FRAME_LENGTH as u64;
 fn frame_small_lengths_are_invalid() {
     let mut f = Frame::new();
     for n in 0u8..4 {
-        match f.decode(&[0, 0, 0, n]) {
+        match decode(&mut f, &[0, 0, 0, n]) {
             Err(ProtocolError::InvalidLength(v)) => assert_eq!(v, i128::from(n)),
             other => panic!("length {n}: {other:?}"),
         }
         // Also with trailing bytes present.
         assert!(matches!(
-            f.decode(&[0, 0, 0, n, 1, 2, 3, 4, 5]),
+            decode(&mut f, &[0, 0, 0, n, 1, 2, 3, 4, 5]),
             Err(ProtocolError::InvalidLength(_))
         ));
     }
@@ -31,7 +31,7 @@ fn frame_small_lengths_are_invalid() {
 fn frame_huge_lengths_are_too_large() {
     let mut f = Frame::new();
     assert!(matches!(
-        f.decode(&[0xFF, 0xFF, 0xFF, 0xFF]),
+        decode(&mut f, &[0xFF, 0xFF, 0xFF, 0xFF]),
         Err(ProtocolError::TooLarge {
             len: 0xFFFF_FFFF,
             max: MAX
@@ -39,21 +39,21 @@ fn frame_huge_lengths_are_too_large() {
     ));
     let over = (MAX + 1) as u32;
     assert!(matches!(
-        f.decode(&over.to_be_bytes()),
+        decode(&mut f, &over.to_be_bytes()),
         Err(ProtocolError::TooLarge { len, max: MAX }) if len == MAX + 1
     ));
     // Exactly the maximum is fine (and incomplete for now).
     assert_eq!(
-        f.decode(&(MAX as u32).to_be_bytes()).unwrap(),
+        decode(&mut f, &(MAX as u32).to_be_bytes()).unwrap(),
         Decoded::Incomplete
     );
     // A maximum below the header size refuses the first byte.
     let mut tiny = Frame::with_max_length(3);
     assert!(matches!(
-        tiny.decode(&[0]),
+        decode(&mut tiny, &[0]),
         Err(ProtocolError::TooLarge { len: 4, max: 3 })
     ));
-    assert_eq!(tiny.decode(&[]).unwrap(), Decoded::Incomplete);
+    assert_eq!(decode(&mut tiny, &[]).unwrap(), Decoded::Incomplete);
 }
 
 #[test]
@@ -67,11 +67,14 @@ fn header_cut_midway_is_incomplete() {
         .unwrap();
     let wire = [0xFFu8; 10];
     for cut in 0..4 {
-        assert_eq!(f.decode(&wire[..cut]).unwrap(), Decoded::Incomplete);
-        assert_eq!(p.decode(&wire[..cut]).unwrap(), Decoded::Incomplete);
+        assert_eq!(decode(&mut f, &wire[..cut]).unwrap(), Decoded::Incomplete);
+        assert_eq!(decode(&mut p, &wire[..cut]).unwrap(), Decoded::Incomplete);
     }
     for cut in 0..11 {
-        assert_eq!(l.decode(&[0u8; 11][..cut]).unwrap(), Decoded::Incomplete);
+        assert_eq!(
+            decode(&mut l, &[0u8; 11][..cut]).unwrap(),
+            Decoded::Incomplete
+        );
     }
 }
 
@@ -87,7 +90,10 @@ fn negative_signed_lengths() {
                 .unwrap();
             let all_ff = vec![0xFF; width];
             assert!(
-                matches!(lf.decode(&all_ff), Err(ProtocolError::InvalidLength(-1))),
+                matches!(
+                    decode(&mut lf, &all_ff),
+                    Err(ProtocolError::InvalidLength(-1))
+                ),
                 "width {width}"
             );
             let mut min = vec![0u8; width];
@@ -97,14 +103,14 @@ fn negative_signed_lengths() {
             }
             let want = -(1i128 << (8 * width - 1));
             assert!(
-                matches!(lf.decode(&min), Err(ProtocolError::InvalidLength(v)) if v == want),
+                matches!(decode(&mut lf, &min), Err(ProtocolError::InvalidLength(v)) if v == want),
                 "width {width}"
             );
         }
     }
     let mut p = PacketCodec::new();
     assert!(matches!(
-        p.decode(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0]),
+        decode(&mut p, &[0xFF, 0xFF, 0xFF, 0xFF, 0, 0]),
         Err(ProtocolError::InvalidLength(-1))
     ));
 }
@@ -135,13 +141,13 @@ fn extreme_configurations_do_not_panic() {
                             }
                             let mut lf = b.build().unwrap();
                             for v in values {
-                                if let Ok(Decoded::Message { consumed, .. }) = lf.decode(v) {
+                                if let Ok(Decoded::Message { consumed, .. }) = decode(&mut lf, v) {
                                     assert!(consumed <= v.len());
                                 }
                             }
                             let mut out = vec![0xEE];
                             for m in [&b""[..], b"abc", &[0u8; 40]] {
-                                if lf.encode(m, &mut out).is_err() {
+                                if lf.encode(&mut (), m, &mut out).is_err() {
                                     assert_eq!(out, [0xEE]);
                                 } else {
                                     out.truncate(1);
@@ -160,8 +166,8 @@ fn extreme_configurations_do_not_panic() {
         .max_frame_length(usize::MAX)
         .build()
         .unwrap();
-    assert_eq!(lf.decode(&[0; 64]).unwrap(), Decoded::Incomplete);
-    assert!(lf.encode(b"x", &mut Vec::new()).is_err());
+    assert_eq!(decode(&mut lf, &[0; 64]).unwrap(), Decoded::Incomplete);
+    assert!(lf.encode(&mut (), b"x", &mut Vec::new()).is_err());
 }
 
 #[test]
@@ -223,7 +229,7 @@ proptest! {
         let _ = feed(&mut PacketCodec::u16_body_header(), &data, &cuts);
         let _ = feed(&mut lf.clone(), &data, &cuts);
         let mut out = vec![1];
-        if lf.encode(&data, &mut out).is_err() {
+        if lf.encode(&mut (), &data, &mut out).is_err() {
             prop_assert_eq!(out, vec![1]);
         }
     }

@@ -56,8 +56,9 @@ where
     P: Protocol<Message = Vec<u8>, Outgoing = [u8]>,
 {
     let mut stream = Vec::new();
+    let mut encoder = proto.encoder();
     for m in msgs {
-        proto.encode(m, &mut stream).unwrap();
+        proto.encode(&mut encoder, m, &mut stream).unwrap();
     }
     let fed = feed(&mut proto.clone(), &stream, cuts);
     prop_assert!(fed.error.is_none(), "{:?}", fed.error);
@@ -86,7 +87,7 @@ proptest! {
         for codec in [PacketCodec::new(), PacketCodec::u16_body_header()] {
             let mut stream = Vec::new();
             for p in &pkts {
-                codec.encode(p, &mut stream).unwrap();
+                codec.encode(&mut (), p, &mut stream).unwrap();
             }
             let fed = feed(&mut codec.clone(), &stream, &cuts);
             prop_assert!(fed.error.is_none(), "{:?}", fed.error);
@@ -103,7 +104,7 @@ proptest! {
         let mut frames = Vec::new();
         for m in &msgs {
             let mut f = Vec::new();
-            if lf.encode(m, &mut f).is_ok() {
+            if lf.encode(&mut (), m, &mut f).is_ok() {
                 prop_assert!(f.len() <= lf.max_frame_length());
                 frames.push((m.clone(), f));
             } else {
@@ -121,7 +122,7 @@ proptest! {
                 prop_assert_eq!(got, orig);
             }
             let mut again = Vec::new();
-            lf.encode(got, &mut again).unwrap();
+            lf.encode(&mut (), got, &mut again).unwrap();
             prop_assert_eq!(&again, frame);
         }
     }

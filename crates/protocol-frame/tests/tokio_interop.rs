@@ -45,8 +45,9 @@ where
     P: Protocol<Message = Vec<u8>, Outgoing = [u8]>,
 {
     let mut stream = Vec::new();
+    let mut encoder = ours.encoder();
     for m in msgs {
-        ours.encode(m, &mut stream).unwrap();
+        ours.encode(&mut encoder, m, &mut stream).unwrap();
     }
     assert_eq!(tokio_decode(theirs.new_codec(), &stream, cuts), msgs);
     let their_stream = tokio_encode(theirs.new_codec(), msgs);
@@ -144,7 +145,7 @@ fn csharp_packet_header() {
     let codec = PacketCodec::new();
     let mut stream = Vec::new();
     for p in &pkts {
-        codec.encode(p, &mut stream).unwrap();
+        codec.encode(&mut (), p, &mut stream).unwrap();
     }
     assert_eq!(
         tokio_decode(packet_builder().new_codec(), &stream, &[1]),
@@ -199,7 +200,7 @@ fn prefix_offset_ours_to_tokio() {
         .unwrap();
     let mut stream = Vec::new();
     for m in sample() {
-        ours.encode(&m, &mut stream).unwrap();
+        ours.encode(&mut (), &m, &mut stream).unwrap();
     }
     assert_eq!(tokio_decode(t.new_codec(), &stream, &[2]), sample());
 }

@@ -1,7 +1,7 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
-use lubdub_frame::{Decoded, Protocol, ProtocolError};
+use lubdub_frame::{Decoded, Protocol, ProtocolError, WireBuf};
 
 /// What feeding a stream to a decoder produced.
 #[derive(Debug)]
@@ -12,6 +12,19 @@ pub struct Fed<M> {
     pub error: Option<ProtocolError>,
     /// Bytes received but not consumed when the stream ended.
     pub leftover: usize,
+}
+
+/// `proto.decode(src)` with a fresh wire, checking that the protocol wrote
+/// nothing on it and asked for no close (these protocols never do).
+pub fn decode<P: Protocol>(
+    proto: &mut P,
+    src: &[u8],
+) -> Result<Decoded<P::Message, P::Handshake>, ProtocolError> {
+    let mut wire = WireBuf::default();
+    let result = wire.decode(proto, src);
+    assert!(wire.out.is_empty(), "the protocol wrote {:02X?}", wire.out);
+    assert!(wire.close.is_none(), "the protocol asked to close");
+    result
 }
 
 /// Feeds `stream` to `proto` the way the worker does: chunk sizes come from
@@ -33,7 +46,7 @@ pub fn feed<P: Protocol>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P:
         buf.extend_from_slice(&stream[pos..end]);
         pos = end;
         loop {
-            match proto.decode(&buf) {
+            match decode(proto, &buf) {
                 Ok(Decoded::Message { msg, consumed }) => {
                     assert!(consumed > 0, "a message must consume bytes");
                     assert!(consumed <= buf.len(), "consumed {consumed} > {}", buf.len());
@@ -41,6 +54,9 @@ pub fn feed<P: Protocol>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P:
                     msgs.push(msg);
                 }
                 Ok(Decoded::Incomplete) => break,
+                Ok(Decoded::Consumed(_) | Decoded::Handshake { .. }) => {
+                    panic!("a length-prefixed protocol only yields messages")
+                }
                 Err(e) => {
                     return Fed {
                         msgs,
@@ -61,8 +77,9 @@ pub fn feed<P: Protocol>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P:
 /// Encodes every message back to back.
 pub fn encode_all<P: Protocol>(proto: &P, msgs: &[&P::Outgoing]) -> Vec<u8> {
     let mut out = Vec::new();
+    let mut encoder = proto.encoder();
     for m in msgs {
-        proto.encode(m, &mut out).expect("encode");
+        proto.encode(&mut encoder, m, &mut out).expect("encode");
     }
     out
 }
