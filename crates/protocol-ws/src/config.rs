@@ -1,0 +1,238 @@
+//! [`WsConfig`] and [`DeflateConfig`]: limits and options, deserializable
+//! from a config file, with chainable setters.
+
+use serde::Deserialize;
+
+/// Default [`WsConfig::max_message_size`]: 10 MiB, Workerman's maximum package size.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
+/// Default [`WsConfig::max_frame_size`]: 10 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 10 * 1024 * 1024;
+/// Default [`WsConfig::max_header_size`]: 16 KiB.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
+/// Default [`WsConfig::max_headers`]: 64 header lines.
+pub const DEFAULT_MAX_HEADERS: usize = 64;
+
+/// WebSocket settings for both roles.
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `max_message_size` | 10 MiB | largest message, after reassembly and inflation (else close 1009) |
+/// | `max_frame_size` | 10 MiB | largest frame payload, as announced in its header (else 1009) |
+/// | `max_header_size` | 16 KiB | largest handshake head, blank line included (server: `431`) |
+/// | `max_headers` | 64 | most header lines in the handshake (server: `431`) |
+/// | `subprotocols` | `[]` | server: supported, in order of preference; client: offered |
+/// | `deliver_pings` | `false` | hand pings to the application as [`Message::Ping`](crate::Message::Ping) (they are answered either way) |
+/// | `accept_unmasked_frames` | `false` | server: accept unmasked client frames (non-browser peers that break RFC 6455) |
+/// | `deflate` | `None` | permessage-deflate (RFC 7692) when `Some` |
+///
+/// Pongs are always answered automatically and always delivered.
+///
+/// ```
+/// use lubdub_ws::{DeflateConfig, WsConfig};
+///
+/// let config = WsConfig::default()
+///     .max_message_size(1 << 20)
+///     .subprotocols(["chat.v2", "chat.v1"])
+///     .deflate(DeflateConfig::default());
+/// assert_eq!(config.max_header_size, 16 * 1024);
+///
+/// let from_file: WsConfig = serde_json::from_str(r#"{"deflate": {"level": 1}}"#).unwrap();
+/// assert_eq!(from_file.deflate.unwrap().level, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// Largest message in bytes, after reassembly and inflation. Default 10 MiB.
+    pub max_message_size: usize,
+    /// Largest frame payload in bytes, as announced by its header. Default 10 MiB.
+    pub max_frame_size: usize,
+    /// Largest handshake request or response head in bytes. Default 16 KiB.
+    pub max_header_size: usize,
+    /// Most header lines in a handshake request or response. Default 64.
+    pub max_headers: usize,
+    /// Subprotocols: the server's, in order of preference, or the client's offer.
+    pub subprotocols: Vec<String>,
+    /// Whether pings reach the application as messages. Default `false`.
+    pub deliver_pings: bool,
+    /// Server role: accept unmasked frames from clients. Default `false`.
+    pub accept_unmasked_frames: bool,
+    /// permessage-deflate settings; `None` (the default) turns it off.
+    pub deflate: Option<DeflateConfig>,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            max_headers: DEFAULT_MAX_HEADERS,
+            subprotocols: Vec::new(),
+            deliver_pings: false,
+            accept_unmasked_frames: false,
+            deflate: None,
+        }
+    }
+}
+
+impl WsConfig {
+    /// Sets [`max_message_size`](Self::max_message_size).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`max_frame_size`](Self::max_frame_size).
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets [`max_header_size`](Self::max_header_size).
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.max_header_size = bytes;
+        self
+    }
+
+    /// Sets [`max_headers`](Self::max_headers).
+    pub fn max_headers(mut self, count: usize) -> Self {
+        self.max_headers = count;
+        self
+    }
+
+    /// Sets [`subprotocols`](Self::subprotocols).
+    pub fn subprotocols<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.subprotocols = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`deliver_pings`](Self::deliver_pings).
+    pub fn deliver_pings(mut self, deliver: bool) -> Self {
+        self.deliver_pings = deliver;
+        self
+    }
+
+    /// Sets [`accept_unmasked_frames`](Self::accept_unmasked_frames).
+    pub fn accept_unmasked_frames(mut self, accept: bool) -> Self {
+        self.accept_unmasked_frames = accept;
+        self
+    }
+
+    /// Turns permessage-deflate on with `deflate`.
+    pub fn deflate(mut self, deflate: DeflateConfig) -> Self {
+        self.deflate = Some(deflate);
+        self
+    }
+
+    /// Largest frame payload actually accepted: `max_frame_size`, capped so
+    /// that a frame header's 64-bit length never overflows a `usize`.
+    pub(crate) fn frame_limit(&self) -> u64 {
+        (self.max_frame_size.min(usize::MAX >> 1)) as u64
+    }
+}
+
+/// permessage-deflate (RFC 7692) settings.
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `level` | 6 | compression level, 0 (store) to 9 |
+/// | `threshold` | 0 | messages shorter than this many bytes are sent uncompressed |
+/// | `server_no_context_takeover` | `false` | the server resets its compressor after every message |
+/// | `client_no_context_takeover` | `false` | the client resets its compressor after every message |
+/// | `server_max_window_bits` | 15 | largest LZ77 window of the server's compressor, 9 to 15 |
+/// | `client_max_window_bits` | 15 | largest LZ77 window of the client's compressor, 9 to 15 |
+///
+/// A server asks for what these say and honours the client's offer where
+/// it is stricter; a client offers them. A window of 8 bits cannot be
+/// honoured by zlib's raw deflate: a server declines an offer that asks
+/// for it, a client sends uncompressed messages if the server asks it to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DeflateConfig {
+    /// Compression level, 0 to 9. Default 6 (zlib's default).
+    pub level: u32,
+    /// Messages shorter than this are sent uncompressed. Default 0.
+    pub threshold: usize,
+    /// The server resets its compression context after each message.
+    pub server_no_context_takeover: bool,
+    /// The client resets its compression context after each message.
+    pub client_no_context_takeover: bool,
+    /// Largest window of the server's compressor, in bits (9 to 15). Default 15.
+    pub server_max_window_bits: u8,
+    /// Largest window of the client's compressor, in bits (9 to 15). Default 15.
+    pub client_max_window_bits: u8,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            level: 6,
+            threshold: 0,
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+}
+
+impl DeflateConfig {
+    /// Sets [`level`](Self::level).
+    pub fn level(mut self, level: u32) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Sets [`threshold`](Self::threshold).
+    pub fn threshold(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
+        self
+    }
+
+    /// Sets [`server_no_context_takeover`](Self::server_no_context_takeover).
+    pub fn server_no_context_takeover(mut self, on: bool) -> Self {
+        self.server_no_context_takeover = on;
+        self
+    }
+
+    /// Sets [`client_no_context_takeover`](Self::client_no_context_takeover).
+    pub fn client_no_context_takeover(mut self, on: bool) -> Self {
+        self.client_no_context_takeover = on;
+        self
+    }
+
+    /// Sets [`server_max_window_bits`](Self::server_max_window_bits).
+    pub fn server_max_window_bits(mut self, bits: u8) -> Self {
+        self.server_max_window_bits = bits;
+        self
+    }
+
+    /// Sets [`client_max_window_bits`](Self::client_max_window_bits).
+    pub fn client_max_window_bits(mut self, bits: u8) -> Self {
+        self.client_max_window_bits = bits;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let c: WsConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, WsConfig::default());
+        assert_eq!(c.max_message_size, 10 << 20);
+        assert_eq!(c.max_header_size, 16 << 10);
+        assert!(c.deflate.is_none() && !c.deliver_pings);
+        let d: DeflateConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(d, DeflateConfig::default());
+        assert!(serde_json::from_str::<WsConfig>(r#"{"max_msg": 1}"#).is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! [`WsEncoder`]: per-connection encoding state, and the close frame that
+//! ends a connection.
+//!
+//! | [`Closing`] | close frame written |
+//! |---|---|
+//! | `Violation(TooLarge)` | 1009 Message Too Big |
+//! | `Violation(InvalidData)` | 1007 Invalid Frame Payload Data (bad UTF-8, bad DEFLATE data) |
+//! | `Violation(_)` | 1002 Protocol Error |
+//! | `Session(c)`, `c.by_peer` | the peer's code echoed; an empty payload for 1005 |
+//! | `Session(c)`, local | `c.code` |
+//! | `Local { code, reason }` | `code` (1000 if none; an empty payload for 1005) |
+//! | `GoingAway` | 1001 Going Away |
+//! | `InternalError` | 1011 Internal Error |
+//! | `Timeout` | 1001 Going Away, reason "timeout" |
+//!
+//! At most one close frame per connection, and none before the handshake
+//! was accepted (an HTTP response was written instead, or nothing at all).
+//! A code that may not be sent (1004, 1006, 1015, out of range) becomes 1000.
+
+use lubdub_protocol::{Closing, ProtocolError};
+
+use crate::deflate::{Deflater, Negotiated};
+use crate::frame::{
+    apply_mask, close_payload, is_valid_close_code, write_frame, write_header, CLOSE_NO_STATUS,
+    MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
+};
+use crate::Message;
+
+/// Per-connection encoding state of a [`Ws`](crate::Ws) connection: the
+/// role (client frames are masked), the negotiated compressor, and whether
+/// the handshake is done and the close frame written.
+pub struct WsEncoder {
+    /// Client role: mask every frame with a fresh random key.
+    mask_rng: Option<fastrand::Rng>,
+    deflater: Option<Deflater>,
+    established: bool,
+    close_sent: bool,
+    /// Compressed payload of the message being encoded (reused).
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for WsEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsEncoder")
+            .field("masks", &self.mask_rng.is_some())
+            .field("compresses", &self.deflater.is_some())
+            .field("established", &self.established)
+            .field("close_sent", &self.close_sent)
+            .finish()
+    }
+}
+
+impl WsEncoder {
+    pub(crate) fn new(client: bool) -> Self {
+        WsEncoder {
+            mask_rng: client.then(fastrand::Rng::new),
+            deflater: None,
+            established: false,
+            close_sent: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The handshake finished: frames may be written, compressed as agreed.
+    pub(crate) fn establish(&mut self, deflate: Option<&Negotiated>) {
+        self.established = true;
+        self.deflater = deflate.and_then(Negotiated::deflater);
+    }
+
+    /// Whether the handshake was accepted.
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// Whether the close frame was written.
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Whether messages are compressed (permessage-deflate negotiated).
+    pub fn compresses(&self) -> bool {
+        self.deflater.is_some()
+    }
+
+    fn next_mask(&mut self) -> Option<[u8; 4]> {
+        self.mask_rng.as_mut().map(|rng| rng.u32(..).to_ne_bytes())
+    }
+
+    /// Appends `msg` as one frame.
+    pub(crate) fn encode(&mut self, msg: &Message, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        if self.close_sent {
+            return Err(ProtocolError::Malformed("message after the close frame"));
+        }
+        let (opcode, payload) = match msg {
+            Message::Text(s) => (OP_TEXT, s.as_bytes()),
+            Message::Binary(b) => (OP_BINARY, b.as_slice()),
+            Message::Ping(p) => (OP_PING, p.as_slice()),
+            Message::Pong(p) => (OP_PONG, p.as_slice()),
+        };
+        let mask = self.next_mask();
+        if opcode >= OP_PING {
+            if payload.len() > MAX_CONTROL_PAYLOAD {
+                return Err(ProtocolError::TooLarge {
+                    len: payload.len() as u64,
+                    max: MAX_CONTROL_PAYLOAD as u64,
+                });
+            }
+            write_frame(dst, true, false, opcode, mask, payload);
+            return Ok(());
+        }
+        match self.deflater.as_mut() {
+            Some(deflater) if deflater.wants(payload.len()) => {
+                deflater.compress(payload, &mut self.scratch)?;
+                dst.reserve(MAX_HEADER_LEN + self.scratch.len());
+                write_header(dst, true, true, opcode, mask, self.scratch.len());
+                let start = dst.len();
+                dst.extend_from_slice(&self.scratch);
+                if let Some(key) = mask {
+                    apply_mask(&mut dst[start..], key, 0);
+                }
+            }
+            _ => write_frame(dst, true, false, opcode, mask, payload),
+        }
+        Ok(())
+    }
+
+    /// Appends the close frame for `closing`, once, if established.
+    pub(crate) fn encode_close(&mut self, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        if !self.established || self.close_sent {
+            return;
+        }
+        let (code, reason): (u16, &str) = match closing {
+            Closing::Violation(err) => (violation_code(err), violation_reason(err)),
+            Closing::Session(c) => (c.code, if c.by_peer { "" } else { &c.reason }),
+            Closing::Local { code, reason } => (code.unwrap_or(1000), reason),
+            Closing::GoingAway => (1001, ""),
+            Closing::InternalError => (1011, ""),
+            Closing::Timeout => (1001, "timeout"),
+            _ => (1000, ""),
+        };
+        let payload = if code == CLOSE_NO_STATUS {
+            close_payload(None, "")
+        } else if is_valid_close_code(code) {
+            close_payload(Some(code), reason)
+        } else {
+            log::warn!("websocket: close code {code} may not be sent; sending 1000");
+            close_payload(Some(1000), reason)
+        };
+        let mask = self.next_mask();
+        write_frame(dst, true, false, OP_CLOSE, mask, &payload);
+        self.close_sent = true;
+    }
+}
+
+/// The close code for a protocol violation.
+pub fn violation_code(err: &ProtocolError) -> u16 {
+    match err {
+        ProtocolError::TooLarge { .. } => 1009,
+        ProtocolError::InvalidData { .. } => 1007,
+        _ => 1002,
+    }
+}
+
+fn violation_reason(err: &ProtocolError) -> &'static str {
+    match err {
+        ProtocolError::TooLarge { .. } => "message too big",
+        ProtocolError::InvalidData { expected, .. } if *expected == "UTF-8" => "invalid UTF-8",
+        ProtocolError::InvalidData { .. } => "invalid compressed data",
+        ProtocolError::Malformed(what) => what,
+        _ => "protocol error",
+    }
+}
