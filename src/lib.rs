@@ -4,7 +4,7 @@
 //! `on_connect` / `on_message` / `on_close` callbacks, add timers with
 //! [`Timer::add`], and run a [`Worker`]. Built on the smol family (a
 //! reactor per event loop: epoll through rustix on Linux, `polling`
-//! elsewhere; async-executor; async-io for timers); no tokio.
+//! elsewhere, with the loop's own timers; async-executor); no tokio.
 //!
 //! ```no_run
 //! use lubdub::{Text, Worker};
@@ -18,17 +18,17 @@
 //! ```
 //!
 //! This crate re-exports the member crates:
-//! * [`lubdub_worker`]: `Worker`, `Connection`, `Timer`, the `Protocol` trait;
+//! * [`lubdub_worker`]: `Worker`, `Connection`, `Client`, `Timer`;
+//! * [`protocol`] (`lubdub-protocol`): the sans-IO `Protocol` trait;
 //! * [`lubdub_text`]: Workerman's Text protocol ([`Text`], [`TextBytes`]);
 //! * [`lubdub_frame`]: binary length-prefixed protocols ([`Frame`],
 //!   [`LengthField`], the C# seed's [`PacketCodec`] and [`Packet`]).
 
 pub use lubdub_worker::{
-    monotonic_nanos, plugin, protocol, timer_queue, Backoff, Client, CloseReason, ConnStats,
-    Connection, Decoded, Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr,
-    LocalBoxFuture, LoopHandle, Plugin, Protocol, ProtocolError, Raw, ReconnectPolicy, SendStatus,
-    Timer, TimerId, Worker, WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE,
-    DEFAULT_SEND_BUFFER_SIZE,
+    plugin, protocol, Backoff, Client, CloseReason, Closing, ConnStats, Connection, Decoded,
+    Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr, LoopHandle, Plugin, Protocol,
+    ProtocolError, Raw, ReconnectPolicy, Reject, SendStatus, SessionClose, Start, Timer, TimerId,
+    Wire, Worker, WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
 };
 
 pub use lubdub_text::{Text, TextBytes, TextConfig};

@@ -210,7 +210,7 @@ fn invalid_utf8_is_a_protocol_error_and_closes() {
     w.on_error(move |_, e| {
         tx.send(matches!(
             e,
-            Error::Protocol(lubdub::ProtocolError::InvalidUtf8 { .. })
+            Error::Protocol(lubdub::ProtocolError::InvalidData { expected: "UTF-8", .. })
         ))
         .unwrap();
     });
@@ -618,7 +618,7 @@ fn timer_outside_a_loop_is_an_error() {
         Err(Error::NoEventLoop)
     ));
     assert!(!Timer::del(
-        lubdub::timer_queue::TimerQueue::<()>::new().add(
+        lubdub_worker::timer_queue::TimerQueue::<()>::new().add(
             std::time::Instant::now(),
             Duration::ZERO,
             false,

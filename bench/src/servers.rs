@@ -328,6 +328,7 @@ where
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use lubdub::protocol::WireBuf;
     use lubdub::Decoded;
 
     /// The tokio peer's codec and lubdub's Frame put identical bytes on the
@@ -336,7 +337,7 @@ mod tests {
     fn tokio_frame_codec_is_byte_exact_with_workerman_frame() {
         for payload in [&b""[..], b"hello", &[7u8; 4096][..]] {
             let mut ours = Vec::new();
-            Frame::new().encode(payload, &mut ours).unwrap();
+            Frame::new().encode(&mut (), payload, &mut ours).unwrap();
             assert_eq!(&ours[..4], &((payload.len() + 4) as u32).to_be_bytes());
 
             let mut theirs = BytesMut::new();
@@ -350,7 +351,7 @@ mod tests {
             assert_eq!(&got[..], payload);
             assert!(buf.is_empty());
 
-            match Frame::new().decode(&theirs).unwrap() {
+            match WireBuf::default().decode(&mut Frame::new(), &theirs).unwrap() {
                 Decoded::Message { msg, consumed } => {
                     assert_eq!(msg, payload);
                     assert_eq!(consumed, payload.len() + 4);

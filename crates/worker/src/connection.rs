@@ -1,218 +1,26 @@
 //! The connection handle shared by callbacks, timers and other threads.
+//!
+//! A [`Connection`] is what the application holds: sends, closes, pauses,
+//! counters, user data. It never touches the socket: it records requests
+//! (flags, the send queue) and wakes the connection's task, whose state
+//! machine (`crate::core`) acts on them on the connection's own loop.
 
 use std::any::Any;
 use std::fmt;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
-use dashmap::DashMap;
 
+use crate::client_ctl::ClientCtl;
+use crate::clock::{instant_of, monotonic_nanos};
+use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error};
+use crate::handlers::{fire_buffer_full, report};
+use crate::outbox::Outbox;
 use crate::protocol::{Protocol, ProtocolError};
-
-/// A boxed, loop-local future returned by async message handlers.
-pub type LocalBoxFuture = Pin<Box<dyn Future<Output = ()> + 'static>>;
-
-pub(crate) type ConnFn<P> = Arc<dyn Fn(&Connection<P>) + Send + Sync>;
-pub(crate) type CloseFn<P> = Arc<dyn Fn(&Connection<P>, &CloseReason) + Send + Sync>;
-pub(crate) type ErrorFn<P> = Arc<dyn Fn(&Connection<P>, &Error) + Send + Sync>;
-pub(crate) type MessageFn<P> = Arc<dyn Fn(&Connection<P>, <P as Protocol>::Message) + Send + Sync>;
-pub(crate) type AsyncMessageFn<P> =
-    Arc<dyn Fn(Connection<P>, <P as Protocol>::Message) -> LocalBoxFuture + Send + Sync>;
-
-/// How inbound messages are handed to the application.
-pub(crate) enum MessageHandler<P: Protocol> {
-    Sync(MessageFn<P>),
-    Async(AsyncMessageFn<P>),
-}
-
-impl<P: Protocol> Clone for MessageHandler<P> {
-    fn clone(&self) -> Self {
-        match self {
-            MessageHandler::Sync(f) => MessageHandler::Sync(f.clone()),
-            MessageHandler::Async(f) => MessageHandler::Async(f.clone()),
-        }
-    }
-}
-
-/// The connection callbacks of a worker (or client).
-pub(crate) struct Handlers<P: Protocol> {
-    pub on_connect: Option<ConnFn<P>>,
-    pub on_message: Option<MessageHandler<P>>,
-    pub on_close: Option<CloseFn<P>>,
-    pub on_error: Option<ErrorFn<P>>,
-    pub on_buffer_full: Option<ConnFn<P>>,
-    pub on_buffer_drain: Option<ConnFn<P>>,
-    pub plugins: Vec<Arc<dyn crate::plugin::Plugin<P>>>,
-}
-
-impl<P: Protocol> Default for Handlers<P> {
-    fn default() -> Self {
-        Handlers {
-            on_connect: None,
-            on_message: None,
-            on_close: None,
-            on_error: None,
-            on_buffer_full: None,
-            on_buffer_drain: None,
-            plugins: Vec::new(),
-        }
-    }
-}
-
-impl<P: Protocol> Clone for Handlers<P> {
-    fn clone(&self) -> Self {
-        Handlers {
-            on_connect: self.on_connect.clone(),
-            on_message: self.on_message.clone(),
-            on_close: self.on_close.clone(),
-            on_error: self.on_error.clone(),
-            on_buffer_full: self.on_buffer_full.clone(),
-            on_buffer_drain: self.on_buffer_drain.clone(),
-            plugins: self.plugins.clone(),
-        }
-    }
-}
-
-/// The connection callback setters shared by `Worker` and `Client`: both
-/// hold a `handlers: Handlers<P>` field.
-macro_rules! connection_callbacks {
-    () => {
-        /// Runs when a connection is established, before any message (for a
-        /// client: at each (re)connect).
-        pub fn on_connect(
-            &mut self,
-            f: impl Fn(&Connection<P>) + Send + Sync + 'static,
-        ) -> &mut Self {
-            self.handlers.on_connect = Some(Arc::new(f));
-            self
-        }
-
-        /// Runs for each decoded message, in order.
-        pub fn on_message(
-            &mut self,
-            f: impl Fn(&Connection<P>, P::Message) + Send + Sync + 'static,
-        ) -> &mut Self {
-            self.handlers.on_message = Some(MessageHandler::Sync(Arc::new(f)));
-            self
-        }
-
-        /// Like `on_message`, for handlers that must await (a database
-        /// call, say). The loop keeps serving other connections while the
-        /// future runs; one connection's messages are still handled one at a
-        /// time, in order. Up to `async_queue` messages are decoded ahead,
-        /// then reading pauses. The future runs on the connection's loop and
-        /// need not be `Send`. Replaces any `on_message` handler.
-        pub fn on_message_async<F, Fut>(&mut self, f: F) -> &mut Self
-        where
-            F: Fn(Connection<P>, P::Message) -> Fut + Send + Sync + 'static,
-            Fut: std::future::Future<Output = ()> + 'static,
-        {
-            self.handlers.on_message = Some(MessageHandler::Async(Arc::new(move |c, m| {
-                Box::pin(f(c, m)) as LocalBoxFuture
-            })));
-            self
-        }
-
-        /// Runs exactly once per connection (client: per session) after it
-        /// closed for any reason, with the reason.
-        pub fn on_close(
-            &mut self,
-            f: impl Fn(&Connection<P>, &CloseReason) + Send + Sync + 'static,
-        ) -> &mut Self {
-            self.handlers.on_close = Some(Arc::new(f));
-            self
-        }
-
-        /// Runs on a connection error: a protocol violation, dropped sends,
-        /// a panicking callback, a socket error, a close that could not
-        /// flush, a client's failed connect attempt.
-        pub fn on_error(
-            &mut self,
-            f: impl Fn(&Connection<P>, &Error) + Send + Sync + 'static,
-        ) -> &mut Self {
-            self.handlers.on_error = Some(Arc::new(f));
-            self
-        }
-
-        /// Runs when a connection's send buffer reaches its limit.
-        pub fn on_buffer_full(
-            &mut self,
-            f: impl Fn(&Connection<P>) + Send + Sync + 'static,
-        ) -> &mut Self {
-            self.handlers.on_buffer_full = Some(Arc::new(f));
-            self
-        }
-
-        /// Runs when a full send buffer has been completely written out.
-        pub fn on_buffer_drain(
-            &mut self,
-            f: impl Fn(&Connection<P>) + Send + Sync + 'static,
-        ) -> &mut Self {
-            self.handlers.on_buffer_drain = Some(Arc::new(f));
-            self
-        }
-
-        /// Installs a plugin (the heartbeat, say). Its hooks run before the
-        /// callbacks of the same name, in the order plugins were added.
-        pub fn plugin(&mut self, plugin: impl crate::plugin::Plugin<P>) -> &mut Self {
-            self.handlers.plugins.push(Arc::new(plugin));
-            self
-        }
-    };
-}
-pub(crate) use connection_callbacks;
-
-/// Per-connection limits, with Workerman's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Send buffer limit per connection in bytes. Default 1 MiB.
-    pub send_buffer_size: usize,
-    /// Largest incomplete message the worker buffers per connection, in
-    /// bytes, whatever the protocol says. Default 10 MiB.
-    pub max_package_size: usize,
-    /// How long a graceful close may take to flush and see the peer's FIN
-    /// before the socket is dropped. Default 5 s.
-    pub close_timeout: Duration,
-    /// Messages decoded ahead while an async handler runs (per connection)
-    /// before reading pauses. Default 64.
-    pub async_queue: usize,
-    /// Close connections that have not sent a whole first message within
-    /// this time (a handshake timeout). Default: none.
-    pub first_message_timeout: Option<Duration>,
-}
-
-/// Default per-connection send buffer limit: 1 MiB (Workerman's).
-pub const DEFAULT_SEND_BUFFER_SIZE: usize = 1024 * 1024;
-/// Default maximum buffered package size: 10 MiB (Workerman's).
-pub const DEFAULT_MAX_PACKAGE_SIZE: usize = 10 * 1024 * 1024;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            send_buffer_size: DEFAULT_SEND_BUFFER_SIZE,
-            max_package_size: DEFAULT_MAX_PACKAGE_SIZE,
-            close_timeout: Duration::from_secs(5),
-            async_queue: 64,
-            first_message_timeout: None,
-        }
-    }
-}
-
-/// What connections of one worker (or one client) share.
-pub(crate) struct Endpoint<P: Protocol> {
-    pub protocol: P,
-    pub handlers: Handlers<P>,
-    pub limits: Limits,
-    pub connections: DashMap<u64, Connection<P>>,
-    /// Connection tasks alive (including ones lingering after `on_close`).
-    pub tasks: AtomicUsize,
-}
 
 /// The outcome of [`Connection::send`].
 #[derive(Debug)]
@@ -257,28 +65,6 @@ pub(crate) const FINISHED: u8 = 8;
 /// Close without waiting for the peer's FIN (the worker is stopping).
 pub(crate) const NO_LINGER: u8 = 16;
 
-/// The send queue, guarded by the connection's own lock (never a global one).
-#[derive(Default)]
-pub(crate) struct Outbox {
-    /// Encoded bytes not yet taken by the writer.
-    pub buf: Vec<u8>,
-    /// Bytes taken by the writer and not yet written.
-    pub in_flight: usize,
-    /// The buffer crossed the limit and has not drained yet.
-    pub full: bool,
-    /// `on_buffer_full` is due.
-    pub full_pending: bool,
-    /// Sends dropped since the last `on_error` report.
-    pub dropped: u64,
-    /// No more sends accepted.
-    pub closed: bool,
-    /// The connection's task is running now and will look at the queue
-    /// before it sleeps, so senders need not wake it.
-    pub polling: bool,
-    /// Messages queued by `send` (counted under this lock, by any thread).
-    pub messages_out: u64,
-}
-
 pub(crate) struct ConnInner<P: Protocol> {
     pub id: u64,
     /// Index of the event loop that drives the connection.
@@ -288,20 +74,20 @@ pub(crate) struct ConnInner<P: Protocol> {
     pub remote: SocketAddr,
     pub local: Mutex<SocketAddr>,
     pub ep: Arc<Endpoint<P>>,
-    pub out: Mutex<Outbox>,
+    pub out: Mutex<Outbox<P>>,
     pub flags: AtomicU8,
     pub waker: AtomicWaker,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub messages_in: AtomicU64,
     pub write_calls: AtomicU64,
-    /// Nanoseconds since [`clock_epoch`] of the last inbound bytes.
+    /// [`monotonic_nanos`] of the last inbound bytes.
     pub last_active: AtomicU64,
     /// Largest message (or incomplete message) accepted, in bytes.
     pub max_package_size: AtomicUsize,
     reason: Mutex<Option<CloseReason>>,
     /// Reconnect control, for client connections only.
-    pub client: Option<Box<crate::client::ClientCtl>>,
+    pub client: Option<Box<ClientCtl>>,
     context: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -330,33 +116,6 @@ impl<P: Protocol> fmt::Debug for Connection<P> {
     }
 }
 
-/// The process-wide origin of the monotonic timestamps stored in connections.
-pub(crate) fn clock_epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Nanoseconds from a process-wide origin to `t` (0 for instants before it).
-/// The unit of [`Connection::last_active_nanos`]: compute a cutoff once with
-/// this and compare raw stamps against it, no `Instant` per connection.
-pub fn monotonic_nanos(t: Instant) -> u64 {
-    mono_nanos(t)
-}
-
-pub(crate) fn mono_nanos(t: Instant) -> u64 {
-    t.saturating_duration_since(clock_epoch()).as_nanos() as u64
-}
-
-/// Adds to a counter only the connection's own loop writes: a plain load
-/// and store, no locked read-modify-write on the hot path.
-#[inline]
-pub(crate) fn bump(counter: &AtomicU64, n: u64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(n),
-        Ordering::Relaxed,
-    );
-}
-
 /// A fresh connection id, unique in the process (servers and clients alike).
 pub(crate) fn next_conn_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -370,9 +129,10 @@ impl<P: Protocol> Connection<P> {
         local: SocketAddr,
         loop_id: usize,
         loop_uid: u64,
-        client: Option<Box<crate::client::ClientCtl>>,
+        client: Option<Box<ClientCtl>>,
     ) -> Self {
         let max_package_size = AtomicUsize::new(ep.limits.max_package_size);
+        let outbox = Outbox::new(ep.protocol.encoder());
         Connection {
             inner: Arc::new(ConnInner {
                 id: next_conn_id(),
@@ -381,14 +141,14 @@ impl<P: Protocol> Connection<P> {
                 remote,
                 local: Mutex::new(local),
                 ep,
-                out: Mutex::new(Outbox::default()),
+                out: Mutex::new(outbox),
                 flags: AtomicU8::new(0),
                 waker: AtomicWaker::new(),
                 bytes_in: AtomicU64::new(0),
                 bytes_out: AtomicU64::new(0),
                 messages_in: AtomicU64::new(0),
                 write_calls: AtomicU64::new(0),
-                last_active: AtomicU64::new(mono_nanos(Instant::now())),
+                last_active: AtomicU64::new(monotonic_nanos(Instant::now())),
                 max_package_size,
                 reason: Mutex::new(None),
                 client,
@@ -443,6 +203,16 @@ impl<P: Protocol> Connection<P> {
         }
     }
 
+    /// Records `reason`, replacing any recorded before (a flush that timed
+    /// out overrides the close that started it).
+    pub(crate) fn force_reason(&self, reason: CloseReason) {
+        *self
+            .inner
+            .reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reason);
+    }
+
     /// Forgets the close state of the previous session (client reconnects).
     pub(crate) fn reset_session(&self, accept_sends: bool) {
         *self
@@ -456,9 +226,11 @@ impl<P: Protocol> Connection<P> {
         ob.in_flight = 0;
         ob.full = false;
         ob.full_pending = false;
+        ob.encoder = self.inner.ep.protocol.encoder();
+        ob.goodbye = None;
     }
 
-    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
+    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox<P>> {
         self.inner
             .out
             .lock()
@@ -472,12 +244,12 @@ impl<P: Protocol> Connection<P> {
     /// dropped ([`SendStatus::BufferFull`]) and reported through `on_error`.
     pub fn send(&self, msg: &P::Outgoing) -> SendStatus {
         let ep = &self.inner.ep;
-        self.queue(true, |buf| ep.protocol.encode(msg, buf))
+        self.queue(true, |buf, encoder| ep.protocol.encode(encoder, msg, buf))
     }
 
     /// Queues bytes as they are, bypassing the protocol's encoder.
     pub fn send_raw(&self, bytes: &[u8]) -> SendStatus {
-        self.queue(false, |buf| {
+        self.queue(false, |buf, _| {
             buf.extend_from_slice(bytes);
             Ok(())
         })
@@ -492,7 +264,7 @@ impl<P: Protocol> Connection<P> {
     fn queue(
         &self,
         count: bool,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
+        encode: impl FnOnce(&mut Vec<u8>, &mut P::Encoder) -> Result<(), ProtocolError>,
     ) -> SendStatus {
         let limit = self.inner.ep.limits.send_buffer_size;
         let mut ob = self.outbox();
@@ -502,7 +274,7 @@ impl<P: Protocol> Connection<P> {
         if ob.buf.len() + ob.in_flight >= limit {
             if self.on_own_loop() {
                 drop(ob);
-                crate::driver::report(self, &Error::SendBufferFull { dropped: 1, limit });
+                report(self, &Error::SendBufferFull { dropped: 1, limit });
             } else {
                 // Reported by the connection's own loop.
                 ob.dropped += 1;
@@ -515,7 +287,8 @@ impl<P: Protocol> Connection<P> {
             return SendStatus::BufferFull;
         }
         let before = ob.buf.len();
-        if let Err(e) = encode(&mut ob.buf) {
+        let queue = &mut *ob;
+        if let Err(e) = encode(&mut queue.buf, &mut queue.encoder) {
             ob.buf.truncate(before);
             return SendStatus::EncodeFailed(e);
         }
@@ -537,7 +310,7 @@ impl<P: Protocol> Connection<P> {
             self.inner.waker.wake();
         }
         if full_now {
-            crate::driver::fire_buffer_full(self);
+            fire_buffer_full(self);
         }
         SendStatus::Queued
     }
@@ -558,8 +331,7 @@ impl<P: Protocol> Connection<P> {
 
     /// Bytes queued and not yet written to the socket.
     pub fn send_buffer_len(&self) -> usize {
-        let ob = self.outbox();
-        ob.buf.len() + ob.in_flight
+        self.outbox().queued()
     }
 
     /// Stops reading, flushes what is queued, then closes (Workerman's `close()`).
@@ -574,6 +346,20 @@ impl<P: Protocol> Connection<P> {
     /// Sends `msg`, then closes gracefully (final, like [`close`](Self::close)).
     pub fn close_with(&self, msg: &P::Outgoing) {
         let _ = self.send(msg);
+        self.close();
+    }
+
+    /// Like [`close`](Self::close), with a protocol-level close code and
+    /// reason for the protocol's goodbye (WebSocket: the close frame's code,
+    /// 1000 when plain `close()` is used). Protocols without close codes
+    /// ignore them.
+    pub fn close_session(&self, code: u16, reason: &str) {
+        {
+            let mut ob = self.outbox();
+            if ob.goodbye.is_none() {
+                ob.goodbye = Some((code, reason.to_owned()));
+            }
+        }
         self.close();
     }
 
@@ -600,8 +386,8 @@ impl<P: Protocol> Connection<P> {
     pub fn reconnect(&self, after: Duration) -> Result<(), Error> {
         let ctl = self.inner.client.as_ref().ok_or(Error::NotAClient)?;
         if ctl.is_user_closed() {
-            return Err(Error::Config(
-                "the connection was closed by the application".into(),
+            return Err(Error::InvalidState(
+                "the connection was closed by the application",
             ));
         }
         ctl.request_reconnect(after);
@@ -648,6 +434,11 @@ impl<P: Protocol> Connection<P> {
         self.inner.flags.fetch_or(NO_LINGER, Ordering::AcqRel);
         self.user_closed();
         self.close_with_reason(CloseReason::WorkerStopped);
+    }
+
+    /// A stopping loop ends the wait for the peer's FIN after our close.
+    pub(crate) fn stop_lingering(&self) {
+        self.set_flag(NO_LINGER);
     }
 
     /// Closes at once, discarding anything not yet written.
@@ -708,7 +499,7 @@ impl<P: Protocol> Connection<P> {
 
     /// When bytes last arrived (monotonic; the connect time before any).
     pub fn last_active(&self) -> Instant {
-        clock_epoch() + Duration::from_nanos(self.inner.last_active.load(Ordering::Relaxed))
+        instant_of(self.inner.last_active.load(Ordering::Relaxed))
     }
 
     /// [`last_active`](Self::last_active) as raw [`monotonic_nanos`]: one
@@ -765,3 +556,4 @@ impl<P: Protocol> Connection<P> {
         &self.inner.ep
     }
 }
+

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::protocol::ProtocolError;
+use crate::protocol::{ProtocolError, SessionClose};
 
 /// Everything that can go wrong in lubdub's worker, one small enum.
 #[derive(Debug)]
@@ -54,6 +54,9 @@ pub enum Error {
     FlushTimeout,
     /// `Timer` or another loop-bound API was used outside a running event loop.
     NoEventLoop,
+    /// The operation is not valid in the connection's current state
+    /// (`reconnect` after the application closed the client, say).
+    InvalidState(&'static str),
     /// An invalid configuration value.
     Config(String),
 }
@@ -86,6 +89,7 @@ impl fmt::Display for Error {
             Error::NotAClient => write!(f, "not a client connection"),
             Error::FlushTimeout => write!(f, "timed out flushing the send buffer on close"),
             Error::NoEventLoop => write!(f, "not called on a running lubdub event loop"),
+            Error::InvalidState(what) => write!(f, "invalid in this state: {what}"),
             Error::Config(c) => write!(f, "invalid configuration: {c}"),
         }
     }
@@ -128,6 +132,9 @@ pub enum CloseReason {
     Io(std::io::ErrorKind),
     /// The peer violated the protocol (see `on_error` for the detail).
     Protocol,
+    /// The protocol's own close ended the session: a WebSocket close frame
+    /// with its code and reason (`by_peer` when the peer sent it first).
+    Session(SessionClose),
     /// A user callback panicked.
     Panic,
     /// A graceful close did not drain the send buffer within the close timeout.
@@ -138,6 +145,8 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// No whole first message arrived within the first-message timeout.
     FirstMessageTimeout,
+    /// The protocol's handshake did not finish within the handshake timeout.
+    HandshakeTimeout,
     /// An application-defined reason given to `close_with_reason`.
     Custom(String),
 }
@@ -153,6 +162,7 @@ impl CloseReason {
                 | CloseReason::FlushTimeout
                 | CloseReason::HeartbeatTimeout
                 | CloseReason::FirstMessageTimeout
+                | CloseReason::HandshakeTimeout
         )
     }
 }
@@ -165,11 +175,13 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("closed by peer"),
             CloseReason::Io(k) => write!(f, "socket error: {k}"),
             CloseReason::Protocol => f.write_str("protocol error"),
+            CloseReason::Session(c) => c.fmt(f),
             CloseReason::Panic => f.write_str("callback panicked"),
             CloseReason::FlushTimeout => f.write_str("flush timeout"),
             CloseReason::WorkerStopped => f.write_str("worker stopped"),
             CloseReason::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             CloseReason::FirstMessageTimeout => f.write_str("first-message timeout"),
+            CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
             CloseReason::Custom(s) => f.write_str(s),
         }
     }

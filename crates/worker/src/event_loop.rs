@@ -1,4 +1,10 @@
-//! The per-thread event loop context: executor, timers, read scratch buffer.
+//! The per-thread event loop: its context (executor, reactor, timers, read
+//! scratch buffer) and the loop that drives them.
+//!
+//! Timers run on the loop's own clock: the loop fires what is due after
+//! each batch of tasks and sleeps in `epoll_wait` no longer than the next
+//! deadline. No other thread is involved (async-io's timer thread used to
+//! hand every expiry over with a cross-thread wake).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -13,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_executor::LocalExecutor;
 use event_listener::Event;
 
-use crate::timer_queue::TimerQueue;
+use crate::timer_queue::{TimerId, TimerQueue};
 
 /// Size of the per-loop read buffer every connection reads into.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -29,18 +35,22 @@ pub(crate) struct LoopCtx {
     /// This loop's own reactor (edge-triggered epoll).
     pub reactor: Rc<crate::reactor::Reactor>,
     pub ex: Rc<LocalExecutor<'static>>,
+    /// `Timer::add` timers.
     pub timers: RefCell<TimerQueue<TimerFn>>,
-    /// Waker of the timer driver task and the deadline it sleeps until.
-    timer_waker: RefCell<Option<Waker>>,
-    timer_armed: Cell<Option<Instant>>,
+    /// Deadlines of the loop's own futures ([`Sleep`]): wakers to wake.
+    wakeups: RefCell<TimerQueue<Rc<SleepSlot>>>,
+    /// Reused list of the timers due in a turn.
+    due: RefCell<Vec<TimerId>>,
     /// Shared read buffer: taken by a connection for the duration of a read.
     scratch: Cell<Vec<u8>>,
-    /// Connection tasks alive on this loop, and an event when it drops to 0.
+    /// [`Resident`]s of this loop (connection tasks, client supervisors),
+    /// and an event when their number drops to 0.
     pub live: Cell<usize>,
-    pub idle: Event,
-    /// Closers run when the loop stops, by connection id: client
-    /// connections (close for good) and lingering server sockets (stop waiting).
-    pub closers: RefCell<HashMap<u64, Box<dyn Fn()>>>,
+    idle: Event,
+    /// Closers run when the loop stops, by [`Resident`] token: client
+    /// connections (close for good) and lingering sockets (stop waiting).
+    closers: RefCell<HashMap<u64, Box<dyn Fn()>>>,
+    next_closer: Cell<u64>,
 }
 
 /// A stop request that can be awaited; set from any thread.
@@ -81,16 +91,8 @@ where
     F: FnOnce(Rc<LoopCtx>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    // async-io still provides the timers (its helper thread runs them);
-    // start its reactor now, not lazily at the first timer, which may come
-    // while the process is out of file descriptors.
-    static ASYNC_IO: std::sync::Once = std::sync::Once::new();
-    ASYNC_IO.call_once(|| {
-        async_io::block_on(async_io::Timer::after(Duration::from_millis(1)));
-    });
     let ctx = LoopCtx::enter(id)?;
     let ex = ctx.ex.clone();
-    ex.spawn(TimerDriver::new(ctx.clone())).detach();
     // Run tasks until none is ready, then wait on this loop's own poller.
     // A wake from any thread (a send, a timer) marks the loop woken and, if
     // it is waiting, interrupts the wait.
@@ -109,6 +111,10 @@ where
             if fut.as_mut().poll(&mut cx).is_ready() {
                 break;
             }
+            // Timers: fire what is due, and never sleep past the next one.
+            // A timer that fired may have woken tasks (the wake sets
+            // `woken`); an interval-0 timer keeps the next wait at zero.
+            let mut deadline = ctx.run_due_timers();
             notify.waiting.store(true, Ordering::SeqCst);
             let woken = notify.woken.load(Ordering::SeqCst);
             // Out of work: before sleeping, let whatever else is runnable on
@@ -135,8 +141,14 @@ where
                     notify.waiting.store(false, Ordering::SeqCst);
                     continue;
                 }
+                // The yield took time: a deadline may have come meanwhile.
+                deadline = ctx.next_deadline();
             }
-            let timeout = woken.then_some(Duration::ZERO);
+            let timeout = if woken {
+                Some(Duration::ZERO)
+            } else {
+                deadline.map(|d| d.saturating_duration_since(Instant::now()))
+            };
             let res = ctx
                 .reactor
                 .wait(timeout, || notify.waiting.store(false, Ordering::SeqCst));
@@ -195,12 +207,13 @@ impl LoopCtx {
             reactor,
             ex: Rc::new(LocalExecutor::new()),
             timers: RefCell::new(TimerQueue::new()),
-            timer_waker: RefCell::new(None),
-            timer_armed: Cell::new(None),
+            wakeups: RefCell::new(TimerQueue::new()),
+            due: RefCell::new(Vec::new()),
             scratch: Cell::new(Vec::new()),
             live: Cell::new(0),
             idle: Event::new(),
             closers: RefCell::new(HashMap::new()),
+            next_closer: Cell::new(0),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
         Ok(ctx)
@@ -209,6 +222,8 @@ impl LoopCtx {
     /// Leaves the loop: drops its timers and forgets the thread-local.
     pub fn exit(&self) {
         let dropped = self.timers.borrow_mut().clear();
+        drop(dropped);
+        let dropped = self.wakeups.borrow_mut().clear();
         drop(dropped);
         CURRENT.with(|c| c.borrow_mut().take());
         CURRENT_UID.with(|c| c.set(0));
@@ -233,21 +248,53 @@ impl LoopCtx {
         self.scratch.set(v);
     }
 
-    /// Wakes the timer driver if a new deadline is earlier than the one it sleeps for.
-    pub fn timer_added(&self, deadline: Option<Instant>) {
-        let Some(d) = deadline else { return };
-        match self.timer_armed.get() {
-            Some(armed) if armed <= d => {}
-            _ => {
-                if let Some(w) = self.timer_waker.borrow().as_ref() {
-                    w.wake_by_ref();
-                }
+    /// Fires the deadlines and runs the timers due now; returns the next
+    /// deadline left (now or earlier for an interval-0 timer).
+    pub fn run_due_timers(&self) -> Option<Instant> {
+        if self.wakeups.borrow().is_empty() && self.timers.borrow().is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut due = self.due.take();
+        self.wakeups.borrow_mut().collect_due(now, &mut due);
+        for &id in &due {
+            let slot = self.wakeups.borrow_mut().take(id);
+            if let Some(slot) = slot {
+                slot.fire();
             }
+        }
+        due.clear();
+        self.timers.borrow_mut().collect_due(now, &mut due);
+        for &id in &due {
+            let Some(mut f) = self.timers.borrow_mut().take(id) else {
+                continue;
+            };
+            if let Err(msg) = catch(&mut f) {
+                log::error!(
+                    "timer {} panicked: {msg}; the loop keeps running",
+                    id.as_u64()
+                );
+            }
+            self.timers.borrow_mut().finish(id, f, Instant::now());
+        }
+        due.clear();
+        self.due.replace(due);
+        self.next_deadline()
+    }
+
+    /// The earliest deadline of a timer or a [`Sleep`] of this loop.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let a = self.wakeups.borrow_mut().next_deadline();
+        let b = self.timers.borrow_mut().next_deadline();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Closes this loop's client connections for good and waits (bounded)
-    /// for every connection task of the loop to end.
+    /// Runs every closer (client connections close for good, lingering
+    /// sockets stop waiting) and waits (bounded) for every resident of the
+    /// loop to leave.
     pub async fn run_closers_and_wait(&self, timeout: Duration) -> bool {
         let closers: Vec<Box<dyn Fn()>> =
             self.closers.borrow_mut().drain().map(|(_, f)| f).collect();
@@ -258,7 +305,7 @@ impl LoopCtx {
         self.wait_idle(timeout).await
     }
 
-    pub fn conn_finished(&self) {
+    fn resident_left(&self) {
         let n = self.live.get().saturating_sub(1);
         self.live.set(n);
         if n == 0 {
@@ -284,7 +331,7 @@ impl LoopCtx {
                     false
                 },
                 async {
-                    async_io::Timer::at(deadline).await;
+                    sleep_until(deadline).await;
                     true
                 },
             )
@@ -311,68 +358,149 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The task that runs a loop's timers.
-pub(crate) struct TimerDriver {
+
+/// Something a stopping loop must wait for (a connection task, a client
+/// supervisor): counted in [`LoopCtx::live`] while it exists, with an
+/// optional closer the stop runs to hurry it along.
+pub(crate) struct Resident {
     ctx: Rc<LoopCtx>,
-    sleeper: async_io::Timer,
-    due: Vec<crate::timer_queue::TimerId>,
+    closer: Option<u64>,
 }
 
-impl TimerDriver {
-    pub fn new(ctx: Rc<LoopCtx>) -> Self {
-        TimerDriver {
-            ctx,
-            sleeper: async_io::Timer::never(),
-            due: Vec::new(),
+impl Resident {
+    pub fn new(ctx: &Rc<LoopCtx>) -> Self {
+        ctx.live.set(ctx.live.get() + 1);
+        Resident {
+            ctx: ctx.clone(),
+            closer: None,
+        }
+    }
+
+    /// Runs `close` if the loop stops while this resident is here
+    /// (replacing a closer set before).
+    pub fn on_stop(&mut self, close: impl Fn() + 'static) {
+        let token = match self.closer {
+            Some(t) => t,
+            None => {
+                let t = self.ctx.next_closer.get();
+                self.ctx.next_closer.set(t + 1);
+                self.closer = Some(t);
+                t
+            }
+        };
+        self.ctx.closers.borrow_mut().insert(token, Box::new(close));
+    }
+
+    pub fn ctx(&self) -> &Rc<LoopCtx> {
+        &self.ctx
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        if let Some(token) = self.closer {
+            // The closers may be out running (a stop): then there is
+            // nothing to remove.
+            if let Ok(mut closers) = self.ctx.closers.try_borrow_mut() {
+                closers.remove(&token);
+            }
+        }
+        self.ctx.resident_left();
+    }
+}
+
+/// Where a [`Sleep`] and the loop's deadline queue meet: the waker to wake.
+pub(crate) struct SleepSlot {
+    waker: RefCell<Option<Waker>>,
+}
+
+impl SleepSlot {
+    fn fire(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
         }
     }
 }
 
-impl Future for TimerDriver {
+/// A future done at a deadline of the current loop's own clock.
+pub(crate) struct Sleep {
+    deadline: Option<Instant>,
+    registered: Option<(Rc<LoopCtx>, TimerId, Rc<SleepSlot>)>,
+}
+
+/// Completes at `deadline`; must be polled on an event loop (elsewhere it
+/// completes at once, so nothing waits forever by mistake).
+pub(crate) fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline: Some(deadline),
+        registered: None,
+    }
+}
+
+impl Sleep {
+    /// A sleep that never ends until [`set`](Self::set).
+    pub fn never() -> Self {
+        Sleep {
+            deadline: None,
+            registered: None,
+        }
+    }
+
+    /// Moves the deadline (`None`: never).
+    pub fn set(&mut self, deadline: Option<Instant>) {
+        if self.deadline != deadline {
+            self.unregister();
+            self.deadline = deadline;
+        }
+    }
+
+    fn unregister(&mut self) {
+        if let Some((ctx, id, _)) = self.registered.take() {
+            ctx.wakeups.borrow_mut().del(id);
+        }
+    }
+}
+
+impl Future for Sleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let ctx = &this.ctx;
-        {
-            let mut w = ctx.timer_waker.borrow_mut();
-            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *w = Some(cx.waker().clone());
-            }
+        let Some(deadline) = this.deadline else {
+            return Poll::Pending;
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            this.unregister();
+            return Poll::Ready(());
         }
-        loop {
-            this.due.clear();
-            ctx.timers
-                .borrow_mut()
-                .collect_due(Instant::now(), &mut this.due);
-            for &id in &this.due {
-                let Some(mut f) = ctx.timers.borrow_mut().take(id) else {
-                    continue;
+        match &this.registered {
+            Some((_, _, slot)) => {
+                let mut w = slot.waker.borrow_mut();
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+            }
+            None => {
+                let Some(ctx) = LoopCtx::current() else {
+                    return Poll::Ready(());
                 };
-                if let Err(msg) = catch(&mut f) {
-                    log::error!(
-                        "timer {} panicked: {msg}; the loop keeps running",
-                        id.as_u64()
-                    );
-                }
-                ctx.timers.borrow_mut().finish(id, f, Instant::now());
-            }
-            let next = ctx.timers.borrow_mut().next_deadline();
-            ctx.timer_armed.set(next);
-            match next {
-                None => return Poll::Pending,
-                Some(d) if d <= Instant::now() => {
-                    // An interval-0 timer: run it again on the next loop turn.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                Some(d) => {
-                    this.sleeper.set_at(d);
-                    if Pin::new(&mut this.sleeper).poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
+                let slot = Rc::new(SleepSlot {
+                    waker: RefCell::new(Some(cx.waker().clone())),
+                });
+                let id = ctx
+                    .wakeups
+                    .borrow_mut()
+                    .add(now, deadline - now, false, slot.clone());
+                this.registered = Some((ctx, id, slot));
             }
         }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.unregister();
     }
 }

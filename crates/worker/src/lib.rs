@@ -1,32 +1,52 @@
-//! lubdub's event loop: [`Worker`], [`Connection`], [`Timer`] and the
-//! sans-IO [`Protocol`] trait.
+//! lubdub's event loop: [`Worker`], [`Connection`], [`Client`], [`Timer`],
+//! over the sans-IO [`Protocol`] trait of `lubdub-protocol`.
 //!
 //! Most users depend on the `lubdub` facade crate, which re-exports this one.
+//!
+//! Inside, a connection is a state machine (`lifecycle`) driven by a thin I/O
+//! shell (`driver`) that reads and writes through a transport (`transport`:
+//! plain TCP; TLS plugs in there), on a per-loop epoll reactor (`reactor`,
+//! `poller`) with the loop's own timers (`event_loop`, `timer_queue`).
+//! docs/architecture.md draws the whole picture.
 
 mod addr;
 mod client;
+mod client_ctl;
+mod clock;
 mod connection;
+mod lifecycle;
 mod driver;
+mod endpoint;
 mod error;
 mod event_loop;
+mod handle;
+mod handlers;
 mod idle_yield;
+mod outbox;
 pub mod plugin;
 mod poller;
-pub mod protocol;
 mod reactor;
+mod reconnect;
 mod timer;
 pub mod timer_queue;
+mod transport;
 mod worker;
 
+/// The protocol trait and its types (the `lubdub-protocol` crate).
+pub use lubdub_protocol as protocol;
+
 pub use addr::{IntoListenAddr, ListenAddr};
-pub use client::{Backoff, Client, EventLoop, LoopHandle, ReconnectPolicy};
-pub use connection::{
-    monotonic_nanos, ConnStats, Connection, Limits, LocalBoxFuture, SendStatus,
-    DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
-};
+pub use client::{Client, EventLoop, LoopHandle};
+pub use clock::monotonic_nanos;
+pub use connection::{ConnStats, Connection, SendStatus};
+pub use endpoint::{Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
 pub use error::{CloseReason, Error};
+pub use handle::WorkerHandle;
 pub use plugin::{Flow, Plugin};
-pub use protocol::{Decoded, Protocol, ProtocolError, Raw};
+pub use protocol::{
+    Closing, Decoded, Protocol, ProtocolError, Raw, Reject, SessionClose, Start, Wire,
+};
+pub use reconnect::{Backoff, ReconnectPolicy};
 pub use timer::Timer;
 pub use timer_queue::TimerId;
-pub use worker::{Worker, WorkerConfig, WorkerHandle};
+pub use worker::{Worker, WorkerConfig};

@@ -4,7 +4,7 @@
 use crate::connection::Connection;
 use crate::error::CloseReason;
 use crate::protocol::Protocol;
-use crate::worker::WorkerHandle;
+use crate::handle::WorkerHandle;
 
 /// What a plugin decided about an inbound message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,6 @@
 //! their clients) pays thousands of times a second.
 
 use std::io;
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// One readiness event: the registration key and what became ready.
@@ -94,11 +93,10 @@ mod imp {
 
         /// Registers `fd` for edge-triggered read and write readiness.
         ///
-        /// # Safety
-        /// `fd` must stay open until it is [`delete`](Self::delete)d.
-        pub unsafe fn add(&self, fd: RawFd, key: usize) -> io::Result<()> {
-            // SAFETY: the caller keeps `fd` open while it is registered.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        /// Safe on Linux: a registration outliving its descriptor is no
+        /// memory hazard, and closing a descriptor that was never duplicated
+        /// removes it from the epoll set (the reactor relies on that).
+        pub fn add(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
             epoll::add(
                 &self.epoll,
                 fd,
@@ -155,7 +153,7 @@ mod imp {
 mod imp {
     use super::*;
     use polling::{Event, PollMode};
-    use std::os::fd::BorrowedFd;
+    use std::os::fd::{AsRawFd, BorrowedFd};
 
     /// A buffer of events filled by [`Poller::wait`].
     pub(crate) struct Events {
@@ -195,15 +193,17 @@ mod imp {
             })
         }
 
-        /// Registers `fd` for edge-triggered read and write readiness.
-        ///
-        /// # Safety
-        /// `fd` must stay open until it is [`delete`](Self::delete)d.
-        pub unsafe fn add(&self, fd: RawFd, key: usize) -> io::Result<()> {
-            // SAFETY: forwarded from the caller.
+        /// Registers `fd` for edge-triggered read and write readiness. The
+        /// registration must be [`delete`](Self::delete)d before `fd` is
+        /// closed: the reactor deletes it in `Io::drop`, which runs before
+        /// the socket it wraps is dropped.
+        pub fn add(&self, fd: BorrowedFd<'_>, key: usize) -> io::Result<()> {
+            // SAFETY: `polling` requires the descriptor to be deleted before
+            // it is closed; every caller (the reactor) deletes it in
+            // `Io::drop`, before the socket field is dropped and closed.
             unsafe {
                 self.inner
-                    .add_with_mode(fd, Event::all(key), PollMode::Edge)
+                    .add_with_mode(fd.as_raw_fd(), Event::all(key), PollMode::Edge)
             }
         }
 
@@ -247,7 +247,7 @@ mod tests {
     fn reports_edges_by_key() {
         let p = Poller::new().unwrap();
         let (a, mut b) = pair();
-        unsafe { p.add(a.as_raw_fd(), 7).unwrap() };
+        p.add(a.as_fd(), 7).unwrap();
         let mut ev = Events::with_capacity(8);
         // A fresh connected socket is writable at once.
         p.wait(&mut ev, Some(Duration::from_secs(5))).unwrap();
@@ -277,7 +277,7 @@ mod tests {
         let p = Poller::new().unwrap();
         let (a, b) = pair();
         let fd = a.as_raw_fd();
-        unsafe { p.add(fd, 1).unwrap() };
+        p.add(a.as_fd(), 1).unwrap();
         let mut ev = Events::with_capacity(8);
         p.wait(&mut ev, Some(Duration::from_secs(5))).unwrap();
         drop(a);
@@ -285,7 +285,7 @@ mod tests {
         // Register the side that got the old number, if either did.
         let (c, d) = pair();
         let (reg, mut other) = if d.as_raw_fd() == fd { (d, c) } else { (c, d) };
-        unsafe { p.add(reg.as_raw_fd(), 2).unwrap() };
+        p.add(reg.as_fd(), 2).unwrap();
         other.write_all(b"x").unwrap();
         let mut seen = Vec::new();
         let t = Instant::now();
@@ -301,7 +301,7 @@ mod tests {
     fn peer_close_is_readable() {
         let p = Poller::new().unwrap();
         let (a, b) = pair();
-        unsafe { p.add(a.as_raw_fd(), 1).unwrap() };
+        p.add(a.as_fd(), 1).unwrap();
         let mut ev = Events::with_capacity(8);
         p.wait(&mut ev, Some(Duration::from_secs(5))).unwrap();
         drop(b);

@@ -1,5 +1,6 @@
-//! One reactor per event loop: edge-triggered readiness from `polling`,
-//! waited on by the loop thread itself.
+//! One reactor per event loop: edge-triggered readiness from the loop's own
+//! poller (`crate::poller`: epoll through rustix on Linux, `polling`
+//! elsewhere), waited on by the loop thread itself.
 //!
 //! async-io's reactor is shared by the whole process and, under load, run
 //! by its helper thread, which hands every event to the loop thread with a
@@ -14,7 +15,7 @@
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -105,7 +106,7 @@ impl Reactor {
     /// ready, so `false` is never wrong, only a wait longer).
     fn register(
         &self,
-        fd: &impl AsRawFd,
+        fd: &impl AsFd,
         readable: bool,
         writable: bool,
     ) -> io::Result<(usize, Rc<SourceState>)> {
@@ -124,9 +125,7 @@ impl Reactor {
                 s.len() - 1
             }
         };
-        // SAFETY: the source is deleted from the poller in `Io::drop`,
-        // before the descriptor it wraps is closed.
-        let added = unsafe { self.poller.add(fd.as_raw_fd(), key) };
+        let added = self.poller.add(fd.as_fd(), key);
         if let Err(e) = added {
             self.free.borrow_mut().push(key);
             return Err(e);
@@ -153,14 +152,14 @@ impl Reactor {
 }
 
 /// A non-blocking socket registered with the current loop's reactor.
-pub(crate) struct Io<T: AsFd + AsRawFd> {
+pub(crate) struct Io<T: AsFd> {
     io: T,
     key: usize,
     state: Rc<SourceState>,
     reactor: Rc<Reactor>,
 }
 
-impl<T: AsFd + AsRawFd> Io<T> {
+impl<T: AsFd> Io<T> {
     /// Registers `io` (already non-blocking) with `reactor`, assumed ready
     /// until an operation says otherwise.
     pub fn new(io: T, reactor: &Rc<Reactor>) -> io::Result<Io<T>> {
@@ -212,24 +211,10 @@ impl<T: AsFd + AsRawFd> Io<T> {
     }
 }
 
-impl<T: AsFd + AsRawFd> Io<T>
+impl<T: AsFd> Io<T>
 where
     for<'a> &'a T: Read + Write,
 {
-    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        loop {
-            if !self.state.readable.get() {
-                store(&self.state.read_waker, cx.waker());
-                return Poll::Pending;
-            }
-            match (&self.io).read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_readable(),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                res => return Poll::Ready(res),
-            }
-        }
-    }
-
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         loop {
             if !self.state.writable.get() {
@@ -292,17 +277,18 @@ impl Io<TcpStream> {
     /// Connects without blocking the loop: the socket is registered first and
     /// the connect completes on its first writable edge.
     pub async fn connect(addr: SocketAddr, reactor: &Rc<Reactor>) -> io::Result<Io<TcpStream>> {
-        use socket2::{Domain, Protocol, Socket, Type};
+        use socket2::{Domain, Protocol, SockRef, Socket, Type};
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         sock.set_nonblocking(true)?;
-        let (key, state) = reactor.register(&sock, false, false)?;
+        let stream: TcpStream = sock.into();
+        let (key, state) = reactor.register(&stream, false, false)?;
         let io = Io {
-            io: sock,
+            io: stream,
             key,
             state,
             reactor: reactor.clone(),
         };
-        match io.io.connect(&addr.into()) {
+        match SockRef::from(&io.io).connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -314,46 +300,11 @@ impl Io<TcpStream> {
         }
         // Not connected yet can only mean refused or reset by now.
         io.io.peer_addr()?;
-        // Re-wrap as a TcpStream keeping the registration.
-        let IoParts {
-            io: sock,
-            key,
-            state,
-            reactor,
-        } = io.into_parts();
-        Ok(Io {
-            io: sock.into(),
-            key,
-            state,
-            reactor,
-        })
+        Ok(io)
     }
 }
 
-impl<T: AsFd + AsRawFd> Io<T> {
-    /// Takes the parts out without deregistering (ownership moves on).
-    fn into_parts(self) -> IoParts<T> {
-        let me = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `me` is never dropped; each field is read exactly once.
-        unsafe {
-            IoParts {
-                io: std::ptr::read(&me.io),
-                key: me.key,
-                state: std::ptr::read(&me.state),
-                reactor: std::ptr::read(&me.reactor),
-            }
-        }
-    }
-}
-
-struct IoParts<T> {
-    io: T,
-    key: usize,
-    state: Rc<SourceState>,
-    reactor: Rc<Reactor>,
-}
-
-impl<T: AsFd + AsRawFd> Drop for Io<T> {
+impl<T: AsFd> Drop for Io<T> {
     fn drop(&mut self) {
         self.reactor.deregister(&self.io, self.key);
     }

@@ -4,25 +4,23 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::reactor::Io;
-use dashmap::DashMap;
 use serde::Deserialize;
 
 use crate::addr::{IntoListenAddr, ListenAddr};
-use crate::connection::{
-    connection_callbacks, Connection, Endpoint, Handlers, Limits, LocalBoxFuture, MessageHandler,
-    DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
-};
+use crate::connection::Connection;
+use crate::lifecycle::Tenure;
 use crate::driver::ConnDriver;
-use crate::error::{CloseReason, Error};
-use crate::event_loop::{catch, LoopCtx, StopSignal};
+use crate::endpoint::{Endpoint, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
+use crate::error::Error;
+use crate::event_loop::{catch, sleep_until, LoopCtx, StopSignal};
+use crate::handle::{WorkerFn, WorkerHandle, WorkerShared};
+use crate::handlers::{connection_callbacks, Handlers};
 use crate::protocol::Protocol;
+use crate::reactor::Io;
 use crate::timer::Timer;
-
-type WorkerFn<P> = Arc<dyn Fn(&WorkerHandle<P>) + Send + Sync>;
+use crate::transport::Plain;
 
 /// Worker settings that can come from a config file (any serde format).
 ///
@@ -66,6 +64,10 @@ pub struct WorkerConfig {
     /// milliseconds. Default: none.
     #[serde(default)]
     pub first_message_timeout_ms: Option<u64>,
+    /// Close connections whose protocol handshake has not finished after
+    /// this many milliseconds. Default 10000.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
 }
 
 fn default_count() -> usize {
@@ -85,6 +87,9 @@ fn default_close_timeout() -> u64 {
 }
 fn default_stop_timeout() -> u64 {
     5000
+}
+fn default_handshake_timeout() -> u64 {
+    10_000
 }
 
 /// A server: an address, a protocol, callbacks, and `count` event loops.
@@ -164,6 +169,7 @@ impl<P: Protocol> Worker<P> {
         if let Some(ms) = config.first_message_timeout_ms {
             w.first_message_timeout(Duration::from_millis(ms));
         }
+        w.handshake_timeout(Duration::from_millis(config.handshake_timeout_ms));
         Ok(w)
     }
 
@@ -208,7 +214,17 @@ impl<P: Protocol> Worker<P> {
         self
     }
 
-    /// Most connections served at once (all loops together). Connections
+    /// Closes connections whose protocol handshake (a WebSocket upgrade,
+    /// say) has not finished within `timeout`: slow or silent peers cannot
+    /// hold a socket open before `on_connect`. Default 10 s; protocols
+    /// without a handshake ignore it.
+    pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.limits.handshake_timeout = timeout;
+        self
+    }
+
+    /// Most connections open at once (all loops together; handshaking and
+    /// closing sockets count too, as they hold a descriptor). Connections
     /// beyond it are accepted and closed at once, without callbacks, and
     /// counted in [`WorkerHandle::rejected`]. Default: no limit.
     pub fn max_connections(&mut self, max: usize) -> &mut Self {
@@ -268,13 +284,11 @@ impl<P: Protocol> Worker<P> {
             name: self.name.clone(),
             count,
             local_addr,
-            ep: Arc::new(Endpoint {
-                protocol: self.protocol.clone(),
-                handlers: self.handlers.clone(),
-                limits: self.limits.clone(),
-                connections: DashMap::new(),
-                tasks: Default::default(),
-            }),
+            ep: Arc::new(Endpoint::new(
+                self.protocol.clone(),
+                self.handlers.clone(),
+                self.limits.clone(),
+            )),
             stop: StopSignal::default(),
             stop_timeout: self.stop_timeout,
             max_connections: self.max_connections,
@@ -328,113 +342,7 @@ impl<P: Protocol> Worker<P> {
             sig_handle.close();
             let _ = watcher.join();
         }
-        #[cfg(not(unix))]
-        self.start()?.wait();
         Ok(())
-    }
-}
-
-struct WorkerShared<P: Protocol> {
-    name: String,
-    count: usize,
-    local_addr: SocketAddr,
-    ep: Arc<Endpoint<P>>,
-    stop: StopSignal,
-    stop_timeout: Duration,
-    max_connections: Option<usize>,
-    rejected: AtomicU64,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    on_worker_start: Option<WorkerFn<P>>,
-    on_worker_stop: Option<WorkerFn<P>>,
-}
-
-/// A running worker: its live connections, address, and stop control.
-/// Cheap to clone, usable from any thread and from callbacks and timers.
-pub struct WorkerHandle<P: Protocol> {
-    shared: Arc<WorkerShared<P>>,
-}
-
-impl<P: Protocol> Clone for WorkerHandle<P> {
-    fn clone(&self) -> Self {
-        WorkerHandle {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl<P: Protocol> WorkerHandle<P> {
-    /// The live connections of all loops, keyed by connection id.
-    ///
-    /// A connection is in the map from just before `on_connect` until just
-    /// after `on_close`. Do not hold an entry reference across an `.await`
-    /// or while sending to many connections from another thread for long.
-    pub fn connections(&self) -> &DashMap<u64, Connection<P>> {
-        &self.shared.ep.connections
-    }
-
-    /// The bound address (the real port when listening on port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr
-    }
-
-    /// The worker's name.
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    /// Number of event loops.
-    pub fn count(&self) -> usize {
-        self.shared.count
-    }
-
-    /// Connection tasks still running, including sockets that already ran
-    /// `on_close` and wait (bounded) for the peer's FIN. Zero once idle.
-    pub fn live_tasks(&self) -> usize {
-        self.shared.ep.tasks.load(Ordering::Relaxed)
-    }
-
-    /// Connections refused because of `max_connections`.
-    pub fn rejected(&self) -> u64 {
-        self.shared.rejected.load(Ordering::Relaxed)
-    }
-
-    /// Index of the event loop running the caller, if it runs on one.
-    pub fn current_loop() -> Option<usize> {
-        LoopCtx::current().map(|c| c.id)
-    }
-
-    /// Asks every loop to stop: stop accepting, run `on_worker_stop`, close
-    /// connections gracefully (bounded by the stop timeout), exit.
-    /// Returns at once; see [`wait`](Self::wait).
-    pub fn stop(&self) {
-        self.shared.stop.stop();
-    }
-
-    /// Whether a stop was requested.
-    pub fn is_stopping(&self) -> bool {
-        self.shared.stop.is_stopping()
-    }
-
-    /// Blocks until every loop has stopped. Do not call it from a loop.
-    pub fn wait(&self) {
-        let threads = std::mem::take(
-            &mut *self
-                .shared
-                .threads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for t in threads {
-            if t.join().is_err() {
-                log::error!("worker {}: an event loop thread panicked", self.shared.name);
-            }
-        }
-    }
-
-    /// [`stop`](Self::stop), then [`wait`](Self::wait).
-    pub fn stop_and_wait(&self) {
-        self.stop();
-        self.wait();
     }
 }
 
@@ -446,11 +354,11 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, Error> {
         Some(SockProto::TCP),
     )?;
     sock.set_reuse_address(true)?;
-    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    #[cfg(not(any(target_os = "solaris", target_os = "illumos")))]
     if reuse_port {
         sock.set_reuse_port(true)?;
     }
-    #[cfg(not(unix))]
+    #[cfg(any(target_os = "solaris", target_os = "illumos"))]
     let _ = reuse_port;
     sock.bind(&addr.into())
         .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("bind {addr}: {e}"))))?;
@@ -519,38 +427,18 @@ async fn loop_main<P: Protocol>(
         }
     }
     Timer::del_all();
-    // Close this loop's connections gracefully, then force what is left.
-    let mine: Vec<Connection<P>> = shared
-        .ep
-        .connections
-        .iter()
-        .filter(|e| e.value().inner.loop_id == ctx.id)
-        .map(|e| e.value().clone())
-        .collect();
-    for c in &mine {
-        c.close_for_stop();
-    }
-    drop(mine);
-    // Client connections created on this loop close for good as well.
+    // Every connection of this loop (handshaking, established, lingering;
+    // client connections close for good) closes gracefully, bounded.
     if !ctx.run_closers_and_wait(shared.stop_timeout).await {
         log::warn!(
-            "worker {} loop {}: {} connection(s) did not flush within {:?}; destroying",
+            "worker {} loop {}: {} connection(s) did not flush within {:?}; dropping them",
             shared.name,
             ctx.id,
             ctx.live.get(),
             shared.stop_timeout
         );
-        let rest: Vec<Connection<P>> = shared
-            .ep
-            .connections
-            .iter()
-            .filter(|e| e.value().inner.loop_id == ctx.id)
-            .map(|e| e.value().clone())
-            .collect();
-        for c in rest {
-            c.destroy();
-        }
-        ctx.wait_idle(Duration::from_secs(1)).await;
+        // What is left is dropped with the loop: each still gets its
+        // `on_close` (reason `WorkerStopped`) as its state machine drops.
     }
 }
 
@@ -576,7 +464,7 @@ async fn accept_loop<P: Protocol>(
                 }
                 backoff = MIN_BACKOFF;
                 if let Some(max) = shared.max_connections {
-                    if shared.ep.connections.len() >= max {
+                    if shared.ep.sockets.load(Ordering::Relaxed) >= max {
                         if shared.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
                             log::warn!(
                                 "worker {}: {max} connections reached; refusing more (counted in rejected())",
@@ -611,7 +499,7 @@ async fn accept_loop<P: Protocol>(
                     }
                     Some((_, n)) => *n += 1,
                 }
-                async_io::Timer::after(backoff).await;
+                sleep_until(Instant::now() + backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -633,8 +521,7 @@ fn spawn_connection<P: Protocol>(
         shared.local_addr
     };
     let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid, None);
-    shared.ep.connections.insert(conn.id(), conn.clone());
     ctx.ex
-        .spawn(ConnDriver::new(conn, stream, ctx.clone()))
+        .spawn(ConnDriver::new(conn, Tenure::Whole, stream, Plain, ctx))
         .detach();
 }

@@ -1,0 +1,122 @@
+//! `WorkerHandle`: a running worker's connections, address and stop control.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use crate::connection::Connection;
+use crate::endpoint::Endpoint;
+use crate::event_loop::{LoopCtx, StopSignal};
+use crate::protocol::Protocol;
+
+/// A callback of the worker itself (`on_worker_start`, `on_worker_stop`).
+pub(crate) type WorkerFn<P> = Arc<dyn Fn(&WorkerHandle<P>) + Send + Sync>;
+
+pub(crate) struct WorkerShared<P: Protocol> {
+    pub name: String,
+    pub count: usize,
+    pub local_addr: SocketAddr,
+    pub ep: Arc<Endpoint<P>>,
+    pub stop: StopSignal,
+    pub stop_timeout: Duration,
+    pub max_connections: Option<usize>,
+    pub rejected: AtomicU64,
+    pub threads: Mutex<Vec<JoinHandle<()>>>,
+    pub on_worker_start: Option<WorkerFn<P>>,
+    pub on_worker_stop: Option<WorkerFn<P>>,
+}
+
+/// A running worker: its live connections, address, and stop control.
+/// Cheap to clone, usable from any thread and from callbacks and timers.
+pub struct WorkerHandle<P: Protocol> {
+    pub(crate) shared: Arc<WorkerShared<P>>,
+}
+
+impl<P: Protocol> Clone for WorkerHandle<P> {
+    fn clone(&self) -> Self {
+        WorkerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<P: Protocol> WorkerHandle<P> {
+    /// The live connections of all loops, keyed by connection id.
+    ///
+    /// A connection is in the map from just before `on_connect` until just
+    /// after `on_close` (so not while a protocol handshake is under way). Do not hold an entry reference across an `.await`
+    /// or while sending to many connections from another thread for long.
+    pub fn connections(&self) -> &DashMap<u64, Connection<P>> {
+        &self.shared.ep.connections
+    }
+
+    /// The bound address (the real port when listening on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Number of event loops.
+    pub fn count(&self) -> usize {
+        self.shared.count
+    }
+
+    /// Sockets still open: handshaking, established, and those that already
+    /// ran `on_close` and wait (bounded) for the peer's FIN. Zero once idle.
+    pub fn live_tasks(&self) -> usize {
+        self.shared.ep.sockets.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused because of `max_connections`.
+    pub fn rejected(&self) -> u64 {
+        self.shared.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Index of the event loop running the caller, if it runs on one.
+    pub fn current_loop() -> Option<usize> {
+        LoopCtx::current().map(|c| c.id)
+    }
+
+    /// Asks every loop to stop: stop accepting, run `on_worker_stop`, close
+    /// connections gracefully (bounded by the stop timeout), exit.
+    /// Returns at once; see [`wait`](Self::wait).
+    pub fn stop(&self) {
+        self.shared.stop.stop();
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stop.is_stopping()
+    }
+
+    /// Blocks until every loop has stopped. Do not call it from a loop.
+    pub fn wait(&self) {
+        let threads = std::mem::take(
+            &mut *self
+                .shared
+                .threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for t in threads {
+            if t.join().is_err() {
+                log::error!("worker {}: an event loop thread panicked", self.shared.name);
+            }
+        }
+    }
+
+    /// [`stop`](Self::stop), then [`wait`](Self::wait).
+    pub fn stop_and_wait(&self) {
+        self.stop();
+        self.wait();
+    }
+}
+

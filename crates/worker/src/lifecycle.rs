@@ -1,0 +1,897 @@
+//! The connection state machine: one connection's whole lifecycle, sans-IO.
+//!
+//! [`Lifecycle`] owns everything a connection *is*, from the first byte to the
+//! last callback: its phase, its flags, its place in the connections map,
+//! its socket count, the protocol's decoder, the read and write buffers,
+//! the deadlines, and the exactly-once `on_close`. It never touches a
+//! socket or a real clock. Its inputs are:
+//!
+//! * bytes read ([`Lifecycle::on_read`]), the peer's FIN ([`Lifecycle::on_eof`]), a
+//!   socket error ([`Lifecycle::on_io_error`]);
+//! * how many bytes of [`Lifecycle::transmit`] were written ([`Lifecycle::on_written`])
+//!   or that the socket is full ([`Lifecycle::on_write_blocked`]);
+//! * requests from the [`Connection`] handle (send, close, destroy, pause,
+//!   resume), read from its flags and send queue by [`Lifecycle::process`];
+//! * the time, `now`, injected into every call that needs it.
+//!
+//! Its outputs are the bytes to write ([`Lifecycle::transmit`]), what to do
+//! with the socket ([`Lifecycle::socket_action`]: shut down writing, close), the
+//! next deadline ([`Lifecycle::next_deadline`]) and the callbacks it fires.
+//! `crate::driver` is the thin I/O shell that feeds it from a real socket
+//! through a `crate::transport::Transport`; the unit tests at the end feed
+//! it by hand, in virtual time.
+//!
+//! ```text
+//!            start()
+//!   New ────────────────┬──────────────────────────────► Open ──┐
+//!                       │ Start::Handshake      accepted   ▲    │ close(), FIN,
+//!                       └──► Handshake ────────────────────┘    │ violation, timeout
+//!                               │ refused, timeout, FIN         ▼
+//!                               └─────────────────────────► Closing (flush queued
+//!                                                               │    bytes + goodbye)
+//!                          flushed, peer's FIN already in  ┌────┴────┐ flushed
+//!                                                          ▼         ▼
+//!   destroy(), socket error, close timeout ─────────►  Closed ◄── Lingering (our FIN
+//!   (from any phase)                                    peer's FIN,    sent, on_close ran,
+//!                                                       timeout, stop  peer's FIN awaited)
+//! ```
+//!
+//! `on_connect` runs on entering Open; `on_close` runs once, on entering
+//! Lingering or Closed, and only for a connection that reached Open. A
+//! server connection enters the connections map just before `on_connect`
+//! and leaves it just after `on_close`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::clock::{bump, monotonic_nanos};
+use crate::connection::{Connection, CLOSE_REQ, DESTROY_REQ, FINISHED, NO_LINGER, PAUSED};
+use crate::error::{CloseReason, Error};
+use crate::event_loop::catch;
+use crate::handlers::{fire_buffer_drain, fire_buffer_full, guard, report, LocalBoxFuture, MessageHandler};
+use crate::plugin::Flow;
+use crate::protocol::{
+    Closing, Decoded, Protocol, ProtocolError, SessionClose, Start, Wire,
+};
+
+/// Write buffers larger than this are released once empty.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Where a connection is in its life (see the module diagram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Created; [`Lifecycle::start`] not called yet.
+    New,
+    /// The protocol's handshake is under way; `on_connect` has not run.
+    Handshake,
+    /// Established: messages flow both ways.
+    Open,
+    /// No more input is delivered; what is queued (and the protocol's
+    /// goodbye) is being flushed.
+    Closing,
+    /// Flushed and our FIN sent; `on_close` ran; the peer's FIN is awaited
+    /// (bounded) so our last bytes are not destroyed by a reset.
+    Lingering,
+    /// Over: the socket is to be dropped.
+    Closed,
+}
+
+/// How much of the connection's life a [`Lifecycle`] owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tenure {
+    /// A server connection: this one session is its whole life. The core
+    /// puts it in the connections map when established, takes it out after
+    /// `on_close`, and drops what is still queued.
+    Whole,
+    /// One session of a client connection: the client's supervisor owns
+    /// the map entry across sessions (a [`MapEntry`]), and whole messages
+    /// still queued at the end are kept for the next session.
+    Session,
+}
+
+/// What the shell must do with the socket after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketAction {
+    /// Shut down writing (send our FIN) and keep reading until the peer's.
+    Shutdown,
+    /// Drop the socket: the connection is over.
+    Close,
+}
+
+/// A connection's place in its endpoint's connections map: inserted when
+/// created, removed when dropped. The only code that touches the map.
+pub(crate) struct MapEntry<P: Protocol> {
+    conn: Connection<P>,
+}
+
+impl<P: Protocol> MapEntry<P> {
+    pub fn insert(conn: &Connection<P>) -> Self {
+        conn.endpoint().connections.insert(conn.id(), conn.clone());
+        MapEntry { conn: conn.clone() }
+    }
+}
+
+impl<P: Protocol> Drop for MapEntry<P> {
+    fn drop(&mut self) {
+        self.conn.endpoint().connections.remove(&self.conn.id());
+    }
+}
+
+/// The final close of a client connection (its supervisor ends): no more
+/// sends accepted, nothing kept queued.
+pub(crate) fn retire<P: Protocol>(conn: &Connection<P>) {
+    conn.inner.flags.fetch_or(FINISHED, Ordering::AcqRel);
+    let mut ob = conn.outbox();
+    ob.closed = true;
+    ob.buf = Vec::new();
+}
+
+/// One connection's lifecycle as a state machine; see the module docs.
+pub(crate) struct Lifecycle<P: Protocol> {
+    conn: Connection<P>,
+    /// This connection's own clone of the protocol (decoder state).
+    decoder: P,
+    phase: Phase,
+    tenure: Tenure,
+    /// Reached Open (so `on_connect` ran and `on_close` is owed).
+    established: bool,
+    /// Set while a server connection is in the map.
+    map_entry: Option<MapEntry<P>>,
+    /// Unconsumed inbound bytes (a partial message), empty and unallocated
+    /// most of the time.
+    rbuf: Vec<u8>,
+    /// `rbuf` may hold whole messages not yet delivered (delivery was held).
+    rbuf_undelivered: bool,
+    /// Bytes the protocol wrote by itself; they go out before the queue.
+    wire_out: Vec<u8>,
+    /// The close the protocol asked for, if any.
+    session_close: Option<SessionClose>,
+    /// Bytes being written, taken from `wire_out` or the send queue.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// `wbuf` came from the send queue (and counts as in flight there).
+    wbuf_queued: bool,
+    write_blocked: bool,
+    /// The last `transmit` found nothing more to write.
+    flushed: bool,
+    /// Messages waiting for the async handler, and the one it runs.
+    pending: VecDeque<P::Message>,
+    inflight: Option<LocalBoxFuture>,
+    announced: bool,
+    /// A read returned 0: the peer's FIN came and nothing is left unread.
+    peer_eof: bool,
+    /// The violation that is closing the connection, for the goodbye.
+    violation: Option<ProtocolError>,
+    first_message_deadline: Option<Instant>,
+    handshake_deadline: Option<Instant>,
+    close_deadline: Option<Instant>,
+}
+
+impl<P: Protocol> Lifecycle<P> {
+    /// A core for `conn`, counted as an open socket of its endpoint.
+    pub fn new(conn: Connection<P>, tenure: Tenure) -> Self {
+        let decoder = conn.endpoint().protocol.clone();
+        conn.endpoint().sockets.fetch_add(1, Ordering::Relaxed);
+        Lifecycle {
+            conn,
+            decoder,
+            phase: Phase::New,
+            tenure,
+            established: false,
+            map_entry: None,
+            rbuf: Vec::new(),
+            rbuf_undelivered: false,
+            wire_out: Vec::new(),
+            session_close: None,
+            wbuf: Vec::new(),
+            wpos: 0,
+            wbuf_queued: false,
+            write_blocked: false,
+            flushed: true,
+            pending: VecDeque::new(),
+            inflight: None,
+            announced: false,
+            peer_eof: false,
+            violation: None,
+            first_message_deadline: None,
+            handshake_deadline: None,
+            close_deadline: None,
+        }
+    }
+
+    /// The connection this core drives.
+    pub fn conn(&self) -> &Connection<P> {
+        &self.conn
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// The transport is up: the protocol may speak first or announce a
+    /// handshake; without one the connection is established at once.
+    pub fn start(&mut self, now: Instant) {
+        if self.phase != Phase::New {
+            return;
+        }
+        let limits = &self.conn.endpoint().limits;
+        self.first_message_deadline = limits.first_message_timeout.map(|t| now + t);
+        let handshake_timeout = limits.handshake_timeout;
+        let mut wire = Wire::new(&mut self.wire_out, &mut self.session_close);
+        match self.decoder.start(&mut wire) {
+            Start::Established => self.establish(),
+            Start::Handshake => {
+                self.phase = Phase::Handshake;
+                self.handshake_deadline = Some(now + handshake_timeout);
+            }
+        }
+    }
+
+    /// Enters Open: into the map (servers), then plugin and user `on_connect`.
+    fn establish(&mut self) {
+        self.phase = Phase::Open;
+        self.established = true;
+        self.handshake_deadline = None;
+        if self.tenure == Tenure::Whole {
+            self.map_entry = Some(MapEntry::insert(&self.conn));
+        }
+        let conn = &self.conn;
+        let ep = conn.endpoint();
+        for plugin in &ep.handlers.plugins {
+            if !guard(conn, "plugin on_connect", || plugin.on_connect(conn)) {
+                return;
+            }
+        }
+        if let Some(cb) = &ep.handlers.on_connect {
+            guard(conn, "on_connect", || cb(conn));
+        }
+    }
+
+    /// Acts on the handle's requests and the deadlines (other than the
+    /// close deadline, see [`socket_action`](Self::socket_action)), fires
+    /// the send-queue events flagged by other threads and delivers
+    /// messages a pause held back. Returns the flags it acted on.
+    pub fn process(&mut self, now: Instant) -> u8 {
+        let flags = self.conn.flags();
+        if flags & DESTROY_REQ != 0 {
+            if self.phase != Phase::Closed {
+                self.finish(CloseReason::Destroyed);
+            }
+            return flags;
+        }
+        if self
+            .first_message_deadline
+            .is_some_and(|d| now >= d && self.is_receiving())
+        {
+            self.first_message_deadline = None;
+            log::debug!(
+                "connection {}: no message within the first-message timeout",
+                self.conn.id()
+            );
+            self.conn
+                .close_with_reason(CloseReason::FirstMessageTimeout);
+        }
+        if self
+            .handshake_deadline
+            .is_some_and(|d| now >= d && self.phase == Phase::Handshake)
+        {
+            self.handshake_deadline = None;
+            log::debug!("connection {}: handshake timed out", self.conn.id());
+            self.conn.close_with_reason(CloseReason::HandshakeTimeout);
+        }
+        if self.conn.flags() & CLOSE_REQ != 0 {
+            self.begin_closing(now);
+        }
+        self.fire_send_events();
+        self.redeliver();
+        flags
+    }
+
+    /// Whether the connection still takes input for the protocol.
+    fn is_receiving(&self) -> bool {
+        matches!(self.phase, Phase::Handshake | Phase::Open)
+    }
+
+    /// Whether the shell should read from the socket now: input is wanted
+    /// (not paused, not held back), or the peer's FIN is awaited.
+    pub fn wants_read(&self) -> bool {
+        match self.phase {
+            Phase::Handshake | Phase::Open => !self.hold_delivery(),
+            Phase::Lingering => true,
+            _ => false,
+        }
+    }
+
+    /// Whether delivering more input must wait.
+    fn hold_delivery(&self) -> bool {
+        let limits = &self.conn.endpoint().limits;
+        self.conn.flags() & (CLOSE_REQ | DESTROY_REQ | PAUSED) != 0
+            || self.pending.len() >= limits.async_queue
+            || self.wire_out.len() >= limits.send_buffer_size
+    }
+
+    /// Bytes arrived from the peer.
+    pub fn on_read(&mut self, data: &[u8], now: Instant) {
+        let inner = &self.conn.inner;
+        inner
+            .last_active
+            .store(monotonic_nanos(now), Ordering::Relaxed);
+        bump(&inner.bytes_in, data.len() as u64);
+        if !self.is_receiving() {
+            // Lingering: whatever the peer still sends is discarded.
+            return;
+        }
+        if self.rbuf.is_empty() {
+            let used = self.dispatch(data);
+            self.rbuf.extend_from_slice(&data[used..]);
+        } else {
+            self.rbuf.extend_from_slice(data);
+            let buf = std::mem::take(&mut self.rbuf);
+            let used = self.dispatch(&buf);
+            self.rbuf = buf;
+            self.rbuf.drain(..used);
+        }
+        self.after_dispatch();
+        let max = self.conn.max_package_size();
+        if self.rbuf.len() > max && !self.rbuf_undelivered && self.is_receiving() {
+            self.protocol_error(ProtocolError::TooLarge {
+                len: self.rbuf.len() as u64,
+                max: max as u64,
+            });
+            self.rbuf = Vec::new();
+        }
+    }
+
+    fn after_dispatch(&mut self) {
+        self.rbuf_undelivered = self.hold_delivery() && !self.rbuf.is_empty();
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = Vec::new();
+        }
+    }
+
+    /// Delivers buffered input held back by a pause (or a full queue).
+    fn redeliver(&mut self) {
+        if !self.rbuf_undelivered || self.hold_delivery() || !self.is_receiving() {
+            return;
+        }
+        let buf = std::mem::take(&mut self.rbuf);
+        let used = self.dispatch(&buf);
+        self.rbuf = buf;
+        self.rbuf.drain(..used);
+        self.after_dispatch();
+    }
+
+    /// Decodes and acts on whole items at the front of `data`; returns the
+    /// bytes consumed.
+    fn dispatch(&mut self, data: &[u8]) -> usize {
+        let mut pos = 0;
+        while !self.hold_delivery() && self.is_receiving() {
+            let rest = &data[pos..];
+            let mut wire = Wire::new(&mut self.wire_out, &mut self.session_close);
+            let decoded = self.decoder.decode(rest, &mut wire);
+            let consumed = match &decoded {
+                Ok(Decoded::Incomplete) => 0,
+                Ok(Decoded::Message { consumed, .. })
+                | Ok(Decoded::Handshake { consumed, .. })
+                | Ok(Decoded::Consumed(consumed)) => *consumed,
+                Err(_) => 0,
+            };
+            match decoded {
+                Ok(Decoded::Incomplete) => {}
+                Err(e) => {
+                    self.protocol_error(e);
+                    break;
+                }
+                Ok(_) if consumed == 0 || consumed > rest.len() => {
+                    self.protocol_error(ProtocolError::Malformed(
+                        "decoder reported an impossible length",
+                    ));
+                    break;
+                }
+                Ok(Decoded::Message { msg, .. }) => {
+                    let max = self.conn.max_package_size();
+                    if consumed > max {
+                        self.protocol_error(ProtocolError::TooLarge {
+                            len: consumed as u64,
+                            max: max as u64,
+                        });
+                        break;
+                    }
+                    pos += consumed;
+                    if self.phase != Phase::Open {
+                        self.protocol_error(ProtocolError::Malformed(
+                            "a message before the handshake finished",
+                        ));
+                        break;
+                    }
+                    self.first_message_deadline = None;
+                    bump(&self.conn.inner.messages_in, 1);
+                    self.deliver(msg);
+                }
+                Ok(Decoded::Consumed(_)) => pos += consumed,
+                Ok(Decoded::Handshake { data: handshake, .. }) => {
+                    pos += consumed;
+                    if self.phase != Phase::Handshake {
+                        self.protocol_error(ProtocolError::Malformed(
+                            "a second handshake",
+                        ));
+                        break;
+                    }
+                    self.handshake_done(handshake);
+                }
+            }
+            if let Some(close) = &self.session_close {
+                let reason = CloseReason::Session(close.clone());
+                self.conn.close_with_reason(reason);
+                break;
+            }
+            if consumed == 0 {
+                break;
+            }
+        }
+        pos
+    }
+
+    /// The protocol finished its handshake: ask the hook, then accept
+    /// (and establish) or refuse.
+    fn handshake_done(&mut self, handshake: P::Handshake) {
+        let conn = self.conn.clone();
+        let mut verdict = Ok(());
+        if let Some(hook) = &conn.endpoint().handlers.on_handshake {
+            if !guard(&conn, "on_handshake", || verdict = hook(&conn, &handshake)) {
+                return;
+            }
+        }
+        let mut wire = Wire::new(&mut self.wire_out, &mut self.session_close);
+        match verdict {
+            Ok(()) => {
+                {
+                    let mut ob = conn.outbox();
+                    self.decoder.accept(&handshake, &mut ob.encoder, &mut wire);
+                }
+                if self.session_close.is_none() {
+                    self.establish();
+                }
+            }
+            Err(reject) => {
+                log::debug!(
+                    "connection {} ({}): handshake refused with status {}",
+                    conn.id(),
+                    conn.remote_addr(),
+                    reject.status
+                );
+                self.decoder.reject(&handshake, &reject, &mut wire);
+                wire.close(SessionClose::local(reject.status, "handshake refused"));
+            }
+        }
+    }
+
+    fn deliver(&mut self, msg: P::Message) {
+        let conn = &self.conn;
+        let handlers = &conn.endpoint().handlers;
+        for plugin in &handlers.plugins {
+            let mut flow = Flow::Continue;
+            if !guard(conn, "plugin on_message", || flow = plugin.on_message(conn, &msg))
+                || flow == Flow::Consumed
+            {
+                return;
+            }
+        }
+        match &handlers.on_message {
+            Some(MessageHandler::Sync(f)) => {
+                guard(conn, "on_message", || f(conn, msg));
+            }
+            Some(MessageHandler::Async(_)) => self.pending.push_back(msg),
+            None => {}
+        }
+    }
+
+    fn protocol_error(&mut self, e: ProtocolError) {
+        let conn = &self.conn;
+        log::debug!("connection {} ({}): {e}", conn.id(), conn.remote_addr());
+        let err = Error::Protocol(e);
+        report(conn, &err);
+        if let Error::Protocol(e) = err {
+            self.violation.get_or_insert(e);
+        }
+        conn.close_with_reason(CloseReason::Protocol);
+    }
+
+    /// The peer's FIN: nothing more will come.
+    pub fn on_eof(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Lingering => self.finish(self.reason()),
+            Phase::Closed => {}
+            _ => {
+                self.peer_eof = true;
+                self.conn.set_reason(CloseReason::PeerClosed);
+                self.begin_closing(now);
+            }
+        }
+    }
+
+    /// A socket error: report it and close at once.
+    pub fn on_io_error(&mut self, op: &str, e: io::Error) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        log::debug!("connection {}: {op} failed: {e}", self.conn.id());
+        let kind = e.kind();
+        self.conn.set_reason(CloseReason::Io(kind));
+        report(&self.conn, &Error::Io(e));
+        self.finish(CloseReason::Io(kind));
+    }
+
+    fn reason(&self) -> CloseReason {
+        self.conn.close_reason().unwrap_or(CloseReason::Local)
+    }
+
+    /// Stops taking input and queues the protocol's goodbye; the rest of
+    /// the close happens as the queue drains.
+    fn begin_closing(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::New | Phase::Handshake | Phase::Open) {
+            return;
+        }
+        let reason = self.reason();
+        {
+            let mut ob = self.conn.outbox();
+            ob.closed = true;
+            let ob = &mut *ob;
+            let code = ob.goodbye.as_ref().map(|(c, _)| *c);
+            let text = ob.goodbye.as_ref().map_or("", |(_, r)| r.as_str());
+            let closing = match &reason {
+                CloseReason::Local | CloseReason::Custom(_) => {
+                    Some(Closing::Local { code, reason: text })
+                }
+                CloseReason::Session(c) => Some(Closing::Session(c)),
+                CloseReason::Protocol => self.violation.as_ref().map(Closing::Violation),
+                CloseReason::WorkerStopped => Some(Closing::GoingAway),
+                CloseReason::Panic => Some(Closing::InternalError),
+                CloseReason::HeartbeatTimeout
+                | CloseReason::FirstMessageTimeout
+                | CloseReason::HandshakeTimeout => Some(Closing::Timeout),
+                // The peer is gone or the socket broke: no goodbye.
+                _ => None,
+            };
+            if let Some(closing) = closing {
+                self.conn
+                    .endpoint()
+                    .protocol
+                    .encode_close(&mut ob.encoder, &closing, &mut ob.buf);
+            }
+        }
+        if reason != CloseReason::PeerClosed {
+            self.pending.clear();
+        }
+        self.phase = Phase::Closing;
+        self.first_message_deadline = None;
+        self.handshake_deadline = None;
+        if Self::presumed_gone(&reason) {
+            // Send what the socket takes now (a goodbye), but wait neither
+            // for a flush nor for the peer's FIN.
+            self.conn.inner.flags.fetch_or(NO_LINGER, Ordering::AcqRel);
+            self.close_deadline = Some(now);
+        } else {
+            self.close_deadline = Some(now + self.conn.endpoint().limits.close_timeout);
+        }
+    }
+
+    fn presumed_gone(reason: &CloseReason) -> bool {
+        matches!(
+            reason,
+            CloseReason::HeartbeatTimeout
+                | CloseReason::FirstMessageTimeout
+                | CloseReason::HandshakeTimeout
+        )
+    }
+
+    /// Fires `on_buffer_full` and reports dropped sends, as flagged by
+    /// sends from other threads.
+    fn fire_send_events(&mut self) {
+        let (full, dropped) = {
+            let mut ob = self.conn.outbox();
+            (std::mem::take(&mut ob.full_pending), std::mem::take(&mut ob.dropped))
+        };
+        let conn = &self.conn;
+        if full {
+            fire_buffer_full(conn);
+        }
+        if dropped > 0 {
+            let limit = conn.endpoint().limits.send_buffer_size;
+            log::debug!(
+                "connection {}: {dropped} send(s) dropped, buffer full",
+                conn.id()
+            );
+            report(conn, &Error::SendBufferFull { dropped, limit });
+        }
+    }
+
+    /// Runs async handlers one at a time, in order.
+    pub fn poll_async(&mut self, cx: &mut Context<'_>) {
+        loop {
+            if self.inflight.is_none() {
+                if self.conn.flags() & DESTROY_REQ != 0 {
+                    return;
+                }
+                let Some(msg) = self.pending.pop_front() else {
+                    return;
+                };
+                let Some(MessageHandler::Async(f)) = &self.conn.endpoint().handlers.on_message
+                else {
+                    return;
+                };
+                let conn = self.conn.clone();
+                match catch(|| f(conn, msg)) {
+                    Ok(fut) => self.inflight = Some(fut),
+                    Err(message) => {
+                        self.async_panicked(message);
+                        return;
+                    }
+                }
+            }
+            let Some(fut) = self.inflight.as_mut() else {
+                return;
+            };
+            match catch(|| fut.as_mut().poll(cx)) {
+                Ok(Poll::Ready(())) => self.inflight = None,
+                Ok(Poll::Pending) => return,
+                Err(message) => {
+                    self.inflight = None;
+                    self.async_panicked(message);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn async_panicked(&mut self, message: String) {
+        let conn = &self.conn;
+        log::error!(
+            "connection {}: on_message future panicked: {message}",
+            conn.id()
+        );
+        report(
+            conn,
+            &Error::CallbackPanic {
+                callback: "on_message (async)",
+                message,
+            },
+        );
+        conn.close_with_reason(CloseReason::Panic);
+        self.pending.clear();
+    }
+
+    /// The next bytes to write, or `None` when everything is written.
+    /// The protocol's own bytes go first; the application's queue only
+    /// once the connection is established.
+    pub fn transmit(&mut self) -> Option<&[u8]> {
+        if self.wpos < self.wbuf.len() {
+            return Some(&self.wbuf[self.wpos..]);
+        }
+        if self.phase == Phase::Closed {
+            return None;
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        self.wbuf_queued = false;
+        if !self.wire_out.is_empty() {
+            std::mem::swap(&mut self.wire_out, &mut self.wbuf);
+            self.flushed = false;
+            return Some(&self.wbuf);
+        }
+        let mut drained = false;
+        if self.established {
+            let mut ob = self.conn.outbox();
+            ob.in_flight = 0;
+            if !ob.buf.is_empty() {
+                std::mem::swap(&mut ob.buf, &mut self.wbuf);
+                ob.in_flight = self.wbuf.len();
+                drop(ob);
+                self.wbuf_queued = true;
+                self.flushed = false;
+                return Some(&self.wbuf);
+            }
+            if ob.buf.capacity() > KEEP_CAPACITY {
+                ob.buf = Vec::new();
+            }
+            if ob.full {
+                ob.full = false;
+                drained = true;
+            }
+        }
+        self.flushed = true;
+        self.write_blocked = false;
+        if self.wbuf.capacity() > KEEP_CAPACITY {
+            self.wbuf = Vec::new();
+        }
+        if drained {
+            fire_buffer_drain(&self.conn);
+        }
+        None
+    }
+
+    /// `n` bytes of what [`transmit`](Self::transmit) returned were written.
+    pub fn on_written(&mut self, n: usize) {
+        self.wpos += n;
+        let inner = &self.conn.inner;
+        bump(&inner.bytes_out, n as u64);
+        bump(&inner.write_calls, 1);
+    }
+
+    /// The socket takes no more for now; writing resumes when it is writable.
+    pub fn on_write_blocked(&mut self) {
+        self.write_blocked = true;
+        if self.wbuf_queued {
+            self.conn.outbox().in_flight = self.wbuf.len() - self.wpos;
+        }
+    }
+
+    /// After a turn's writes: whether to shut down writing or close, as the
+    /// close proceeds (flushed, the peer's FIN, the close deadline).
+    pub fn socket_action(&mut self, now: Instant) -> Option<SocketAction> {
+        match self.phase {
+            Phase::Closing => {
+                if self.flushed && self.inflight.is_none() && self.pending.is_empty() {
+                    if self.peer_eof {
+                        // The peer's FIN is in and nothing is left unread:
+                        // closing sends our FIN after the flushed bytes, with
+                        // no reset to fear, so no half-close and no linger.
+                        self.finish(self.reason());
+                        return Some(SocketAction::Close);
+                    }
+                    // Everything was sent: the application sees the close
+                    // now, while the socket waits (bounded) for the peer's FIN.
+                    self.phase = Phase::Lingering;
+                    self.announce(self.reason());
+                    return Some(SocketAction::Shutdown);
+                }
+                if self.close_deadline.is_some_and(|d| now >= d) {
+                    let reason = self.reason();
+                    if !self.flushed && !Self::presumed_gone(&reason) {
+                        log::debug!(
+                            "connection {}: close timed out with data unsent",
+                            self.conn.id()
+                        );
+                        report(&self.conn, &Error::FlushTimeout);
+                        self.finish(CloseReason::FlushTimeout);
+                    } else {
+                        self.finish(reason);
+                    }
+                    return Some(SocketAction::Close);
+                }
+                None
+            }
+            Phase::Lingering => {
+                let stop = self.conn.flags() & NO_LINGER != 0;
+                if stop || self.close_deadline.is_some_and(|d| now >= d) {
+                    self.finish(self.reason());
+                    return Some(SocketAction::Close);
+                }
+                None
+            }
+            Phase::Closed => Some(SocketAction::Close),
+            _ => None,
+        }
+    }
+
+    /// The earliest deadline this connection waits for, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let receiving = self.is_receiving();
+        [
+            self.first_message_deadline.filter(|_| receiving),
+            self.handshake_deadline.filter(|_| self.phase == Phase::Handshake),
+            self.close_deadline
+                .filter(|_| matches!(self.phase, Phase::Closing | Phase::Lingering)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether another turn has work before the task may sleep: queued
+    /// bytes the socket can take, send events, changed flags, a message for
+    /// the async handler. Clears the queue's `polling` mark when not, so the
+    /// next send wakes the task.
+    pub fn more_work(&mut self, flags: u8, yield_now: bool) -> bool {
+        let mut ob = self.conn.outbox();
+        let writable = !self.write_blocked;
+        let more = (writable
+            && (!self.wire_out.is_empty() || (self.established && !ob.buf.is_empty())))
+            || ob.full_pending
+            || ob.dropped > 0
+            || self.conn.flags() != flags
+            || (self.inflight.is_none() && !self.pending.is_empty());
+        if !more || yield_now {
+            ob.polling = false;
+        }
+        more && !yield_now
+    }
+
+    /// Registers the task's waker and marks the queue as being looked at.
+    pub fn begin_turn(&mut self, waker: &std::task::Waker) {
+        self.conn.inner.waker.register(waker);
+        self.conn.outbox().polling = true;
+    }
+
+    /// The application-visible close: `on_close` exactly once (only for a
+    /// connection that reached Open), then out of the map. The socket may
+    /// still linger after this.
+    fn announce(&mut self, reason: CloseReason) {
+        if self.announced {
+            return;
+        }
+        self.announced = true;
+        let conn = self.conn.clone();
+        conn.set_reason(reason);
+        let reason = conn.close_reason().unwrap_or(CloseReason::Local);
+        conn.inner.flags.fetch_or(FINISHED, Ordering::AcqRel);
+        {
+            let mut ob = conn.outbox();
+            ob.closed = true;
+            // A client keeps whole messages not yet taken by the writer for
+            // its next session; bytes in flight may be half-written: dropped.
+            if self.tenure == Tenure::Whole {
+                ob.buf = Vec::new();
+            }
+        }
+        self.pending.clear();
+        self.inflight = None;
+        if self.established {
+            log::debug!("connection {} closed: {reason}", conn.id());
+            let handlers = &conn.endpoint().handlers;
+            for plugin in &handlers.plugins {
+                if let Err(msg) = catch(|| plugin.on_close(&conn, &reason)) {
+                    log::error!("connection {}: plugin on_close panicked: {msg}", conn.id());
+                }
+            }
+            if let Some(cb) = &handlers.on_close {
+                if let Err(msg) = catch(|| cb(&conn, &reason)) {
+                    log::error!("connection {}: on_close panicked: {msg}", conn.id());
+                }
+            }
+        }
+        self.map_entry = None;
+    }
+
+    /// The end: announces the close if not done yet and releases everything.
+    fn finish(&mut self, reason: CloseReason) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if reason == CloseReason::FlushTimeout {
+            self.conn.force_reason(CloseReason::FlushTimeout);
+        }
+        self.phase = Phase::Closed;
+        self.announce(reason);
+        self.conn.outbox().in_flight = 0;
+        self.conn
+            .endpoint()
+            .sockets
+            .fetch_sub(1, Ordering::Relaxed);
+        self.rbuf = Vec::new();
+        self.wbuf = Vec::new();
+        self.wpos = 0;
+        self.wire_out = Vec::new();
+        self.close_deadline = None;
+    }
+}
+
+impl<P: Protocol> Drop for Lifecycle<P> {
+    fn drop(&mut self) {
+        // Dropped alive (the loop is ending): on_close still runs exactly once.
+        if self.phase != Phase::Closed {
+            self.finish(CloseReason::WorkerStopped);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

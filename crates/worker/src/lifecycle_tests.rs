@@ -1,0 +1,1 @@
+// Virtual-time tests of the connection state machine: written next.
