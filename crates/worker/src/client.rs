@@ -12,12 +12,12 @@ use dashmap::DashMap;
 use crate::addr::IntoListenAddr;
 use crate::client_ctl::{ClientCtl, Wake};
 use crate::connection::Connection;
-use crate::lifecycle::{retire, MapEntry, Tenure};
 use crate::driver::ConnDriver;
 use crate::endpoint::{Endpoint, Limits};
 use crate::error::Error;
 use crate::event_loop::{sleep_until, LoopCtx, Resident, StopSignal};
 use crate::handlers::{connection_callbacks, report, Handlers};
+use crate::lifecycle::{retire, MapEntry, Tenure};
 use crate::protocol::Protocol;
 use crate::reactor::{Io, Reactor};
 use crate::reconnect::{Backoff, ReconnectPolicy};
@@ -370,4 +370,3 @@ impl EventLoop {
         }
     }
 }
-

@@ -556,4 +556,3 @@ impl<P: Protocol> Connection<P> {
         &self.inner.ep
     }
 }
-

@@ -17,8 +17,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::connection::{Connection, DESTROY_REQ};
-use crate::lifecycle::{Lifecycle, Phase, SocketAction, Tenure};
 use crate::event_loop::{LoopCtx, Resident, Sleep};
+use crate::lifecycle::{Lifecycle, Phase, SocketAction, Tenure};
 use crate::protocol::Protocol;
 use crate::reactor::Io;
 use crate::transport::{Received, Transport};

@@ -358,7 +358,6 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-
 /// Something a stopping loop must wait for (a connection task, a client
 /// supervisor): counted in [`LoopCtx::live`] while it exists, with an
 /// optional closer the stop runs to hurry it along.

@@ -119,4 +119,3 @@ impl<P: Protocol> WorkerHandle<P> {
         self.wait();
     }
 }
-

@@ -19,9 +19,8 @@ pub(crate) type ErrorFn<P> = Arc<dyn Fn(&Connection<P>, &Error) + Send + Sync>;
 pub(crate) type MessageFn<P> = Arc<dyn Fn(&Connection<P>, <P as Protocol>::Message) + Send + Sync>;
 pub(crate) type AsyncMessageFn<P> =
     Arc<dyn Fn(Connection<P>, <P as Protocol>::Message) -> LocalBoxFuture + Send + Sync>;
-pub(crate) type HandshakeFn<P> = Arc<
-    dyn Fn(&Connection<P>, &<P as Protocol>::Handshake) -> Result<(), Reject> + Send + Sync,
->;
+pub(crate) type HandshakeFn<P> =
+    Arc<dyn Fn(&Connection<P>, &<P as Protocol>::Handshake) -> Result<(), Reject> + Send + Sync>;
 
 /// How inbound messages are handed to the application.
 pub(crate) enum MessageHandler<P: Protocol> {
@@ -193,9 +192,7 @@ macro_rules! connection_callbacks {
         /// Installs a plugin (the heartbeat, say). Its hooks run before the
         /// callbacks of the same name, in the order plugins were added.
         pub fn plugin(&mut self, plugin: impl $crate::plugin::Plugin<P>) -> &mut Self {
-            self.handlers
-                .plugins
-                .push(::std::sync::Arc::new(plugin));
+            self.handlers.plugins.push(::std::sync::Arc::new(plugin));
             self
         }
     };

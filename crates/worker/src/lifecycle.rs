@@ -51,11 +51,11 @@ use crate::clock::{bump, monotonic_nanos};
 use crate::connection::{Connection, CLOSE_REQ, DESTROY_REQ, FINISHED, NO_LINGER, PAUSED};
 use crate::error::{CloseReason, Error};
 use crate::event_loop::catch;
-use crate::handlers::{fire_buffer_drain, fire_buffer_full, guard, report, LocalBoxFuture, MessageHandler};
-use crate::plugin::Flow;
-use crate::protocol::{
-    Closing, Decoded, Protocol, ProtocolError, SessionClose, Start, Wire,
+use crate::handlers::{
+    fire_buffer_drain, fire_buffer_full, guard, report, LocalBoxFuture, MessageHandler,
 };
+use crate::plugin::Flow;
+use crate::protocol::{Closing, Decoded, Protocol, ProtocolError, SessionClose, Start, Wire};
 
 /// Write buffers larger than this are released once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -416,12 +416,12 @@ impl<P: Protocol> Lifecycle<P> {
                     self.deliver(msg);
                 }
                 Ok(Decoded::Consumed(_)) => pos += consumed,
-                Ok(Decoded::Handshake { data: handshake, .. }) => {
+                Ok(Decoded::Handshake {
+                    data: handshake, ..
+                }) => {
                     pos += consumed;
                     if self.phase != Phase::Handshake {
-                        self.protocol_error(ProtocolError::Malformed(
-                            "a second handshake",
-                        ));
+                        self.protocol_error(ProtocolError::Malformed("a second handshake"));
                         break;
                     }
                     self.handshake_done(handshake);
@@ -478,8 +478,9 @@ impl<P: Protocol> Lifecycle<P> {
         let handlers = &conn.endpoint().handlers;
         for plugin in &handlers.plugins {
             let mut flow = Flow::Continue;
-            if !guard(conn, "plugin on_message", || flow = plugin.on_message(conn, &msg))
-                || flow == Flow::Consumed
+            if !guard(conn, "plugin on_message", || {
+                flow = plugin.on_message(conn, &msg)
+            }) || flow == Flow::Consumed
             {
                 return;
             }
@@ -597,7 +598,10 @@ impl<P: Protocol> Lifecycle<P> {
     fn fire_send_events(&mut self) {
         let (full, dropped) = {
             let mut ob = self.conn.outbox();
-            (std::mem::take(&mut ob.full_pending), std::mem::take(&mut ob.dropped))
+            (
+                std::mem::take(&mut ob.full_pending),
+                std::mem::take(&mut ob.dropped),
+            )
         };
         let conn = &self.conn;
         if full {
@@ -786,7 +790,8 @@ impl<P: Protocol> Lifecycle<P> {
         let receiving = self.is_receiving();
         [
             self.first_message_deadline.filter(|_| receiving),
-            self.handshake_deadline.filter(|_| self.phase == Phase::Handshake),
+            self.handshake_deadline
+                .filter(|_| self.phase == Phase::Handshake),
             self.close_deadline
                 .filter(|_| matches!(self.phase, Phase::Closing | Phase::Lingering)),
         ]
@@ -871,10 +876,7 @@ impl<P: Protocol> Lifecycle<P> {
         self.phase = Phase::Closed;
         self.announce(reason);
         self.conn.outbox().in_flight = 0;
-        self.conn
-            .endpoint()
-            .sockets
-            .fetch_sub(1, Ordering::Relaxed);
+        self.conn.endpoint().sockets.fetch_sub(1, Ordering::Relaxed);
         self.rbuf = Vec::new();
         self.wbuf = Vec::new();
         self.wpos = 0;

@@ -3,8 +3,8 @@
 
 use crate::connection::Connection;
 use crate::error::CloseReason;
-use crate::protocol::Protocol;
 use crate::handle::WorkerHandle;
+use crate::protocol::Protocol;
 
 /// What a plugin decided about an inbound message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,13 +10,13 @@ use serde::Deserialize;
 
 use crate::addr::{IntoListenAddr, ListenAddr};
 use crate::connection::Connection;
-use crate::lifecycle::Tenure;
 use crate::driver::ConnDriver;
 use crate::endpoint::{Endpoint, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
 use crate::error::Error;
 use crate::event_loop::{catch, sleep_until, LoopCtx, StopSignal};
 use crate::handle::{WorkerFn, WorkerHandle, WorkerShared};
 use crate::handlers::{connection_callbacks, Handlers};
+use crate::lifecycle::Tenure;
 use crate::protocol::Protocol;
 use crate::reactor::Io;
 use crate::timer::Timer;
