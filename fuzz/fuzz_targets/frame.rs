@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let mut again = Vec::new();
         for (msg, consumed) in &fed.msgs {
             let before = again.len();
-            f.encode(msg, &mut again)
+            f.encode(&mut (), msg, &mut again)
                 .expect("re-encode a decoded frame");
             assert_eq!(again.len() - before, *consumed);
             assert!(*consumed <= f.max_length());
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         // Encoding the raw stream either works and round-trips, or appends
         // nothing.
         let mut out = vec![0xAA];
-        match f.encode(stream, &mut out) {
+        match f.encode(&mut (), stream, &mut out) {
             Ok(()) => {
                 let back = feed_both(&f, &out[1..], &cuts);
                 assert_eq!(back.msgs.len(), 1);

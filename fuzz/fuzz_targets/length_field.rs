@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lubdub_frame::{Decoded, Endian, LengthField, Protocol};
+use lubdub_frame::{Decoded, Endian, LengthField, Protocol, WireBuf};
 use lubdub_fuzz::{feed_both, split_input};
 
 /// Builds a layout from 6 configuration bytes.
@@ -51,33 +51,41 @@ fuzz_target!(|data: &[u8]| {
         // A decoded message always re-encodes to a frame of the same size
         // that decodes to the same message.
         let mut again = Vec::new();
-        lf.encode(msg, &mut again)
+        lf.encode(&mut (), msg, &mut again)
             .expect("re-encode a decoded message");
         assert_eq!(again.len(), *consumed);
         assert_eq!(&again[lf.num_skip()..], &msg[..]);
+        let mut wire = WireBuf::default();
         assert_eq!(
-            lf.clone().decode(&again).expect("decode re-encoded"),
+            wire.decode(&mut lf.clone(), &again)
+                .expect("decode re-encoded"),
             Decoded::Message {
                 msg: msg.clone(),
                 consumed: *consumed
             }
         );
+        assert!(wire.out.is_empty() && wire.close.is_none());
     }
 
     // Encode the raw stream as a message: Ok round-trips, Err appends nothing.
     let mut out = vec![0x55];
-    match lf.encode(stream, &mut out) {
+    match lf.encode(&mut (), stream, &mut out) {
         Ok(()) => {
             let frame = &out[1..];
             assert!(frame.len() <= lf.max_frame_length());
-            match lf.clone().decode(frame).expect("decode own encoding") {
+            let mut wire = WireBuf::default();
+            let decoded = wire
+                .decode(&mut lf.clone(), frame)
+                .expect("decode own encoding");
+            assert!(wire.out.is_empty() && wire.close.is_none());
+            match decoded {
                 Decoded::Message { msg, consumed } => {
                     assert_eq!(consumed, frame.len());
                     if lf.num_skip() >= lf.header_len() {
                         assert_eq!(msg, stream);
                     }
                 }
-                Decoded::Incomplete => panic!("own encoding incomplete"),
+                other => panic!("own encoding not a message: {other:?}"),
             }
         }
         Err(_) => assert_eq!(out, [0x55]),

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         for (pkt, consumed) in &fed.msgs {
             let before = again.len();
             codec
-                .encode(pkt, &mut again)
+                .encode(&mut (), pkt, &mut again)
                 .expect("re-encode a decoded packet");
             assert_eq!(again.len() - before, *consumed);
             let mut p = pkt.clone();

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lubdub_frame::{Decoded, Protocol};
 use lubdub_fuzz::{feed_both, split_input};
+use lubdub_protocol::{Decoded, Protocol, ProtocolError, WireBuf};
 use lubdub_text::{Text, TextBytes};
 
 fuzz_target!(|data: &[u8]| {
@@ -23,23 +23,26 @@ fuzz_target!(|data: &[u8]| {
     for (line, consumed) in &fed.msgs {
         assert!(*consumed <= max, "line of {consumed} bytes over max {max}");
         assert!(!line.contains(&b'\n'));
-        // The consumed bytes are the line plus its terminator.
+        // The consumed bytes are the line, then every `\r` Workerman's
+        // rtrim($buffer, "\r\n") strips, then the `\n`.
         let raw = &stream[pos..pos + consumed];
         assert!(raw.starts_with(line));
-        assert_eq!(raw.last(), Some(&b'\n'));
-        assert!(consumed - line.len() <= 2);
+        let (terminator, tail) = raw[line.len()..].split_last().expect("a terminator");
+        assert_eq!(*terminator, b'\n');
+        assert!(tail.iter().all(|&b| b == b'\r'), "{raw:02X?}");
+        assert_ne!(line.last(), Some(&b'\r'), "a trailing \\r was kept");
         pos += consumed;
-        if line.last() != Some(&b'\r') {
-            let mut again = Vec::new();
-            if bytes.encode(line, &mut again).is_ok() {
-                assert_eq!(
-                    bytes.clone().decode(&again).unwrap(),
-                    Decoded::Message {
-                        msg: line.clone(),
-                        consumed: again.len()
-                    }
-                );
-            }
+        // So every decoded line survives a round trip.
+        let mut again = Vec::new();
+        if bytes.encode(&mut (), line, &mut again).is_ok() {
+            let mut wire = WireBuf::default();
+            assert_eq!(
+                wire.decode(&mut bytes.clone(), &again).unwrap(),
+                Decoded::Message {
+                    msg: line.clone(),
+                    consumed: again.len()
+                }
+            );
         }
     }
 
@@ -52,6 +55,18 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(fed_text.msgs.len() <= fed.msgs.len());
     if fed_text.msgs.len() < fed.msgs.len() {
-        assert_eq!(fed_text.error_kind(), Some("InvalidUtf8"));
+        // It stopped at the first line that is not UTF-8, and says where
+        // in that line the invalid bytes start.
+        let (bad, _) = &fed.msgs[fed_text.msgs.len()];
+        let valid_up_to = std::str::from_utf8(bad)
+            .expect_err("Text stopped at a UTF-8 line")
+            .valid_up_to();
+        match &fed_text.error {
+            Some(ProtocolError::InvalidData { expected, offset }) => {
+                assert_eq!(*expected, "UTF-8");
+                assert_eq!(*offset, valid_up_to);
+            }
+            other => panic!("Text stopped early with {other:?}"),
+        }
     }
 });

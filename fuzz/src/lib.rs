@@ -1,7 +1,7 @@
 //! Helpers shared by the fuzz targets: split an input into chunk sizes and a
 //! stream, and feed the stream to a decoder per the decode contract.
 
-use lubdub_frame::{Decoded, Protocol, ProtocolError};
+use lubdub_protocol::{Decoded, Protocol, ProtocolError, SessionClose, WireBuf};
 
 /// Splits fuzz input into chunk sizes and the byte stream.
 ///
@@ -26,8 +26,15 @@ pub fn split_input(data: &[u8]) -> (Vec<usize>, &[u8]) {
 pub struct Fed<M> {
     /// Messages in order, with the bytes each consumed.
     pub msgs: Vec<(M, usize)>,
+    /// Bytes used up without a message ([`Decoded::Consumed`]) or by a
+    /// handshake ([`Decoded::Handshake`]).
+    pub skipped: usize,
     /// The error that ended decoding, if any.
     pub error: Option<ProtocolError>,
+    /// Bytes the protocol wrote on the wire on its own.
+    pub wire_out: Vec<u8>,
+    /// The close the protocol asked for, if any (decoding stops there).
+    pub close: Option<SessionClose>,
 }
 
 impl<M> Fed<M> {
@@ -37,66 +44,107 @@ impl<M> Fed<M> {
         self.error.as_ref().map(|e| match e {
             ProtocolError::TooLarge { .. } => "TooLarge",
             ProtocolError::InvalidLength(_) => "InvalidLength",
-            ProtocolError::InvalidUtf8 { .. } => "InvalidUtf8",
+            ProtocolError::InvalidData { .. } => "InvalidData",
             ProtocolError::Malformed(_) => "Malformed",
+            ProtocolError::Refused { .. } => "Refused",
             _ => "other",
         })
     }
 
-    /// Total bytes consumed by the messages.
+    /// Total bytes consumed: by the messages and by everything else.
     pub fn consumed(&self) -> usize {
-        self.msgs.iter().map(|(_, c)| c).sum()
+        self.msgs.iter().map(|(_, c)| c).sum::<usize>() + self.skipped
     }
 }
 
+/// Checks `0 < n <= len` for a result that consumed `n` of `len` bytes.
+fn check_consumed(what: &str, n: usize, len: usize) {
+    assert!(n > 0, "{what} consumed nothing");
+    assert!(n <= len, "{what} consumed {n} of {len}");
+}
+
 /// Feeds `stream` in `cuts`-sized chunks (cycled): the slice given to
-/// `decode` starts at the first unconsumed byte and only grows until a
-/// message is returned. Asserts `0 < consumed <= len` for every message.
+/// `decode` starts at the first unconsumed byte and only grows until
+/// something is consumed. Asserts `0 < consumed <= len` for every message,
+/// [`Decoded::Consumed`] and handshake. Stops at the first error, or once
+/// the protocol asks to close (the connection decodes nothing after that).
 pub fn feed<P: Protocol>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P::Message> {
     let mut buf: Vec<u8> = Vec::new();
-    let mut msgs = Vec::new();
+    let mut wire = WireBuf::default();
+    let mut fed = Fed {
+        msgs: Vec::new(),
+        skipped: 0,
+        error: None,
+        wire_out: Vec::new(),
+        close: None,
+    };
     let mut pos = 0;
     let mut i = 0;
-    while pos < stream.len() {
+    'feed: while pos < stream.len() {
         let n = cuts.get(i % cuts.len().max(1)).copied().unwrap_or(1).max(1);
         i += 1;
         let end = pos.saturating_add(n).min(stream.len());
         buf.extend_from_slice(&stream[pos..end]);
         pos = end;
         loop {
-            match proto.decode(&buf) {
+            let used = match wire.decode(proto, &buf) {
                 Ok(Decoded::Message { msg, consumed }) => {
-                    assert!(consumed > 0, "message consumed nothing");
-                    assert!(
-                        consumed <= buf.len(),
-                        "consumed {consumed} of {}",
-                        buf.len()
-                    );
-                    buf.drain(..consumed);
-                    msgs.push((msg, consumed));
+                    check_consumed("message", consumed, buf.len());
+                    fed.msgs.push((msg, consumed));
+                    consumed
+                }
+                Ok(Decoded::Consumed(n)) => {
+                    check_consumed("Decoded::Consumed", n, buf.len());
+                    fed.skipped += n;
+                    n
+                }
+                Ok(Decoded::Handshake { consumed, .. }) => {
+                    check_consumed("handshake", consumed, buf.len());
+                    fed.skipped += consumed;
+                    consumed
                 }
                 Ok(Decoded::Incomplete) => break,
                 Err(error) => {
-                    return Fed {
-                        msgs,
-                        error: Some(error),
-                    }
+                    fed.error = Some(error);
+                    break 'feed;
                 }
+            };
+            buf.drain(..used);
+            if wire.close.is_some() {
+                break 'feed;
             }
         }
     }
-    Fed { msgs, error: None }
+    fed.wire_out = wire.take();
+    fed.close = wire.close.take();
+    fed
 }
 
 /// Feeds the stream twice, chunked and whole (with a fresh clone each
 /// time), and asserts both give the same messages and the same error kind.
+///
+/// For protocols without a voice of their own (text lines, length-prefixed
+/// frames): also asserts that decoding wrote nothing on the wire and asked
+/// for no close.
 pub fn feed_both<P: Protocol>(proto: &P, stream: &[u8], cuts: &[usize]) -> Fed<P::Message>
 where
     P::Message: PartialEq + std::fmt::Debug,
 {
     let chunked = feed(&mut proto.clone(), stream, cuts);
     let whole = feed(&mut proto.clone(), stream, &[usize::MAX]);
+    for fed in [&chunked, &whole] {
+        assert!(
+            fed.wire_out.is_empty(),
+            "the protocol wrote {:02X?}",
+            fed.wire_out
+        );
+        assert!(fed.close.is_none(), "the protocol asked to close");
+    }
     assert_eq!(chunked.msgs, whole.msgs, "split changed the messages");
+    assert_eq!(
+        chunked.skipped, whole.skipped,
+        "split changed the skipped bytes"
+    );
     assert_eq!(
         chunked.error_kind(),
         whole.error_kind(),
