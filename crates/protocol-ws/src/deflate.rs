@@ -436,6 +436,12 @@ impl Deflater {
         if out.ends_with(&TRAILER) {
             out.truncate(out.len() - TRAILER.len());
         }
+        if out.is_empty() {
+            // Nothing new to flush (an empty message right after another
+            // flush): RFC 7692 §7.2.3.6's empty message, one empty stored
+            // block's header byte, which the peer completes with the trailer.
+            out.push(0x00);
+        }
         if self.reset_after_message {
             self.inner.reset();
         }
@@ -474,5 +480,70 @@ impl Negotiated {
             level: cfg.level,
             threshold: cfg.threshold,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(reset: bool) -> (Deflater, Inflater) {
+        let cfg = DeflateConfig::default()
+            .server_no_context_takeover(reset)
+            .client_no_context_takeover(reset);
+        let server = Negotiated::assumed(&cfg, false);
+        let client = Negotiated::assumed(&cfg, true);
+        (server.deflater().unwrap(), client.inflater())
+    }
+
+    #[test]
+    fn inflate_stops_one_step_past_the_limit() {
+        let (mut d, mut i) = pair(false);
+        let mut compressed = Vec::new();
+        d.compress(&vec![0u8; 4 << 20], &mut compressed).unwrap();
+        let mut out = Vec::new();
+        let err = i.inflate(&compressed, &mut out, 100_000).unwrap_err();
+        assert!(matches!(
+            err,
+            ProtocolError::TooLarge {
+                len: 100_001,
+                max: 100_000
+            }
+        ));
+        // The inflater produced the maximum plus one byte, not 4 MiB.
+        assert_eq!(i.total_out(), 100_001);
+        assert!(out.capacity() <= 100_001);
+    }
+
+    #[test]
+    fn pieces_inflate_like_the_whole() {
+        let text: Vec<u8> = b"the quick brown fox ".repeat(500);
+        for reset in [false, true] {
+            let (mut d, mut i) = pair(reset);
+            for _ in 0..3 {
+                let mut c = Vec::new();
+                d.compress(&text, &mut c).unwrap();
+                let mut out = Vec::new();
+                for piece in c.chunks(7) {
+                    i.inflate(piece, &mut out, usize::MAX).unwrap();
+                }
+                i.finish(&mut out, usize::MAX).unwrap();
+                assert_eq!(out, text);
+            }
+        }
+    }
+
+    #[test]
+    fn extension_lists_split_outside_quotes() {
+        let offers = parse_extensions([
+            "permessage-deflate; client_max_window_bits=\"10\"; x=\"a,b\", other",
+            "third",
+        ]);
+        let names: Vec<&str> = offers.iter().map(|o| o.name).collect();
+        assert_eq!(names, ["permessage-deflate", "other", "third"]);
+        assert_eq!(
+            offers[0].params,
+            [("client_max_window_bits", Some("10")), ("x", Some("a,b"))]
+        );
     }
 }

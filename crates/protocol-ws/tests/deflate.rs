@@ -1,0 +1,476 @@
+//! permessage-deflate: RFC 7692 examples, negotiation, round trips.
+
+mod common;
+
+use common::*;
+use lubdub_protocol::{Decoded, Protocol, ProtocolError, WireBuf};
+use lubdub_ws::{DeflateConfig, Message, Ws, WsConfig};
+
+fn deflate_cfg(d: DeflateConfig) -> WsConfig {
+    WsConfig::default().deflate(d)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn rfc_7692_hello_compressed() {
+    let ws = Ws::server_without_handshake(deflate_cfg(DeflateConfig::default()));
+    let mut enc = ws.encoder();
+    let mut out = Vec::new();
+    ws.encode(&mut enc, &Message::from("Hello"), &mut out)
+        .unwrap();
+    assert_eq!(hex(&out), "c1 07 f2 48 cd c9 c9 07 00");
+}
+
+#[test]
+fn rfc_7692_context_takeover_shrinks_the_second_hello() {
+    let ws = Ws::server_without_handshake(deflate_cfg(DeflateConfig::default()));
+    let mut enc = ws.encoder();
+    let mut first = Vec::new();
+    ws.encode(&mut enc, &Message::from("Hello"), &mut first)
+        .unwrap();
+    let mut second = Vec::new();
+    ws.encode(&mut enc, &Message::from("Hello"), &mut second)
+        .unwrap();
+    assert_eq!(hex(&second), "c1 05 f2 00 11 00 00");
+
+    // Without context takeover both messages compress the same.
+    let cfg = deflate_cfg(DeflateConfig::default().server_no_context_takeover(true));
+    let ws = Ws::server_without_handshake(cfg);
+    let mut enc = ws.encoder();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    ws.encode(&mut enc, &Message::from("Hello"), &mut a)
+        .unwrap();
+    ws.encode(&mut enc, &Message::from("Hello"), &mut b)
+        .unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn rfc_7692_examples_decode() {
+    let cases: [(&str, &[u8]); 6] = [
+        (
+            "one frame",
+            &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        ),
+        (
+            "two fragments",
+            &[
+                0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00,
+            ],
+        ),
+        (
+            "stored block",
+            &[
+                0xc1, 0x0b, 0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+            ],
+        ),
+        (
+            "BFINAL set",
+            &[0xc1, 0x08, 0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00],
+        ),
+        (
+            "two DEFLATE blocks",
+            &[
+                0xc1, 0x0d, 0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07,
+                0x00,
+            ],
+        ),
+        (
+            "uncompressed message too",
+            &[0x81, 0x05, b'H', b'e', b'l', b'l', b'o'],
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut ws = Ws::client_without_handshake(deflate_cfg(DeflateConfig::default()));
+        let r = run(&mut ws, bytes);
+        assert_eq!(
+            r.messages,
+            [Message::Text("Hello".into())],
+            "{what}: {:?}",
+            r.error
+        );
+        assert_eq!(r.consumed, bytes.len(), "{what}");
+    }
+    // Two messages sharing a context: the second is a back-reference.
+    let mut ws = Ws::client_without_handshake(deflate_cfg(DeflateConfig::default()));
+    let bytes = [
+        0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00,
+        0x00,
+    ];
+    let r = run(&mut ws, &bytes);
+    assert_eq!(
+        r.messages,
+        [Message::Text("Hello".into()), Message::Text("Hello".into())]
+    );
+    // A message after one with BFINAL still inflates.
+    let mut ws = Ws::client_without_handshake(deflate_cfg(DeflateConfig::default()));
+    let bytes = [
+        0xc1, 0x08, 0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00, 0xc1, 0x07, 0xf2, 0x48, 0xcd,
+        0xc9, 0xc9, 0x07, 0x00,
+    ];
+    let r = run(&mut ws, &bytes);
+    assert_eq!(r.messages.len(), 2, "{:?}", r.error);
+}
+
+/// The server's `Sec-WebSocket-Extensions` answer to `offer`, if any.
+fn negotiate(offer: &str, server: DeflateConfig) -> Option<String> {
+    let mut ws = Ws::server(deflate_cfg(server));
+    let req = request_with(&format!("Sec-WebSocket-Extensions: {offer}\r\n"));
+    let (result, _) = server_handshake(&mut ws, &req);
+    let (data, _) = result.unwrap();
+    let mut wire = WireBuf::default();
+    let mut enc = ws.encoder();
+    ws.accept(&data, &mut enc, &mut wire.wire());
+    let res = String::from_utf8(wire.out).unwrap();
+    let answer = res
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "))
+        .map(str::to_owned);
+    assert_eq!(answer.is_some(), data.request().unwrap().deflate());
+    assert_eq!(answer.is_some(), enc.compresses());
+    answer
+}
+
+#[test]
+fn server_negotiation_variants() {
+    let d = DeflateConfig::default;
+    let cases: Vec<(&str, DeflateConfig, Option<&str>)> = vec![
+        ("permessage-deflate", d(), Some("permessage-deflate")),
+        (
+            "permessage-deflate; client_max_window_bits",
+            d(),
+            Some("permessage-deflate"),
+        ),
+        (
+            "permessage-deflate; client_max_window_bits",
+            d().client_max_window_bits(12),
+            Some("permessage-deflate; client_max_window_bits=12"),
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=10",
+            d().client_max_window_bits(12),
+            Some("permessage-deflate"),
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=10",
+            d(),
+            Some("permessage-deflate; server_max_window_bits=10"),
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=\"12\"",
+            d().server_max_window_bits(11),
+            Some("permessage-deflate; server_max_window_bits=11"),
+        ),
+        (
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            d(),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+        ),
+        (
+            "permessage-deflate",
+            d().server_no_context_takeover(true),
+            Some("permessage-deflate; server_no_context_takeover"),
+        ),
+        // Declined: a window zlib cannot honour, unknown or repeated
+        // parameters, bad values. A later acceptable offer is taken.
+        ("permessage-deflate; server_max_window_bits=8", d(), None),
+        (
+            "permessage-deflate; server_max_window_bits=8, permessage-deflate",
+            d(),
+            Some("permessage-deflate"),
+        ),
+        ("permessage-deflate; foo", d(), None),
+        (
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            d(),
+            None,
+        ),
+        ("permessage-deflate; server_max_window_bits=16", d(), None),
+        ("permessage-deflate; server_max_window_bits", d(), None),
+        ("permessage-deflate; client_max_window_bits=abc", d(), None),
+        (
+            "permessage-deflate; server_no_context_takeover=1",
+            d(),
+            None,
+        ),
+        ("x-webkit-deflate-frame", d(), None),
+        (
+            "x-webkit-deflate-frame, permessage-deflate",
+            d(),
+            Some("permessage-deflate"),
+        ),
+    ];
+    for (offer, cfg, expected) in cases {
+        assert_eq!(
+            negotiate(offer, cfg).as_deref(),
+            expected,
+            "offer {offer:?}"
+        );
+    }
+}
+
+#[test]
+fn a_server_without_deflate_ignores_the_offer() {
+    let mut ws = Ws::default();
+    let req = request_with("Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    let (result, _) = server_handshake(&mut ws, &req);
+    assert!(!result.unwrap().0.request().unwrap().deflate());
+}
+
+fn round_trip(client_cfg: WsConfig, server_cfg: WsConfig, messages: &[Message]) -> (usize, String) {
+    let (mut client, mut cenc, mut server, mut senc, head) = connected(client_cfg, server_cfg);
+    let mut wire_bytes = 0;
+    for msg in messages {
+        let mut up = Vec::new();
+        client.encode(&mut cenc, msg, &mut up).unwrap();
+        let r = run(&mut server, &up);
+        assert_eq!(r.messages, std::slice::from_ref(msg));
+        let mut down = Vec::new();
+        server.encode(&mut senc, msg, &mut down).unwrap();
+        let r = run(&mut client, &down);
+        assert_eq!(r.messages, std::slice::from_ref(msg));
+        wire_bytes += up.len() + down.len();
+    }
+    (wire_bytes, head)
+}
+
+fn sample_messages() -> Vec<Message> {
+    let json = r#"{"type":"update","id":12345,"values":[1,2,3,4,5],"name":"lubdub"}"#;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let random: Vec<u8> = (0..20_000).map(|_| rng.u8(..)).collect();
+    vec![
+        Message::from(json),
+        Message::from(json),
+        Message::from(""),
+        Message::Binary(Vec::new()),
+        Message::Binary(random),
+        Message::from("abc".repeat(30_000)),
+        Message::Pong(b"not compressed".to_vec()),
+        Message::from(json),
+    ]
+}
+
+#[test]
+fn round_trips_with_context_takeover() {
+    let cfg = deflate_cfg(DeflateConfig::default());
+    let (bytes, head) = round_trip(cfg.clone(), cfg, &sample_messages());
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+        "{head}"
+    );
+    assert!(bytes < 60_000, "{bytes}");
+}
+
+#[test]
+fn round_trips_without_context_takeover_and_small_windows() {
+    let both = DeflateConfig::default()
+        .server_no_context_takeover(true)
+        .client_no_context_takeover(true)
+        .server_max_window_bits(9)
+        .client_max_window_bits(10)
+        .level(1);
+    let (_, head) = round_trip(
+        deflate_cfg(both.clone()),
+        deflate_cfg(DeflateConfig::default()),
+        &sample_messages(),
+    );
+    assert!(head.contains(
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9\r\n"
+    ), "{head}");
+    let (_, head) = round_trip(
+        deflate_cfg(DeflateConfig::default()),
+        deflate_cfg(both),
+        &sample_messages(),
+    );
+    assert!(
+        head.contains(
+            "server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10"
+        ),
+        "{head}"
+    );
+}
+
+#[test]
+fn context_takeover_makes_repeats_cheaper() {
+    let json =
+        Message::from(r#"{"type":"update","id":12345,"values":[1,2,3,4,5],"name":"lubdub"}"#);
+    let size = |cfg: DeflateConfig| {
+        let ws = Ws::server_without_handshake(deflate_cfg(cfg));
+        let mut enc = ws.encoder();
+        let mut sizes = Vec::new();
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            ws.encode(&mut enc, &json, &mut out).unwrap();
+            sizes.push(out.len());
+        }
+        sizes
+    };
+    let with = size(DeflateConfig::default());
+    assert!(with[1] < with[0] / 3, "{with:?}");
+    let without = size(DeflateConfig::default().server_no_context_takeover(true));
+    assert_eq!(without[0], without[1]);
+}
+
+#[test]
+fn the_threshold_leaves_small_messages_uncompressed() {
+    let ws = Ws::server_without_handshake(deflate_cfg(DeflateConfig::default().threshold(10)));
+    let mut enc = ws.encoder();
+    let mut out = Vec::new();
+    ws.encode(&mut enc, &Message::from("short"), &mut out)
+        .unwrap();
+    assert_eq!(out[0], 0x81, "no RSV1");
+    out.clear();
+    ws.encode(&mut enc, &Message::from("long enough"), &mut out)
+        .unwrap();
+    assert_eq!(out[0], 0xc1);
+}
+
+fn client_with_answer(answer: &str) -> Result<Ws, ProtocolError> {
+    let cfg = deflate_cfg(DeflateConfig::default());
+    let mut ws = Ws::client(cfg, "h", "/").unwrap();
+    let mut wire = WireBuf::default();
+    ws.start(&mut wire.wire());
+    let req = String::from_utf8(wire.take()).unwrap();
+    assert!(
+        req.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        ),
+        "{req}"
+    );
+    let key = req
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap();
+    let res = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: {answer}\r\n\r\n",
+        lubdub_ws::handshake::accept_key(key)
+    );
+    match wire.decode(&mut ws, res.as_bytes())? {
+        Decoded::Handshake { .. } => Ok(ws),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn client_checks_the_servers_answer() {
+    for ok in [
+        "permessage-deflate",
+        "permessage-deflate; server_max_window_bits=10",
+        "permessage-deflate; client_max_window_bits=9; server_no_context_takeover",
+    ] {
+        assert!(client_with_answer(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; unknown",
+        "permessage-deflate, permessage-deflate",
+        "x-other",
+    ] {
+        assert!(
+            matches!(client_with_answer(bad), Err(ProtocolError::Malformed(_))),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn an_8_bit_client_window_means_sending_uncompressed() {
+    let cfg = deflate_cfg(DeflateConfig::default());
+    let mut ws = Ws::client(cfg, "h", "/").unwrap();
+    let mut wire = WireBuf::default();
+    ws.start(&mut wire.wire());
+    let req = String::from_utf8(wire.take()).unwrap();
+    let key = req
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap();
+    let res = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=8\r\n\r\n",
+        lubdub_ws::handshake::accept_key(key)
+    );
+    let Decoded::Handshake { data, .. } = wire.decode(&mut ws, res.as_bytes()).unwrap() else {
+        panic!()
+    };
+    let mut enc = ws.encoder();
+    ws.accept(&data, &mut enc, &mut wire.wire());
+    assert!(!enc.compresses());
+    let mut out = Vec::new();
+    ws.encode(&mut enc, &Message::from("Hello"), &mut out)
+        .unwrap();
+    assert_eq!(out[0], 0x81);
+    // It still inflates what the server compresses.
+    let r = run(
+        &mut ws,
+        &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+    );
+    assert_eq!(r.messages, [Message::Text("Hello".into())]);
+}
+
+#[test]
+fn deflate_violations_and_their_close_codes() {
+    let cfg = deflate_cfg(DeflateConfig::default());
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "RSV1 on a ping",
+            frame(true, 0b100, 0x9, Some(KEY), b""),
+            1002,
+        ),
+        (
+            "RSV1 on a continuation",
+            [
+                frame(false, 0b100, 0x1, Some(KEY), &[0xf2, 0x48]),
+                frame(true, 0b100, 0x0, Some(KEY), &[0xcd]),
+            ]
+            .concat(),
+            1002,
+        ),
+        (
+            "not DEFLATE data",
+            frame(true, 0b100, 0x2, Some(KEY), &[0xff; 8]),
+            1007,
+        ),
+        // "\xff" compressed: valid DEFLATE, invalid UTF-8.
+        (
+            "compressed invalid UTF-8",
+            frame(true, 0b100, 0x1, Some(KEY), &[0xfa, 0x0f, 0x00]),
+            1007,
+        ),
+    ];
+    for (what, bytes, code) in cases {
+        let (err, close) = violation_with(cfg.clone(), false, &bytes);
+        assert_eq!(close_code(&close), code, "{what}: {err}");
+    }
+}
+
+#[test]
+fn inflated_size_is_limited() {
+    let cfg = deflate_cfg(DeflateConfig::default()).max_message_size(1000);
+    let sender = Ws::client_without_handshake(deflate_cfg(DeflateConfig::default()));
+    let mut enc = sender.encoder();
+    let mut ok = Vec::new();
+    sender
+        .encode(&mut enc, &Message::Binary(vec![0; 1000]), &mut ok)
+        .unwrap();
+    let r = run(&mut Ws::server_without_handshake(cfg.clone()), &ok);
+    assert_eq!(r.messages, [Message::Binary(vec![0; 1000])]);
+
+    let mut enc = sender.encoder();
+    let mut over = Vec::new();
+    sender
+        .encode(&mut enc, &Message::Binary(vec![0; 1001]), &mut over)
+        .unwrap();
+    assert!(over.len() < 50);
+    let (err, close) = violation_with(cfg, false, &over);
+    assert!(
+        matches!(err, ProtocolError::TooLarge { max: 1000, .. }),
+        "{err}"
+    );
+    assert_eq!(close_code(&close), 1009);
+}
