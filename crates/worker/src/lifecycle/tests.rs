@@ -12,7 +12,7 @@ use super::*;
 use crate::endpoint::{Endpoint, Limits};
 use crate::handlers::{Handlers, MessageHandler};
 use crate::plugin::Plugin;
-use crate::protocol::Reject;
+use crate::protocol::{Decoded, Reject};
 
 /// A line protocol with every v2 feature, to drive each lifecycle path:
 /// `HELLO name` is the handshake (when on), `ping` is answered with `pong`

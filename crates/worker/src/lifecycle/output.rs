@@ -1,0 +1,100 @@
+//! The output side of a connection's state machine: what to write (the
+//! protocol's own bytes first, then the send queue once established), what
+//! was written, and the send-queue events.
+
+use super::{Lifecycle, Phase, KEEP_CAPACITY};
+use crate::clock::bump;
+use crate::error::Error;
+use crate::handlers::{fire_buffer_drain, fire_buffer_full, report};
+use crate::protocol::Protocol;
+
+impl<P: Protocol> Lifecycle<P> {
+    /// Fires `on_buffer_full` and reports dropped sends, as flagged by
+    /// sends from other threads.
+    pub(super) fn fire_send_events(&mut self) {
+        let (full, dropped) = {
+            let mut ob = self.conn.outbox();
+            (
+                std::mem::take(&mut ob.full_pending),
+                std::mem::take(&mut ob.dropped),
+            )
+        };
+        let conn = &self.conn;
+        if full {
+            fire_buffer_full(conn);
+        }
+        if dropped > 0 {
+            let limit = conn.endpoint().limits.send_buffer_size;
+            log::debug!(
+                "connection {}: {dropped} send(s) dropped, buffer full",
+                conn.id()
+            );
+            report(conn, &Error::SendBufferFull { dropped, limit });
+        }
+    }
+
+    /// The next bytes to write, or `None` when everything is written.
+    /// The protocol's own bytes go first; the application's queue only
+    /// once the connection is established.
+    pub fn transmit(&mut self) -> Option<&[u8]> {
+        if self.wpos < self.wbuf.len() {
+            return Some(&self.wbuf[self.wpos..]);
+        }
+        if self.phase == Phase::Closed {
+            return None;
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        self.wbuf_queued = false;
+        if !self.wire_out.is_empty() {
+            std::mem::swap(&mut self.wire_out, &mut self.wbuf);
+            self.flushed = false;
+            return Some(&self.wbuf);
+        }
+        let mut drained = false;
+        if self.established {
+            let mut ob = self.conn.outbox();
+            ob.in_flight = 0;
+            if !ob.buf.is_empty() {
+                std::mem::swap(&mut ob.buf, &mut self.wbuf);
+                ob.in_flight = self.wbuf.len();
+                drop(ob);
+                self.wbuf_queued = true;
+                self.flushed = false;
+                return Some(&self.wbuf);
+            }
+            if ob.buf.capacity() > KEEP_CAPACITY {
+                ob.buf = Vec::new();
+            }
+            if ob.full {
+                ob.full = false;
+                drained = true;
+            }
+        }
+        self.flushed = true;
+        self.write_blocked = false;
+        if self.wbuf.capacity() > KEEP_CAPACITY {
+            self.wbuf = Vec::new();
+        }
+        if drained {
+            fire_buffer_drain(&self.conn);
+        }
+        None
+    }
+
+    /// `n` bytes of what [`transmit`](Self::transmit) returned were written.
+    pub fn on_written(&mut self, n: usize) {
+        self.wpos += n;
+        let inner = &self.conn.inner;
+        bump(&inner.bytes_out, n as u64);
+        bump(&inner.write_calls, 1);
+    }
+
+    /// The socket takes no more for now; writing resumes when it is writable.
+    pub fn on_write_blocked(&mut self) {
+        self.write_blocked = true;
+        if self.wbuf_queued {
+            self.conn.outbox().in_flight = self.wbuf.len() - self.wpos;
+        }
+    }
+}
