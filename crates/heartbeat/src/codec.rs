@@ -569,7 +569,7 @@ impl HeartbeatCodec<PacketCodec> for PacketHeartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lubdub_frame::{Decoded, Frame};
+    use lubdub_frame::{Decoded, Frame, WireBuf};
 
     fn text(codec: &TextHeartbeat, line: &str) -> Option<Beat<'static>> {
         let s: &'static str = Box::leak(line.to_string().into_boxed_str());
@@ -715,10 +715,12 @@ mod tests {
         let c = FrameHeartbeat::new();
         let mut wire = Vec::new();
         HeartbeatCodec::<Frame>::encode(&c, &Beat::Ping(Ping::default()), &mut |p: &[u8]| {
-            Frame::new().encode(p, &mut wire).unwrap()
+            Frame::new().encode(&mut (), p, &mut wire).unwrap()
         });
         assert_eq!(wire, b"\x00\x00\x00\x08ping");
-        let Decoded::Message { msg, .. } = Frame::new().decode(&wire).unwrap() else {
+        let Decoded::Message { msg, .. } =
+            WireBuf::default().decode(&mut Frame::new(), &wire).unwrap()
+        else {
             panic!()
         };
         assert_eq!(
@@ -768,7 +770,7 @@ mod tests {
     fn packet_wire(c: &PacketHeartbeat, beat: &Beat<'_>) -> Vec<u8> {
         let mut wire = Vec::new();
         HeartbeatCodec::<PacketCodec>::encode(c, beat, &mut |p: &Packet| {
-            PacketCodec::new().encode(p, &mut wire).unwrap()
+            PacketCodec::new().encode(&mut (), p, &mut wire).unwrap()
         });
         wire
     }
