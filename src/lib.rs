@@ -25,10 +25,11 @@
 //!   [`LengthField`], the C# seed's [`PacketCodec`] and [`Packet`]).
 
 pub use lubdub_worker::{
-    plugin, protocol, Backoff, Client, CloseReason, Closing, ConnStats, Connection, Decoded,
-    Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr, LoopHandle, Plugin, Protocol,
-    ProtocolError, Raw, ReconnectPolicy, Reject, SendStatus, SessionClose, Start, Timer, TimerId,
-    Wire, Worker, WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+    plugin, protocol, Backoff, Backpressure, Client, CloseReason, Closing, ConnStats, Connection,
+    Decoded, Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr, LoopHandle, Plugin,
+    Protocol, ProtocolError, Raw, ReconnectPolicy, Reject, SendStatus, SessionClose, Start, Timer,
+    TimerId, Wire, Worker, WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE,
+    DEFAULT_SEND_BUFFER_SIZE,
 };
 
 pub use lubdub_text::{Text, TextBytes, TextConfig};

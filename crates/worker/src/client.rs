@@ -92,6 +92,13 @@ impl<P: Protocol> Client<P> {
         self
     }
 
+    /// What the full send buffer does (see [`Worker::backpressure`](crate::Worker::backpressure)).
+    /// Default [`Backpressure::PauseRecv`](crate::Backpressure::PauseRecv).
+    pub fn backpressure(&mut self, mode: crate::Backpressure) -> &mut Self {
+        self.limits.backpressure = mode;
+        self
+    }
+
     /// Graceful close timeout. Default 5 s.
     pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.limits.close_timeout = timeout;

@@ -18,7 +18,7 @@ use crate::client_ctl::ClientCtl;
 use crate::clock::{instant_of, monotonic_nanos};
 use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error};
-use crate::handlers::{fire_buffer_full, report};
+use crate::handlers::fire_buffer_full;
 use crate::outbox::Outbox;
 use crate::protocol::{Protocol, ProtocolError};
 
@@ -64,6 +64,8 @@ pub(crate) const PAUSED: u8 = 4;
 pub(crate) const FINISHED: u8 = 8;
 /// Close without waiting for the peer's FIN (the worker is stopping).
 pub(crate) const NO_LINGER: u8 = 16;
+/// The send queue reached `send_buffer_size` and has not drained yet.
+pub(crate) const OVER_LIMIT: u8 = 32;
 
 pub(crate) struct ConnInner<P: Protocol> {
     pub id: u64,
@@ -266,23 +268,21 @@ impl<P: Protocol> Connection<P> {
         count: bool,
         encode: impl FnOnce(&mut Vec<u8>, &mut P::Encoder) -> Result<(), ProtocolError>,
     ) -> SendStatus {
-        let limit = self.inner.ep.limits.send_buffer_size;
+        let limits = &self.inner.ep.limits;
+        let limit = limits.send_buffer_size;
         let mut ob = self.outbox();
         if ob.closed && !self.inner.client.as_ref().is_some_and(|c| c.keeps_queue()) {
             return SendStatus::Closed;
         }
-        if ob.buf.len() + ob.in_flight >= limit {
-            if self.on_own_loop() {
-                drop(ob);
-                report(self, &Error::SendBufferFull { dropped: 1, limit });
-            } else {
-                // Reported by the connection's own loop.
-                ob.dropped += 1;
-                let wake = !ob.polling;
-                drop(ob);
-                if wake {
-                    self.inner.waker.wake();
-                }
+        if ob.queued() >= limits.drop_threshold() {
+            // Counted, not reported one by one: the connection's own loop
+            // reports the episode (when it drains, closes, or once a second
+            // while it stays full), whichever thread sends.
+            ob.dropped += 1;
+            let wake = ob.dropped == 1 && !ob.polling;
+            drop(ob);
+            if wake {
+                self.inner.waker.wake();
             }
             return SendStatus::BufferFull;
         }
@@ -295,8 +295,11 @@ impl<P: Protocol> Connection<P> {
         ob.messages_out += u64::from(count);
         let mut wake = before == 0;
         let mut full_now = false;
-        if !ob.full && ob.buf.len() + ob.in_flight >= limit {
+        if !ob.full && ob.queued() >= limit {
             ob.full = true;
+            // Seen by the state machine without taking this lock: with
+            // `Backpressure::PauseRecv` reading stops until the queue drains.
+            self.inner.flags.fetch_or(OVER_LIMIT, Ordering::AcqRel);
             if self.on_own_loop() {
                 full_now = true;
             } else {

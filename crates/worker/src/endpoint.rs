@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use serde::Deserialize;
 
 use crate::connection::Connection;
 use crate::handlers::Handlers;
@@ -32,6 +33,31 @@ pub struct Limits {
     /// has not finished within this time. Protocols without a handshake
     /// ignore it. Default 10 s.
     pub handshake_timeout: Duration,
+    /// What a full send buffer does to the connection. Default
+    /// [`Backpressure::PauseRecv`].
+    pub backpressure: Backpressure,
+}
+
+/// What happens when a connection's send buffer reaches its limit
+/// (`send_buffer_size`). `on_buffer_full` fires either way, once per episode,
+/// and `on_buffer_drain` when it has been written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Backpressure {
+    /// Stop reading from the connection until its send buffer drains: a
+    /// peer that does not read what it asked for cannot make the server
+    /// read, decode and answer more (what Workerman users write by hand in
+    /// `onBufferFull` / `onBufferDrain`). Sends still go into the buffer up
+    /// to twice the limit, so replies to requests already read are not
+    /// lost; past that they are dropped and counted as with `Drop`.
+    #[default]
+    PauseRecv,
+    /// Workerman's behaviour: keep reading; sends past the limit are
+    /// dropped, counted, and reported through `on_error` once per episode
+    /// (when the buffer drains or the connection closes, and at most once a
+    /// second while it stays full).
+    Drop,
 }
 
 /// Default per-connection send buffer limit: 1 MiB (Workerman's).
@@ -48,6 +74,17 @@ impl Default for Limits {
             async_queue: 64,
             first_message_timeout: None,
             handshake_timeout: Duration::from_secs(10),
+            backpressure: Backpressure::default(),
+        }
+    }
+}
+
+impl Limits {
+    /// The queue size at which sends are dropped.
+    pub(crate) fn drop_threshold(&self) -> usize {
+        match self.backpressure {
+            Backpressure::PauseRecv => self.send_buffer_size.saturating_mul(2),
+            Backpressure::Drop => self.send_buffer_size,
         }
     }
 }

@@ -39,7 +39,7 @@ pub use addr::{IntoListenAddr, ListenAddr};
 pub use client::{Client, EventLoop, LoopHandle};
 pub use clock::monotonic_nanos;
 pub use connection::{ConnStats, Connection, SendStatus};
-pub use endpoint::{Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
+pub use endpoint::{Backpressure, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
 pub use error::{CloseReason, Error};
 pub use handle::WorkerHandle;
 pub use plugin::{Flow, Plugin};

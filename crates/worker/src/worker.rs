@@ -11,7 +11,9 @@ use serde::Deserialize;
 use crate::addr::{IntoListenAddr, ListenAddr};
 use crate::connection::Connection;
 use crate::driver::ConnDriver;
-use crate::endpoint::{Endpoint, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
+use crate::endpoint::{
+    Backpressure, Endpoint, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+};
 use crate::error::Error;
 use crate::event_loop::{catch, sleep_until, LoopCtx, StopSignal};
 use crate::handle::{WorkerFn, WorkerHandle, WorkerShared};
@@ -68,6 +70,9 @@ pub struct WorkerConfig {
     /// this many milliseconds. Default 10000.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_ms: u64,
+    /// What a full send buffer does: `"pause_recv"` (default) or `"drop"`.
+    #[serde(default)]
+    pub backpressure: Backpressure,
 }
 
 fn default_count() -> usize {
@@ -169,7 +174,8 @@ impl<P: Protocol> Worker<P> {
         if let Some(ms) = config.first_message_timeout_ms {
             w.first_message_timeout(Duration::from_millis(ms));
         }
-        w.handshake_timeout(Duration::from_millis(config.handshake_timeout_ms));
+        w.handshake_timeout(Duration::from_millis(config.handshake_timeout_ms))
+            .backpressure(config.backpressure);
         Ok(w)
     }
 
@@ -211,6 +217,15 @@ impl<P: Protocol> Worker<P> {
     /// silent). Default: none.
     pub fn first_message_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.limits.first_message_timeout = Some(timeout);
+        self
+    }
+
+    /// What a connection's full send buffer does: pause reading from it
+    /// until it drains ([`Backpressure::PauseRecv`], the default) or keep
+    /// reading and drop sends past the limit ([`Backpressure::Drop`],
+    /// Workerman's behaviour). See docs/limits.md.
+    pub fn backpressure(&mut self, mode: Backpressure) -> &mut Self {
+        self.limits.backpressure = mode;
         self
     }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{Lifecycle, Phase};
 use crate::clock::{bump, monotonic_nanos};
-use crate::connection::{CLOSE_REQ, DESTROY_REQ, PAUSED};
+use crate::connection::DESTROY_REQ;
 use crate::error::{CloseReason, Error};
 use crate::event_loop::catch;
 use crate::handlers::{guard, report, MessageHandler};
@@ -19,7 +19,7 @@ impl<P: Protocol> Lifecycle<P> {
     /// Whether delivering more input must wait.
     pub(super) fn hold_delivery(&self) -> bool {
         let limits = &self.conn.endpoint().limits;
-        self.conn.flags() & (CLOSE_REQ | DESTROY_REQ | PAUSED) != 0
+        self.conn.flags() & self.hold_mask != 0
             || self.pending.len() >= limits.async_queue
             || self.wire_out.len() >= limits.send_buffer_size
     }

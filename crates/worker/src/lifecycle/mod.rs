@@ -46,7 +46,10 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::connection::{Connection, CLOSE_REQ, DESTROY_REQ, FINISHED, NO_LINGER};
+use crate::connection::{
+    Connection, CLOSE_REQ, DESTROY_REQ, FINISHED, NO_LINGER, OVER_LIMIT, PAUSED,
+};
+use crate::endpoint::Backpressure;
 use crate::error::{CloseReason, Error};
 use crate::event_loop::catch;
 use crate::handlers::{guard, report, LocalBoxFuture};
@@ -163,12 +166,25 @@ pub(crate) struct Lifecycle<P: Protocol> {
     first_message_deadline: Option<Instant>,
     handshake_deadline: Option<Instant>,
     close_deadline: Option<Instant>,
+    /// When the unreported drops of the current full-buffer episode were
+    /// first seen.
+    drops_since: Option<Instant>,
+    /// The connection flags that hold input back (pause, closing, and the
+    /// full send buffer under `Backpressure::PauseRecv`).
+    hold_mask: u8,
 }
 
 impl<P: Protocol> Lifecycle<P> {
     /// A core for `conn`, counted as an open socket of its endpoint.
     pub fn new(conn: Connection<P>, tenure: Tenure) -> Self {
         let decoder = conn.endpoint().protocol.clone();
+        let hold_mask = CLOSE_REQ
+            | DESTROY_REQ
+            | PAUSED
+            | match conn.endpoint().limits.backpressure {
+                Backpressure::PauseRecv => OVER_LIMIT,
+                Backpressure::Drop => 0,
+            };
         conn.endpoint().sockets.fetch_add(1, Ordering::Relaxed);
         Lifecycle {
             conn,
@@ -194,6 +210,8 @@ impl<P: Protocol> Lifecycle<P> {
             first_message_deadline: None,
             handshake_deadline: None,
             close_deadline: None,
+            drops_since: None,
+            hold_mask,
         }
     }
 
@@ -284,7 +302,7 @@ impl<P: Protocol> Lifecycle<P> {
         if self.conn.flags() & CLOSE_REQ != 0 {
             self.begin_closing(now);
         }
-        self.fire_send_events();
+        self.fire_send_events(now);
         self.redeliver();
         flags
     }
@@ -449,6 +467,7 @@ impl<P: Protocol> Lifecycle<P> {
                 .filter(|_| self.phase == Phase::Handshake),
             self.close_deadline
                 .filter(|_| matches!(self.phase, Phase::Closing | Phase::Lingering)),
+            self.drops_since.map(|t| t + output::DROP_REPORT_INTERVAL),
         ]
         .into_iter()
         .flatten()
@@ -465,7 +484,7 @@ impl<P: Protocol> Lifecycle<P> {
         let more = (writable
             && (!self.wire_out.is_empty() || (self.established && !ob.buf.is_empty())))
             || ob.full_pending
-            || ob.dropped > 0
+            || (ob.dropped > 0 && self.drops_since.is_none())
             || self.conn.flags() != flags
             || (self.inflight.is_none() && !self.pending.is_empty());
         if !more || yield_now {
@@ -492,7 +511,7 @@ impl<P: Protocol> Lifecycle<P> {
         conn.set_reason(reason);
         let reason = conn.close_reason().unwrap_or(CloseReason::Local);
         conn.inner.flags.fetch_or(FINISHED, Ordering::AcqRel);
-        {
+        let dropped = {
             let mut ob = conn.outbox();
             ob.closed = true;
             // A client keeps whole messages not yet taken by the writer for
@@ -500,7 +519,11 @@ impl<P: Protocol> Lifecycle<P> {
             if self.tenure == Tenure::Whole {
                 ob.buf = Vec::new();
             }
-        }
+            std::mem::take(&mut ob.dropped)
+        };
+        // The episode of dropped sends ends with the connection.
+        self.drops_since = None;
+        self.report_drops(dropped);
         self.pending.clear();
         self.inflight = None;
         if self.established {

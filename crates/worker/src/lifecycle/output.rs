@@ -2,35 +2,57 @@
 //! protocol's own bytes first, then the send queue once established), what
 //! was written, and the send-queue events.
 
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
 use super::{Lifecycle, Phase, KEEP_CAPACITY};
 use crate::clock::bump;
+use crate::connection::OVER_LIMIT;
 use crate::error::Error;
 use crate::handlers::{fire_buffer_drain, fire_buffer_full, report};
 use crate::protocol::Protocol;
 
+/// While a send buffer stays full, dropped sends are reported at most this often.
+pub(super) const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 impl<P: Protocol> Lifecycle<P> {
-    /// Fires `on_buffer_full` and reports dropped sends, as flagged by
-    /// sends from other threads.
-    pub(super) fn fire_send_events(&mut self) {
+    /// Fires `on_buffer_full` flagged by a send from another thread, and
+    /// keeps the episode of dropped sends: the first drop seen starts it,
+    /// and a report is due a second later if the buffer is still full.
+    pub(super) fn fire_send_events(&mut self, now: Instant) {
         let (full, dropped) = {
             let mut ob = self.conn.outbox();
-            (
-                std::mem::take(&mut ob.full_pending),
-                std::mem::take(&mut ob.dropped),
-            )
+            (std::mem::take(&mut ob.full_pending), ob.dropped)
         };
-        let conn = &self.conn;
         if full {
-            fire_buffer_full(conn);
+            fire_buffer_full(&self.conn);
         }
-        if dropped > 0 {
-            let limit = conn.endpoint().limits.send_buffer_size;
-            log::debug!(
-                "connection {}: {dropped} send(s) dropped, buffer full",
-                conn.id()
-            );
-            report(conn, &Error::SendBufferFull { dropped, limit });
+        if dropped == 0 {
+            return;
         }
+        match self.drops_since {
+            None => self.drops_since = Some(now),
+            Some(since) if now >= since + DROP_REPORT_INTERVAL => {
+                let dropped = std::mem::take(&mut self.conn.outbox().dropped);
+                self.report_drops(dropped);
+                self.drops_since = None;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Reports `dropped` sends as one error (one per episode).
+    pub(super) fn report_drops(&self, dropped: u64) {
+        if dropped == 0 {
+            return;
+        }
+        let conn = &self.conn;
+        let limit = conn.endpoint().limits.send_buffer_size;
+        log::debug!(
+            "connection {}: {dropped} send(s) dropped, buffer full",
+            conn.id()
+        );
+        report(conn, &Error::SendBufferFull { dropped, limit });
     }
 
     /// The next bytes to write, or `None` when everything is written.
@@ -52,6 +74,7 @@ impl<P: Protocol> Lifecycle<P> {
             return Some(&self.wbuf);
         }
         let mut drained = false;
+        let mut dropped = 0;
         if self.established {
             let mut ob = self.conn.outbox();
             ob.in_flight = 0;
@@ -68,7 +91,12 @@ impl<P: Protocol> Lifecycle<P> {
             }
             if ob.full {
                 ob.full = false;
+                self.conn
+                    .inner
+                    .flags
+                    .fetch_and(!OVER_LIMIT, Ordering::AcqRel);
                 drained = true;
+                dropped = std::mem::take(&mut ob.dropped);
             }
         }
         self.flushed = true;
@@ -77,6 +105,9 @@ impl<P: Protocol> Lifecycle<P> {
             self.wbuf = Vec::new();
         }
         if drained {
+            // The episode ends: its drops are reported, then the drain.
+            self.drops_since = None;
+            self.report_drops(dropped);
             fire_buffer_drain(&self.conn);
         }
         None

@@ -9,7 +9,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::endpoint::{Endpoint, Limits};
+use crate::connection::SendStatus;
+use crate::endpoint::{Backpressure, Endpoint, Limits};
 use crate::handlers::{Handlers, MessageHandler};
 use crate::plugin::Plugin;
 use crate::protocol::{Decoded, Reject};
@@ -814,20 +815,123 @@ fn a_panic_in_an_async_handler_closes_only_after_reporting() {
     assert_eq!(h.conn.close_reason(), Some(CloseReason::Panic));
 }
 
-#[test]
-fn buffer_full_fires_once_and_drain_when_written() {
+fn small_buffer(backpressure: Backpressure) -> Harness {
     let limits = Limits {
         send_buffer_size: 8,
+        backpressure,
         ..Limits::default()
     };
-    let mut h = Harness::new(Lines::default(), limits, Tenure::Whole, |_, _| {}).started();
+    let h = Harness::new(Lines::default(), limits, Tenure::Whole, |_, _| {}).started();
     h.events();
-    h.read("send 0123456789\nsend more\n");
-    let ev = h.events();
-    assert_eq!(ev[..2], ["msg send 0123456789", "full"]);
-    assert!(ev[3].starts_with("error send buffer full"), "{ev:?}");
+    h
+}
+
+#[test]
+fn drop_mode_reports_a_full_buffers_drops_once_when_it_drains() {
+    let mut h = small_buffer(Backpressure::Drop);
+    h.read("send 0123456789\nsend more\nsend again\nnext\n");
+    assert_eq!(
+        h.events(),
+        [
+            "msg send 0123456789",
+            "full",
+            "msg send more",
+            "msg send again",
+            "msg next"
+        ],
+        "Drop mode keeps reading; no error per dropped send"
+    );
+    assert_eq!(h.written(), "0123456789\n");
+    assert_eq!(
+        h.events(),
+        [
+            "error send buffer full (8 bytes): 2 message(s) dropped",
+            "drain"
+        ]
+    );
+}
+
+#[test]
+fn a_million_drops_make_one_report_a_second_while_the_buffer_stays_full() {
+    let mut h = small_buffer(Backpressure::Drop);
+    let _ = h.conn.send("0123456789");
+    assert!(h.core.transmit().is_some());
+    h.core.on_write_blocked();
+    let mut refused = 0;
+    for _ in 0..1_000_000 {
+        if let SendStatus::BufferFull = h.conn.send("x") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 1_000_000);
+    h.turn();
+    assert_eq!(h.events(), ["full"], "the first drop starts the episode");
+    let first = h.core.next_deadline().unwrap();
+    assert_eq!(first, h.now + Duration::from_secs(1));
+    h.advance(Duration::from_millis(999));
+    h.turn();
+    assert!(h.events().is_empty());
+    h.advance(Duration::from_millis(1));
+    h.turn();
+    assert_eq!(
+        h.events(),
+        ["error send buffer full (8 bytes): 1000000 message(s) dropped"]
+    );
+    for _ in 0..10 {
+        let _ = h.conn.send("x");
+    }
+    h.turn();
+    h.advance(Duration::from_millis(500));
+    h.turn();
+    assert!(h.events().is_empty(), "at most one report a second");
+    // The connection closes while still full: the rest is reported then.
+    h.conn.destroy();
+    h.turn();
+    assert_eq!(
+        h.events(),
+        [
+            "error send buffer full (8 bytes): 10 message(s) dropped",
+            "close destroyed in_map=true"
+        ]
+    );
+}
+
+#[test]
+fn pause_recv_stops_reading_while_the_buffer_is_over_the_limit_and_resumes_on_drain() {
+    let mut h = small_buffer(Backpressure::PauseRecv);
+    h.read("send 0123456789\nsend a\nb\n");
+    assert_eq!(h.events(), ["msg send 0123456789", "full"]);
+    assert!(!h.core.wants_read(), "reading pauses");
+    assert!(h.core.transmit().is_some());
+    h.core.on_write_blocked();
+    h.turn();
+    assert!(
+        h.events().is_empty(),
+        "still held while the peer does not read"
+    );
     assert_eq!(h.written(), "0123456789\n");
     assert_eq!(h.events(), ["drain"]);
+    assert!(h.core.wants_read());
+    h.turn();
+    assert_eq!(h.events(), ["msg send a", "msg b"]);
+    assert_eq!(h.written(), "a\n");
+}
+
+#[test]
+fn pause_recv_keeps_sends_up_to_twice_the_limit_then_drops() {
+    let mut h = small_buffer(Backpressure::PauseRecv);
+    assert!(h.conn.send("0123456789").is_queued(), "crosses the limit");
+    assert!(h.conn.send("abcde").is_queued(), "under twice the limit");
+    assert!(matches!(h.conn.send("x"), SendStatus::BufferFull));
+    assert_eq!(h.events(), ["full"]);
+    assert_eq!(h.written(), "0123456789\nabcde\n");
+    assert_eq!(
+        h.events(),
+        [
+            "error send buffer full (8 bytes): 1 message(s) dropped",
+            "drain"
+        ]
+    );
 }
 
 #[test]
