@@ -148,9 +148,10 @@ impl WsConfig {
 /// | `client_max_window_bits` | 15 | largest LZ77 window of the client's compressor, 9 to 15 |
 ///
 /// A server asks for what these say and honours the client's offer where
-/// it is stricter; a client offers them. A window of 8 bits cannot be
-/// honoured by zlib's raw deflate: a server declines an offer that asks
-/// for it, a client sends uncompressed messages if the server asks it to.
+/// it is stricter; a client offers them. zlib's raw deflate cannot
+/// compress with a window of 8 bits: a side asked for one sends its
+/// messages uncompressed (compression is per message), and still inflates
+/// the peer's.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

@@ -207,8 +207,11 @@ fn parse_params(params: &[(&str, Option<&str>)]) -> Result<Params, &'static str>
 }
 
 /// Server role: the first `permessage-deflate` offer among `offers` that
-/// can be honoured, and what to answer. Offers with unknown or invalid
-/// parameters, or asking for an 8-bit server window, are declined.
+/// can be honoured, and what to answer. Offers with unknown, repeated or
+/// invalid parameters are declined. An 8-bit server window, which zlib's
+/// raw deflate cannot compress with, is honoured by sending every message
+/// uncompressed (compression is per message); the client's messages are
+/// still inflated.
 pub(crate) fn negotiate_server(offers: &[Offer<'_>], cfg: &DeflateConfig) -> Option<Negotiated> {
     offers
         .iter()
@@ -216,12 +219,8 @@ pub(crate) fn negotiate_server(offers: &[Offer<'_>], cfg: &DeflateConfig) -> Opt
         .find_map(|offer| {
             let p = parse_params(&offer.params).ok()?;
             let own_window = configured_window(cfg.server_max_window_bits);
-            let server_max_window_bits = match p.server_max_window_bits {
-                // zlib cannot compress raw deflate with an 8-bit window.
-                Some(8) => return None,
-                Some(asked) => Some(asked.min(own_window)),
-                None => None,
-            };
+            let server_max_window_bits =
+                p.server_max_window_bits.map(|asked| asked.min(own_window));
             let client_limit = configured_window(cfg.client_max_window_bits);
             let client_max_window_bits = match p.client_max_window_bits {
                 Some(offered) if client_limit < offered.unwrap_or(15) => Some(client_limit),
@@ -236,7 +235,11 @@ pub(crate) fn negotiate_server(offers: &[Offer<'_>], cfg: &DeflateConfig) -> Opt
                 client_no_context_takeover,
                 server_max_window_bits,
                 client_max_window_bits,
-                compress_window: Some(server_max_window_bits.unwrap_or(own_window)),
+                compress_window: match server_max_window_bits {
+                    Some(8) => None,
+                    Some(bits) => Some(bits),
+                    None => Some(own_window),
+                },
                 compress_reset: server_no_context_takeover,
                 inflate_reset: client_no_context_takeover,
                 level: cfg.level,

@@ -90,6 +90,7 @@
 //! the handshake. [`violation_code`] maps an error to its close code.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod client;
 mod config;

@@ -500,3 +500,25 @@ fn payload_arriving_in_pieces_is_consumed_as_it_comes() {
     assert_eq!(pos, bytes.len());
     assert_eq!(got, Some(Message::Binary(payload)));
 }
+
+#[test]
+fn violation_close_frames_carry_a_short_reason() {
+    let (_, close) = violation(&masked(true, 0x1, b"\xff"));
+    assert_eq!(&payload_of(&close)[2..], b"invalid UTF-8");
+    let (_, close) = violation(&masked(true, 0x0, b"x"));
+    assert_eq!(
+        &payload_of(&close)[2..],
+        b"continuation frame without a message"
+    );
+}
+
+#[test]
+fn message_conversions() {
+    assert_eq!(Message::from("a"), Message::Text("a".into()));
+    assert_eq!(Message::from(String::from("a")), Message::Text("a".into()));
+    assert_eq!(Message::from(vec![1u8]), Message::Binary(vec![1]));
+    assert_eq!(Message::from(&[1u8][..]), Message::Binary(vec![1]));
+    assert_eq!(Message::from("ab").as_bytes(), b"ab");
+    assert_eq!(Message::Pong(vec![9]).into_bytes(), [9]);
+    assert!(Message::Ping(vec![]).is_control() && !Message::from("x").is_control());
+}

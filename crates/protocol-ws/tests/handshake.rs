@@ -467,3 +467,44 @@ fn the_other_roles_handshake_is_not_accepted() {
     assert!(!client.is_established() && !enc.is_established());
     assert!(matches!(data, Handshake::Request(_)));
 }
+
+#[test]
+fn a_reject_with_an_informational_status_becomes_500() {
+    let mut ws = Ws::default();
+    let (result, _) = server_handshake(&mut ws, &request_with(""));
+    let (data, _) = result.unwrap();
+    let mut wire = WireBuf::default();
+    ws.reject(&data, &Reject::new(101), &mut wire.wire());
+    assert!(text(&wire).starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
+}
+
+#[test]
+fn a_client_rejecting_the_response_writes_nothing_and_closes() {
+    let mut ws = Ws::client(WsConfig::default(), "h", "/").unwrap();
+    let req = client_request(&mut ws);
+    let res = answer(&req, WsConfig::default());
+    let mut wire = WireBuf::default();
+    let Decoded::Handshake { data, .. } = wire.decode(&mut ws, res.as_bytes()).unwrap() else {
+        panic!()
+    };
+    ws.reject(&data, &Reject::new(403), &mut wire.wire());
+    assert!(wire.out.is_empty());
+    assert_eq!(wire.close.map(|c| c.code), Some(403));
+    assert!(!ws.is_established());
+}
+
+#[test]
+fn a_clone_starts_before_the_handshake() {
+    let mut ws = Ws::default();
+    let (result, _) = server_handshake(&mut ws, &request_with(""));
+    ws.accept(
+        &result.unwrap().0,
+        &mut ws.encoder(),
+        &mut WireBuf::default().wire(),
+    );
+    assert!(ws.is_established());
+    let mut fresh = ws.clone();
+    assert!(!fresh.is_established());
+    let (result, _) = server_handshake(&mut fresh, &request_with(""));
+    assert!(result.is_ok(), "the clone reads a handshake again");
+}
