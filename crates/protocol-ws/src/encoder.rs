@@ -1,21 +1,7 @@
 //! [`WsEncoder`]: per-connection encoding state, and the close frame that
 //! ends a connection.
 //!
-//! | [`Closing`] | close frame written |
-//! |---|---|
-//! | `Violation(TooLarge)` | 1009 Message Too Big |
-//! | `Violation(InvalidData)` | 1007 Invalid Frame Payload Data (bad UTF-8, bad DEFLATE data) |
-//! | `Violation(_)` | 1002 Protocol Error |
-//! | `Session(c)`, `c.by_peer` | the peer's code echoed; an empty payload for 1005 |
-//! | `Session(c)`, local | `c.code` |
-//! | `Local { code, reason }` | `code` (1000 if none; an empty payload for 1005) |
-//! | `GoingAway` | 1001 Going Away |
-//! | `InternalError` | 1011 Internal Error |
-//! | `Timeout` | 1001 Going Away, reason "timeout" |
-//!
-//! At most one close frame per connection, and none before the handshake
-//! was accepted (an HTTP response was written instead, or nothing at all).
-//! A code that may not be sent (1004, 1006, 1015, out of range) becomes 1000.
+//! The close code of every [`Closing`] is in [`WsEncoder`]'s documentation.
 
 use lubdub_protocol::{Closing, ProtocolError};
 
@@ -29,6 +15,25 @@ use crate::Message;
 /// Per-connection encoding state of a [`Ws`](crate::Ws) connection: the
 /// role (client frames are masked), the negotiated compressor, and whether
 /// the handshake is done and the close frame written.
+///
+/// [`Protocol::encode_close`](lubdub_protocol::Protocol::encode_close)
+/// writes, for each reason to close:
+///
+/// | [`Closing`] | close frame written |
+/// |---|---|
+/// | `Violation(TooLarge)` | 1009 Message Too Big |
+/// | `Violation(InvalidData)` | 1007 Invalid Frame Payload Data (bad UTF-8, bad DEFLATE data) |
+/// | `Violation(_)` | 1002 Protocol Error |
+/// | `Session(c)`, `c.by_peer` | the peer's code echoed; an empty payload for 1005 |
+/// | `Session(c)`, local | `c.code` |
+/// | `Local { code, reason }` | `code` (1000 if none; an empty payload for 1005) |
+/// | `GoingAway` | 1001 Going Away |
+/// | `InternalError` | 1011 Internal Error |
+/// | `Timeout` | 1001 Going Away, reason "timeout" |
+///
+/// At most one close frame per connection, and none before the handshake
+/// was accepted (an HTTP response was written instead, or nothing at all).
+/// A code that may not be sent (1004, 1006, 1015, out of range) becomes 1000.
 pub struct WsEncoder {
     /// Client role: mask every frame with a fresh random key.
     mask_rng: Option<fastrand::Rng>,
