@@ -167,7 +167,7 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
                 return this.closed();
             }
             this.core.poll_async(cx);
-            let yield_now = this.read(cx, now);
+            let read_budget_spent = this.read(cx, now);
             this.core.poll_async(cx);
             if this.core.conn().flags() & DESTROY_REQ != 0 && !this.core.is_closed() {
                 continue;
@@ -186,12 +186,15 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
                 }
                 None => {}
             }
+            // Out of reads or messages for this poll: let the loop's other
+            // tasks run, and come back (input may be left undelivered).
+            let yield_now = read_budget_spent || this.core.budget_spent();
             this.deadline.set(this.core.next_deadline());
             if Pin::new(&mut this.deadline).poll(cx).is_ready() {
                 now = Instant::now();
                 continue;
             }
-            if this.core.more_work(flags, yield_now) {
+            if this.core.more_work(flags, yield_now, now) {
                 continue;
             }
             if yield_now {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::connection::Connection;
 use crate::handlers::Handlers;
+use crate::memory::{default_memory_budget, MemoryBudget};
 use crate::protocol::Protocol;
 
 /// Per-connection limits, with Workerman's defaults.
@@ -36,6 +37,10 @@ pub struct Limits {
     /// What a full send buffer does to the connection. Default
     /// [`Backpressure::PauseRecv`].
     pub backpressure: Backpressure,
+    /// Most bytes buffered (incomplete input, queued output) by all the
+    /// connections of a worker together; see `Worker::memory_budget`.
+    /// Default: a 64th of the machine's memory, between 64 MiB and 512 MiB.
+    pub memory_budget: usize,
 }
 
 /// What happens when a connection's send buffer reaches its limit
@@ -75,6 +80,7 @@ impl Default for Limits {
             first_message_timeout: None,
             handshake_timeout: Duration::from_secs(10),
             backpressure: Backpressure::default(),
+            memory_budget: default_memory_budget(),
         }
     }
 }
@@ -98,6 +104,8 @@ pub(crate) struct Endpoint<P: Protocol> {
     pub connections: DashMap<u64, Connection<P>>,
     /// Sockets open (handshaking, established or lingering after `on_close`).
     pub sockets: AtomicUsize,
+    /// What all connections buffer, against `limits.memory_budget`.
+    pub memory: MemoryBudget,
 }
 
 impl<P: Protocol> Endpoint<P> {
@@ -105,6 +113,7 @@ impl<P: Protocol> Endpoint<P> {
         Endpoint {
             protocol,
             handlers,
+            memory: MemoryBudget::new(limits.memory_budget),
             limits,
             connections: DashMap::new(),
             sockets: AtomicUsize::new(0),

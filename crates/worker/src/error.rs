@@ -54,6 +54,14 @@ pub enum Error {
     FlushTimeout,
     /// `Timer` or another loop-bound API was used outside a running event loop.
     NoEventLoop,
+    /// The worker stayed over its memory budget and this connection, among
+    /// the largest holders, was closed (with `CloseReason::Overload`).
+    Overload {
+        /// Bytes this connection held (rounded down to 64 KiB).
+        held: usize,
+        /// The worker's memory budget in bytes.
+        budget: usize,
+    },
     /// The operation is not valid in the connection's current state
     /// (`reconnect` after the application closed the client, say).
     InvalidState(&'static str),
@@ -90,6 +98,12 @@ impl fmt::Display for Error {
             Error::FlushTimeout => write!(f, "timed out flushing the send buffer on close"),
             Error::NoEventLoop => write!(f, "not called on a running lubdub event loop"),
             Error::InvalidState(what) => write!(f, "invalid in this state: {what}"),
+            Error::Overload { held, budget } => write!(
+                f,
+                "over the memory budget of {} MiB: closed, holding {} KiB",
+                budget >> 20,
+                held >> 10
+            ),
             Error::Config(c) => write!(f, "invalid configuration: {c}"),
         }
     }
@@ -147,6 +161,9 @@ pub enum CloseReason {
     FirstMessageTimeout,
     /// The protocol's handshake did not finish within the handshake timeout.
     HandshakeTimeout,
+    /// The worker stayed over its memory budget and this connection was
+    /// among the largest holders.
+    Overload,
     /// An application-defined reason given to `close_with_reason`.
     Custom(String),
 }
@@ -163,6 +180,7 @@ impl CloseReason {
                 | CloseReason::HeartbeatTimeout
                 | CloseReason::FirstMessageTimeout
                 | CloseReason::HandshakeTimeout
+                | CloseReason::Overload
         )
     }
 }
@@ -182,6 +200,7 @@ impl fmt::Display for CloseReason {
             CloseReason::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             CloseReason::FirstMessageTimeout => f.write_str("first-message timeout"),
             CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
+            CloseReason::Overload => f.write_str("overload: over the memory budget"),
             CloseReason::Custom(s) => f.write_str(s),
         }
     }

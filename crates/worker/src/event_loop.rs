@@ -147,6 +147,8 @@ where
             let timeout = if woken {
                 Some(Duration::ZERO)
             } else {
+                // About to sleep: a good moment to give freed memory back.
+                crate::memory::trim_if_worth_it();
                 deadline.map(|d| d.saturating_duration_since(Instant::now()))
             };
             let res = ctx

@@ -75,6 +75,13 @@ impl<P: Protocol> WorkerHandle<P> {
         self.shared.ep.sockets.load(Ordering::Relaxed)
     }
 
+    /// Bytes buffered by this worker's connections (incomplete input and
+    /// queued output), as charged to its memory budget: in 64 KiB units per
+    /// connection, rounded down, so small buffers do not count.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.ep.memory.used()
+    }
+
     /// Connections refused because of `max_connections`.
     pub fn rejected(&self) -> u64 {
         self.shared.rejected.load(Ordering::Relaxed)

@@ -22,6 +22,7 @@ mod handle;
 mod handlers;
 mod idle_yield;
 mod lifecycle;
+mod memory;
 mod outbox;
 pub mod plugin;
 mod poller;
@@ -34,6 +35,8 @@ mod worker;
 
 /// The protocol trait and its types (the `lubdub-protocol` crate).
 pub use lubdub_protocol as protocol;
+
+pub use memory::default_memory_budget;
 
 pub use addr::{IntoListenAddr, ListenAddr};
 pub use client::{Client, EventLoop, LoopHandle};

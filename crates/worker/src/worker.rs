@@ -73,6 +73,10 @@ pub struct WorkerConfig {
     /// What a full send buffer does: `"pause_recv"` (default) or `"drop"`.
     #[serde(default)]
     pub backpressure: Backpressure,
+    /// Most bytes all connections may buffer together. Default: see
+    /// [`default_memory_budget`](crate::default_memory_budget).
+    #[serde(default)]
+    pub memory_budget: Option<usize>,
 }
 
 fn default_count() -> usize {
@@ -176,6 +180,9 @@ impl<P: Protocol> Worker<P> {
         }
         w.handshake_timeout(Duration::from_millis(config.handshake_timeout_ms))
             .backpressure(config.backpressure);
+        if let Some(bytes) = config.memory_budget {
+            w.memory_budget(bytes);
+        }
         Ok(w)
     }
 
@@ -226,6 +233,18 @@ impl<P: Protocol> Worker<P> {
     /// Workerman's behaviour). See docs/limits.md.
     pub fn backpressure(&mut self, mode: Backpressure) -> &mut Self {
         self.limits.backpressure = mode;
+        self
+    }
+
+    /// Most bytes the worker's connections may buffer together (incomplete
+    /// input and queued output, charged per connection in 64 KiB units, so
+    /// small buffers do not count). Past it, connections holding 64 KiB or
+    /// more stop reading; if it lasts half a second, the largest holders
+    /// are closed with [`CloseReason::Overload`](crate::CloseReason::Overload).
+    /// Default: [`default_memory_budget`](crate::default_memory_budget)
+    /// (a 64th of the machine's memory, between 64 MiB and 512 MiB).
+    pub fn memory_budget(&mut self, bytes: usize) -> &mut Self {
+        self.limits.memory_budget = bytes.max(crate::memory::UNIT);
         self
     }
 
@@ -463,11 +482,19 @@ async fn accept_loop<P: Protocol>(
     listener: &Io<TcpListener>,
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(10);
+    const ACCEPTS_PER_TURN: u32 = 64;
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;
     // (start, errors) of the current run of accept failures.
     let mut episode: Option<(Instant, u64)> = None;
+    let mut accepted = 0u32;
     loop {
+        // A budget for the accept loop as for connections: a connect storm
+        // cannot keep the loop from serving the connections it has.
+        accepted += 1;
+        if accepted % ACCEPTS_PER_TURN == 0 {
+            futures_lite::future::yield_now().await;
+        }
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if let Some((since, n)) = episode.take() {

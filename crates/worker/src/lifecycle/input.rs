@@ -11,6 +11,7 @@ use crate::connection::DESTROY_REQ;
 use crate::error::{CloseReason, Error};
 use crate::event_loop::catch;
 use crate::handlers::{guard, report, MessageHandler};
+use crate::memory::{release, reserve_gently};
 use crate::plugin::Flow;
 use crate::protocol::{Decoded, Protocol, ProtocolError, SessionClose, Wire};
 use std::sync::atomic::Ordering;
@@ -20,6 +21,8 @@ impl<P: Protocol> Lifecycle<P> {
     pub(super) fn hold_delivery(&self) -> bool {
         let limits = &self.conn.endpoint().limits;
         self.conn.flags() & self.hold_mask != 0
+            || self.budget == 0
+            || self.mem_hold
             || self.pending.len() >= limits.async_queue
             || self.wire_out.len() >= limits.send_buffer_size
     }
@@ -39,6 +42,7 @@ impl<P: Protocol> Lifecycle<P> {
             let used = self.dispatch(data);
             self.rbuf.extend_from_slice(&data[used..]);
         } else {
+            reserve_gently(&mut self.rbuf, data.len());
             self.rbuf.extend_from_slice(data);
             let buf = std::mem::take(&mut self.rbuf);
             let used = self.dispatch(&buf);
@@ -52,14 +56,14 @@ impl<P: Protocol> Lifecycle<P> {
                 len: self.rbuf.len() as u64,
                 max: max as u64,
             });
-            self.rbuf = Vec::new();
+            release(&mut self.rbuf);
         }
     }
 
     pub(super) fn after_dispatch(&mut self) {
         self.rbuf_undelivered = self.hold_delivery() && !self.rbuf.is_empty();
         if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            self.rbuf = Vec::new();
+            release(&mut self.rbuf);
         }
     }
 
@@ -120,9 +124,13 @@ impl<P: Protocol> Lifecycle<P> {
                     }
                     self.first_message_deadline = None;
                     bump(&self.conn.inner.messages_in, 1);
+                    self.budget -= 1;
                     self.deliver(msg);
                 }
-                Ok(Decoded::Consumed(_)) => pos += consumed,
+                Ok(Decoded::Consumed(_)) => {
+                    pos += consumed;
+                    self.budget -= 1;
+                }
                 Ok(Decoded::Handshake {
                     data: handshake, ..
                 }) => {
@@ -216,7 +224,7 @@ impl<P: Protocol> Lifecycle<P> {
     pub fn poll_async(&mut self, cx: &mut Context<'_>) {
         loop {
             if self.inflight.is_none() {
-                if self.conn.flags() & DESTROY_REQ != 0 {
+                if self.conn.flags() & DESTROY_REQ != 0 || self.budget == 0 {
                     return;
                 }
                 let Some(msg) = self.pending.pop_front() else {
@@ -227,6 +235,7 @@ impl<P: Protocol> Lifecycle<P> {
                     return;
                 };
                 let conn = self.conn.clone();
+                self.budget -= 1;
                 match catch(|| f(conn, msg)) {
                     Ok(fut) => self.inflight = Some(fut),
                     Err(message) => {

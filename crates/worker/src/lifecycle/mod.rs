@@ -53,10 +53,18 @@ use crate::endpoint::Backpressure;
 use crate::error::{CloseReason, Error};
 use crate::event_loop::catch;
 use crate::handlers::{guard, report, LocalBoxFuture};
+use crate::memory::{release, MemoryBudget, RECHECK};
 use crate::protocol::{Closing, Protocol, ProtocolError, SessionClose, Start, Wire};
 
 /// Write buffers larger than this are released once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Messages (and other decoded items, and async handler starts) one
+/// connection may take per poll of its task before it yields to the other
+/// connections of its loop, as tokio's cooperative budget does. With at most
+/// `READS_PER_POLL` reads of 64 KiB, this bounds how long one flooding
+/// connection holds the loop.
+pub(crate) const MESSAGES_PER_TURN: u32 = 256;
 
 /// Where a connection is in its life (see the module diagram).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +132,7 @@ pub(crate) fn retire<P: Protocol>(conn: &Connection<P>) {
     conn.inner.flags.fetch_or(FINISHED, Ordering::AcqRel);
     let mut ob = conn.outbox();
     ob.closed = true;
-    ob.buf = Vec::new();
+    release(&mut ob.buf);
 }
 
 /// One connection's lifecycle as a state machine; see the module docs.
@@ -172,6 +180,14 @@ pub(crate) struct Lifecycle<P: Protocol> {
     /// The connection flags that hold input back (pause, closing, and the
     /// full send buffer under `Backpressure::PauseRecv`).
     hold_mask: u8,
+    /// What is left of this poll's [`MESSAGES_PER_TURN`].
+    budget: u32,
+    /// Bytes charged to the worker's memory budget.
+    charge: usize,
+    /// Input held back because the worker is over its memory budget, and
+    /// when to look again.
+    mem_hold: bool,
+    mem_check: Option<Instant>,
 }
 
 impl<P: Protocol> Lifecycle<P> {
@@ -212,6 +228,10 @@ impl<P: Protocol> Lifecycle<P> {
             close_deadline: None,
             drops_since: None,
             hold_mask,
+            budget: MESSAGES_PER_TURN,
+            charge: 0,
+            mem_hold: false,
+            mem_check: None,
         }
     }
 
@@ -303,6 +323,9 @@ impl<P: Protocol> Lifecycle<P> {
             self.begin_closing(now);
         }
         self.fire_send_events(now);
+        if self.enforce_memory_budget(now) {
+            return flags;
+        }
         self.redeliver();
         flags
     }
@@ -468,6 +491,7 @@ impl<P: Protocol> Lifecycle<P> {
             self.close_deadline
                 .filter(|_| matches!(self.phase, Phase::Closing | Phase::Lingering)),
             self.drops_since.map(|t| t + output::DROP_REPORT_INTERVAL),
+            self.mem_check,
         ]
         .into_iter()
         .flatten()
@@ -478,8 +502,15 @@ impl<P: Protocol> Lifecycle<P> {
     /// bytes the socket can take, send events, changed flags, a message for
     /// the async handler. Clears the queue's `polling` mark when not, so the
     /// next send wakes the task.
-    pub fn more_work(&mut self, flags: u8, yield_now: bool) -> bool {
+    ///
+    /// Also the end-of-poll moment the buffers are charged to the worker's
+    /// memory budget (see `crate::memory`).
+    pub fn more_work(&mut self, flags: u8, yield_now: bool, now: Instant) -> bool {
         let mut ob = self.conn.outbox();
+        let held = self.rbuf.capacity()
+            + (self.wbuf.len() - self.wpos)
+            + self.wire_out.len()
+            + ob.buf.len();
         let writable = !self.write_blocked;
         let more = (writable
             && (!self.wire_out.is_empty() || (self.established && !ob.buf.is_empty())))
@@ -490,13 +521,23 @@ impl<P: Protocol> Lifecycle<P> {
         if !more || yield_now {
             ob.polling = false;
         }
+        drop(ob);
+        self.charge(MemoryBudget::charge_for(held), now);
         more && !yield_now
     }
 
-    /// Registers the task's waker and marks the queue as being looked at.
+    /// A new poll: registers the task's waker, marks the queue as being
+    /// looked at, and renews the message budget.
     pub fn begin_turn(&mut self, waker: &std::task::Waker) {
         self.conn.inner.waker.register(waker);
         self.conn.outbox().polling = true;
+        self.budget = MESSAGES_PER_TURN;
+    }
+
+    /// Whether this poll's message budget is used up (the task must yield,
+    /// with input possibly left to deliver).
+    pub fn budget_spent(&self) -> bool {
+        self.budget == 0
     }
 
     /// The application-visible close: `on_close` exactly once (only for a
@@ -517,7 +558,7 @@ impl<P: Protocol> Lifecycle<P> {
             // A client keeps whole messages not yet taken by the writer for
             // its next session; bytes in flight may be half-written: dropped.
             if self.tenure == Tenure::Whole {
-                ob.buf = Vec::new();
+                release(&mut ob.buf);
             }
             std::mem::take(&mut ob.dropped)
         };
@@ -548,18 +589,65 @@ impl<P: Protocol> Lifecycle<P> {
         if self.phase == Phase::Closed {
             return;
         }
-        if reason == CloseReason::FlushTimeout {
-            self.conn.force_reason(CloseReason::FlushTimeout);
+        if matches!(reason, CloseReason::FlushTimeout | CloseReason::Overload) {
+            // Overrides the close that was under way, if any.
+            self.conn.force_reason(reason.clone());
         }
         self.phase = Phase::Closed;
         self.announce(reason);
         self.conn.outbox().in_flight = 0;
         self.conn.endpoint().sockets.fetch_sub(1, Ordering::Relaxed);
-        self.rbuf = Vec::new();
-        self.wbuf = Vec::new();
+        release(&mut self.rbuf);
+        release(&mut self.wbuf);
         self.wpos = 0;
-        self.wire_out = Vec::new();
+        release(&mut self.wire_out);
         self.close_deadline = None;
+        self.mem_check = None;
+        self.charge(0, Instant::now());
+    }
+
+    /// Moves this connection's charge on the worker's memory budget.
+    fn charge(&mut self, charge: usize, now: Instant) {
+        if charge != self.charge {
+            self.conn
+                .endpoint()
+                .memory
+                .recharge(self.charge, charge, now);
+            self.charge = charge;
+        }
+    }
+
+    /// Holds a connection that holds memory while the worker is over its
+    /// budget, and closes it if the worker stays over and it is among the
+    /// largest holders. Returns whether it closed.
+    fn enforce_memory_budget(&mut self, now: Instant) -> bool {
+        let budget = &self.conn.endpoint().memory;
+        if self.charge == 0 || !budget.is_over() || self.phase == Phase::Lingering {
+            self.mem_hold = false;
+            self.mem_check = None;
+            return false;
+        }
+        if budget.over_too_long(now) && MemoryBudget::class_of(self.charge) == budget.top_class() {
+            let (held, limit) = (self.charge, budget.limit());
+            log::debug!(
+                "connection {} ({}): closed over the memory budget, holding {} KiB",
+                self.conn.id(),
+                self.conn.remote_addr(),
+                held >> 10
+            );
+            report(
+                &self.conn,
+                &Error::Overload {
+                    held,
+                    budget: limit,
+                },
+            );
+            self.finish(CloseReason::Overload);
+            return true;
+        }
+        self.mem_hold = true;
+        self.mem_check = Some(now + RECHECK);
+        false
     }
 }
 

@@ -10,6 +10,7 @@ use crate::clock::bump;
 use crate::connection::OVER_LIMIT;
 use crate::error::Error;
 use crate::handlers::{fire_buffer_drain, fire_buffer_full, report};
+use crate::memory::release;
 use crate::protocol::Protocol;
 
 /// While a send buffer stays full, dropped sends are reported at most this often.
@@ -87,7 +88,7 @@ impl<P: Protocol> Lifecycle<P> {
                 return Some(&self.wbuf);
             }
             if ob.buf.capacity() > KEEP_CAPACITY {
-                ob.buf = Vec::new();
+                release(&mut ob.buf);
             }
             if ob.full {
                 ob.full = false;
@@ -102,7 +103,7 @@ impl<P: Protocol> Lifecycle<P> {
         self.flushed = true;
         self.write_blocked = false;
         if self.wbuf.capacity() > KEEP_CAPACITY {
-            self.wbuf = Vec::new();
+            release(&mut self.wbuf);
         }
         if drained {
             // The episode ends: its drops are reported, then the drain.

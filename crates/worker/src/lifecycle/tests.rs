@@ -225,6 +225,24 @@ impl Harness {
         }
     }
 
+    /// A connection of an existing endpoint (several share its budget).
+    fn attach(ep: &Arc<Endpoint<Lines>>, log: &Log, now: Instant) -> Self {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let conn = Connection::new(ep.clone(), addr, addr, 0, 0, None);
+        Harness {
+            core: Lifecycle::new(conn.clone(), Tenure::Whole),
+            conn,
+            log: log.clone(),
+            now,
+            waker: Waker::from(Arc::new(CountingWaker(Default::default()))),
+        }
+    }
+
+    /// The end of a poll, as the shell ends it (charges the budget).
+    fn end(&mut self) -> bool {
+        self.core.more_work(self.conn.flags(), false, self.now)
+    }
+
     fn server() -> Self {
         Self::new(
             Lines::default(),
@@ -243,6 +261,7 @@ impl Harness {
     /// One turn of the shell without socket I/O: requests, deadlines, the
     /// async handler.
     fn turn(&mut self) {
+        self.core.begin_turn(&self.waker.clone());
         self.core.process(self.now);
         let waker = self.waker.clone();
         self.core.poll_async(&mut Context::from_waker(&waker));
@@ -613,6 +632,24 @@ fn pause_holds_queued_input_until_resume_then_delivers_it_in_order() {
     h.conn.resume_recv();
     h.turn();
     assert_eq!(h.events(), ["msg two", "msg three"]);
+    assert!(h.core.wants_read());
+}
+
+#[test]
+fn one_poll_takes_at_most_its_message_budget_then_yields() {
+    let mut h = Harness::server().started();
+    h.events();
+    let flood: String = (0..600).map(|i| format!("{i}\n")).collect();
+    h.core.begin_turn(&h.waker.clone());
+    h.core.on_read(flood.as_bytes(), h.now);
+    assert_eq!(h.events().len(), MESSAGES_PER_TURN as usize);
+    assert!(h.core.budget_spent());
+    assert!(!h.core.wants_read(), "the task must yield, not read on");
+    h.turn();
+    h.turn();
+    let rest = h.events();
+    assert_eq!(rest.len(), 600 - MESSAGES_PER_TURN as usize);
+    assert_eq!(rest.last().unwrap(), "msg 599", "in order, none lost");
     assert!(h.core.wants_read());
 }
 
@@ -993,4 +1030,57 @@ fn a_client_session_keeps_its_queue_and_leaves_the_map_to_its_supervisor() {
     assert_eq!(out, b"next session\n");
     drop(entry);
     assert_eq!(h.map_len(), 0);
+}
+
+#[test]
+fn over_the_memory_budget_holders_pause_small_ones_go_on_and_the_largest_is_closed() {
+    use crate::memory::{GRACE, UNIT};
+    let log: Log = Arc::default();
+    let limits = Limits {
+        memory_budget: 4 * UNIT,
+        send_buffer_size: 64 * UNIT,
+        ..Limits::default()
+    };
+    let ep = Arc::new(Endpoint::new(Lines::default(), recording(&log), limits));
+    let t0 = Instant::now();
+    let mut big = Harness::attach(&ep, &log, t0).started();
+    let mut mid = Harness::attach(&ep, &log, t0).started();
+    let mut small = Harness::attach(&ep, &log, t0).started();
+    log.lock().unwrap().clear();
+    // Two peers that do not read: their queues stay charged.
+    for (h, units) in [(&mut big, 4), (&mut mid, 2)] {
+        let _ = h.conn.send(&"x".repeat(units * UNIT));
+        assert!(h.core.transmit().is_some());
+        h.core.on_write_blocked();
+        h.end();
+    }
+    assert_eq!(ep.memory.used(), 6 * UNIT);
+    assert!(ep.memory.is_over());
+    for h in [&mut big, &mut mid] {
+        h.turn();
+        assert!(!h.core.wants_read(), "a holder stops reading");
+    }
+    assert_eq!(big.core.next_deadline(), Some(t0 + crate::memory::RECHECK));
+    small.read("hi\n");
+    assert_eq!(small.events(), ["msg hi"], "a small connection is served");
+    // Still over after the grace period: only the largest class closes.
+    for h in [&mut mid, &mut big, &mut small] {
+        h.advance(GRACE);
+        h.turn();
+    }
+    assert!(!mid.core.is_closed());
+    assert!(big.core.is_closed());
+    let ev = log.lock().unwrap().clone();
+    assert_eq!(
+        ev,
+        [
+            "error over the memory budget of 0 MiB: closed, holding 256 KiB",
+            "close overload: over the memory budget in_map=true"
+        ]
+    );
+    assert_eq!(big.conn.close_reason(), Some(CloseReason::Overload));
+    // Under the budget again: the others read again.
+    assert_eq!(ep.memory.used(), 2 * UNIT);
+    mid.turn();
+    assert!(mid.core.wants_read());
 }
