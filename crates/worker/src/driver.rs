@@ -198,7 +198,7 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
                 continue;
             }
             if yield_now {
-                cx.waker().wake_by_ref();
+                this.resident.ctx().defer(cx.waker());
             }
             return Poll::Pending;
         }

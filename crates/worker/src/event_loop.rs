@@ -41,6 +41,9 @@ pub(crate) struct LoopCtx {
     wakeups: RefCell<TimerQueue<Rc<SleepSlot>>>,
     /// Reused list of the timers due in a turn.
     due: RefCell<Vec<TimerId>>,
+    /// Tasks that yielded for fairness: woken after the next look at the
+    /// reactor, so a connection with new input runs before they go on.
+    deferred: RefCell<Vec<Waker>>,
     /// Shared read buffer: taken by a connection for the duration of a read.
     scratch: Cell<Vec<u8>>,
     /// [`Resident`]s of this loop (connection tasks, client supervisors),
@@ -115,6 +118,13 @@ where
             // A timer that fired may have woken tasks (the wake sets
             // `woken`); an interval-0 timer keeps the next wait at zero.
             let mut deadline = ctx.run_due_timers();
+            // Tasks that used up their budget go on only after the reactor
+            // has been asked (without blocking), as tokio defers a task
+            // that yields: otherwise a flooding connection, always
+            // runnable, would keep the executor from ever returning here.
+            if ctx.wake_deferred_after_poll() {
+                continue;
+            }
             notify.waiting.store(true, Ordering::SeqCst);
             let woken = notify.woken.load(Ordering::SeqCst);
             // Out of work: before sleeping, let whatever else is runnable on
@@ -211,6 +221,7 @@ impl LoopCtx {
             timers: RefCell::new(TimerQueue::new()),
             wakeups: RefCell::new(TimerQueue::new()),
             due: RefCell::new(Vec::new()),
+            deferred: RefCell::new(Vec::new()),
             scratch: Cell::new(Vec::new()),
             live: Cell::new(0),
             idle: Event::new(),
@@ -282,6 +293,27 @@ impl LoopCtx {
         due.clear();
         self.due.replace(due);
         self.next_deadline()
+    }
+
+    /// Wakes `waker` after the loop's next look at the reactor.
+    pub fn defer(&self, waker: &Waker) {
+        self.deferred.borrow_mut().push(waker.clone());
+    }
+
+    /// If tasks yielded, collects the reactor's ready events without
+    /// blocking, then wakes them; returns whether it did.
+    fn wake_deferred_after_poll(&self) -> bool {
+        if self.deferred.borrow().is_empty() {
+            return false;
+        }
+        if let Err(e) = self.reactor.wait(Some(Duration::ZERO), || {}) {
+            log::error!("event loop {}: polling for events failed: {e}", self.id);
+        }
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        for w in deferred {
+            w.wake();
+        }
+        true
     }
 
     /// The earliest deadline of a timer or a [`Sleep`] of this loop.
@@ -504,4 +536,22 @@ impl Drop for Sleep {
     fn drop(&mut self) {
         self.unregister();
     }
+}
+
+/// Yields to the loop's other tasks *and* to the reactor: the task goes on
+/// after the loop's next look at its sockets (see [`LoopCtx::defer`]).
+pub(crate) async fn yield_to_reactor() {
+    let mut yielded = false;
+    futures_lite::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        match LoopCtx::current() {
+            Some(ctx) => ctx.defer(cx.waker()),
+            None => cx.waker().wake_by_ref(),
+        }
+        Poll::Pending
+    })
+    .await
 }

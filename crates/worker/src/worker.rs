@@ -15,7 +15,7 @@ use crate::endpoint::{
     Backpressure, Endpoint, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
 };
 use crate::error::Error;
-use crate::event_loop::{catch, sleep_until, LoopCtx, StopSignal};
+use crate::event_loop::{catch, sleep_until, yield_to_reactor, LoopCtx, StopSignal};
 use crate::handle::{WorkerFn, WorkerHandle, WorkerShared};
 use crate::handlers::{connection_callbacks, Handlers};
 use crate::lifecycle::Tenure;
@@ -493,7 +493,7 @@ async fn accept_loop<P: Protocol>(
         // cannot keep the loop from serving the connections it has.
         accepted += 1;
         if accepted % ACCEPTS_PER_TURN == 0 {
-            futures_lite::future::yield_now().await;
+            yield_to_reactor().await;
         }
         match listener.accept().await {
             Ok((stream, peer)) => {

@@ -38,32 +38,48 @@ impl<P: Protocol> Lifecycle<P> {
             // Lingering: whatever the peer still sends is discarded.
             return;
         }
-        if self.rbuf.is_empty() {
+        if self.rpos == self.rbuf.len() {
+            // Nothing buffered: decode straight from the read, keep the rest.
             let used = self.dispatch(data);
-            self.rbuf.extend_from_slice(&data[used..]);
+            if used < data.len() {
+                self.rbuf.clear();
+                self.rpos = 0;
+                self.rbuf.extend_from_slice(&data[used..]);
+            }
         } else {
+            // Compact once per read (not per delivery: a held-back buffer is
+            // consumed by moving `rpos`), then append and decode.
+            if self.rpos > 0 {
+                self.rbuf.drain(..self.rpos);
+                self.rpos = 0;
+            }
             reserve_gently(&mut self.rbuf, data.len());
             self.rbuf.extend_from_slice(data);
             let buf = std::mem::take(&mut self.rbuf);
-            let used = self.dispatch(&buf);
+            self.rpos = self.dispatch(&buf);
             self.rbuf = buf;
-            self.rbuf.drain(..used);
         }
         self.after_dispatch();
         let max = self.conn.max_package_size();
-        if self.rbuf.len() > max && !self.rbuf_undelivered && self.is_receiving() {
+        let left = self.rbuf.len() - self.rpos;
+        if left > max && !self.rbuf_undelivered && self.is_receiving() {
             self.protocol_error(ProtocolError::TooLarge {
-                len: self.rbuf.len() as u64,
+                len: left as u64,
                 max: max as u64,
             });
             release(&mut self.rbuf);
+            self.rpos = 0;
         }
     }
 
     pub(super) fn after_dispatch(&mut self) {
-        self.rbuf_undelivered = self.hold_delivery() && !self.rbuf.is_empty();
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            release(&mut self.rbuf);
+        let left = self.rbuf.len() - self.rpos;
+        self.rbuf_undelivered = self.hold_delivery() && left > 0;
+        if left == 0 {
+            self.rpos = 0;
+            if self.rbuf.capacity() > 0 {
+                release(&mut self.rbuf);
+            }
         }
     }
 
@@ -73,9 +89,9 @@ impl<P: Protocol> Lifecycle<P> {
             return;
         }
         let buf = std::mem::take(&mut self.rbuf);
-        let used = self.dispatch(&buf);
+        let used = self.dispatch(&buf[self.rpos..]);
         self.rbuf = buf;
-        self.rbuf.drain(..used);
+        self.rpos += used;
         self.after_dispatch();
     }
 

@@ -149,6 +149,8 @@ pub(crate) struct Lifecycle<P: Protocol> {
     /// Unconsumed inbound bytes (a partial message), empty and unallocated
     /// most of the time.
     rbuf: Vec<u8>,
+    /// Where the unconsumed part of `rbuf` starts.
+    rpos: usize,
     /// `rbuf` may hold whole messages not yet delivered (delivery was held).
     rbuf_undelivered: bool,
     /// Bytes the protocol wrote by itself; they go out before the queue.
@@ -210,6 +212,7 @@ impl<P: Protocol> Lifecycle<P> {
             established: false,
             map_entry: None,
             rbuf: Vec::new(),
+            rpos: 0,
             rbuf_undelivered: false,
             wire_out: Vec::new(),
             session_close: None,
@@ -598,6 +601,7 @@ impl<P: Protocol> Lifecycle<P> {
         self.conn.outbox().in_flight = 0;
         self.conn.endpoint().sockets.fetch_sub(1, Ordering::Relaxed);
         release(&mut self.rbuf);
+        self.rpos = 0;
         release(&mut self.wbuf);
         self.wpos = 0;
         release(&mut self.wire_out);
