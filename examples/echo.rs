@@ -3,7 +3,9 @@
 
 mod common;
 
-use lubdub::{Text, Worker};
+use common::log_limited;
+use log::Level;
+use lubdub::{Backpressure, Text, Worker};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(common::ServerArgs { listen, count }) =
@@ -14,13 +16,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging(log::LevelFilter::Info)?;
 
     let mut worker = Worker::<Text>::new(listen.as_str())?;
-    worker.count(count).name("echo");
-    worker.on_connect(|conn| log::info!("{} connected from {}", conn.id(), conn.remote_addr()));
+    // A peer that does not read its replies is not read from until it
+    // does (the default, spelled out); errors and connection churn are
+    // logged through a rate-limited path, so an attack cannot flood the log.
+    worker
+        .count(count)
+        .name("echo")
+        .backpressure(Backpressure::PauseRecv);
+    worker.on_connect(|conn| {
+        log_limited!(
+            Level::Info,
+            "{} connected from {}",
+            conn.id(),
+            conn.remote_addr()
+        )
+    });
     worker.on_message(|conn, line| {
         let _ = conn.send(&line);
     });
-    worker.on_close(|conn, reason| log::info!("{} closed: {reason}", conn.id()));
-    worker.on_error(|conn, err| log::warn!("{}: {err}", conn.id()));
+    worker.on_close(|conn, reason| log_limited!(Level::Info, "{} closed: {reason}", conn.id()));
+    worker.on_error(|conn, err| log_limited!(Level::Warn, "{}: {err}", conn.id()));
     worker.on_worker_start(|w| {
         println!(
             "echo listening on {} — try: nc {} {}",

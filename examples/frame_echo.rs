@@ -5,7 +5,9 @@
 
 mod common;
 
-use lubdub::{Frame, Worker};
+use common::log_limited;
+use log::Level;
+use lubdub::{Backpressure, Frame, Worker};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(common::ServerArgs { listen, count }) =
@@ -16,11 +18,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging(log::LevelFilter::Info)?;
 
     let mut worker = Worker::<Frame>::new(listen.as_str())?;
-    worker.count(count).name("frame-echo");
+    worker
+        .count(count)
+        .name("frame-echo")
+        .backpressure(Backpressure::PauseRecv);
     worker.on_message(|conn, payload| {
         let _ = conn.send(&payload);
     });
-    worker.on_error(|conn, err| log::warn!("{}: {err}", conn.id()));
+    worker.on_error(|conn, err| log_limited!(Level::Warn, "{}: {err}", conn.id()));
     worker.on_worker_start(|w| println!("frame echo listening on {}", w.local_addr()));
     worker.run()?;
     Ok(())

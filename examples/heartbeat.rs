@@ -24,6 +24,8 @@
 //! `pong`; any line counts as life; say nothing for 55 s and the server says
 //! goodbye and closes.
 
+mod common;
+
 use std::borrow::Borrow;
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
@@ -35,6 +37,8 @@ use lubdub::heartbeat::{
     FrameHeartbeat, Heartbeat, HeartbeatCodec, HeartbeatHandle, PacketHeartbeat, ServerHeartbeat,
     TextHeartbeat,
 };
+use common::log_limited;
+use log::Level;
 use lubdub::Text;
 use lubdub::{Client, CloseReason, Connection, EventLoop, Protocol, Worker, WorkerHandle};
 use lubdub::{Frame, PacketCodec};
@@ -204,7 +208,8 @@ where
         .timeout(opts.timeout)
         .ack_timeout(opts.ack)
         .on_ack(|c, a| {
-            log::info!(
+            log_limited!(
+                Level::Info,
                 "rtt of connection {}: {:?} (smoothed {:?}, min {:?}, {} samples)",
                 c.id(),
                 a.rtt,
@@ -224,13 +229,21 @@ where
     let close_tx = Mutex::new(close_tx);
     let mut worker = Worker::<P>::new(opts.listen.as_str())?;
     worker.name("heartbeat").plugin(hb);
-    worker.on_connect(|c| log::info!("connection {} from {}", c.id(), c.remote_addr()));
+    // Peers can connect and close in numbers: logged through a rate limit.
+    worker.on_connect(|c| {
+        log_limited!(
+            Level::Info,
+            "connection {} from {}",
+            c.id(),
+            c.remote_addr()
+        )
+    });
     worker.on_message(|c, m| {
         // The application: an echo. Heartbeats never get here.
         let _ = c.send(m.borrow());
     });
     worker.on_close(move |c, reason| {
-        log::info!("connection {} closed: {reason}", c.id());
+        log_limited!(Level::Info, "connection {} closed: {reason}", c.id());
         let _ = close_tx
             .lock()
             .unwrap()
