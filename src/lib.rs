@@ -22,7 +22,8 @@
 //! * [`protocol`] (`lubdub-protocol`): the sans-IO `Protocol` trait;
 //! * [`lubdub_text`]: Workerman's Text protocol ([`Text`], [`TextBytes`]);
 //! * [`lubdub_frame`]: binary length-prefixed protocols ([`Frame`],
-//!   [`LengthField`], the C# seed's [`PacketCodec`] and [`Packet`]).
+//!   [`LengthField`], the C# seed's [`PacketCodec`] and [`Packet`]);
+//! * [`ws`] (`lubdub-ws`): WebSocket, server and client ([`Ws`]).
 
 pub use lubdub_worker::{
     plugin, protocol, Backoff, Backpressure, Client, CloseReason, Closing, ConnStats, Connection,
@@ -36,6 +37,9 @@ pub use lubdub_text::{Text, TextBytes, TextConfig};
 
 pub use lubdub_frame::{Frame, LengthField, LengthFieldBuilder, Packet, PacketCodec};
 
+pub mod ws;
+pub use ws::{WebSocketHooks, Ws};
+
 /// The heartbeat plugin (`lubdub-heartbeat`): idle sweep, server pings,
 /// client heartbeat. See `docs/heartbeat.md`.
 pub use lubdub_heartbeat as heartbeat;
@@ -44,6 +48,7 @@ pub use lubdub_heartbeat as heartbeat;
 pub mod protocols {
     pub use lubdub_frame as frame;
     pub use lubdub_text as text;
+    pub use lubdub_ws as ws;
 }
 
 /// The README's code blocks, compiled as doc tests so they stay true.

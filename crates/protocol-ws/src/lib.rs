@@ -192,13 +192,28 @@ pub enum Role {
     Client,
 }
 
+/// Answers a plain HTTP request (not an upgrade) on a WebSocket port.
+type HttpHandler = Arc<dyn Fn(&Request) -> Option<Reject> + Send + Sync>;
+
 /// What every clone of a [`Ws`] shares.
-#[derive(Debug)]
 struct Shared {
     config: WsConfig,
     /// `None` in the server role.
     client: Option<ClientTarget>,
     handshake: bool,
+    /// Server role: answers requests that are not upgrades.
+    http: Option<HttpHandler>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("client", &self.client)
+            .field("handshake", &self.handshake)
+            .field("http", &self.http.is_some())
+            .finish()
+    }
 }
 
 enum State {
@@ -282,6 +297,7 @@ impl Ws {
             config,
             client: None,
             handshake: true,
+            http: None,
         }))
     }
 
@@ -298,6 +314,7 @@ impl Ws {
             config,
             client: Some(target),
             handshake: true,
+            http: None,
         })))
     }
 
@@ -309,6 +326,7 @@ impl Ws {
             config: self.shared.config.clone(),
             client: self.shared.client.clone(),
             handshake: self.shared.handshake,
+            http: self.shared.http.clone(),
         };
         let Some(target) = shared.client.as_mut() else {
             return Err(ProtocolError::Malformed(
@@ -326,6 +344,7 @@ impl Ws {
             config,
             client: None,
             handshake: false,
+            http: None,
         }))
     }
 
@@ -341,7 +360,40 @@ impl Ws {
             config,
             client: Some(target),
             handshake: false,
+            http: None,
         }))
+    }
+
+    /// Server role: answers plain HTTP requests (a `GET /` that is not an
+    /// upgrade) on the same port with what `handler` returns (an HTTP
+    /// response as a [`Reject`]: any status, `200` with a page included),
+    /// then closes that connection. `None` hands the request on to the
+    /// handshake hook, which answers `426 Upgrade Required` unless it
+    /// refuses otherwise. A `HEAD` request gets the head without the body.
+    ///
+    /// ```
+    /// use lubdub_ws::{Reject, Ws};
+    ///
+    /// let ws = Ws::default().serve_http(|req| {
+    ///     (req.path() == "/").then(|| {
+    ///         Reject::new(200)
+    ///             .header("Content-Type", "text/html; charset=utf-8")
+    ///             .body("<h1>hello</h1>")
+    ///     })
+    /// });
+    /// # let _ = ws;
+    /// ```
+    pub fn serve_http(
+        self,
+        handler: impl Fn(&Request) -> Option<Reject> + Send + Sync + 'static,
+    ) -> Self {
+        let shared = Shared {
+            config: self.shared.config.clone(),
+            client: self.shared.client.clone(),
+            handshake: self.shared.handshake,
+            http: Some(Arc::new(handler)),
+        };
+        Ws::from_shared(Arc::new(shared))
     }
 
     /// The configuration.
@@ -427,6 +479,23 @@ impl Ws {
                 .map(|(req, n)| (Handshake::Request(req), n))
         };
         match result {
+            Ok((Handshake::Request(req), consumed)) if !req.is_upgrade() => {
+                // A plain HTTP request: the page handler answers it, if it will.
+                let answer = self.shared.http.as_ref().and_then(|page| page(&req));
+                match answer {
+                    Some(response) => {
+                        self.reject(&Handshake::Request(req), &response, wire);
+                        Ok(Decoded::Consumed(consumed))
+                    }
+                    None => {
+                        self.state = State::Verdict;
+                        Ok(Decoded::Handshake {
+                            data: Handshake::Request(req),
+                            consumed,
+                        })
+                    }
+                }
+            }
             Ok((data, consumed)) => {
                 self.state = State::Verdict;
                 Ok(Decoded::Handshake { data, consumed })
@@ -454,6 +523,16 @@ impl Protocol for Ws {
             encoder.establish(self.assumed_deflate().as_ref());
         }
         encoder
+    }
+
+    /// The client role for `host` and `path_and_query`, with this
+    /// configuration; a `Ws` already in the client role keeps its target
+    /// and headers.
+    fn for_client(&self, host: &str, path_and_query: &str) -> Result<Self, ProtocolError> {
+        match self.role() {
+            Role::Client => Ok(self.clone()),
+            Role::Server => Ws::client(self.shared.config.clone(), host, path_and_query),
+        }
     }
 
     fn start(&mut self, wire: &mut Wire<'_>) -> Start {

@@ -508,3 +508,51 @@ fn a_clone_starts_before_the_handshake() {
     let (result, _) = server_handshake(&mut fresh, &request_with(""));
     assert!(result.is_ok(), "the clone reads a handshake again");
 }
+
+#[test]
+fn a_plain_request_is_answered_by_the_page_handler_or_goes_to_the_hook() {
+    let ws = Ws::default().serve_http(|req| {
+        (req.path() == "/").then(|| {
+            Reject::new(200)
+                .header("Content-Type", "text/html")
+                .body("<p>hi</p>")
+        })
+    });
+    for (method, body) in [("GET", "<p>hi</p>"), ("HEAD", "")] {
+        let mut page = ws.clone();
+        let mut wire = WireBuf::default();
+        page.start(&mut wire.wire());
+        let get = format!("{method} / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let got = wire.decode(&mut page, get.as_bytes()).unwrap();
+        assert_eq!(got, Decoded::Consumed(get.len()), "answered, no hook");
+        let out = text(&wire);
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("Content-Type: text/html\r\n"), "{out}");
+        assert!(out.contains("Content-Length: 9\r\n"), "{out}");
+        assert!(out.ends_with(&format!("\r\n\r\n{body}")), "{out}");
+        assert_eq!(wire.close.as_ref().map(|c| c.code), Some(200));
+    }
+    // A path the handler does not serve goes to the hook as a plain request.
+    let mut other = ws.clone();
+    let mut wire = WireBuf::default();
+    other.start(&mut wire.wire());
+    let get = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+    let Ok(Decoded::Handshake { data, .. }) = wire.decode(&mut other, get) else {
+        panic!("not handed to the hook");
+    };
+    assert!(!data.request().unwrap().is_upgrade());
+    assert!(wire.out.is_empty());
+}
+
+#[test]
+fn for_client_switches_a_server_template_to_the_client_role() {
+    let server = Ws::server(WsConfig::default());
+    let mut client = server.for_client("example.com:8080", "/chat?x=y").unwrap();
+    assert_eq!(client.role(), lubdub_ws::Role::Client);
+    let mut wire = WireBuf::default();
+    client.start(&mut wire.wire());
+    let req = text(&wire);
+    assert!(req.starts_with("GET /chat?x=y HTTP/1.1\r\n"), "{req}");
+    assert!(req.contains("Host: example.com:8080\r\n"), "{req}");
+    assert!(server.for_client("bad host", "/").is_err());
+}

@@ -137,6 +137,16 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     /// A fresh encoder state for a new connection (or a client's new session).
     fn encoder(&self) -> Self::Encoder;
 
+    /// This protocol as used by a client connecting to `host` (the host and
+    /// port as written in the address, `example.com:8080`) for
+    /// `path_and_query` (`/chat?room=1`, or `/` when the address has no
+    /// path). WebSocket switches to its client role and requests that path;
+    /// the default is the protocol itself.
+    fn for_client(&self, host: &str, path_and_query: &str) -> Result<Self, ProtocolError> {
+        let _ = (host, path_and_query);
+        Ok(self.clone())
+    }
+
     /// The transport is up and nothing has been read yet. A protocol with
     /// a handshake returns [`Start::Handshake`]; one that speaks first (a
     /// client's upgrade request) writes its bytes to `wire` here.

@@ -26,12 +26,21 @@ use crate::Error;
 pub struct ListenAddr {
     scheme: Option<String>,
     addr: SocketAddr,
+    /// The host and port as written (`example.com:8080`).
+    host: String,
+    /// The path and query after the host, if any (`/chat?room=1`).
+    path: Option<String>,
 }
 
 impl ListenAddr {
     /// A typed address with no scheme (the worker's protocol applies).
     pub fn new(addr: SocketAddr) -> Self {
-        ListenAddr { scheme: None, addr }
+        ListenAddr {
+            scheme: None,
+            addr,
+            host: addr.to_string(),
+            path: None,
+        }
     }
 
     /// The scheme, if the address named one.
@@ -42,6 +51,18 @@ impl ListenAddr {
     /// The socket address.
     pub fn socket_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The host and port as written (`example.com:8080`): what a client
+    /// names the server by (WebSocket's `Host` header, TLS's SNI).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The path and query written after the host (`/chat?room=1`), if any:
+    /// what a WebSocket client requests.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
     }
 
     /// Checks the scheme against a protocol's scheme (`tcp` is not a
@@ -75,16 +96,30 @@ impl FromStr for ListenAddr {
             }
             None => (None, s),
         };
-        let rest = rest.trim_end_matches('/');
-        let addr = match rest.parse::<SocketAddr>() {
+        // `host:port` then, for URLs, `/path?query`.
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
+            None => (rest, None),
+        };
+        let path = match path {
+            None | Some("/") => None,
+            Some(p) if p.starts_with('?') => Some(format!("/{p}")),
+            Some(p) => Some(p.to_owned()),
+        };
+        let addr = match authority.parse::<SocketAddr>() {
             Ok(a) => a,
-            Err(_) => rest
+            Err(_) => authority
                 .to_socket_addrs()
                 .map_err(|e| Error::Address(format!("`{s}`: {e}")))?
                 .next()
                 .ok_or_else(|| Error::Address(format!("`{s}` resolved to no address")))?,
         };
-        Ok(ListenAddr { scheme, addr })
+        Ok(ListenAddr {
+            scheme,
+            addr,
+            host: authority.to_owned(),
+            path,
+        })
     }
 }
 
@@ -97,8 +132,12 @@ impl From<SocketAddr> for ListenAddr {
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.scheme {
-            Some(s) => write!(f, "{s}://{}", self.addr),
-            None => write!(f, "{}", self.addr),
+            Some(s) => write!(f, "{s}://{}", self.addr)?,
+            None => write!(f, "{}", self.addr)?,
+        }
+        match &self.path {
+            Some(p) => f.write_str(p),
+            None => Ok(()),
         }
     }
 }
@@ -152,6 +191,23 @@ mod tests {
         let d: ListenAddr = "text://localhost:5".parse().unwrap();
         assert!(d.socket_addr().ip().is_loopback());
         assert_eq!(a.to_string(), "text://0.0.0.0:1234");
+    }
+
+    #[test]
+    fn urls_keep_their_host_and_path() {
+        let a: ListenAddr = "ws://localhost:8080/chat?room=1".parse().unwrap();
+        assert_eq!(a.scheme(), Some("ws"));
+        assert_eq!(a.host(), "localhost:8080");
+        assert_eq!(a.path(), Some("/chat?room=1"));
+        assert_eq!(a.socket_addr().port(), 8080);
+        let b: ListenAddr = "ws://127.0.0.1:9/".parse().unwrap();
+        assert_eq!(b.path(), None);
+        assert_eq!(b.to_string(), "ws://127.0.0.1:9");
+        let c: ListenAddr = "ws://127.0.0.1:9?x=1".parse().unwrap();
+        assert_eq!(c.path(), Some("/?x=1"));
+        assert_eq!(c.to_string(), "ws://127.0.0.1:9/?x=1");
+        let d = ListenAddr::new("[::1]:7".parse().unwrap());
+        assert_eq!((d.host(), d.path()), ("[::1]:7", None));
     }
 
     #[test]

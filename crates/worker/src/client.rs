@@ -61,6 +61,11 @@ impl<P: Protocol> Client<P> {
     pub fn with_protocol(addr: impl IntoListenAddr, protocol: P) -> Result<Self, Error> {
         let addr = addr.into_listen_addr()?;
         addr.check_scheme(P::SCHEME)?;
+        // The protocol as a client of this host and path (WebSocket puts
+        // them in its upgrade request).
+        let protocol = protocol
+            .for_client(addr.host(), addr.path().unwrap_or("/"))
+            .map_err(Error::Protocol)?;
         Ok(Client {
             addr: addr.socket_addr(),
             protocol,

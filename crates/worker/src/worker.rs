@@ -146,6 +146,11 @@ impl<P: Protocol> Worker<P> {
     pub fn with_protocol(addr: impl IntoListenAddr, protocol: P) -> Result<Self, Error> {
         let listen = addr.into_listen_addr()?;
         listen.check_scheme(P::SCHEME)?;
+        if let Some(path) = listen.path() {
+            return Err(Error::Address(format!(
+                "a listen address has no path: `{path}` in `{listen}`"
+            )));
+        }
         Ok(Worker {
             listen,
             protocol,
