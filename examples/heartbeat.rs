@@ -15,7 +15,8 @@
 //! * `--timeout SECS`: close after this much inbound silence, default 55;
 //! * `--ping-interval SECS`: turn server pings on (RTT per connection);
 //! * `--ack-timeout SECS`: how long a server ping may go unanswered, default 5;
-//! * `--protocol text|frame|packet`: default `text`;
+//! * `--protocol text|frame|packet|ws`: default `text`; `ws` is WebSocket,
+//!   where the server pings (browsers answer pings but cannot send them);
 //! * `--demo`: run a healthy and a silent client against the server with
 //!   short settings, report, exit;
 //! * `-v`: debug logs of the worker too.
@@ -33,13 +34,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lubdub::heartbeat::{
-    FrameHeartbeat, Heartbeat, HeartbeatCodec, HeartbeatHandle, PacketHeartbeat, ServerHeartbeat,
-    TextHeartbeat,
-};
 use common::log_limited;
 use log::Level;
+use lubdub::heartbeat::{
+    FrameHeartbeat, Heartbeat, HeartbeatCodec, HeartbeatHandle, PacketHeartbeat, ServerHeartbeat,
+    TextHeartbeat, WsHeartbeat,
+};
 use lubdub::Text;
+use lubdub::Ws;
 use lubdub::{Client, CloseReason, Connection, EventLoop, Protocol, Worker, WorkerHandle};
 use lubdub::{Frame, PacketCodec};
 
@@ -48,6 +50,7 @@ enum Proto {
     Text,
     Frame,
     Packet,
+    Ws,
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +66,7 @@ struct Opts {
 }
 
 const USAGE: &str = "usage: heartbeat [--listen ADDR] [--check-interval SECS] [--timeout SECS] \
-[--ping-interval SECS] [--ack-timeout SECS] [--protocol text|frame|packet] [--demo] [-v]";
+[--ping-interval SECS] [--ack-timeout SECS] [--protocol text|frame|packet|ws] [--demo] [-v]";
 
 fn secs(v: Option<String>, flag: &str) -> Result<Duration, String> {
     let v = v.ok_or(format!("{flag} needs a number of seconds"))?;
@@ -100,8 +103,11 @@ fn parse() -> Result<Option<Opts>, String> {
                     Some("text") => Proto::Text,
                     Some("frame") => Proto::Frame,
                     Some("packet") => Proto::Packet,
+                    Some("ws") => Proto::Ws,
                     other => {
-                        return Err(format!("--protocol: text, frame or packet, not {other:?}"))
+                        return Err(format!(
+                            "--protocol: text, frame, packet or ws, not {other:?}"
+                        ))
                     }
                 }
             }
@@ -169,6 +175,19 @@ fn main() -> ExitCode {
             let codec =
                 PacketHeartbeat::new().start_interval(Some(if opts.demo { 1 } else { secs }));
             run::<PacketCodec, _>(&opts, codec, |hb| hb, "packet")
+        }
+        Proto::Ws => {
+            // Browsers cannot ping: the server does, and the pongs give
+            // each connection's round trip.
+            let mut opts = opts.clone();
+            if opts.ping.is_none() {
+                opts.ping = Some(if opts.demo {
+                    Duration::from_millis(400)
+                } else {
+                    (opts.timeout / 3).max(Duration::from_secs(1))
+                });
+            }
+            run::<Ws, _>(&opts, WsHeartbeat, |hb| hb, "ws")
         }
     };
     match result {
@@ -270,6 +289,11 @@ where
                     addr.ip(),
                     addr.port()
                 );
+            } else if scheme == "ws" {
+                println!(
+                    "open a WebSocket to ws://{addr}/ (any path): the server pings it and logs \
+                     each round trip; stay silent and it closes. Ctrl-C stops."
+                );
             } else {
                 println!("binary protocol: `--demo` shows a client. Ctrl-C stops.");
             }
@@ -349,8 +373,16 @@ where
     let (lp, conn): (_, Connection<P>) = ready_rx.recv_timeout(Duration::from_secs(5))?;
     println!("demo: healthy client pings every {beat:?} when quiet");
 
-    // The silent one: connects and says nothing, ever.
-    let silent = TcpStream::connect(addr)?;
+    // The silent one: connects and says nothing, ever (over WebSocket it
+    // does the upgrade first, then neither sends nor answers anything).
+    let mut silent = TcpStream::connect(addr)?;
+    if P::SCHEME == "ws" {
+        use std::io::Write;
+        silent.write_all(
+            b"GET / HTTP/1.1\r\nHost: demo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )?;
+    }
     let silent_addr = silent.local_addr()?;
     println!(
         "demo: silent client {silent_addr} says nothing; expect a close within {:?}",

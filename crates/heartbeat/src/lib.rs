@@ -50,6 +50,7 @@ mod rtt;
 mod server;
 mod sweep;
 mod time;
+mod ws;
 
 pub use client::{
     ClientAction, ClientBeat, ClientConfig, ClientIo, ClockSample, Entropy, RoundTrip, SplitMix64,
@@ -64,6 +65,7 @@ pub use rtt::{RttEstimator, RttStats};
 pub use server::{HeartbeatHandle, HeartbeatStats, ServerConfig, ServerHeartbeat, Timeout};
 pub use sweep::{IdleSweep, Liveness, SweepConfig, SweepReport};
 pub use time::{from_unix_ms, unix_ms, Stall, StallLog, Ticker};
+pub use ws::WsHeartbeat;
 
 use lubdub_worker::Protocol;
 
