@@ -512,6 +512,7 @@ type DecodeResult = Result<Decoded<Message, Handshake>, ProtocolError>;
 
 impl Protocol for Ws {
     const SCHEME: &'static str = "ws";
+    const TLS_SCHEME: Option<&'static str> = Some("wss");
     type Message = Message;
     type Outgoing = Message;
     type Encoder = WsEncoder;

@@ -122,6 +122,10 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     /// The scheme that selects this protocol in a listen address
     /// (`text` in `text://0.0.0.0:1234`).
     const SCHEME: &'static str;
+    /// The scheme that selects this protocol over TLS, if it has one
+    /// (`wss` for WebSocket). Any protocol can run over TLS by configuring
+    /// it; this only names it in addresses.
+    const TLS_SCHEME: Option<&'static str> = None;
     /// What `decode` produces and `on_message` receives.
     type Message: Send + 'static;
     /// What `Connection::send` accepts (for example `str` for text lines).

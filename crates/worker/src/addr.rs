@@ -65,15 +65,22 @@ impl ListenAddr {
         self.path.as_deref()
     }
 
-    /// Checks the scheme against a protocol's scheme (`tcp` is not a
-    /// wildcard: it names the raw protocol, as in Workerman).
-    pub(crate) fn check_scheme(&self, expected: &'static str) -> Result<(), Error> {
+    /// Checks the scheme against a protocol's schemes (`tcp` is not a
+    /// wildcard: it names the raw protocol, as in Workerman). Returns
+    /// whether the address names the protocol's TLS scheme (`wss`).
+    pub(crate) fn check_scheme(
+        &self,
+        expected: &'static str,
+        tls: Option<&'static str>,
+    ) -> Result<bool, Error> {
         match &self.scheme {
-            Some(s) if !s.eq_ignore_ascii_case(expected) => Err(Error::SchemeMismatch {
+            None => Ok(false),
+            Some(s) if s.eq_ignore_ascii_case(expected) => Ok(false),
+            Some(s) if tls.is_some_and(|t| s.eq_ignore_ascii_case(t)) => Ok(true),
+            Some(s) => Err(Error::SchemeMismatch {
                 expected,
                 found: s.clone(),
             }),
-            _ => Ok(()),
         }
     }
 }
@@ -227,16 +234,19 @@ mod tests {
     #[test]
     fn scheme_check() {
         let a: ListenAddr = "frame://127.0.0.1:1".parse().unwrap();
-        assert!(a.check_scheme("frame").is_ok());
+        assert!(matches!(a.check_scheme("frame", None), Ok(false)));
+        let wss: ListenAddr = "wss://127.0.0.1:1".parse().unwrap();
+        assert!(matches!(wss.check_scheme("ws", Some("wss")), Ok(true)));
+        assert!(wss.check_scheme("ws", None).is_err());
         assert!(matches!(
-            a.check_scheme("text"),
+            a.check_scheme("text", None),
             Err(Error::SchemeMismatch {
                 expected: "text",
                 ..
             })
         ));
         assert!(ListenAddr::new("127.0.0.1:1".parse().unwrap())
-            .check_scheme("text")
+            .check_scheme("text", None)
             .is_ok());
     }
 }

@@ -21,7 +21,9 @@ use crate::lifecycle::{retire, MapEntry, Tenure};
 use crate::protocol::Protocol;
 use crate::reactor::{Io, Reactor};
 use crate::reconnect::{Backoff, ReconnectPolicy};
+use crate::tls::{Tls, TlsClientConfig};
 use crate::transport::Plain;
+use rustls::pki_types::ServerName;
 
 /// A client: an address, a protocol and callbacks, from which
 /// [`connect`](Self::connect) makes connections (Workerman's
@@ -46,6 +48,9 @@ pub struct Client<P: Protocol> {
     connect_timeout: Duration,
     backoff: Option<Backoff>,
     ep: OnceLock<Arc<Endpoint<P>>>,
+    /// The host as written in the address (for TLS's server name).
+    host: String,
+    tls: Option<TlsClientConfig>,
 }
 
 impl<P: Protocol + Default> Client<P> {
@@ -60,7 +65,7 @@ impl<P: Protocol> Client<P> {
     /// A client of `addr` speaking a configured `protocol`.
     pub fn with_protocol(addr: impl IntoListenAddr, protocol: P) -> Result<Self, Error> {
         let addr = addr.into_listen_addr()?;
-        addr.check_scheme(P::SCHEME)?;
+        let tls_scheme = addr.check_scheme(P::SCHEME, P::TLS_SCHEME)?;
         // The protocol as a client of this host and path (WebSocket puts
         // them in its upgrade request).
         let protocol = protocol
@@ -74,7 +79,19 @@ impl<P: Protocol> Client<P> {
             connect_timeout: Duration::from_secs(10),
             backoff: None,
             ep: OnceLock::new(),
+            host: addr.host().to_owned(),
+            // A TLS scheme (`wss://`) trusts Mozilla's roots unless told otherwise.
+            tls: tls_scheme.then(TlsClientConfig::default),
         })
+    }
+
+    /// Connects over TLS (1.3 and 1.2, rustls with ring) with these
+    /// settings: which servers to trust, ALPN, the server name (by default
+    /// the address's host, sent as SNI). Reconnects redo the handshake and
+    /// resume the session when the server allows it.
+    pub fn tls(&mut self, config: TlsClientConfig) -> &mut Self {
+        self.tls = Some(config);
+        self
     }
 
     /// Gives up a connect attempt after this long. Default 10 s.
@@ -158,11 +175,16 @@ impl<P: Protocol> Client<P> {
             let c = conn.clone();
             resident.on_stop(move || c.close_for_stop());
         }
+        let tls = match &self.tls {
+            Some(config) => Some((config.clone(), config.name_for(&self.host)?)),
+            None => None,
+        };
         let sup = supervise(
             conn.clone(),
             (entry, resident),
             self.backoff.clone().map(ReconnectPolicy::new),
             self.connect_timeout,
+            tls,
         );
         ctx.ex.spawn(sup).detach();
         Ok(conn)
@@ -190,6 +212,7 @@ async fn supervise<P: Protocol>(
     tenancy: (MapEntry<P>, Resident),
     mut policy: Option<ReconnectPolicy>,
     connect_timeout: Duration,
+    tls: Option<(TlsClientConfig, ServerName<'static>)>,
 ) {
     let Some(ctl) = conn.inner.client.as_deref() else {
         return;
@@ -252,7 +275,19 @@ async fn supervise<P: Protocol>(
                 ctl.set_connected(true);
                 ctl.attempts.store(0, Ordering::Relaxed);
                 let started = Instant::now();
-                ConnDriver::new(conn.clone(), Tenure::Session, stream, Plain, &ctx).await;
+                let tls_session = tls
+                    .as_ref()
+                    .map(|(config, name)| Tls::client(config, name.clone()));
+                match tls_session {
+                    None => {
+                        ConnDriver::new(conn.clone(), Tenure::Session, stream, Plain, &ctx).await
+                    }
+                    Some(Ok(transport)) => {
+                        ConnDriver::new(conn.clone(), Tenure::Session, stream, transport, &ctx)
+                            .await
+                    }
+                    Some(Err(e)) => report(&conn, &Error::Io(e)),
+                }
                 ctl.set_connected(false);
                 if ctl.is_user_closed() {
                     break;

@@ -62,8 +62,16 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
     /// whether the read budget ran out with data possibly left.
     fn read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         let mut reads = 0;
+        let ctx = self.resident.ctx().clone();
         loop {
-            if !self.core.wants_read() {
+            // Before the protocol starts, only the transport's own
+            // handshake (TLS) wants bytes; once it is done, the protocol.
+            self.start_when_ready(now);
+            let wanted = match self.core.phase() {
+                Phase::New => self.transport.is_handshaking(),
+                _ => self.core.wants_read(),
+            };
+            if !wanted {
                 return false;
             }
             let Some(stream) = self.stream.as_ref() else {
@@ -83,16 +91,21 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
                 return true;
             }
             reads += 1;
-            let ctx = self.resident.ctx();
             let mut scratch = ctx.take_scratch();
             let res = self.transport.read(stream, &mut scratch);
             let go_on = match res {
                 Ok(Received::Data(n)) => {
+                    // Application bytes can come in the same read as the
+                    // end of the transport's handshake: start first.
+                    self.start_when_ready(now);
                     self.core.on_read(&scratch[..n], now);
                     true
                 }
-                Ok(Received::WouldBlock) => true,
+                Ok(Received::Nothing | Received::WouldBlock) => true,
                 Ok(Received::Eof) => {
+                    if self.transport.take_truncation() {
+                        self.core.on_truncation();
+                    }
                     self.core.on_eof(now);
                     false
                 }
@@ -115,7 +128,7 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
                 return;
             };
             let Some(bytes) = self.core.transmit() else {
-                return;
+                break;
             };
             match self.transport.write(stream, cx, bytes) {
                 Poll::Ready(Ok(0)) => {
@@ -130,10 +143,32 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
                     return;
                 }
                 Poll::Pending => {
+                    self.core.set_transport_pending(self.transport.pending());
                     self.core.on_write_blocked();
                     return;
                 }
             }
+        }
+        // What the transport itself holds (TLS records, its handshake).
+        if let Some(stream) = self.stream.as_ref() {
+            if let Poll::Ready(Err(e)) = self.transport.poll_flush(stream, cx) {
+                self.core.on_io_error("write", e);
+                return;
+            }
+        }
+        self.core.set_transport_pending(self.transport.pending());
+    }
+
+    /// Starts the protocol once the transport's own handshake is done (at
+    /// once for plain TCP); until then its deadline runs.
+    fn start_when_ready(&mut self, now: Instant) {
+        if self.core.phase() != Phase::New {
+            return;
+        }
+        if self.transport.is_handshaking() {
+            self.core.expect_transport_handshake(now);
+        } else {
+            self.core.start(now);
         }
     }
 
@@ -158,9 +193,7 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
         }
         let mut now = Instant::now();
         this.core.begin_turn(cx.waker());
-        if this.core.phase() == Phase::New {
-            this.core.start(now);
-        }
+        this.start_when_ready(now);
         loop {
             let flags = this.core.process(now);
             if this.core.is_closed() {
@@ -168,6 +201,7 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
             }
             this.core.poll_async(cx);
             let read_budget_spent = this.read(cx, now);
+            this.start_when_ready(now);
             this.core.poll_async(cx);
             if this.core.conn().flags() & DESTROY_REQ != 0 && !this.core.is_closed() {
                 continue;

@@ -28,6 +28,8 @@ pub(crate) struct WorkerShared<P: Protocol> {
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     pub on_worker_start: Option<WorkerFn<P>>,
     pub on_worker_stop: Option<WorkerFn<P>>,
+    /// The TLS configuration new connections use.
+    pub tls: std::sync::RwLock<Option<Arc<rustls::ServerConfig>>>,
 }
 
 /// A running worker: its live connections, address, and stop control.
@@ -80,6 +82,23 @@ impl<P: Protocol> WorkerHandle<P> {
     /// connection, rounded down, so small buffers do not count.
     pub fn buffered_bytes(&self) -> usize {
         self.shared.ep.memory.used()
+    }
+
+    /// Replaces the TLS configuration (a renewed certificate) without a
+    /// restart: new handshakes use it, connections already up keep theirs.
+    /// [`Error::InvalidState`] if the worker does not use TLS.
+    pub fn reload_tls(&self, config: crate::TlsConfig) -> Result<(), crate::Error> {
+        let mut tls = self
+            .shared
+            .tls
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if tls.is_none() {
+            return Err(crate::Error::InvalidState("the worker does not use TLS"));
+        }
+        *tls = Some(config.rustls().clone());
+        log::info!("worker {}: TLS configuration reloaded", self.shared.name);
+        Ok(())
     }
 
     /// Connections refused because of `max_connections`.

@@ -30,6 +30,7 @@ mod reactor;
 mod reconnect;
 mod timer;
 pub mod timer_queue;
+mod tls;
 mod transport;
 mod worker;
 
@@ -52,4 +53,5 @@ pub use protocol::{
 pub use reconnect::{Backoff, ReconnectPolicy};
 pub use timer::Timer;
 pub use timer_queue::TimerId;
-pub use worker::{Worker, WorkerConfig};
+pub use tls::{TlsClientConfig, TlsConfig};
+pub use worker::{TlsFiles, Worker, WorkerConfig};

@@ -215,19 +215,39 @@ impl<T: AsFd> Io<T>
 where
     for<'a> &'a T: Read + Write,
 {
+    /// Writes with one `send` (plain connections: `writev` would be the
+    /// same work, but one buffer needs no vector).
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |io| io.write(buf))
+    }
+
+    /// [`poll_write`](Self::poll_write) of several buffers in one `writev`.
+    pub fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |io| io.write_vectored(bufs))
+    }
+
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&mut &T) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
         loop {
             if !self.state.writable.get() {
                 store(&self.state.write_waker, cx.waker());
                 return Poll::Pending;
             }
-            match (&self.io).write(buf) {
+            match write(&mut &self.io) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.state.writable.set(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 res => return Poll::Ready(res),
             }
         }
     }
+
 }
 
 impl Io<TcpListener> {

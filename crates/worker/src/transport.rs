@@ -1,5 +1,6 @@
 //! The transport seam: what sits between a connection's socket and its
-//! protocol. [`Plain`] passes bytes through unchanged; TLS plugs in here.
+//! protocol. [`Plain`] passes bytes through unchanged; `crate::tls::Tls`
+//! encrypts them.
 //!
 //! The connection shell (`crate::driver`) reads and writes only through a
 //! [`Transport`], for servers and clients alike. A transport decides what
@@ -18,6 +19,9 @@ use crate::reactor::Io;
 pub(crate) enum Received {
     /// `n > 0` bytes for the protocol, at the front of the buffer.
     Data(usize),
+    /// Bytes were read but none is for the protocol yet (a TLS handshake
+    /// message, a record still incomplete).
+    Nothing,
     /// The socket has nothing more for now; its readiness was cleared and
     /// the next read waits for an edge.
     WouldBlock,
@@ -38,8 +42,34 @@ pub(crate) trait Transport: 'static {
         buf: &[u8],
     ) -> Poll<io::Result<usize>>;
 
-    /// Shuts down the writing side after everything was written.
+    /// Shuts down the writing side after everything was written (TLS
+    /// sends its close_notify first).
     fn shutdown(&mut self, sock: &Io<TcpStream>) -> io::Result<()>;
+
+    /// Writes what the transport itself still holds (TLS records, handshake
+    /// messages); `Ready(Ok)` once nothing is left.
+    fn poll_flush(&mut self, sock: &Io<TcpStream>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = (sock, cx);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether the transport's own handshake (TLS) is still under way: the
+    /// protocol starts only after it.
+    fn is_handshaking(&self) -> bool {
+        false
+    }
+
+    /// Bytes the transport holds for the peer, counted in the connection's
+    /// send buffer.
+    fn pending(&self) -> usize {
+        0
+    }
+
+    /// Whether the stream ended without the transport's own close (a TLS
+    /// truncation); asked once after [`Received::Eof`].
+    fn take_truncation(&mut self) -> bool {
+        false
+    }
 }
 
 /// Plain TCP: the socket's bytes are the protocol's bytes. Costs nothing
@@ -51,6 +81,7 @@ pub(crate) struct Plain;
 impl Transport for Plain {
     #[inline]
     fn read(&mut self, sock: &Io<TcpStream>, buf: &mut [u8]) -> io::Result<Received> {
+        // (The socket call itself, monomorphised into the shell.)
         loop {
             match (&mut sock.get_ref()).read(buf) {
                 Ok(0) => return Ok(Received::Eof),

@@ -22,6 +22,7 @@ use crate::lifecycle::Tenure;
 use crate::protocol::Protocol;
 use crate::reactor::Io;
 use crate::timer::Timer;
+use crate::tls::{Tls, TlsConfig};
 use crate::transport::Plain;
 
 /// Worker settings that can come from a config file (any serde format).
@@ -77,6 +78,21 @@ pub struct WorkerConfig {
     /// [`default_memory_budget`](crate::default_memory_budget).
     #[serde(default)]
     pub memory_budget: Option<usize>,
+    /// TLS for every connection, from PEM files. Default: none (required
+    /// by a TLS scheme such as `wss://`).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key in PEM files (see
+/// [`TlsConfig::from_pem_files`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key: PKCS#8, PKCS#1 or SEC1.
+    pub key: std::path::PathBuf,
 }
 
 fn default_count() -> usize {
@@ -130,6 +146,9 @@ pub struct Worker<P: Protocol> {
     handlers: Handlers<P>,
     on_worker_start: Option<WorkerFn<P>>,
     on_worker_stop: Option<WorkerFn<P>>,
+    tls: Option<TlsConfig>,
+    /// The address names the protocol's TLS scheme (`wss://`).
+    tls_scheme: bool,
 }
 
 impl<P: Protocol + Default> Worker<P> {
@@ -145,7 +164,7 @@ impl<P: Protocol> Worker<P> {
     /// A worker for `addr` speaking a configured `protocol`.
     pub fn with_protocol(addr: impl IntoListenAddr, protocol: P) -> Result<Self, Error> {
         let listen = addr.into_listen_addr()?;
-        listen.check_scheme(P::SCHEME)?;
+        let tls_scheme = listen.check_scheme(P::SCHEME, P::TLS_SCHEME)?;
         if let Some(path) = listen.path() {
             return Err(Error::Address(format!(
                 "a listen address has no path: `{path}` in `{listen}`"
@@ -162,6 +181,8 @@ impl<P: Protocol> Worker<P> {
             handlers: Handlers::default(),
             on_worker_start: None,
             on_worker_stop: None,
+            tls: None,
+            tls_scheme,
         })
     }
 
@@ -182,6 +203,9 @@ impl<P: Protocol> Worker<P> {
         }
         if let Some(ms) = config.first_message_timeout_ms {
             w.first_message_timeout(Duration::from_millis(ms));
+        }
+        if let Some(files) = &config.tls {
+            w.tls(TlsConfig::from_pem_files(&files.cert, &files.key)?);
         }
         w.handshake_timeout(Duration::from_millis(config.handshake_timeout_ms))
             .backpressure(config.backpressure);
@@ -229,6 +253,16 @@ impl<P: Protocol> Worker<P> {
     /// silent). Default: none.
     pub fn first_message_timeout(&mut self, timeout: Duration) -> &mut Self {
         self.limits.first_message_timeout = Some(timeout);
+        self
+    }
+
+    /// Terminates TLS (1.3 and 1.2, rustls with ring) for every connection,
+    /// whatever the protocol: Workerman's `transport = 'ssl'`. A TLS scheme
+    /// (`wss://`) requires it. New connections use the newest configuration
+    /// ([`WorkerHandle::reload_tls`]); nothing is read from a connection
+    /// before its TLS handshake completes, within the handshake timeout.
+    pub fn tls(&mut self, config: TlsConfig) -> &mut Self {
+        self.tls = Some(config);
         self
     }
 
@@ -312,6 +346,12 @@ impl<P: Protocol> Worker<P> {
 
     /// Binds and starts the event loops; returns at once with a handle.
     pub fn start(&self) -> Result<WorkerHandle<P>, Error> {
+        if self.tls_scheme && self.tls.is_none() {
+            return Err(Error::Config(format!(
+                "`{}` is a TLS address: configure it with worker.tls(TlsConfig::from_pem_files(..))",
+                self.listen
+            )));
+        }
         let count = self.count;
         let first = bind(self.listen.socket_addr(), count > 1)?;
         let local_addr = first.local_addr()?;
@@ -335,6 +375,7 @@ impl<P: Protocol> Worker<P> {
             threads: Mutex::new(Vec::new()),
             on_worker_start: self.on_worker_start.clone(),
             on_worker_stop: self.on_worker_stop.clone(),
+            tls: std::sync::RwLock::new(self.tls.as_ref().map(|t| t.rustls().clone())),
         });
         log::info!(
             "worker {} listening on {}://{} with {count} loop(s)",
@@ -567,8 +608,25 @@ fn spawn_connection<P: Protocol>(
     } else {
         shared.local_addr
     };
-    let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid, None);
-    ctx.ex
-        .spawn(ConnDriver::new(conn, Tenure::Whole, stream, Plain, ctx))
-        .detach();
+    let tls = shared
+        .tls
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some(tls) = tls else {
+        let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid, None);
+        ctx.ex
+            .spawn(ConnDriver::new(conn, Tenure::Whole, stream, Plain, ctx))
+            .detach();
+        return;
+    };
+    match Tls::server(&tls) {
+        Ok(transport) => {
+            let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid, None);
+            ctx.ex
+                .spawn(ConnDriver::new(conn, Tenure::Whole, stream, transport, ctx))
+                .detach();
+        }
+        Err(e) => log::warn!("worker {}: TLS session for {peer}: {e}", shared.name),
+    }
 }

@@ -184,6 +184,9 @@ pub(crate) struct Lifecycle<P: Protocol> {
     hold_mask: u8,
     /// What is left of this poll's [`MESSAGES_PER_TURN`].
     budget: u32,
+    /// Bytes the transport still holds for the peer (TLS records): the
+    /// connection is not flushed until they are written.
+    transport_pending: usize,
     /// Bytes charged to the worker's memory budget.
     charge: usize,
     /// Input held back because the worker is over its memory budget, and
@@ -232,6 +235,7 @@ impl<P: Protocol> Lifecycle<P> {
             drops_since: None,
             hold_mask,
             budget: MESSAGES_PER_TURN,
+            transport_pending: 0,
             charge: 0,
             mem_hold: false,
             mem_check: None,
@@ -316,7 +320,7 @@ impl<P: Protocol> Lifecycle<P> {
         }
         if self
             .handshake_deadline
-            .is_some_and(|d| now >= d && self.phase == Phase::Handshake)
+            .is_some_and(|d| now >= d && matches!(self.phase, Phase::New | Phase::Handshake))
         {
             self.handshake_deadline = None;
             log::debug!("connection {}: handshake timed out", self.conn.id());
@@ -441,7 +445,8 @@ impl<P: Protocol> Lifecycle<P> {
     pub fn socket_action(&mut self, now: Instant) -> Option<SocketAction> {
         match self.phase {
             Phase::Closing => {
-                if self.flushed && self.inflight.is_none() && self.pending.is_empty() {
+                let flushed = self.flushed && self.transport_pending == 0;
+                if flushed && self.inflight.is_none() && self.pending.is_empty() {
                     if self.peer_eof {
                         // The peer's FIN is in and nothing is left unread:
                         // closing sends our FIN after the flushed bytes, with
@@ -457,7 +462,7 @@ impl<P: Protocol> Lifecycle<P> {
                 }
                 if self.close_deadline.is_some_and(|d| now >= d) {
                     let reason = self.reason();
-                    if !self.flushed && !Self::presumed_gone(&reason) {
+                    if !flushed && !Self::presumed_gone(&reason) {
                         log::debug!(
                             "connection {}: close timed out with data unsent",
                             self.conn.id()
@@ -490,7 +495,7 @@ impl<P: Protocol> Lifecycle<P> {
         [
             self.first_message_deadline.filter(|_| receiving),
             self.handshake_deadline
-                .filter(|_| self.phase == Phase::Handshake),
+                .filter(|_| matches!(self.phase, Phase::New | Phase::Handshake)),
             self.close_deadline
                 .filter(|_| matches!(self.phase, Phase::Closing | Phase::Lingering)),
             self.drops_since.map(|t| t + output::DROP_REPORT_INTERVAL),
@@ -511,6 +516,7 @@ impl<P: Protocol> Lifecycle<P> {
     pub fn more_work(&mut self, flags: u8, yield_now: bool, now: Instant) -> bool {
         let mut ob = self.conn.outbox();
         let held = self.rbuf.capacity()
+            + self.transport_pending
             + (self.wbuf.len() - self.wpos)
             + self.wire_out.len()
             + ob.buf.len();
@@ -527,6 +533,36 @@ impl<P: Protocol> Lifecycle<P> {
         drop(ob);
         self.charge(MemoryBudget::charge_for(held), now);
         more && !yield_now
+    }
+
+    /// The transport has a handshake of its own (TLS) before `start`: it
+    /// must finish within the handshake timeout too.
+    pub fn expect_transport_handshake(&mut self, now: Instant) {
+        if self.phase == Phase::New && self.handshake_deadline.is_none() {
+            self.handshake_deadline = Some(now + self.conn.endpoint().limits.handshake_timeout);
+        }
+    }
+
+    /// How many bytes the transport still holds for the peer.
+    pub fn set_transport_pending(&mut self, bytes: usize) {
+        self.transport_pending = bytes;
+    }
+
+    /// The stream ended without the transport's own close (a TLS
+    /// truncation): reported; the shell then handles it as the peer's FIN.
+    pub fn on_truncation(&mut self) {
+        log::debug!(
+            "connection {} ({}): the peer closed without a TLS close_notify",
+            self.conn.id(),
+            self.conn.remote_addr()
+        );
+        report(
+            &self.conn,
+            &Error::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed without a TLS close_notify (truncation)",
+            )),
+        );
     }
 
     /// A new poll: registers the task's waker, marks the queue as being

@@ -123,10 +123,18 @@ impl<P: Protocol> Lifecycle<P> {
     }
 
     /// The socket takes no more for now; writing resumes when it is writable.
+    /// The transport's own pending bytes count as in flight too, so the
+    /// send buffer limit covers them (a peer that does not read TLS records
+    /// cannot grow them without bound).
     pub fn on_write_blocked(&mut self) {
         self.write_blocked = true;
-        if self.wbuf_queued {
-            self.conn.outbox().in_flight = self.wbuf.len() - self.wpos;
+        if self.wbuf_queued || self.transport_pending > 0 {
+            let unwritten = if self.wbuf_queued {
+                self.wbuf.len() - self.wpos
+            } else {
+                0
+            };
+            self.conn.outbox().in_flight = unwritten + self.transport_pending;
         }
     }
 }
