@@ -34,16 +34,29 @@ fn repeating_timer_repeats_and_deletes_itself_from_its_callback() {
                 let deleted = Timer::del(id2.get().unwrap());
                 tx.send(format!("deleted {deleted} left {}", Timer::count()))
                     .unwrap();
+                // A sentinel due ten ticks later, instead of a timed look:
+                // timers run in deadline order, so a fourth tick (due 5 ms
+                // from now) would come before it. A late loop may skip that
+                // tick past the sentinel and hide it, never fail the test.
+                let tx = tx.clone();
+                Timer::once(Duration::from_millis(50), move || {
+                    tx.send("sentinel".into()).unwrap()
+                })
+                .unwrap();
             }
         })
         .unwrap();
         id.set(Some(t));
     });
-    for want in ["tick 1", "tick 2", "tick 3", "deleted true left 0"] {
+    for want in [
+        "tick 1",
+        "tick 2",
+        "tick 3",
+        "deleted true left 0",
+        "sentinel",
+    ] {
         assert_eq!(recv(&rx), want);
     }
-    // a fourth tick would arrive 5 ms later; give it 20 times that
-    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
     h.stop_and_wait();
 }
 
@@ -67,10 +80,19 @@ fn one_shot_fires_once_and_delete_prevents_firing() {
             t4.send("later".into()).unwrap()
         })
         .unwrap();
+        // Timers run in deadline order, so "doomed" (5 ms) would come
+        // before "later" however late the loop is, and a one-shot firing
+        // again one delay after its run would come before this sentinel
+        // (a late loop may only hide that, never fail the test).
+        let t5 = tx.clone();
+        Timer::once(Duration::from_millis(100), move || {
+            t5.send("sentinel".into()).unwrap()
+        })
+        .unwrap();
     });
     assert_eq!(recv(&rx), "once");
     assert_eq!(recv(&rx), "later");
-    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    assert_eq!(recv(&rx), "sentinel");
     h.stop_and_wait();
 }
 

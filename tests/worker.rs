@@ -829,25 +829,50 @@ fn half_closed_peer_gets_every_reply_then_eof() {
 /// Bytes that arrive before the server has even accepted the connection
 /// are read: a new socket is registered as not yet readable, and the
 /// registration itself reports what is already there.
+///
+/// Deterministic: the loop is held in `on_worker_start`, before its accept
+/// loop starts, until the client has connected, written, and the server's
+/// kernel has acknowledged the bytes (they sit in the not-yet-accepted
+/// socket). `on_connect` checks that order. After that the client does
+/// nothing but read, so the only edge that can get the bytes read is the
+/// one the registration raises; without it the read below times out.
 #[test]
 fn bytes_sent_before_the_accept_are_read() {
-    let (tx, rx) = mpsc::channel();
+    use std::sync::atomic::AtomicBool;
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let gate_rx = Mutex::new(gate_rx);
+    let written = Arc::new(AtomicBool::new(false));
+    let (accepted_tx, accepted_rx) = mpsc::channel::<bool>();
+    let accepted_tx = Mutex::new(accepted_tx);
     let mut w = echo_worker();
     w.on_worker_start(move |_| {
-        let tx = tx.clone();
-        Timer::once(Duration::ZERO, move || {
-            // Hold the loop: nothing is accepted while the client connects
-            // and sends.
-            let _ = tx.send(());
-            std::thread::sleep(Duration::from_millis(300));
-        })
-        .unwrap();
+        // Returns when the test opens the gate (or fails and drops it).
+        let _ = gate_rx.lock().unwrap().recv();
+    });
+    let seen = written.clone();
+    w.on_connect(move |_| {
+        let _ = accepted_tx
+            .lock()
+            .unwrap()
+            .send(seen.load(Ordering::SeqCst));
     });
     let h = w.start().unwrap();
-    rx.recv_timeout(WAIT).unwrap();
     let mut c = LineClient::connect(h.local_addr());
     c.send(b"early\n");
-    assert_eq!(c.line(), "early\n");
+    wait_until("the server's kernel acknowledged the early bytes", || {
+        common::unacked_bytes(&c.stream).unwrap_or(0) == 0
+    });
+    written.store(true, Ordering::SeqCst);
+    gate_tx.send(()).unwrap();
+    assert!(recv(&accepted_rx), "accepted before the bytes were written");
+    let mut line = String::new();
+    let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(&c.stream), &mut line);
+    assert!(
+        matches!(read, Ok(n) if n > 0),
+        "the bytes sent before the accept were not echoed within {WAIT:?} \
+         (no readable edge after the accept?): {read:?}"
+    );
+    assert_eq!(line, "early\n");
     h.stop_and_wait();
 }
 

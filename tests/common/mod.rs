@@ -27,6 +27,27 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Bytes written to `stream` that the peer's kernel has not acknowledged
+/// yet (`SIOCOUTQ`); 0 means they sit in the peer socket's receive queue,
+/// whether or not the peer accepted the connection. `None` where the
+/// platform cannot tell.
+pub fn unacked_bytes(stream: &TcpStream) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int through the pointer.
+        let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+        Some(usize::try_from(n).expect("a byte count"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        None
+    }
+}
+
 /// A blocking line client with a read timeout.
 pub struct LineClient {
     pub stream: TcpStream,
