@@ -351,7 +351,10 @@ mod tests {
             assert_eq!(&got[..], payload);
             assert!(buf.is_empty());
 
-            match WireBuf::default().decode(&mut Frame::new(), &theirs).unwrap() {
+            match WireBuf::default()
+                .decode(&mut Frame::new(), &theirs)
+                .unwrap()
+            {
                 Decoded::Message { msg, consumed } => {
                     assert_eq!(msg, payload);
                     assert_eq!(consumed, payload.len() + 4);
