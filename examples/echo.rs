@@ -1,5 +1,7 @@
 //! A text echo server: `cargo run --example echo -- --listen 127.0.0.1:1234 --count 2`
-//! then `nc 127.0.0.1 1234` and type lines.
+//! then `nc 127.0.0.1 1234` and type lines. With `--tls-self-signed` (or
+//! `--tls-cert PEM --tls-key PEM`) it speaks TLS: try
+//! `openssl s_client -connect 127.0.0.1:1234 -quiet`.
 
 mod common;
 
@@ -8,7 +10,7 @@ use log::Level;
 use lubdub::{Backpressure, Text, Worker};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(common::ServerArgs { listen, count }) =
+    let Some(common::ServerArgs { listen, count, tls }) =
         common::server_args("echo", "text://127.0.0.1:1234")?
     else {
         return Ok(());
@@ -36,6 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     worker.on_close(|conn, reason| log_limited!(Level::Info, "{} closed: {reason}", conn.id()));
     worker.on_error(|conn, err| log_limited!(Level::Warn, "{}: {err}", conn.id()));
+    if let Some(config) = tls.config()? {
+        // Text over TLS: `openssl s_client -connect 127.0.0.1:1234`.
+        worker.tls(config);
+    }
     worker.on_worker_start(|w| {
         println!(
             "echo listening on {} — try: nc {} {}",

@@ -10,7 +10,7 @@ use log::Level;
 use lubdub::{Backpressure, Frame, Worker};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(common::ServerArgs { listen, count }) =
+    let Some(common::ServerArgs { listen, count, tls }) =
         common::server_args("frame_echo", "frame://127.0.0.1:1235")?
     else {
         return Ok(());
@@ -26,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = conn.send(&payload);
     });
     worker.on_error(|conn, err| log_limited!(Level::Warn, "{}: {err}", conn.id()));
+    if let Some(config) = tls.config()? {
+        worker.tls(config);
+    }
     worker.on_worker_start(|w| println!("frame echo listening on {}", w.local_addr()));
     worker.run()?;
     Ok(())

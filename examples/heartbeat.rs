@@ -28,7 +28,7 @@
 mod common;
 
 use std::borrow::Borrow;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -41,9 +41,9 @@ use lubdub::heartbeat::{
     TextHeartbeat, WsHeartbeat,
 };
 use lubdub::Text;
-use lubdub::Ws;
 use lubdub::{Client, CloseReason, Connection, EventLoop, Protocol, Worker, WorkerHandle};
 use lubdub::{Frame, PacketCodec};
+use lubdub::{TlsClientConfig, Ws};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proto {
@@ -63,10 +63,15 @@ struct Opts {
     protocol: Proto,
     demo: bool,
     verbose: bool,
+    /// `--tls-cert`/`--tls-key` or `--tls-self-signed`.
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_self_signed: bool,
 }
 
 const USAGE: &str = "usage: heartbeat [--listen ADDR] [--check-interval SECS] [--timeout SECS] \
-[--ping-interval SECS] [--ack-timeout SECS] [--protocol text|frame|packet|ws] [--demo] [-v]";
+[--ping-interval SECS] [--ack-timeout SECS] [--protocol text|frame|packet|ws] [--demo] [-v] \
+[--tls-cert PEM --tls-key PEM | --tls-self-signed]";
 
 fn secs(v: Option<String>, flag: &str) -> Result<Duration, String> {
     let v = v.ok_or(format!("{flag} needs a number of seconds"))?;
@@ -89,6 +94,9 @@ fn parse() -> Result<Option<Opts>, String> {
         protocol: Proto::Text,
         demo: false,
         verbose: false,
+        tls_cert: None,
+        tls_key: None,
+        tls_self_signed: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -112,6 +120,9 @@ fn parse() -> Result<Option<Opts>, String> {
                 }
             }
             "--demo" => o.demo = true,
+            "--tls-cert" => o.tls_cert = Some(args.next().ok_or("--tls-cert needs a PEM file")?),
+            "--tls-key" => o.tls_key = Some(args.next().ok_or("--tls-key needs a PEM file")?),
+            "--tls-self-signed" => o.tls_self_signed = true,
             "-v" | "--verbose" => o.verbose = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -248,6 +259,18 @@ where
     let close_tx = Mutex::new(close_tx);
     let mut worker = Worker::<P>::new(opts.listen.as_str())?;
     worker.name("heartbeat").plugin(hb);
+    let tls = common::TlsArgs {
+        cert: opts.tls_cert.clone(),
+        key: opts.tls_key.clone(),
+        self_signed: opts.tls_self_signed,
+    }
+    .config_and_cert()?;
+    // The demo's client trusts exactly the certificate made here.
+    let mut client_ca = None;
+    if let Some((config, cert)) = tls {
+        worker.tls(config);
+        client_ca = Some(cert.ok_or("--demo over TLS needs --tls-self-signed")?);
+    }
     // Peers can connect and close in numbers: logged through a rate limit.
     worker.on_connect(|c| {
         log_limited!(
@@ -304,7 +327,7 @@ where
     }
     let server = worker.start()?;
     println!("heartbeat: {scheme}://{}: {banner}", server.local_addr());
-    let ok = demo(&opts, codec, &server, &hb_handle, &closes);
+    let ok = demo(&opts, codec, &server, &hb_handle, &closes, client_ca);
     server.stop_and_wait();
     if ok? {
         println!("demo: OK");
@@ -321,6 +344,7 @@ fn demo<P, C>(
     server: &WorkerHandle<P>,
     hb: &HeartbeatHandle<P>,
     closes: &Closes,
+    client_ca: Option<String>,
 ) -> Res<bool>
 where
     P: Protocol + Default,
@@ -347,8 +371,45 @@ where
     let (ready_tx, ready_rx) = mpsc::channel();
     let client_closed = Arc::new(Mutex::new(None::<CloseReason>));
     let cc = client_closed.clone();
+    // The silent one: connects and says nothing, ever, and answers nothing
+    // (over WebSocket it does the upgrade first). A raw client on the same
+    // loop, so that it speaks TLS when the server does, and nothing else.
+    let (silent_tx, silent_rx) = mpsc::channel();
+    let upgrade: &'static [u8] = if P::SCHEME == "ws" {
+        b"GET / HTTP/1.1\r\nHost: demo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    } else {
+        b""
+    };
     let client_thread = std::thread::spawn(move || {
         EventLoop::run(move |lp| {
+            let tls = match client_ca
+                .as_deref()
+                .map(|ca| TlsClientConfig::with_ca_pem(ca.as_bytes()))
+            {
+                Some(Ok(tls)) => Some(tls.server_name("localhost")),
+                Some(Err(e)) => {
+                    log::error!("client: {e}");
+                    lp.stop();
+                    return;
+                }
+                None => None,
+            };
+            let silent = Client::<lubdub::Raw>::new(addr).map(|mut silent| {
+                if let Some(tls) = &tls {
+                    silent.tls(tls.clone());
+                }
+                silent.on_connect(move |c| {
+                    if !upgrade.is_empty() {
+                        let _ = c.send_raw(upgrade);
+                    }
+                    let _ = silent_tx.send(c.local_addr());
+                });
+                silent
+            });
+            if let Err(e) = silent.and_then(|s| s.connect()) {
+                log::error!("silent client: {e}");
+            }
             let mut client = match Client::<P>::new(addr) {
                 Ok(c) => c,
                 Err(e) => {
@@ -358,6 +419,9 @@ where
                 }
             };
             client.plugin(client_hb);
+            if let Some(tls) = tls {
+                client.tls(tls);
+            }
             client.on_close(move |_, r| *cc.lock().unwrap() = Some(r.clone()));
             match client.connect() {
                 Ok(conn) => {
@@ -373,17 +437,7 @@ where
     let (lp, conn): (_, Connection<P>) = ready_rx.recv_timeout(Duration::from_secs(5))?;
     println!("demo: healthy client pings every {beat:?} when quiet");
 
-    // The silent one: connects and says nothing, ever (over WebSocket it
-    // does the upgrade first, then neither sends nor answers anything).
-    let mut silent = TcpStream::connect(addr)?;
-    if P::SCHEME == "ws" {
-        use std::io::Write;
-        silent.write_all(
-            b"GET / HTTP/1.1\r\nHost: demo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )?;
-    }
-    let silent_addr = silent.local_addr()?;
+    let silent_addr = silent_rx.recv_timeout(Duration::from_secs(5))?;
     println!(
         "demo: silent client {silent_addr} says nothing; expect a close within {:?}",
         opts.timeout + opts.check
@@ -413,8 +467,6 @@ where
             }
         }
     };
-    drop(silent);
-
     // Keep watching the healthy one until well past the timeout.
     let watch_until = (opts.timeout * 3).max(closed_at + opts.timeout);
     while t0.elapsed() < watch_until {

@@ -1,5 +1,7 @@
 //! A WebSocket chat with its own page: `cargo run --example ws_chat`, then
-//! open <http://127.0.0.1:8080> in a browser (two tabs to chat).
+//! open <http://127.0.0.1:8080> in a browser (two tabs to chat). With
+//! `-- --tls-self-signed` it serves <https://127.0.0.1:8080> and wss (the
+//! browser asks to accept the certificate; its fingerprint is printed).
 //!
 //! * `GET /` serves the page (plain JavaScript: a name, a message box, the
 //!   live list of messages). `/?name=ann&say=hello` joins and sends at once.
@@ -94,7 +96,7 @@ fn broadcast(worker: &WorkerHandle<Ws>, text: &str) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(common::ServerArgs { listen, count }) =
+    let Some(common::ServerArgs { listen, count, tls }) =
         common::server_args("ws_chat", "ws://127.0.0.1:8080")?
     else {
         return Ok(());
@@ -111,6 +113,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut worker = Worker::with_protocol(listen.as_str(), ws)?;
     worker.count(count).name("ws-chat");
+    // With TLS the page is https:// and its WebSocket wss://.
+    let scheme = match tls.config()? {
+        Some(config) => {
+            worker.tls(config);
+            "https"
+        }
+        None => "http",
+    };
     worker.on_websocket_connect(|conn, req| {
         if req.path() != "/ws" {
             return Err(Reject::new(404).body("the chat is on /ws?name=NAME"));
@@ -137,7 +147,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         worker.on_worker_start(move |w| {
             let _ = handle.set(w.clone());
             println!(
-                "chat on http://{} (WebSocket on /ws?name=NAME)",
+                "chat on {scheme}://{} (WebSocket on /ws?name=NAME)",
                 w.local_addr()
             );
         });

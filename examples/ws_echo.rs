@@ -11,7 +11,7 @@ use lubdub::ws::{Message, Ws, WsConfig};
 use lubdub::{Backpressure, Worker};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(common::ServerArgs { listen, count }) =
+    let Some(common::ServerArgs { listen, count, tls }) =
         common::server_args("ws_echo", "ws://127.0.0.1:8081")?
     else {
         return Ok(());
@@ -40,6 +40,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     worker.on_error(|conn, err| log_limited!(Level::Warn, "{}: {err}", conn.id()));
+    if let Some(config) = tls.config()? {
+        worker.tls(config);
+    }
     worker.on_worker_start(|w| println!("ws echo listening on ws://{}", w.local_addr()));
     worker.run()?;
     Ok(())

@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
+
 /// Sends `log` records at `level` and above to stderr as `[LEVEL] message`.
 #[allow(dead_code)] // the heartbeat example sets up its own format
 pub fn init_logging(level: log::LevelFilter) -> Result<(), fern::InitError> {
@@ -15,15 +17,85 @@ pub fn init_logging(level: log::LevelFilter) -> Result<(), fern::InitError> {
     Ok(())
 }
 
-/// `--listen ADDR` and `--count N` of the echo examples.
+/// `--listen ADDR`, `--count N` and the TLS flags of the server examples.
 #[allow(dead_code)] // not every example that shares this module uses it
 pub struct ServerArgs {
     pub listen: String,
     pub count: usize,
+    pub tls: TlsArgs,
 }
 
-/// Parses `[--listen ADDR] [--count N]` (defaults: `default_listen`, 1);
-/// `None` after printing usage for `-h`/`--help`.
+/// `--tls-cert PEM --tls-key PEM`, or `--tls-self-signed`.
+#[derive(Default)]
+#[allow(dead_code)]
+pub struct TlsArgs {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub self_signed: bool,
+}
+
+/// A server's TLS configuration and, when made at start, its certificate.
+#[allow(dead_code)]
+pub type ServerTls = (lubdub::TlsConfig, Option<String>);
+
+#[allow(dead_code)]
+pub const TLS_USAGE: &str = "[--tls-cert PEM --tls-key PEM | --tls-self-signed]";
+
+#[allow(dead_code)]
+impl TlsArgs {
+    /// Takes `arg` (and its value from `args`) if it is a TLS flag.
+    pub fn take(
+        &mut self,
+        arg: &str,
+        args: &mut impl Iterator<Item = String>,
+    ) -> Result<bool, Box<dyn std::error::Error>> {
+        match arg {
+            "--tls-cert" => self.cert = Some(args.next().ok_or("--tls-cert needs a PEM file")?),
+            "--tls-key" => self.key = Some(args.next().ok_or("--tls-key needs a PEM file")?),
+            "--tls-self-signed" => self.self_signed = true,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The TLS configuration the flags ask for, if any. A self-signed
+    /// certificate for 127.0.0.1 and localhost is made at start with
+    /// `rcgen`, and its SHA-256 fingerprint printed, so a browser or client
+    /// can check what it is told to trust.
+    pub fn config(&self) -> Result<Option<lubdub::TlsConfig>, Box<dyn std::error::Error>> {
+        Ok(self.config_and_cert()?.map(|(config, _)| config))
+    }
+
+    /// [`config`](Self::config), with the certificate PEM when it was made
+    /// here (a client in the same process can trust exactly it).
+    pub fn config_and_cert(&self) -> Result<Option<ServerTls>, Box<dyn std::error::Error>> {
+        match (&self.cert, &self.key, self.self_signed) {
+            (Some(cert), Some(key), false) => {
+                Ok(Some((lubdub::TlsConfig::from_pem_files(cert, key)?, None)))
+            }
+            (None, None, true) => {
+                let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+                let made = rcgen::generate_simple_self_signed(names)?;
+                let fingerprint: Vec<String> = sha2::Sha256::digest(made.cert.der())
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect();
+                println!(
+                    "self-signed certificate for 127.0.0.1 and localhost, SHA-256 fingerprint {}",
+                    fingerprint.join(":")
+                );
+                let (cert, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+                let config = lubdub::TlsConfig::from_pem(cert.as_bytes(), key.as_bytes())?;
+                Ok(Some((config, Some(cert))))
+            }
+            (None, None, false) => Ok(None),
+            _ => Err("use --tls-cert PEM with --tls-key PEM, or --tls-self-signed alone".into()),
+        }
+    }
+}
+
+/// Parses `[--listen ADDR] [--count N]` and the TLS flags (defaults:
+/// `default_listen`, 1, no TLS); `None` after printing usage for `-h`/`--help`.
 #[allow(dead_code)]
 pub fn server_args(
     example: &str,
@@ -32,14 +104,18 @@ pub fn server_args(
     let mut out = ServerArgs {
         listen: default_listen.to_string(),
         count: 1,
+        tls: TlsArgs::default(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if out.tls.take(&arg, &mut args)? {
+            continue;
+        }
         match arg.as_str() {
             "--listen" => out.listen = args.next().ok_or("--listen needs an address")?,
             "--count" => out.count = args.next().ok_or("--count needs a number")?.parse()?,
             "-h" | "--help" => {
-                println!("usage: {example} [--listen ADDR] [--count N]");
+                println!("usage: {example} [--listen ADDR] [--count N] {TLS_USAGE}");
                 return Ok(None);
             }
             other => return Err(format!("unknown argument {other}").into()),
