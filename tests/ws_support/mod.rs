@@ -15,6 +15,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod echo_server;
+
 /// Bound for one event of a peer (a loaded 2-core machine, a cold Python
 /// or Node start, a browser start).
 pub const WAIT: Duration = Duration::from_secs(45);

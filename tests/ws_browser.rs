@@ -1,0 +1,460 @@
+//! A real browser against lubdub's WebSocket: headless Chromium loads the
+//! ws_chat example's page, which joins the chat over a WebSocket; a lubdub
+//! `Client<Ws>` joins as bob; messages go both ways; the page's DOM and a
+//! screenshot are read back.
+//!
+//! How the browser is driven, and why this way: Chromium runs with
+//! `--remote-debugging-port=0` (the OS picks a free port, which Chromium
+//! writes to `DevToolsActivePort` in its fresh `--user-data-dir`), and
+//! tests/interop/cdp.py speaks the DevTools protocol to the page over the
+//! Python `websockets` package the interop tests already need. Waiting for
+//! chat lines is event-driven: a `MutationObserver` in the page resolves a
+//! promise the driver awaits (`Runtime.evaluate` with `awaitPromise`), so
+//! no fixed delays. `--dump-dom --virtual-time-budget` was not chosen: it
+//! reads the DOM once, so nothing can happen between the browser joining
+//! and the dump (bob could not join after ann, nor ann type after bob), and
+//! virtual time is not tied to real sockets, so whether the WebSocket
+//! exchange has finished by the dump depends on timing. Playwright would
+//! work too, at the price of another npm package for what four CDP calls do.
+//!
+//! Needs: `chromium` (Debian package; `.ci/run` installs it), Python with
+//! `websockets`, and the ws_chat example built (a plain `cargo test` builds
+//! the examples; `cargo build --example ws_chat` otherwise).
+
+mod ws_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lubdub::ws::{Message, Ws};
+use lubdub::{Client, CloseReason, Connection, EventLoop, LoopHandle};
+use serde_json::{json, Value};
+use ws_support::{recv, ChildGuard, TempDir, WAIT};
+
+/// target/debug/examples/ws_chat, next to this test's binary
+/// (target/debug/deps/ws_browser-*).
+fn ws_chat_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = profile_dir.join("examples").join("ws_chat");
+    assert!(
+        bin.is_file(),
+        "the ws_chat example is not built at {}: run `cargo build --example ws_chat` \
+         (a plain `cargo test` builds the examples)",
+        bin.display()
+    );
+    bin
+}
+
+/// The chat example on a free loopback port; returns it and its port.
+fn start_chat() -> (ChildGuard, u16) {
+    let chat = ChildGuard::spawn(
+        "ws_chat example",
+        Command::new(ws_chat_binary()).args(["--listen", "ws://127.0.0.1:0"]),
+    );
+    // It prints `chat on http://127.0.0.1:PORT (WebSocket on /ws?name=NAME)`.
+    let line = chat.line();
+    let port = line
+        .strip_prefix("chat on http://127.0.0.1:")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("ws_chat's banner: {line:?}"));
+    (chat, port)
+}
+
+/// Headless Chromium opening `url`, with its DevTools on a free port.
+struct Browser {
+    child: ChildGuard,
+    devtools_port: u16,
+    _profile: TempDir,
+}
+
+impl Browser {
+    fn open(url: &str) -> Self {
+        let profile = TempDir::new("chromium");
+        let mut cmd = Command::new(ws_support::chromium());
+        // As this machine's notes say: no sandbox (root), no GPU, and no
+        // background traffic (the network is closed but for loopback).
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            "--window-size=900,700",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url);
+        let child = ChildGuard::spawn("chromium", &mut cmd);
+        // Chromium writes the port it got to DevToolsActivePort (port, then
+        // the browser's path). Nothing signals the file: poll, bounded.
+        let file = profile.path().join("DevToolsActivePort");
+        let start = Instant::now();
+        let devtools_port = loop {
+            let port = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()));
+            if let Some(port) = port {
+                break port;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "chromium wrote no DevToolsActivePort within {WAIT:?}; stderr:\n{}",
+                child.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Browser {
+            child,
+            devtools_port,
+            _profile: profile,
+        }
+    }
+}
+
+/// tests/interop/cdp.py attached to the page.
+struct Page {
+    driver: ChildGuard,
+}
+
+impl Page {
+    fn attach(browser: &Browser, url_prefix: &str) -> Self {
+        let mut cmd = ws_support::python_script("cdp.py");
+        cmd.arg(browser.devtools_port.to_string()).arg(url_prefix);
+        let driver = ChildGuard::spawn("CDP driver", &mut cmd);
+        let ready = driver.json();
+        assert_eq!(ready["ready"], true, "{ready}");
+        Page { driver }
+    }
+
+    fn command(&mut self, cmd: Value) -> Value {
+        self.driver.send_line(&cmd.to_string());
+        self.driver.json()
+    }
+
+    /// Waits until every one of `texts` is a line of the chat log; returns
+    /// all lines.
+    fn wait_items(&mut self, texts: &[&str]) -> Vec<String> {
+        let answer = self.command(json!({
+            "cmd": "wait_items", "texts": texts, "timeout": WAIT.as_secs()
+        }));
+        serde_json::from_value(answer["items"].clone())
+            .unwrap_or_else(|e| panic!("wait_items answer {answer}: {e}"))
+    }
+
+    fn eval(&mut self, expr: &str) -> Value {
+        self.command(json!({"cmd": "eval", "expr": expr}))["value"].clone()
+    }
+}
+
+/// bob: a lubdub client of the chat on its own event loop thread.
+struct Bob {
+    conn: Connection<Ws>,
+    heard: Receiver<String>,
+    closed: Receiver<CloseReason>,
+    lp: Option<LoopHandle>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Bob {
+    fn join(port: u16, first: &str) -> Self {
+        let (heard_tx, heard) = mpsc::channel();
+        let (closed_tx, closed) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel();
+        let first = first.to_owned();
+        let thread = std::thread::spawn(move || {
+            EventLoop::run(move |lp| {
+                let url = format!("ws://127.0.0.1:{port}/ws?name=bob");
+                let mut client = Client::<Ws>::new(url.as_str()).unwrap();
+                client.on_connect(move |c| {
+                    let _ = c.send(&Message::Text(first.clone()));
+                });
+                let heard_tx = Mutex::new(heard_tx);
+                client.on_message(move |_, m| {
+                    if let Message::Text(t) = m {
+                        let _ = heard_tx.lock().unwrap().send(t);
+                    }
+                });
+                let closed_tx = Arc::new(Mutex::new(closed_tx));
+                client.on_close(move |_, r| {
+                    let _ = closed_tx.lock().unwrap().send(r.clone());
+                });
+                let conn = client.connect().unwrap();
+                ready_tx.send((lp.clone(), conn)).unwrap();
+            })
+        });
+        let (lp, conn) = recv(&ready, "bob's event loop");
+        Bob {
+            conn,
+            heard,
+            closed,
+            lp: Some(lp),
+            thread: Some(thread),
+        }
+    }
+
+    fn hears(&self, want: &str) {
+        let got = recv(&self.heard, &format!("bob hearing {want:?}"));
+        assert_eq!(got, want, "what bob heard");
+    }
+}
+
+impl Drop for Bob {
+    fn drop(&mut self) {
+        if let Some(lp) = self.lp.take() {
+            lp.stop();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The PNG signature and the IHDR's width and height.
+fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if png.len() < 24 || &png[..8] != SIGNATURE || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Some((be(&png[16..20]), be(&png[20..24])))
+}
+
+#[test]
+fn chromium_chats_through_the_ws_chat_page() {
+    // Checked first: a missing component fails here with what to install.
+    ws_support::python();
+    let (chat, port) = start_chat();
+    let base = format!("http://127.0.0.1:{port}/");
+
+    // ann: the browser opens the page, which joins and says hello.
+    let browser = Browser::open(&format!("{base}?name=ann&say=hello"));
+    let mut page = Page::attach(&browser, &base);
+    page.wait_items(&["* ann joined", "ann: hello"]);
+    assert_eq!(
+        page.eval("document.getElementById('status').textContent"),
+        "connected as ann"
+    );
+
+    // bob: a lubdub client joins and speaks; both see it.
+    let bob = Bob::join(port, "hi from bob");
+    bob.hears("* bob joined");
+    bob.hears("bob: hi from bob");
+    page.wait_items(&["* bob joined", "bob: hi from bob"]);
+
+    // ann types into the page's form; bob hears it.
+    page.eval(
+        "document.getElementById('msg').value = 'how are you, bob?'; \
+         document.getElementById('send').requestSubmit(); true",
+    );
+    bob.hears("ann: how are you, bob?");
+
+    // bob leaves; the page shows it.
+    bob.conn.close();
+    assert_eq!(
+        recv(&bob.closed, "bob's close"),
+        CloseReason::Local,
+        "bob's on_close"
+    );
+    let items = page.wait_items(&["* bob left"]);
+    assert_eq!(
+        items,
+        [
+            "* ann joined",
+            "ann: hello",
+            "* bob joined",
+            "bob: hi from bob",
+            "ann: how are you, bob?",
+            "* bob left"
+        ],
+        "the page's chat log, in order"
+    );
+
+    // A screenshot of the page: a real PNG of the window's size.
+    let shots = TempDir::new("screenshot");
+    let path = shots.path().join("ws_chat.png");
+    let answer = page.command(json!({"cmd": "screenshot", "path": path}));
+    let png = std::fs::read(&path).expect("the screenshot file");
+    assert_eq!(answer["bytes"], png.len(), "{answer}");
+    let size = png_size(&png).expect("a PNG signature and IHDR");
+    assert!(
+        size.0 >= 100 && size.1 >= 100 && png.len() > 1000,
+        "screenshot {size:?}, {} bytes",
+        png.len()
+    );
+    if let Some(dir) = std::env::var_os("LUBDUB_SCREENSHOT_DIR") {
+        let _ = std::fs::copy(&path, Path::new(&dir).join("ws_chat.png"));
+    }
+
+    // Close the browser cleanly (the guards kill whatever is left).
+    let answer = page.command(json!({"cmd": "close_browser"}));
+    assert_eq!(answer["closed"], true, "{answer}");
+    drop(page);
+    let mut browser = browser;
+    browser.child.wait_exit(WAIT);
+    drop(chat);
+}
+
+/// A page that runs the interop cases from the browser side against the
+/// echo server of tests/ws_support/echo_server.rs and leaves its report in
+/// `window.result` (a promise).
+const CASES_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lubdub WebSocket interop</title></head>
+<body><h1>lubdub WebSocket interop</h1><pre id="out">running</pre>
+<script>
+const UNIT = "lub ✓ ünïcø"; // tests/interop/payloads.py's TEXT_UNIT
+function connect(path) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://${location.host}/${path}`);
+    ws.binaryType = "arraybuffer";
+    const queue = [], waiters = [];
+    ws.onmessage = (ev) => { const w = waiters.shift(); if (w) w(ev.data); else queue.push(ev.data); };
+    ws.closed = new Promise((r) => {
+      ws.onclose = (ev) => r({ code: ev.code, reason: ev.reason, wasClean: ev.wasClean });
+    });
+    ws.next = () => queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiters.push(r));
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new Error(`WebSocket error on /${path}`));
+  });
+}
+function same(a, b) {
+  if (typeof a === "string") return a === b;
+  if (!(b instanceof ArrayBuffer)) return false;
+  const x = new Uint8Array(a), y = new Uint8Array(b);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+async function echo(ws, m) {
+  ws.send(m);
+  const back = await ws.next();
+  return {
+    sent_type: typeof m === "string" ? "text" : "binary",
+    type: typeof back === "string" ? "text" : "binary",
+    len: typeof m === "string" ? new TextEncoder().encode(m).length : m.byteLength,
+    equal: same(m, back),
+  };
+}
+window.result = (async () => {
+  const out = {};
+  const ws = await connect("browser");
+  out.extensions = ws.extensions;
+  out.echoes = [
+    await echo(ws, "hello ✓"),
+    await echo(ws, new Uint8Array(256).map((_, i) => i).buffer),
+    await echo(ws, UNIT.repeat(65536)),
+  ];
+  ws.send("please ping"); // the server pings, then says "pinged"
+  out.after_ping = await ws.next();
+  ws.close(4001, "bye");
+  out.close = await ws.closed;
+  const ws2 = await connect("browser-server-close");
+  ws2.send("please close");
+  out.server_close = await ws2.closed;
+  return out;
+})().then(
+  (r) => { document.getElementById("out").textContent = JSON.stringify(r, null, 1); return r; },
+  (e) => ({ error: String(e) }),
+);
+</script></body></html>
+"#;
+
+#[test]
+fn chromium_interop_cases_against_a_deflate_echo_server() {
+    use lubdub::protocols::ws::DeflateConfig;
+    use lubdub::ws::WsConfig;
+    use lubdub::SessionClose;
+    use ws_support::echo_server::{assert_messages, EchoServer};
+    use ws_support::{text_payload, MIB};
+
+    ws_support::python();
+    let server = EchoServer::with_page(
+        WsConfig::default().deflate(DeflateConfig::default()),
+        Some(CASES_PAGE),
+    );
+    let base = format!("http://{}/", server.addr());
+    let browser = Browser::open(&base);
+    let mut page = Page::attach(&browser, &base);
+    let r = page.eval("window.result");
+    assert!(r.get("error").is_none(), "the page failed: {r}");
+
+    // Chromium offers permessage-deflate; the server accepted it.
+    let ext = r["extensions"].as_str().unwrap_or_default();
+    assert!(ext.starts_with("permessage-deflate"), "{r}");
+    for (e, kind) in r["echoes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["text", "binary", "text"])
+    {
+        assert_eq!(e["sent_type"], kind, "{e}");
+        assert_eq!(e["type"], kind, "{e}");
+        assert_eq!(e["equal"], true, "{e}");
+    }
+    assert_eq!(r["after_ping"], "pinged", "{r}");
+    // The page closed with 4001 "bye"; lubdub echoed the code.
+    assert_eq!(r["close"]["code"], 4001, "{r}");
+    assert_eq!(r["close"]["wasClean"], true, "{r}");
+    // lubdub closed with 4002 "done"; the page saw both.
+    assert_eq!(
+        r["server_close"],
+        json!({"code": 4002, "reason": "done", "wasClean": true}),
+        "{r}"
+    );
+
+    let s = server.session("browser");
+    s.assert_clean("browser");
+    assert_eq!(s.deflate, Some(true));
+    let big = text_payload(MIB);
+    assert_messages(
+        "browser",
+        &s.messages.iter().collect::<Vec<_>>(),
+        &[
+            Message::Text("hello ✓".into()),
+            Message::Binary((0..=255).collect()),
+            Message::Text(big),
+            Message::Text("please ping".into()),
+            // The browser answered lubdub's ping.
+            Message::Pong(b"lubdub-ping".to_vec()),
+        ],
+    );
+    assert_eq!(
+        s.close,
+        Some(CloseReason::Session(SessionClose::by_peer(4001, "bye"))),
+        "on_close of the page's close"
+    );
+    // The MiB of text crossed compressed both ways.
+    assert!(
+        s.stats.bytes_in < (MIB / 8) as u64 && s.stats.bytes_out < (MIB / 8) as u64,
+        "wire bytes with deflate: {:?}",
+        s.stats
+    );
+    let s = server.session("browser-server-close");
+    s.assert_clean("browser-server-close");
+    assert_eq!(s.close, Some(CloseReason::Local));
+
+    let shots = TempDir::new("screenshot");
+    let path = shots.path().join("interop.png");
+    page.command(json!({"cmd": "screenshot", "path": path}));
+    let png = std::fs::read(&path).expect("the screenshot file");
+    assert!(png_size(&png).is_some(), "a PNG");
+    if let Some(dir) = std::env::var_os("LUBDUB_SCREENSHOT_DIR") {
+        let _ = std::fs::copy(&path, Path::new(&dir).join("ws_interop_page.png"));
+    }
+    let answer = page.command(json!({"cmd": "close_browser"}));
+    assert_eq!(answer["closed"], true, "{answer}");
+    drop(page);
+    let mut browser = browser;
+    browser.child.wait_exit(WAIT);
+}
