@@ -237,6 +237,7 @@ fn png_size(png: &[u8]) -> Option<(u32, u32)> {
 fn chromium_chats_through_the_ws_chat_page() {
     // Checked first: a missing component fails here with what to install.
     ws_support::python();
+    ws_support::chromium();
     let (chat, port) = start_chat();
     let base = format!("http://127.0.0.1:{port}/");
 
@@ -379,6 +380,7 @@ fn chromium_interop_cases_against_a_deflate_echo_server() {
     use ws_support::{text_payload, MIB};
 
     ws_support::python();
+    ws_support::chromium();
     let server = EchoServer::with_page(
         WsConfig::default().deflate(DeflateConfig::default()),
         Some(CASES_PAGE),

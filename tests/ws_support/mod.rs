@@ -248,6 +248,11 @@ fn output_of(cmd: &mut Command) -> Result<String, String> {
 /// The Python interpreter with `websockets` importable: `$LUBDUB_PYTHON`
 /// or `python3`. Fails the test with what to install if there is none.
 pub fn python() -> PathBuf {
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(check_python).clone()
+}
+
+fn check_python() -> PathBuf {
     let python = std::env::var_os("LUBDUB_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("python3"));
@@ -292,6 +297,11 @@ pub fn node_dir() -> PathBuf {
 /// `node` with the `ws` package installed in tests/interop/node; fails the
 /// test with what to install if either is missing.
 pub fn node() -> PathBuf {
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(check_node).clone()
+}
+
+fn check_node() -> PathBuf {
     let node = std::env::var_os("LUBDUB_NODE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("node"));
@@ -319,18 +329,18 @@ pub fn node_script(script: &str) -> Command {
 /// `chromium-browser` or `google-chrome` on the PATH. Fails the test with
 /// what to install if there is none.
 pub fn chromium() -> PathBuf {
-    if let Some(p) = std::env::var_os("LUBDUB_CHROMIUM") {
-        return PathBuf::from(p);
-    }
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|n| which(n))
-        .unwrap_or_else(|| {
-            panic!(
-                "Chromium is needed by this test and was not found on the PATH: \
-                 `apt-get install -y chromium` (.ci/run does), or set LUBDUB_CHROMIUM"
-            )
-        })
+    let found = match std::env::var_os("LUBDUB_CHROMIUM") {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => ["chromium", "chromium-browser", "google-chrome"]
+            .iter()
+            .find_map(|n| which(n)),
+    };
+    found.unwrap_or_else(|| {
+        panic!(
+            "Chromium is needed by this test and was not found (PATH, or $LUBDUB_CHROMIUM): \
+             `apt-get install -y chromium` (.ci/run does)"
+        )
+    })
 }
 
 /// A fresh empty directory under the system temp dir, removed on drop.
