@@ -97,6 +97,8 @@
 //! error reply to one of them fails the session with
 //! [`RespError::SetupFailed`].
 
+#![warn(missing_docs)]
+
 mod cmd;
 mod scan;
 mod value;
