@@ -24,7 +24,8 @@ CONNECTIONS connections one after the other. For each it prints
 {"conn": i, "session_reused": bool, "version": ...} once the handshake is
 done, echoes one line ({"conn": i, "echo": line}), and then closes with a
 close_notify, except the last connection, which echoes lines until the
-client leaves. One SSLContext serves them all, so its session tickets
+client leaves. (The first connections' close is one-way: close_notify
+and FIN without waiting for the client's close_notify.) One SSLContext serves them all, so its session tickets
 resume sessions across connections.
 """
 
@@ -108,6 +109,10 @@ def server(cert_chain, key, connections):
             emit({"conn": i, "echo": line})
             if not last:
                 break
+        if not last:
+            # Our close_notify, then TCP's FIN, without waiting for the
+            # client's close_notify (a one-way close, as most servers do).
+            sock.setblocking(False)
         try:
             sock.unwrap()
         except (ssl.SSLError, OSError):

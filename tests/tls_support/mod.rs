@@ -128,13 +128,11 @@ impl Ca {
             roots.add(cert).unwrap();
         }
         Arc::new(
-            ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
         )
     }
 }
@@ -491,14 +489,19 @@ pub fn client_hello(config: &Arc<ClientConfig>) -> Vec<u8> {
     out
 }
 
-/// Drives `conn`'s handshake over `sock`, handing every flight of
-/// ciphertext to `send` (which may trickle it); returns once the
-/// handshake is complete and our last flight was handed over.
-pub fn handshake(
+/// Drives a rustls session's handshake (client or server) over `sock`,
+/// handing every flight of ciphertext to `send` (which may trickle it);
+/// returns once the handshake is complete and our last flight was handed
+/// over.
+pub fn handshake<C, S>(
     sock: &mut TcpStream,
-    conn: &mut ClientConnection,
+    conn: &mut C,
     mut send: impl FnMut(&mut TcpStream, &[u8]),
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while conn.wants_write() {
@@ -516,6 +519,41 @@ pub fn handshake(
         conn.read_tls(&mut &buf[..n])?;
         conn.process_new_packets().map_err(io::Error::other)?;
     }
+}
+
+/// Everything `conn` has queued for the peer, as bytes (one write's worth).
+pub fn queued_tls<C, S>(conn: &mut C) -> Vec<u8>
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// Bytes written to `sock` that the peer's kernel has not acknowledged
+/// yet (`SIOCOUTQ`).
+pub fn unacked_bytes(sock: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int through the pointer.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", io::Error::last_os_error());
+    usize::try_from(n).unwrap()
+}
+
+/// `n` deterministic pseudo-random bytes (the C library's LCG).
+pub fn noise(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345) & 0x7FFF_FFFF;
+            (x >> 16) as u8
+        })
+        .collect()
 }
 
 /// A blocking TLS line client over rustls.
@@ -536,6 +574,14 @@ impl TlsLineClient {
             tls: rustls::StreamOwned::new(conn, sock),
             pending: Vec::new(),
         })
+    }
+
+    /// A session whose handshake was driven by hand over `sock`.
+    pub fn from_parts(conn: ClientConnection, sock: TcpStream) -> Self {
+        TlsLineClient {
+            tls: rustls::StreamOwned::new(conn, sock),
+            pending: Vec::new(),
+        }
     }
 
     /// The TCP socket under the session.
@@ -605,7 +651,13 @@ pub fn rss_kib() -> u64 {
 /// if it fails, and returns its stdout.
 pub fn run_child_test(child: &str) -> String {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", child, "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            child,
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -704,4 +756,95 @@ impl Drop for TlsEcho {
     fn drop(&mut self) {
         self.handle.stop_and_wait();
     }
+}
+
+/// A standalone lubdub event loop on a thread (for clients), stopped and
+/// joined on drop.
+pub struct LoopGuard {
+    handle: lubdub::LoopHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoopGuard {
+    /// Runs `setup` on a new event loop thread.
+    pub fn spawn(setup: impl FnOnce(&lubdub::LoopHandle) + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            lubdub::EventLoop::run(move |h| {
+                setup(h);
+                tx.send(h.clone()).unwrap();
+            })
+        });
+        LoopGuard {
+            handle: recv(&rx, "the event loop's start"),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the loop (clients close gracefully) and joins its thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.handle.stop();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() && !std::thread::panicking() {
+                panic!("the event loop thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Starts a lubdub `Text` client of 127.0.0.1:`port` over TLS with
+/// `config` on its own loop; `on_connect` sends `hello N` (N counts the
+/// sessions from 1). `tweak` sets it up further (reconnects...).
+pub fn tls_text_client(
+    port: u16,
+    config: TlsClientConfig,
+    tweak: impl FnOnce(&mut lubdub::Client<lubdub::Text>) + Send + 'static,
+) -> (LoopGuard, Receiver<Ev>) {
+    let (tx, events) = mpsc::channel();
+    let guard = LoopGuard::spawn(move |_| {
+        let mut client =
+            lubdub::Client::<lubdub::Text>::new(format!("text://127.0.0.1:{port}")).unwrap();
+        client.tls(config);
+        let tx = Arc::new(Mutex::new(tx));
+        let send = move |ev: Ev| {
+            let _ = tx.lock().unwrap().send(ev);
+        };
+        let sessions = Arc::new(AtomicUsize::new(0));
+        {
+            let send = send.clone();
+            client.on_connect(move |c| {
+                let n = sessions.fetch_add(1, Ordering::SeqCst) + 1;
+                let _ = c.send(&format!("hello {n}"));
+                send(Ev::Connect(c.id()));
+            });
+        }
+        {
+            let send = send.clone();
+            client.on_message(move |c, m| send(Ev::Message(c.id(), m)));
+        }
+        {
+            let send = send.clone();
+            client.on_close(move |c, r| send(Ev::Close(c.id(), r.clone())));
+        }
+        client.on_error(move |c, e| {
+            let kind = match e {
+                lubdub::Error::Io(io) => Some(io.kind()),
+                _ => None,
+            };
+            send(Ev::Error(c.id(), e.to_string(), kind))
+        });
+        tweak(&mut client);
+        client.connect().unwrap();
+    });
+    (guard, events)
 }
