@@ -170,6 +170,13 @@ impl Scanner {
         length_line: bool,
     ) -> Result<Option<usize>, ProtocolError> {
         let start = self.pos + 1;
+        if start >= limits.max_len {
+            // A reply of `max_len` bytes ends with its last element.
+            return Err(ProtocolError::TooLarge {
+                len: start as u64 + 2,
+                max: limits.max_len as u64,
+            });
+        }
         let limit = src.len().min(limits.max_len);
         let from = self.searched.max(start).min(limit);
         match src[from..limit].iter().position(|&b| b == b'\n') {
@@ -366,6 +373,18 @@ mod tests {
             s.scan(&[b'+'; 64], &small, false),
             Err(ProtocolError::TooLarge { len: 64, max: 64 })
         ));
+        // a reply that fills the limit with an element still due
+        for next in [&b"$1"[..], b"+"] {
+            let src = [&b"*2\r\n:1\r\n"[..], next].concat();
+            let limits = Limits {
+                max_len: 8,
+                ..LIMITS
+            };
+            assert!(matches!(
+                Scanner::default().scan(&src, &limits, false),
+                Err(ProtocolError::TooLarge { max: 8, .. })
+            ));
+        }
         let mut s = Scanner::default();
         assert!(matches!(
             s.scan(b"*101\r\n", &LIMITS, false),

@@ -634,6 +634,27 @@ proptest! {
     }
 
     #[test]
+    fn small_limits_never_panic_and_split_decoding_agrees(
+        soup in prop_oneof![
+            resp_soup(),
+            prop::collection::vec(resp2_frame(), 1..3)
+                .prop_map(|frames| frames.iter().flat_map(wire_of).collect()),
+        ],
+        cut in any::<prop::sample::Index>(),
+        resp3 in any::<bool>(),
+        max_reply_len in 0usize..48,
+        max_depth in 0usize..4,
+        max_elements in 0usize..8,
+    ) {
+        let config = RespConfig { max_reply_len, max_depth, max_elements };
+        let mk = || if resp3 { Resp::resp3() } else { Resp::new() }.with_config(config);
+        let cut = cut.index(soup.len() + 1);
+        let whole = decode_chunks(mk(), &[&soup]);
+        let split = decode_chunks(mk(), &[&soup[..cut], &soup[cut..]]);
+        prop_assert_eq!(whole, split);
+    }
+
+    #[test]
     fn split_decoding_agrees_with_whole(soup in resp_soup(), cut in any::<prop::sample::Index>(), resp3 in any::<bool>()) {
         let mk = || if resp3 { Resp::resp3() } else { Resp::new() };
         let cut = cut.index(soup.len() + 1);
