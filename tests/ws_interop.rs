@@ -194,7 +194,11 @@ fn close_codes(peer: Peer) {
     let s = server.session("server-close");
     s.assert_clean("server-close");
     assert_messages("server-close", &s.data(), &[text("please close")]);
-    assert_eq!(s.close, Some(CloseReason::Local), "server-close: on_close");
+    assert_eq!(
+        s.close,
+        Some(CloseReason::Session(SessionClose::local(4002, "done"))),
+        "server-close: on_close"
+    );
 }
 
 fn permessage_deflate(peer: Peer) {
@@ -476,7 +480,11 @@ fn lubdub_client_echoes_with_python_server_text_binary_one_mib_fragments() {
     // lubdub closes with 4002 "done": the server receives that code.
     client.conn.close_session(4002, "done");
     let (reason, _) = client.closed();
-    assert_eq!(reason, CloseReason::Local, "on_close after close_session");
+    assert_eq!(
+        reason,
+        CloseReason::Session(SessionClose::local(4002, "done")),
+        "on_close after close_session"
+    );
     let report = server.closed();
     assert_eq!(report["path"], "/echo?who=lubdub", "{report}");
     assert_eq!(report["rcvd_code"], 4002, "{report}");

@@ -20,7 +20,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, Error};
 use crate::handlers::fire_buffer_full;
 use crate::outbox::Outbox;
-use crate::protocol::{Protocol, ProtocolError};
+use crate::protocol::{Protocol, ProtocolError, SessionClose};
 
 /// The outcome of [`Connection::send`].
 #[derive(Debug)]
@@ -229,7 +229,6 @@ impl<P: Protocol> Connection<P> {
         ob.full = false;
         ob.full_pending = false;
         ob.encoder = self.inner.ep.protocol.encoder();
-        ob.goodbye = None;
     }
 
     pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox<P>> {
@@ -354,16 +353,12 @@ impl<P: Protocol> Connection<P> {
 
     /// Like [`close`](Self::close), with a protocol-level close code and
     /// reason for the protocol's goodbye (WebSocket: the close frame's code,
-    /// 1000 when plain `close()` is used). Protocols without close codes
-    /// ignore them.
+    /// 1000 when plain `close()` is used). `on_close` gets
+    /// [`CloseReason::Session`] with them. Protocols without close codes
+    /// write no goodbye.
     pub fn close_session(&self, code: u16, reason: &str) {
-        {
-            let mut ob = self.outbox();
-            if ob.goodbye.is_none() {
-                ob.goodbye = Some((code, reason.to_owned()));
-            }
-        }
-        self.close();
+        self.user_closed();
+        self.close_with_reason(CloseReason::Session(SessionClose::local(code, reason)));
     }
 
     /// Closes gracefully and records `reason` (shown to `on_close`) unless

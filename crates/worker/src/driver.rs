@@ -26,6 +26,17 @@ use crate::transport::{Received, Transport};
 /// Reads per poll before yielding to other connections.
 const READS_PER_POLL: usize = 8;
 
+/// Why a turn's reading stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadStop {
+    /// Nothing more to read now (a read is registered), or the socket is done.
+    Idle,
+    /// The read budget is used up, with data possibly left.
+    Budget,
+    /// Input is held back: nothing was registered for the next read.
+    Held,
+}
+
 /// The task of one connection (a server connection, or one session of a
 /// client connection).
 pub(crate) struct ConnDriver<P: Protocol, T: Transport> {
@@ -58,9 +69,8 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
         }
     }
 
-    /// Reads while the core wants input and the socket has some; returns
-    /// whether the read budget ran out with data possibly left.
-    fn read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+    /// Reads while the core wants input and the socket has some.
+    fn read(&mut self, cx: &mut Context<'_>, now: Instant) -> ReadStop {
         let mut reads = 0;
         let ctx = self.resident.ctx().clone();
         loop {
@@ -72,23 +82,26 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
                 _ => self.core.wants_read(),
             };
             if !wanted {
-                return false;
+                // Input is held back (a pause, a full send buffer, the
+                // async queue): no read and so no wake-up is registered;
+                // the turn must look again if the hold lifts before it ends.
+                return ReadStop::Held;
             }
             let Some(stream) = self.stream.as_ref() else {
-                return false;
+                return ReadStop::Idle;
             };
             // Read only when the reactor says the socket may have bytes;
             // `Pending` registers for the next edge.
             match stream.poll_readable(cx) {
-                Poll::Pending => return false,
+                Poll::Pending => return ReadStop::Idle,
                 Poll::Ready(Err(e)) => {
                     self.core.on_io_error("read", e);
-                    return false;
+                    return ReadStop::Idle;
                 }
                 Poll::Ready(Ok(())) => {}
             }
             if reads == READS_PER_POLL {
-                return true;
+                return ReadStop::Budget;
             }
             reads += 1;
             let mut scratch = ctx.take_scratch();
@@ -116,7 +129,7 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
             };
             ctx.put_scratch(scratch);
             if !go_on {
-                return false;
+                return ReadStop::Idle;
             }
         }
     }
@@ -200,7 +213,7 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
                 return this.closed();
             }
             this.core.poll_async(cx);
-            let read_budget_spent = this.read(cx, now);
+            let read_stop = this.read(cx, now);
             this.start_when_ready(now);
             this.core.poll_async(cx);
             if this.core.conn().flags() & DESTROY_REQ != 0 && !this.core.is_closed() {
@@ -222,7 +235,12 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
             }
             // Out of reads or messages for this poll: let the loop's other
             // tasks run, and come back (input may be left undelivered).
-            let yield_now = read_budget_spent || this.core.budget_spent();
+            let yield_now = read_stop == ReadStop::Budget || this.core.budget_spent();
+            // A hold that lifted during this turn (the send buffer drained
+            // in the write above, say) left no read registered: read now.
+            if read_stop == ReadStop::Held && !yield_now && this.core.wants_read() {
+                continue;
+            }
             this.deadline.set(this.core.next_deadline());
             if Pin::new(&mut this.deadline).poll(cx).is_ready() {
                 now = Instant::now();

@@ -25,9 +25,6 @@ pub(crate) struct Outbox<P: Protocol> {
     pub messages_out: u64,
     /// The protocol's per-connection encoder state.
     pub encoder: P::Encoder,
-    /// A protocol close code and reason given by the application
-    /// (`close_session`), for the protocol's goodbye.
-    pub goodbye: Option<(u16, String)>,
 }
 
 impl<P: Protocol> Outbox<P> {
@@ -42,7 +39,6 @@ impl<P: Protocol> Outbox<P> {
             polling: false,
             messages_out: 0,
             encoder,
-            goodbye: None,
         }
     }
 

@@ -247,7 +247,6 @@ where
             }
         }
     }
-
 }
 
 impl Io<TcpListener> {

@@ -392,12 +392,11 @@ impl<P: Protocol> Lifecycle<P> {
             let mut ob = self.conn.outbox();
             ob.closed = true;
             let ob = &mut *ob;
-            let code = ob.goodbye.as_ref().map(|(c, _)| *c);
-            let text = ob.goodbye.as_ref().map_or("", |(_, r)| r.as_str());
             let closing = match &reason {
-                CloseReason::Local | CloseReason::Custom(_) => {
-                    Some(Closing::Local { code, reason: text })
-                }
+                CloseReason::Local | CloseReason::Custom(_) => Some(Closing::Local {
+                    code: None,
+                    reason: "",
+                }),
                 CloseReason::Session(c) => Some(Closing::Session(c)),
                 CloseReason::Protocol => self.violation.as_ref().map(Closing::Violation),
                 CloseReason::WorkerStopped => Some(Closing::GoingAway),

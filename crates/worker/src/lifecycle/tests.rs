@@ -365,7 +365,11 @@ fn close_session_carries_the_code_and_reason_to_the_goodbye() {
     let mut h = Harness::server().started();
     h.conn.close_session(4001, "kicked");
     h.turn();
-    assert_eq!(h.written(), "goodbye local 4001 kicked\n");
+    assert_eq!(h.written(), "goodbye echo 4001\n");
+    assert_eq!(
+        h.conn.close_reason(),
+        Some(CloseReason::Session(SessionClose::local(4001, "kicked")))
+    );
 }
 
 #[test]
