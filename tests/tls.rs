@@ -662,3 +662,52 @@ fn the_heartbeat_counts_decrypted_traffic_a_talking_tls_peer_stays_a_silent_one_
     assert!(server.handle.connections().contains_key(&talker_id));
     drop(talker);
 }
+
+#[test]
+fn openssl_s_client_resumes_a_session_with_the_server() {
+    let (ca, leaf) = pki();
+    let dir = TempDir::new("s-client-resume");
+    let ca_file = dir.write("ca.pem", &ca.cert_pem);
+    let session = dir.path().join("session.pem");
+    let server = TlsEcho::start(leaf.server_config(), |_| {});
+    for (version, flag) in [("TLSv1.3", "-tls1_3"), ("TLSv1.2", "-tls1_2")] {
+        let _ = std::fs::remove_file(&session);
+        // First: a full handshake; the session (a TLS 1.3 ticket, read
+        // after the echo) is saved.
+        let mut c = s_client(
+            server.addr(),
+            &ca_file,
+            &[flag, "-sess_out", session.to_str().unwrap()],
+        );
+        let summary = c.line_where("the handshake summary", |l| l.starts_with("New, "));
+        assert!(summary.starts_with(&format!("New, {version}")), "{summary}");
+        c.send(b"first\n");
+        c.line_where("the echo", |l| l == "first");
+        c.close_stdin();
+        c.expect_success();
+        assert!(session.exists(), "{version}: no session saved");
+        // Second: offered back, and resumed.
+        let mut c = s_client(
+            server.addr(),
+            &ca_file,
+            &[flag, "-sess_in", session.to_str().unwrap()],
+        );
+        let summary = c.line_where("the handshake summary", |l| {
+            l.starts_with("New, ") || l.starts_with("Reused, ")
+        });
+        assert!(
+            summary.starts_with(&format!("Reused, {version}")),
+            "{version}: the session was not resumed: {summary}"
+        );
+        c.send(b"second\n");
+        c.line_where("the echo", |l| l == "second");
+        c.close_stdin();
+        c.expect_success();
+    }
+    let events = server.drain();
+    let connects = events
+        .iter()
+        .filter(|e| matches!(e, Ev::Connect(_)))
+        .count();
+    assert_eq!(connects, 4, "{events:?}");
+}

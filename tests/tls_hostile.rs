@@ -9,6 +9,10 @@
 //! The peers are a raw rustls client (tests/tls_support) that can be made
 //! to misbehave at any byte. Memory measurements run alone in a child
 //! process (the `*_child` tests, `#[ignore]`d so they run only there).
+//!
+//! Tests marked `#[ignore = "bug: ..."]` are minimal reproductions of bugs
+//! found in the TLS transport: they fail today and pass once it is fixed
+//! (`cargo test -p lubdub --test tls_hostile -- --ignored NAME`).
 
 mod tls_support;
 
@@ -655,4 +659,63 @@ fn ten_thousand_tls_cycles_child() {
         "RSS grew by {grown} KiB over {N} TLS cycles"
     );
     h.stop_and_wait();
+}
+
+/// Plaintext one read decrypts can exceed the 64 KiB read buffer: 64 KiB
+/// of ciphertext plus the part of a record left from the previous read.
+/// Here a 96,000-byte line comes in six records of 16,000 bytes: the first
+/// read takes the first record and most of the second; the second read
+/// (short: under 64 KiB) completes five records, 80,000 bytes of
+/// plaintext. What did not fit the buffer must still be delivered,
+/// although no more bytes will come (the peer waits for the echo).
+#[test]
+#[ignore = "bug: plaintext decrypted past the 64 KiB read buffer stays in rustls when the read was short (tls.rs Tls::read clears readiness; driver.rs reads only on readiness): the line is never delivered"]
+fn plaintext_beyond_the_read_buffer_is_delivered_without_more_input() {
+    const RECORD: usize = 16_000;
+    let (ca, server, _healthy, healthy_id) = server_and_healthy_client(|_| {});
+    let mut s = tcp(server.addr());
+    let mut conn = client_session(&ca.rustls_config(), "localhost");
+    handshake(&mut s, &mut conn, |s, b| s.write_all(b).unwrap()).unwrap();
+    let Ev::Connect(id) = server.next("on_connect") else {
+        panic!("on_connect first")
+    };
+    assert_ne!(id, healthy_id);
+    let mut line = vec![b'r'; 6 * RECORD];
+    *line.last_mut().unwrap() = b'\n';
+    // One record per write of 16,000 bytes.
+    let mut records = Vec::new();
+    for chunk in line.chunks(RECORD) {
+        conn.writer().write_all(chunk).unwrap();
+        records.push(queued_tls(&mut conn));
+    }
+    let record_len = records[0].len();
+    assert!(records.iter().all(|r| r.len() == record_len));
+    let wire = records.concat();
+    // First flight: record 1 and all but 22 bytes of record 2.
+    let first = 2 * record_len - 22;
+    s.write_all(&wire[..first]).unwrap();
+    let conn_of = || {
+        server
+            .handle
+            .connections()
+            .get(&id)
+            .map(|c| c.value().clone())
+    };
+    wait_until("record 1 delivered", || {
+        conn_of().is_some_and(|c| c.stats().bytes_in == RECORD as u64)
+    });
+    // Second flight, in one write (one read on loopback): under 64 KiB of
+    // ciphertext completing records 2 to 6.
+    let second = &wire[first..];
+    assert!(second.len() < 64 * 1024, "{}", second.len());
+    s.write_all(second).unwrap();
+    let mut client = TlsLineClient::from_parts(conn, s);
+    let echo = client.line().unwrap_or_else(|e| {
+        panic!(
+            "the echo of the 96,000-byte line: {e}; the server took {:?} bytes of it",
+            conn_of().map(|c| c.stats().bytes_in)
+        )
+    });
+    let echo = echo.expect("the echo");
+    assert_eq!(echo.len(), line.len() - 1);
 }
