@@ -1,0 +1,218 @@
+//! The hub in one process, over real loopback connections.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lubdub_hub::{GlobalConnId, Hub};
+use lubdub_text::Text;
+use lubdub_worker::{Worker, WorkerHandle};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A line server speaking the chat commands through the hub:
+/// `name U`, `join G`, `leave G`, `say G T`, `dm U T`, `all T`, `to ID T`,
+/// `id` (answers this connection's global id), `except G T` (to G but me).
+fn chat(count: usize) -> (Hub<Text>, WorkerHandle<Text>) {
+    let hub = Hub::<Text>::local();
+    let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
+    w.count(count).plugin(hub.plugin());
+    let h = hub.clone();
+    w.on_message(move |c, line| {
+        let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        match cmd {
+            "name" => h.bind_uid(c, rest),
+            "unname" => h.unbind_uid(c, rest),
+            "join" => h.join(c, rest),
+            "leave" => h.leave(c, rest),
+            "say" => {
+                let (g, t) = rest.split_once(' ').unwrap();
+                h.send_to_group(g, t, &[]);
+            }
+            "except" => {
+                let (g, t) = rest.split_once(' ').unwrap();
+                h.send_to_group(g, t, &[h.global_id(c)]);
+            }
+            "dm" => {
+                let (u, t) = rest.split_once(' ').unwrap();
+                h.send_to_uid(u, t);
+            }
+            "all" => {
+                h.send_to_all(rest);
+            }
+            "to" => {
+                let (id, t) = rest.split_once(' ').unwrap();
+                h.send_to_conn(&id.parse::<GlobalConnId>().unwrap(), t);
+            }
+            "id" => {
+                let _ = c.send(&h.global_id(c).to_string());
+            }
+            _ => {}
+        }
+        if cmd != "id"
+            && cmd != "say"
+            && cmd != "dm"
+            && cmd != "all"
+            && cmd != "to"
+            && cmd != "except"
+        {
+            let _ = c.send("ok");
+        }
+    });
+    let handle = w.start().unwrap();
+    (hub, handle)
+}
+
+struct Peer {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Self {
+        let w = TcpStream::connect(addr).unwrap();
+        w.set_read_timeout(Some(WAIT)).unwrap();
+        let r = BufReader::new(w.try_clone().unwrap());
+        Peer { w, r }
+    }
+    fn send(&mut self, line: &str) {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.r.read_line(&mut s).expect("a line");
+        s.trim_end().to_owned()
+    }
+    fn cmd(&mut self, line: &str) {
+        self.send(line);
+        assert_eq!(self.line(), "ok", "{line}");
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < WAIT, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn users_groups_everyone_and_one_connection() {
+    let (hub, h) = chat(2);
+    let a = h.local_addr();
+    let (mut ann1, mut ann2, mut bob) = (Peer::new(a), Peer::new(a), Peer::new(a));
+    ann1.cmd("name ann");
+    ann2.cmd("name ann");
+    bob.cmd("name bob");
+    assert!(hub.is_uid_online_local("ann"));
+    assert!(!hub.is_uid_online_local("eve"));
+    assert_eq!(hub.uid_count_local(), 2);
+    // A uid with two devices gets it on both.
+    bob.send("dm ann hi ann");
+    assert_eq!(ann1.line(), "hi ann");
+    assert_eq!(ann2.line(), "hi ann");
+    // Groups, with an exception.
+    ann1.cmd("join room");
+    bob.cmd("join room");
+    assert_eq!(hub.group_count_local("room"), 2);
+    let mut uids = hub.group_uids_local("room");
+    uids.sort();
+    assert_eq!(uids, ["ann", "bob"]);
+    bob.send("say room hello room");
+    assert_eq!(ann1.line(), "hello room");
+    assert_eq!(bob.line(), "hello room", "the sender is a member too");
+    bob.send("except room not for bob");
+    assert_eq!(ann1.line(), "not for bob");
+    // Everyone.
+    ann2.send("all everyone");
+    for p in [&mut ann1, &mut ann2, &mut bob] {
+        assert_eq!(p.line(), "everyone");
+    }
+    // One connection by its global id.
+    ann2.send("id");
+    let id = ann2.line();
+    assert!(id.starts_with("local:"), "{id}");
+    bob.send(&format!("to {id} just you"));
+    assert_eq!(ann2.line(), "just you");
+    // Leave and unbind.
+    ann1.cmd("leave room");
+    assert_eq!(hub.group_count_local("room"), 1);
+    ann2.cmd("unname ann");
+    bob.send("dm ann once");
+    assert_eq!(ann1.line(), "once");
+    // Everything a connection was part of ends with it.
+    drop((ann1, ann2, bob));
+    wait_until("memberships dropped", || hub.member_count_local() == 0);
+    assert_eq!(hub.uid_count_local(), 0);
+    assert_eq!(hub.group_count_total_local(), 0);
+    h.stop_and_wait();
+}
+
+#[test]
+fn ten_thousand_churned_connections_leave_nothing_behind() {
+    let (hub, h) = chat(2);
+    let addr = h.local_addr();
+    let (tx, rx) = mpsc::channel();
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_500 {
+                    let mut p = Peer::new(addr);
+                    p.cmd(&format!("name u{t}-{}", i % 50));
+                    p.cmd(&format!("join g{}", i % 7));
+                    p.cmd("join all-of-them");
+                }
+                tx.send(()).unwrap();
+            })
+        })
+        .collect();
+    for _ in 0..4 {
+        rx.recv_timeout(Duration::from_secs(120))
+            .expect("churn done");
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    wait_until("every membership dropped", || {
+        hub.member_count_local() == 0 && h.connections().is_empty()
+    });
+    assert_eq!(hub.uid_count_local(), 0);
+    assert_eq!(hub.group_count_total_local(), 0);
+    h.stop_and_wait();
+}
+
+#[test]
+fn a_member_that_never_reads_does_not_block_the_group() {
+    let (hub, h) = chat(1);
+    let a = h.local_addr();
+    let mut sender = Peer::new(a);
+    let mut reader = Peer::new(a);
+    let mut mute = Peer::new(a);
+    // The sender is no member: it never reads, and under the default
+    // backpressure a member that never reads would stop being read from.
+    for p in [&mut reader, &mut mute] {
+        p.cmd("join g");
+    }
+    // The mute member never reads again; 5,000 broadcasts of 4 KiB each
+    // (20 MB) are far more than its send buffer and loopback's socket
+    // buffers hold.
+    let text = "x".repeat(4096);
+    let reader_thread = std::thread::spawn(move || {
+        for i in 0..5000 {
+            assert_eq!(reader.line().len(), 4096, "message {i}");
+        }
+    });
+    for _ in 0..5000 {
+        sender.send(&format!("say g {text}"));
+    }
+    reader_thread.join().unwrap();
+    wait_until("the mute member's refusals counted", || {
+        hub.stats().refused > 0
+    });
+    assert!(hub.stats().delivered >= 5_000);
+    drop(mute);
+    h.stop_and_wait();
+}
