@@ -3,6 +3,8 @@
 
 use lubdub_protocol::{Decoded, Protocol, ProtocolError, SessionClose, WireBuf};
 
+pub mod ws;
+
 /// Splits fuzz input into chunk sizes and the byte stream.
 ///
 /// The first byte `n` gives `n % 8` chunk-size bytes that follow (each
