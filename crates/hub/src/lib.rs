@@ -119,10 +119,12 @@ pub trait Backplane: Send + Sync + 'static {
     fn group_uids(&self, group: &str) -> BoxFuture<Option<Vec<String>>>;
 }
 
+type DeliverFn = dyn Fn(&Target, &[GlobalConnId], &[u8]) + Send + Sync;
+
 /// Hands messages from other nodes to this node's members.
 #[derive(Clone)]
 pub struct Delivery {
-    deliver: Arc<dyn Fn(&Target, &[GlobalConnId], &[u8]) + Send + Sync>,
+    deliver: Arc<DeliverFn>,
 }
 
 impl Delivery {
