@@ -10,9 +10,9 @@
 //! to misbehave at any byte. Memory measurements run alone in a child
 //! process (the `*_child` tests, `#[ignore]`d so they run only there).
 //!
-//! Tests marked `#[ignore = "bug: ..."]` are minimal reproductions of bugs
-//! found in the TLS transport: they fail today and pass once it is fixed
-//! (`cargo test -p lubdub --test tls_hostile -- --ignored NAME`).
+//! Four of these began as reproductions of bugs in the TLS transport: a
+//! close_notify in the same read as data, plaintext past the read buffer,
+//! and no close_notify when the peer closed first.
 
 mod tls_support;
 
@@ -369,7 +369,6 @@ fn a_truncation_is_reported_as_unexpected_eof_and_a_clean_close_is_not() {
 /// (OpenSSL's bidirectional `SSL_shutdown`, Python's `unwrap()`) get an
 /// error; a rustls reader sees a truncation (UnexpectedEof).
 #[test]
-#[ignore = "bug: no close_notify is sent when the peer closed first (lifecycle socket_action: peer_eof gives SocketAction::Close, and driver.rs drops the socket without Transport::shutdown)"]
 fn a_peer_that_closes_first_gets_our_close_notify() {
     let (ca, server, _healthy, _) = server_and_healthy_client(|_| {});
     let mut clean =
@@ -389,7 +388,6 @@ fn a_peer_that_closes_first_gets_our_close_notify() {
 /// delivered, but the end of the stream is not, until some later bytes
 /// or FIN wake the socket: the connection hangs.
 #[test]
-#[ignore = "bug: a close_notify decrypted in the same read as data is not seen until the socket wakes again (tls.rs Tls::read clears readiness while rustls still holds the end of stream)"]
 fn data_and_close_notify_in_one_flight_end_the_connection() {
     let (ca, server, _healthy, _) = server_and_healthy_client(|_| {});
     let mut s = tcp(server.addr());
@@ -419,7 +417,6 @@ fn data_and_close_notify_in_one_flight_end_the_connection() {
 /// The same bug on lubdub's client side: a server sends a line and its
 /// close_notify in one flight and waits for the client's close_notify.
 #[test]
-#[ignore = "bug: a close_notify decrypted in the same read as data is not seen until the socket wakes again (tls.rs Tls::read clears readiness while rustls still holds the end of stream)"]
 fn a_client_sees_data_and_close_notify_in_one_flight() {
     let (ca, leaf) = pki();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -669,7 +666,6 @@ fn ten_thousand_tls_cycles_child() {
 /// plaintext. What did not fit the buffer must still be delivered,
 /// although no more bytes will come (the peer waits for the echo).
 #[test]
-#[ignore = "bug: plaintext decrypted past the 64 KiB read buffer stays in rustls when the read was short (tls.rs Tls::read clears readiness; driver.rs reads only on readiness): the line is never delivered"]
 fn plaintext_beyond_the_read_buffer_is_delivered_without_more_input() {
     const RECORD: usize = 16_000;
     let (ca, server, _healthy, healthy_id) = server_and_healthy_client(|_| {});

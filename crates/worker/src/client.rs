@@ -51,6 +51,7 @@ pub struct Client<P: Protocol> {
     /// The host as written in the address (for TLS's server name).
     host: String,
     tls: Option<TlsClientConfig>,
+    keep_unsent: bool,
 }
 
 impl<P: Protocol + Default> Client<P> {
@@ -82,7 +83,18 @@ impl<P: Protocol> Client<P> {
             host: addr.host().to_owned(),
             // A TLS scheme (`wss://`) trusts Mozilla's roots unless told otherwise.
             tls: tls_scheme.then(TlsClientConfig::default),
+            keep_unsent: true,
         })
+    }
+
+    /// Whether messages not yet written when a session ends, and sends made
+    /// between sessions, wait for the next session (the default) or are
+    /// dropped (sends between sessions then return `SendStatus::Closed`).
+    /// Off suits at-most-once uses, a pub/sub publisher say, where a late
+    /// message is worse than a lost one and each session starts clean.
+    pub fn keep_unsent(&mut self, keep: bool) -> &mut Self {
+        self.keep_unsent = keep;
+        self
     }
 
     /// Connects over TLS (1.3 and 1.2, rustls with ring) with these
@@ -165,7 +177,10 @@ impl<P: Protocol> Client<P> {
             unspecified,
             ctx.id,
             ctx.uid,
-            Some(Box::new(ClientCtl::new(self.backoff.is_some()))),
+            Some(Box::new(ClientCtl::new(
+                self.backoff.is_some(),
+                self.keep_unsent,
+            ))),
         );
         // In the map and counted by the loop from now until the supervisor
         // ends; a stopping loop closes it for good.

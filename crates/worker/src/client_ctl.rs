@@ -12,6 +12,8 @@ use event_listener::Event;
 pub(crate) struct ClientCtl {
     /// An automatic reconnect policy is on.
     auto: bool,
+    /// Unsent messages wait for the next session (`Client::keep_unsent`).
+    keep_unsent: bool,
     /// Waiting for an explicit `reconnect()` (no policy, gave up, cancelled).
     idle: AtomicBool,
     user_closed: AtomicBool,
@@ -32,9 +34,10 @@ pub(crate) enum Wake {
 }
 
 impl ClientCtl {
-    pub fn new(auto: bool) -> Self {
+    pub fn new(auto: bool, keep_unsent: bool) -> Self {
         ClientCtl {
             auto,
+            keep_unsent,
             idle: AtomicBool::new(false),
             user_closed: AtomicBool::new(false),
             connected: AtomicBool::new(false),
@@ -48,7 +51,12 @@ impl ClientCtl {
 
     /// Sends between sessions queue for the next one: a reconnect is coming.
     pub fn keeps_queue(&self) -> bool {
-        self.auto && !self.is_user_closed() && !self.idle.load(Ordering::SeqCst)
+        self.auto && self.keep_unsent && !self.is_user_closed() && !self.idle.load(Ordering::SeqCst)
+    }
+
+    /// Whether whole messages unsent at the end of a session are kept.
+    pub fn keeps_unsent(&self) -> bool {
+        self.keep_unsent
     }
 
     pub fn user_close(&self) {

@@ -186,6 +186,9 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
     }
 
     fn closed(&mut self) -> Poll<()> {
+        if let Some(stream) = self.stream.as_ref() {
+            self.transport.close(stream);
+        }
         self.stream = None;
         self.deadline.set(None);
         Poll::Ready(())

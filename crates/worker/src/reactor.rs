@@ -194,6 +194,12 @@ impl<T: AsFd> Io<T> {
         self.state.readable.set(false);
     }
 
+    /// Marks the socket worth reading without a new edge (a transport holds
+    /// bytes it decoded from an earlier read).
+    pub fn mark_readable(&self) {
+        self.state.readable.set(true);
+    }
+
     /// Whether a short read may be taken to mean "drained, wait for the
     /// next edge". Not once the peer's FIN was reported: the FIN raised its
     /// edge already (perhaps with the last bytes), so only reading on until

@@ -32,6 +32,10 @@ use crate::transport::{Received, Transport};
 pub(crate) const SEND_LIMIT: usize = 64 * 1024;
 /// Ciphertext read from the socket per call.
 const READ_CHUNK: usize = 64 * 1024;
+/// Room left in the plaintext buffer for a record rustls may still hold
+/// partly from the previous read (a TLS record is at most 16 KiB of
+/// plaintext): what one read decrypts then always fits the buffer.
+const PARTIAL_RECORD: usize = 17 * 1024;
 /// TLS record overhead per 16 KiB of plaintext, for the send accounting.
 const RECORD_OVERHEAD: usize = 29;
 
@@ -347,6 +351,7 @@ pub(crate) struct Tls {
     queued: usize,
     /// The peer's TCP EOF came without a close_notify.
     truncated: bool,
+    close_notify_sent: bool,
 }
 
 impl Tls {
@@ -367,6 +372,7 @@ impl Tls {
             conn,
             queued: 0,
             truncated: false,
+            close_notify_sent: false,
         }
     }
 
@@ -455,8 +461,10 @@ impl Transport for Tls {
             if input.len() < READ_CHUNK {
                 input.resize(READ_CHUNK, 0);
             }
+            let room = buf.len().saturating_sub(PARTIAL_RECORD).max(4096);
+            let want = room.min(input.len());
             let n = loop {
-                match sock.get_ref().read(&mut input[..]) {
+                match sock.get_ref().read(&mut input[..want]) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         sock.clear_readable();
@@ -466,10 +474,11 @@ impl Transport for Tls {
                     Err(e) => return Err(e),
                 }
             };
-            if n < input.len() && sock.short_read_drains() {
+            if n < want && sock.short_read_drains() {
                 sock.clear_readable();
             }
             let mut ciphertext: &[u8] = &input[..n];
+            let mut ended;
             loop {
                 // At TCP EOF this tells rustls the stream ended (read_tls of
                 // an empty slice), so the reader reports close_notify or
@@ -478,7 +487,7 @@ impl Transport for Tls {
                 if let Err(e) = self.conn.process_new_packets() {
                     return Err(self.fail(sock, e));
                 }
-                let ended = self.take_plaintext(buf, &mut filled)?.is_some();
+                ended = self.take_plaintext(buf, &mut filled)?.is_some();
                 if ended && filled == 0 {
                     return Ok(Received::Eof);
                 }
@@ -488,6 +497,12 @@ impl Transport for Tls {
             }
             // Handshake messages, alerts or key updates may want an answer.
             let _ = self.flush_tls(sock, None);
+            if filled > 0 && (ended || filled == buf.len()) {
+                // The end of the stream came with data, or more plaintext
+                // may wait in rustls: the next read must come even if the
+                // socket has nothing new, so it is marked readable again.
+                sock.mark_readable();
+            }
             Ok(if filled > 0 {
                 Received::Data(filled)
             } else if n == 0 {
@@ -532,9 +547,17 @@ impl Transport for Tls {
     }
 
     fn shutdown(&mut self, sock: &Io<TcpStream>) -> io::Result<()> {
-        self.conn.send_close_notify();
-        let _ = self.flush_tls(sock, None);
+        self.close(sock);
         sock.get_ref().shutdown(Shutdown::Write)
+    }
+
+    fn close(&mut self, sock: &Io<TcpStream>) {
+        // Once: a shutdown already sent it.
+        if !self.close_notify_sent {
+            self.close_notify_sent = true;
+            self.conn.send_close_notify();
+            let _ = self.flush_tls(sock, None);
+        }
     }
 
     fn is_handshaking(&self) -> bool {

@@ -46,6 +46,13 @@ pub(crate) trait Transport: 'static {
     /// sends its close_notify first).
     fn shutdown(&mut self, sock: &Io<TcpStream>) -> io::Result<()>;
 
+    /// The connection is over and its socket is about to be dropped: a
+    /// last word if the transport has one (TLS's close_notify, when the
+    /// peer closed first and no shutdown sent it), best effort.
+    fn close(&mut self, sock: &Io<TcpStream>) {
+        let _ = sock;
+    }
+
     /// Writes what the transport itself still holds (TLS records, handshake
     /// messages); `Ready(Ok)` once nothing is left.
     fn poll_flush(&mut self, sock: &Io<TcpStream>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

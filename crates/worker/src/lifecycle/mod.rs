@@ -594,8 +594,11 @@ impl<P: Protocol> Lifecycle<P> {
             let mut ob = conn.outbox();
             ob.closed = true;
             // A client keeps whole messages not yet taken by the writer for
-            // its next session; bytes in flight may be half-written: dropped.
-            if self.tenure == Tenure::Whole {
+            // its next session (unless told not to); bytes in flight may be
+            // half-written: dropped.
+            let keep = self.tenure == Tenure::Session
+                && conn.inner.client.as_ref().is_some_and(|c| c.keeps_unsent());
+            if !keep {
                 release(&mut ob.buf);
             }
             std::mem::take(&mut ob.dropped)
