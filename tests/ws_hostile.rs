@@ -61,6 +61,15 @@ fn bad_upgrade_requests_get_their_http_status_and_a_close() {
         .collect();
     let short_key = lines.replace(KEY, "c2hvcnQ=");
     let version_8 = lines.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
+    let post = lines.replacen("GET ", "POST ", 1);
+    let http_10 = lines.replacen("HTTP/1.1", "HTTP/1.0", 1);
+    let no_host: String = lines
+        .lines()
+        .filter(|l| !l.starts_with("Host:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let no_connection_upgrade = lines.replace("Connection: Upgrade", "Connection: keep-alive");
+    let plain_get = format!("GET / HTTP/1.1\r\nHost: {addr}\r\n");
     // 100 KiB of headers: 100 lines of 1 KiB, and one line of 100 KiB.
     let filler = "a".repeat(1000);
     let many_lines: String = (0..100)
@@ -73,6 +82,11 @@ fn bad_upgrade_requests_get_their_http_status_and_a_close() {
         ("no Sec-WebSocket-Key", no_key, 400),
         ("a key that is not 16 bytes", short_key, 400),
         ("Sec-WebSocket-Version: 8", version_8, 426),
+        ("a POST", post, 400),
+        ("HTTP/1.0", http_10, 400),
+        ("no Host", no_host, 400),
+        ("Connection without upgrade", no_connection_upgrade, 400),
+        ("a plain GET, no upgrade", plain_get, 426),
         ("100 lines of 1 KiB", format!("{lines}{many_lines}"), 431),
         ("one header of 100 KiB", format!("{lines}{one_line}"), 431),
         ("200 header lines", format!("{lines}{too_many}"), 431),
@@ -85,6 +99,9 @@ fn bad_upgrade_requests_get_their_http_status_and_a_close() {
         assert_eq!(res.header("Connection"), Some("close"), "{what}");
         if status == 426 {
             assert_eq!(res.header("Sec-WebSocket-Version"), Some("13"), "{what}");
+        }
+        if what.starts_with("a plain GET") {
+            assert_eq!(res.header("Upgrade"), Some("websocket"), "{what}");
         }
         healthy.roundtrip(&format!("still here {i}"));
     }
@@ -126,6 +143,35 @@ fn an_upgrade_trickled_one_byte_at_a_time_completes() {
     assert_eq!(&echo[..2], &[0x81, 14]);
     assert_eq!(&echo[2..], b"slowly, slowly");
     healthy.roundtrip("after");
+    h.stop_and_wait();
+}
+
+#[test]
+fn frames_right_behind_the_upgrade_request_are_decoded_after_it() {
+    let h = echo_server(WsConfig::default());
+    let addr = h.local_addr();
+    let mut s = tcp(addr);
+    let mut bytes = upgrade_request(addr, &[]);
+    bytes.extend_from_slice(&cframe(true, 0, OP_TEXT, b"first"));
+    bytes.extend_from_slice(&cframe(true, 0, OP_PING, b"second"));
+    bytes.extend_from_slice(&cframe(true, 0, OP_CLOSE, &close_payload(1000, b"")));
+    s.write_all(&bytes).unwrap();
+    let got = read_to_eof(&mut s);
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let res = parse_response(std::str::from_utf8(&got[..head_end]).unwrap());
+    assert_eq!(res.status, 101);
+    // The echo and the pong (the protocol's own bytes may overtake queued
+    // messages: RFC 6455 allows control frames anywhere), then the close
+    // echo last, then EOF.
+    let echo = encode(true, 0, OP_TEXT, None, b"first");
+    let pong = encode(true, 0, OP_PONG, None, b"second");
+    let close = encode(true, 0, OP_CLOSE, None, &close_payload(1000, b""));
+    let frames = &got[head_end..];
+    assert!(
+        frames == [&echo[..], &pong, &close].concat()
+            || frames == [&pong[..], &echo, &close].concat(),
+        "{frames:02x?}"
+    );
     h.stop_and_wait();
 }
 
@@ -366,5 +412,68 @@ fn a_deflate_bomb_is_1009_and_never_inflated() {
         );
         healthy.roundtrip("still here");
     }
+    h.stop_and_wait();
+}
+
+#[test]
+fn a_ping_flood_from_a_peer_that_never_reads_is_held_back() {
+    // At most this much is written; a server that answered every ping
+    // without holding back would read it all and buffer the pongs.
+    const CAP: usize = 256 << 20;
+    const MARGIN_KIB: usize = 64 << 10;
+    let h = echo_server(WsConfig::default());
+    let addr = h.local_addr();
+    let mut healthy = RawClient::connect(addr);
+    let mut flood = RawClient::connect(addr);
+    let ping = flood.frame(true, 0, OP_PING, &[b'p'; 125]);
+    let burst = ping.repeat(8192); // about 1 MiB of pings
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let (rss_before, hwm_before) = memory_kib();
+    flood.stream.set_nonblocking(true).unwrap();
+    let (mut written, mut at) = (0, 0);
+    let mut stalled: Option<Instant> = None;
+    // Write until the socket stays full for a second (the server stopped
+    // reading), or the cap.
+    while written < CAP {
+        match flood.stream.write(&burst[at..]) {
+            Ok(n) => {
+                written += n;
+                at = (at + n) % burst.len();
+                stalled = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if stalled.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("flood write failed after {written} bytes: {e}"),
+        }
+    }
+    let (rss_after, hwm_after) = memory_kib();
+    eprintln!(
+        "ping flood: {} KiB written, server buffers {} KiB, RSS {rss_before} -> {rss_after} KiB, \
+         peak {hwm_before} -> {hwm_after} KiB",
+        written >> 10,
+        h.buffered_bytes() >> 10
+    );
+    assert!(
+        written < CAP,
+        "the server read {CAP} bytes of pings while no pong was read"
+    );
+    assert!(
+        h.buffered_bytes() <= 4 << 20,
+        "{} bytes buffered",
+        h.buffered_bytes()
+    );
+    assert!(hwm_after.saturating_sub(hwm_before) < MARGIN_KIB);
+    // Others are served meanwhile.
+    healthy.roundtrip("still here");
+    // The flooder goes away; its connection and buffers go with it.
+    drop(flood);
+    common::wait_until("the flooder's connection is gone", || {
+        h.connections().len() == 1 && h.buffered_bytes() == 0
+    });
+    healthy.roundtrip("still here");
     h.stop_and_wait();
 }
