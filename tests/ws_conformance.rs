@@ -1767,6 +1767,21 @@ fn raw_client_deflate_matches_rfc_7692() {
             );
         }
     }
+    // A distance beyond the negotiated window is refused: this is how a
+    // server that ignores server_max_window_bits=9 fails 13.3 and 13.5.
+    let mut rng = Rng(7);
+    let far: Vec<u8> = (0..2000).map(|_| rng.next() as u8).collect();
+    let mut msg = far.clone();
+    msg.extend_from_slice(&far[..600]);
+    let packed = Compressor::new(15, true).message(&msg);
+    assert_eq!(
+        Inflater::new(15, true).message(&packed, 1 << 20).unwrap(),
+        msg
+    );
+    let err = Inflater::new(9, true)
+        .message(&packed, 1 << 20)
+        .unwrap_err();
+    assert!(err.contains("beyond the negotiated window"), "{err}");
     let repeated = "the same words again and again ".repeat(100);
     let packed = Compressor::new(15, true).message(repeated.as_bytes());
     assert!(packed.len() < repeated.len() / 10, "{} bytes", packed.len());
