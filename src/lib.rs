@@ -44,9 +44,14 @@ pub use ws::{WebSocketHooks, Ws};
 /// client heartbeat. See `docs/heartbeat.md`.
 pub use lubdub_heartbeat as heartbeat;
 
+/// Users, groups and broadcasts, on one node or across many over Redis
+/// (`lubdub-hub`). See `docs/hub.md`.
+pub use lubdub_hub as hub;
+
 /// The protocol crates, by name.
 pub mod protocols {
     pub use lubdub_frame as frame;
+    pub use lubdub_resp as resp;
     pub use lubdub_text as text;
     pub use lubdub_ws as ws;
 }

@@ -40,7 +40,9 @@
 
 mod id;
 mod query;
+mod redis;
 mod registry;
+mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,6 +54,7 @@ use lubdub_worker::{CloseReason, Connection, Protocol, SendStatus, WorkerHandle}
 
 pub use id::GlobalConnId;
 pub use query::Query;
+pub use redis::{RedisBackplane, RedisConfig};
 pub use registry::Change;
 use registry::Registry;
 
@@ -120,17 +123,25 @@ pub trait Backplane: Send + Sync + 'static {
 }
 
 type DeliverFn = dyn Fn(&Target, &[GlobalConnId], &[u8]) + Send + Sync;
+type SnapshotFn = dyn Fn() -> Snapshot + Send + Sync;
 
-/// Hands messages from other nodes to this node's members.
+/// What a backplane gets from its hub: a way to hand messages from other
+/// nodes to this node's members, and this node's memberships.
 #[derive(Clone)]
 pub struct Delivery {
     deliver: Arc<DeliverFn>,
+    snapshot: Arc<SnapshotFn>,
 }
 
 impl Delivery {
     /// Queues `bytes` on this node's members of `target`.
     pub fn deliver(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]) {
         (self.deliver)(target, except, bytes)
+    }
+
+    /// This node's memberships now (to republish presence).
+    pub fn snapshot(&self) -> Snapshot {
+        (self.snapshot)()
     }
 }
 
@@ -171,6 +182,14 @@ impl<P: Protocol> Hub<P> {
     /// A hub for one process, encoding with `protocol`.
     pub fn with_protocol(protocol: P) -> Self {
         Self::new("local", protocol, None)
+    }
+
+    /// A hub for a cluster over Redis (see [`RedisConfig`]): node name,
+    /// pub/sub and presence from `config`.
+    pub fn with_redis(config: RedisConfig, protocol: P) -> Result<Self, lubdub_worker::Error> {
+        let node = config.node.clone();
+        let backplane = RedisBackplane::new(config)?;
+        Ok(Self::new(&node, protocol, Some(Box::new(backplane))))
     }
 
     /// A hub named `node` with a backplane to the other nodes (`None`: a
@@ -484,6 +503,7 @@ impl<P: Protocol> Hub<P> {
 
     fn delivery(&self) -> Delivery {
         let hub = Arc::downgrade(&self.inner);
+        let hub2 = hub.clone();
         Delivery {
             deliver: Arc::new(move |target, except, bytes| {
                 if let Some(inner) = hub.upgrade() {
@@ -491,6 +511,10 @@ impl<P: Protocol> Hub<P> {
                     hub.inner.counters.received.fetch_add(1, Ordering::Relaxed);
                     hub.deliver_local(target, except, bytes);
                 }
+            }),
+            snapshot: Arc::new(move || match hub2.upgrade() {
+                Some(inner) => Hub { inner }.snapshot(),
+                None => Snapshot::default(),
             }),
         }
     }

@@ -1,0 +1,115 @@
+//! A chat that spans nodes: `cargo run --example cluster_chat -- --listen 127.0.0.1:7001
+//! --redis redis://127.0.0.1:6379 --node n1` (and n2, n3 on other ports); without
+//! `--redis` the node runs alone. Text protocol, one command per line:
+//!
+//! | command | effect |
+//! |---|---|
+//! | `name NAME` | binds this connection to uid NAME; answers `ok` |
+//! | `join ROOM`, `leave ROOM` | answers `ok` |
+//! | `say ROOM TEXT` | every member of ROOM on every node, the sender included, gets `ROOM NAME: TEXT` |
+//! | `dm UID TEXT` | every connection of UID on every node gets `dm NAME: TEXT`; the sender gets `ok`, or `offline` when UID is on no node |
+//! | `who ROOM` | answers `ROOM N`: members of ROOM on all nodes |
+//! | `all TEXT` | every connection on every node gets `all NAME: TEXT` |
+
+mod common;
+
+use lubdub::hub::{Hub, RedisConfig};
+use lubdub::{Connection, Text, Worker};
+
+/// The name a connection bound with `name`.
+struct Name(String);
+
+fn name_of(c: &Connection<Text>) -> String {
+    c.context::<Name>()
+        .map(|n| n.0.clone())
+        .unwrap_or_else(|| format!("guest{}", c.id()))
+}
+
+struct Args {
+    listen: String,
+    redis: Option<String>,
+    node: String,
+}
+
+fn args() -> Result<Option<Args>, Box<dyn std::error::Error>> {
+    let mut a = Args {
+        listen: "127.0.0.1:7001".into(),
+        redis: None,
+        node: "n1".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--listen" => a.listen = it.next().ok_or("--listen needs an address")?,
+            "--redis" => a.redis = Some(it.next().ok_or("--redis needs a URL")?),
+            "--node" => a.node = it.next().ok_or("--node needs a name")?,
+            "-h" | "--help" => {
+                println!("usage: cluster_chat [--listen ADDR] [--redis URL] [--node NAME]");
+                return Ok(None);
+            }
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(Some(a))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Some(args) = args()? else {
+        return Ok(());
+    };
+    common::init_logging(log::LevelFilter::Info)?;
+    let hub = match &args.redis {
+        Some(url) => Hub::with_redis(RedisConfig::new(url, &args.node), Text::new())?,
+        None => Hub::<Text>::new(&args.node, Text::new(), None),
+    };
+    let mut worker = Worker::<Text>::new(args.listen.as_str())?;
+    worker.name(&args.node).plugin(hub.plugin());
+    let h = hub.clone();
+    // Async: `dm` and `who` ask Redis; one connection's commands still run
+    // one at a time, in order.
+    worker.on_message_async(move |c, line| {
+        let hub = h.clone();
+        async move {
+            let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            let reply = match (cmd, rest.split_once(' ')) {
+                ("name", _) if !rest.is_empty() => {
+                    c.set_context(Name(rest.to_owned()));
+                    hub.bind_uid(&c, rest);
+                    Some("ok".to_owned())
+                }
+                ("join", _) if !rest.is_empty() => {
+                    hub.join(&c, rest);
+                    Some("ok".to_owned())
+                }
+                ("leave", _) if !rest.is_empty() => {
+                    hub.leave(&c, rest);
+                    Some("ok".to_owned())
+                }
+                ("say", Some((room, text))) => {
+                    hub.send_to_group(room, &format!("{room} {}: {text}", name_of(&c)), &[]);
+                    None
+                }
+                ("dm", Some((uid, text))) => {
+                    hub.send_to_uid(uid, &format!("dm {}: {text}", name_of(&c)));
+                    let online = hub.is_uid_online(uid).await;
+                    Some(if online { "ok" } else { "offline" }.to_owned())
+                }
+                ("who", _) if !rest.is_empty() => {
+                    Some(format!("{rest} {}", hub.group_count(rest).await))
+                }
+                ("all", _) => {
+                    hub.send_to_all(&format!("all {}: {rest}", name_of(&c)));
+                    None
+                }
+                _ => Some(format!("unknown command: {line}")),
+            };
+            if let Some(reply) = reply {
+                let _ = c.send(&reply);
+            }
+        }
+    });
+    let node = args.node.clone();
+    worker.on_worker_start(move |w| println!("cluster chat node {node} on {}", w.local_addr()));
+    worker.run()?;
+    Ok(())
+}
