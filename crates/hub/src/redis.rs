@@ -154,6 +154,10 @@ struct Shared {
     errors: AtomicU64,
 }
 
+type OnConnect = Box<dyn Fn(&Connection<Resp>) + Send + Sync>;
+type OnValue = Box<dyn Fn(Value) + Send + Sync>;
+type OnClose = Box<dyn Fn() + Send + Sync>;
+
 /// The Redis backplane (see the module docs and docs/hub.md).
 pub struct RedisBackplane {
     shared: Arc<Shared>,
@@ -475,11 +479,8 @@ impl Backplane for RedisBackplane {
     fn start(&self, delivery: Delivery) {
         let s = &self.shared;
         let _ = s.delivery.set(delivery);
-        let make = |on_connect: Box<dyn Fn(&Connection<Resp>) + Send + Sync>,
-                    on_message: Box<dyn Fn(Value) + Send + Sync>,
-                    on_close: Box<dyn Fn() + Send + Sync>|
-         -> Result<Connection<Resp>, Error> {
-            let mut client = Client::with_protocol(s.cfg.url.as_str(), Resp::new())?;
+        let make = |on_connect: OnConnect, on_message: OnValue, on_close: OnClose| {
+            let mut client: Client<Resp> = Client::with_protocol(s.cfg.url.as_str(), Resp::new())?;
             client
                 .auto_reconnect(s.cfg.reconnect.clone())
                 .keep_unsent(false)
