@@ -1,6 +1,8 @@
 //! A chat that spans nodes: `cargo run --example cluster_chat -- --listen 127.0.0.1:7001
 //! --redis redis://127.0.0.1:6379 --node n1` (and n2, n3 on other ports); without
-//! `--redis` the node runs alone. Text protocol, one command per line:
+//! `--redis` the node runs alone. `--presence-ttl SECS` (default 15) is how
+//! long a dead node's users still read as online. Text protocol, one
+//! command per line:
 //!
 //! | command | effect |
 //! |---|---|
@@ -29,6 +31,7 @@ struct Args {
     listen: String,
     redis: Option<String>,
     node: String,
+    presence_ttl: Option<u64>,
 }
 
 fn args() -> Result<Option<Args>, Box<dyn std::error::Error>> {
@@ -36,6 +39,7 @@ fn args() -> Result<Option<Args>, Box<dyn std::error::Error>> {
         listen: "127.0.0.1:7001".into(),
         redis: None,
         node: "n1".into(),
+        presence_ttl: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -43,8 +47,13 @@ fn args() -> Result<Option<Args>, Box<dyn std::error::Error>> {
             "--listen" => a.listen = it.next().ok_or("--listen needs an address")?,
             "--redis" => a.redis = Some(it.next().ok_or("--redis needs a URL")?),
             "--node" => a.node = it.next().ok_or("--node needs a name")?,
+            "--presence-ttl" => {
+                a.presence_ttl = Some(it.next().ok_or("--presence-ttl needs seconds")?.parse()?)
+            }
             "-h" | "--help" => {
-                println!("usage: cluster_chat [--listen ADDR] [--redis URL] [--node NAME]");
+                println!(
+                    "usage: cluster_chat [--listen ADDR] [--redis URL] [--node NAME] [--presence-ttl SECS]"
+                );
                 return Ok(None);
             }
             other => return Err(format!("unknown argument {other}").into()),
@@ -59,7 +68,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     common::init_logging(log::LevelFilter::Info)?;
     let hub = match &args.redis {
-        Some(url) => Hub::with_redis(RedisConfig::new(url, &args.node), Text::new())?,
+        Some(url) => {
+            let mut config = RedisConfig::new(url, &args.node);
+            if let Some(secs) = args.presence_ttl {
+                config = config.presence_ttl(std::time::Duration::from_secs(secs));
+            }
+            Hub::with_redis(config, Text::new())?
+        }
         None => Hub::<Text>::new(&args.node, Text::new(), None),
     };
     let mut worker = Worker::<Text>::new(args.listen.as_str())?;
