@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lubdub::ws::{Message, Ws};
-use lubdub::{Client, CloseReason, Connection, EventLoop, LoopHandle};
+use lubdub::{Client, CloseReason, Connection, EventLoop, LoopHandle, SessionClose};
 use serde_json::{json, Value};
 use ws_support::{recv, ChildGuard, TempDir, WAIT};
 
@@ -444,7 +444,10 @@ fn chromium_interop_cases_against_a_deflate_echo_server() {
     );
     let s = server.session("browser-server-close");
     s.assert_clean("browser-server-close");
-    assert_eq!(s.close, Some(CloseReason::Local));
+    assert_eq!(
+        s.close,
+        Some(CloseReason::Session(SessionClose::local(4002, "done")))
+    );
 
     let shots = TempDir::new("screenshot");
     let path = shots.path().join("interop.png");
