@@ -2,6 +2,11 @@
 //! socket, no loop, no real clock. A test feeds reads, EOFs, write results
 //! and instants by hand and checks the bytes it asks to write, the socket
 //! actions and the callbacks, in order.
+//!
+//! One file over 600 lines on purpose: every test uses the `Lines`
+//! protocol and the `Harness` defined at the top, and reads as a walk
+//! through one path of the state machine; splitting them by topic would
+//! only scatter that shared vocabulary.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,9 +16,12 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::connection::SendStatus;
 use crate::endpoint::{Backpressure, Endpoint, Limits};
+use crate::error::Error;
 use crate::handlers::{Handlers, MessageHandler};
 use crate::plugin::Plugin;
+use crate::protocol::Closing;
 use crate::protocol::{Decoded, Reject};
+use std::io;
 
 /// A line protocol with every v2 feature, to drive each lifecycle path:
 /// `HELLO name` is the handshake (when on), `ping` is answered with `pong`
