@@ -152,6 +152,8 @@ struct Shared {
     dropped: AtomicU64,
     /// Error replies to fire-and-forget commands (logged once per burst).
     errors: AtomicU64,
+    /// A connection error was logged in this outage.
+    warned: AtomicBool,
 }
 
 type OnConnect = Box<dyn Fn(&Connection<Resp>) + Send + Sync>;
@@ -185,6 +187,7 @@ impl RedisBackplane {
                 down: AtomicBool::new(true),
                 dropped: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
+                warned: AtomicBool::new(false),
             }),
         })
     }
@@ -425,6 +428,7 @@ impl Shared {
     fn connected(&self) {
         self.down.store(false, Ordering::Relaxed);
         self.errors.store(0, Ordering::Relaxed);
+        self.warned.store(false, Ordering::Relaxed);
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         log::info!(
             "hub {}: connected to redis at {}{}",
@@ -437,6 +441,20 @@ impl Shared {
             }
         );
         self.republish();
+    }
+
+    /// An error on a connection to Redis: a failed connect is expected
+    /// while Redis is down (the outage is logged once); anything else, a
+    /// reply that is not RESP, say, is logged at warn, once per outage.
+    fn connection_error(&self, e: &Error) {
+        match e {
+            Error::ConnectFailed { .. } => log::debug!("hub {}: redis: {e}", self.node()),
+            _ => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    log::warn!("hub {}: redis at {}: {e}", self.node(), self.cfg.url);
+                }
+            }
+        }
     }
 
     /// A message on the subscriber connection.
@@ -491,7 +509,8 @@ impl Backplane for RedisBackplane {
             });
             client.on_message(move |_, v| on_message(v));
             client.on_close(move |_, _| on_close());
-            client.on_error(|_, e| log::debug!("hub: redis connection: {e}"));
+            let w = s.clone();
+            client.on_error(move |_, e| w.connection_error(e));
             client.connect()
         };
         let (a, b, c) = (s.clone(), s.clone(), s.clone());
