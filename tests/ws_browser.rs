@@ -30,7 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lubdub::ws::{Message, Ws};
-use lubdub::{Client, CloseReason, Connection, EventLoop, LoopHandle, SessionClose};
+use lubdub::{
+    Client, CloseReason, Connection, EventLoop, LoopHandle, SessionClose, TlsClientConfig,
+};
 use serde_json::{json, Value};
 use ws_support::{recv, ChildGuard, TempDir, WAIT};
 
@@ -54,14 +56,22 @@ fn ws_chat_binary() -> PathBuf {
 
 /// The chat example on a free loopback port; returns it and its port.
 fn start_chat() -> (ChildGuard, u16) {
+    start_chat_with(&[], "http")
+}
+
+/// The chat example with extra flags, its banner naming `scheme`.
+fn start_chat_with(extra: &[&str], scheme: &str) -> (ChildGuard, u16) {
     let chat = ChildGuard::spawn(
         "ws_chat example",
-        Command::new(ws_chat_binary()).args(["--listen", "ws://127.0.0.1:0"]),
+        Command::new(ws_chat_binary())
+            .args(["--listen", "ws://127.0.0.1:0"])
+            .args(extra),
     );
     // It prints `chat on http://127.0.0.1:PORT (WebSocket on /ws?name=NAME)`.
+    let prefix = format!("chat on {scheme}://127.0.0.1:");
     let line = chat.line();
     let port = line
-        .strip_prefix("chat on http://127.0.0.1:")
+        .strip_prefix(prefix.as_str())
         .and_then(|rest| rest.split(' ').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("ws_chat's banner: {line:?}"));
@@ -77,6 +87,10 @@ struct Browser {
 
 impl Browser {
     fn open(url: &str) -> Self {
+        Self::open_with(url, &[])
+    }
+
+    fn open_with(url: &str, extra: &[&str]) -> Self {
         let profile = TempDir::new("chromium");
         let mut cmd = Command::new(ws_support::chromium());
         // As this machine's notes say: no sandbox (root), no GPU, and no
@@ -96,6 +110,7 @@ impl Browser {
             "--remote-debugging-port=0",
             "--window-size=900,700",
         ])
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url);
         let child = ChildGuard::spawn("chromium", &mut cmd);
@@ -171,14 +186,23 @@ struct Bob {
 
 impl Bob {
     fn join(port: u16, first: &str) -> Self {
+        Self::join_with(port, first, None)
+    }
+
+    /// Over wss when given the CA to trust.
+    fn join_with(port: u16, first: &str, ca: Option<String>) -> Self {
         let (heard_tx, heard) = mpsc::channel();
         let (closed_tx, closed) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
         let first = first.to_owned();
         let thread = std::thread::spawn(move || {
             EventLoop::run(move |lp| {
-                let url = format!("ws://127.0.0.1:{port}/ws?name=bob");
+                let scheme = if ca.is_some() { "wss" } else { "ws" };
+                let url = format!("{scheme}://127.0.0.1:{port}/ws?name=bob");
                 let mut client = Client::<Ws>::new(url.as_str()).unwrap();
+                if let Some(ca) = &ca {
+                    client.tls(TlsClientConfig::with_ca_pem(ca.as_bytes()).unwrap());
+                }
                 client.on_connect(move |c| {
                     let _ = c.send(&Message::Text(first.clone()));
                 });
@@ -462,4 +486,45 @@ fn chromium_interop_cases_against_a_deflate_echo_server() {
     drop(page);
     let mut browser = browser;
     browser.child.wait_exit(WAIT);
+}
+
+/// The chat over TLS: the page on https, its WebSocket on wss, bob a lubdub
+/// wss client trusting the test's own certificate. Chromium is told to
+/// accept that self-signed certificate with `--ignore-certificate-errors`,
+/// in this test only.
+#[test]
+fn chromium_chats_over_https_and_wss() {
+    ws_support::python();
+    ws_support::chromium();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("a test certificate");
+    let dir = TempDir::new("tls");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let (chat, port) = start_chat_with(&["--tls-cert", &cert_arg, "--tls-key", &key_arg], "https");
+    let base = format!("https://127.0.0.1:{port}/");
+
+    let browser = Browser::open_with(
+        &format!("{base}?name=ann&say=secure%20hello"),
+        &["--ignore-certificate-errors"],
+    );
+    let mut page = Page::attach(&browser, &base);
+    page.wait_items(&["* ann joined", "ann: secure hello"]);
+    assert_eq!(page.eval("location.protocol"), "https:");
+
+    let bob = Bob::join_with(port, "hi over wss", Some(made.cert.pem()));
+    bob.hears("* bob joined");
+    bob.hears("bob: hi over wss");
+    page.wait_items(&["* bob joined", "bob: hi over wss"]);
+    page.eval(
+        "document.getElementById('msg').value = 'still encrypted'; \
+         document.getElementById('send').requestSubmit(); true",
+    );
+    bob.hears("ann: still encrypted");
+    drop(bob);
+    drop(page);
+    drop(browser);
+    drop(chat);
 }
