@@ -30,9 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lubdub::ws::{Message, Ws};
-use lubdub::{
-    Client, CloseReason, Connection, EventLoop, LoopHandle, SessionClose, TlsClientConfig,
-};
+use lubdub::{Client, CloseReason, Connection, EventLoop, LoopHandle, TlsClientConfig};
 use serde_json::{json, Value};
 use ws_support::{recv, ChildGuard, TempDir, WAIT};
 
