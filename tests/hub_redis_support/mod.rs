@@ -1,0 +1,704 @@
+//! What tests/hub_redis.rs drives: a `redis-server` of the test's own (that
+//! can be killed and restarted on the same port), `cluster_chat` nodes as
+//! child processes, line clients, a fake "redis" answering garbage, an
+//! in-process node, and a barrier that makes the cluster's state settle
+//! before a test counts lines.
+//!
+//! Every child process is killed (SIGKILL) in a `Drop` guard, so a failing
+//! test leaves nothing running; when a test panics, the nodes' logs are
+//! printed to help read the failure.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use lubdub::hub::{Hub, RedisConfig};
+use lubdub::{Text, Worker, WorkerHandle};
+
+/// Generous bound for any event a test awaits (loaded 2-core CI machine).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Panics with `what` if `start` is more than `limit` ago.
+pub fn check_deadline(start: Instant, limit: Duration, what: &str) {
+    assert!(
+        start.elapsed() < limit,
+        "timed out after {limit:?} waiting for: {what}"
+    );
+}
+
+/// Polls `cond` every 20 ms until it holds; panics after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        check_deadline(start, limit, what);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+/// The `cluster_chat` example next to this test binary
+/// (`target/<profile>/deps/hub_redis-*` → `target/<profile>/examples/`).
+/// `cargo test` builds the examples; `cargo test --test hub_redis` alone
+/// does not, hence the message.
+pub fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary sits in target/<profile>/deps");
+    let bin = profile_dir.join("examples").join("cluster_chat");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --example cluster_chat` \
+         (plain `cargo test` builds it; `cargo test --test hub_redis` does not)",
+        bin.display()
+    );
+    bin
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to at least `want` (up to the
+/// hard limit); children started afterwards inherit it. Returns the new
+/// soft limit.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want as libc::rlim_t {
+            lim.rlim_cur = (want as libc::rlim_t).min(lim.rlim_max);
+            assert_eq!(
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
+                0,
+                "setrlimit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+    let soft = lim.rlim_cur as u64;
+    soft
+}
+
+/// A port below Linux's ephemeral range (32768 and up) that is free now:
+/// no outgoing connection can take it while Redis is down between a kill
+/// and a restart on the same port.
+pub fn free_port() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = seed | 1;
+    for _ in 0..1000 {
+        // xorshift: a different port per try and per process
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
+/// Lines a child process wrote, and a way to wait for one.
+#[derive(Default)]
+pub struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+impl Log {
+    fn push(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+        self.grew.notify_all();
+    }
+
+    /// Lines containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until `count` lines contain `needle`; returns how long it took.
+    pub fn wait_for(&self, needle: &str, count: usize, limit: Duration) -> Duration {
+        let start = Instant::now();
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if lines.iter().filter(|l| l.contains(needle)).count() >= count {
+                return start.elapsed();
+            }
+            let left = limit.checked_sub(start.elapsed()).unwrap_or_else(|| {
+                panic!(
+                    "timed out after {limit:?} waiting for {count} log line(s) with {needle:?}; log:\n{}",
+                    lines.join("\n")
+                )
+            });
+            lines = self.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Every line so far.
+    pub fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Reads `from` line by line into `log` on a thread, until EOF.
+    fn drain(log: &Arc<Self>, from: impl Read + Send + 'static) {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                log.push(line);
+            }
+        });
+    }
+}
+
+/// A `redis-server` of this test's own (`--save '' --appendonly no`), killed
+/// on drop; it can be killed with SIGKILL and restarted on the same port.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    pub log: Arc<Log>,
+}
+
+impl Redis {
+    /// Starts Redis on a free port.
+    pub fn start() -> Self {
+        for _ in 0..10 {
+            let mut r = Redis {
+                child: None,
+                port: free_port(),
+                log: Arc::default(),
+            };
+            if r.spawn().is_ok() {
+                return r;
+            }
+        }
+        panic!("redis-server found no free port");
+    }
+
+    /// Starts Redis on `port` (after a fake server there is gone, say).
+    pub fn start_on(port: u16) -> Self {
+        let mut r = Redis {
+            child: None,
+            port,
+            log: Arc::default(),
+        };
+        r.restart();
+        r
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Spawns redis-server and waits for "Ready to accept connections";
+    /// `Err` when the port is taken.
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): these tests need a real Redis on the PATH \
+                     (Debian: apt-get install -y redis-server)"
+                )
+            });
+        let log = Arc::new(Log::default());
+        Log::drain(&log, child.stdout.take().expect("piped stdout"));
+        self.log = log.clone();
+        let start = Instant::now();
+        loop {
+            let text = log.text();
+            if text.contains("Ready to accept connections") {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // Give the drain thread a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                let text = log.text();
+                if text.contains("Address already in use") {
+                    return Err(text);
+                }
+                panic!("redis-server exited ({status}) before it was ready:\n{text}");
+            }
+            if start.elapsed() > WAIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("redis-server not ready within {WAIT:?}:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills Redis with SIGKILL (no shutdown, no goodbye to its clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Redis again on the same port (empty: no persistence).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis is still running");
+        let start = Instant::now();
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(log) => {
+                    // A closing socket of the old server or the fake may
+                    // hold the port a moment longer.
+                    check_deadline(
+                        start,
+                        WAIT,
+                        &format!("port {} to be free:\n{log}", self.port),
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `cluster_chat` node as a child process, killed on drop.
+pub struct Node {
+    child: Option<Child>,
+    pub name: String,
+    pub addr: SocketAddr,
+    /// What the node logged (stderr).
+    pub log: Arc<Log>,
+}
+
+/// The log line a node writes when its command connection comes up.
+pub const CONNECTED: &str = "connected to redis";
+/// The log line a node writes when its command connection goes down.
+pub const LOST: &str = "lost redis";
+
+impl Node {
+    /// Starts `cluster_chat --listen 127.0.0.1:0 --redis URL --node NAME
+    /// [--presence-ttl SECS]` and waits for the address it listens on.
+    pub fn start(name: &str, redis_url: &str, presence_ttl: Option<u64>) -> Self {
+        let mut cmd = Command::new(example_binary());
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            redis_url,
+            "--node",
+            name,
+        ]);
+        if let Some(ttl) = presence_ttl {
+            cmd.args(["--presence-ttl", &ttl.to_string()]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cluster_chat");
+        let log = Arc::new(Log::default());
+        Log::drain(&log, child.stderr.take().expect("piped stderr"));
+        let out = Arc::new(Log::default());
+        Log::drain(&out, child.stdout.take().expect("piped stdout"));
+        let mut node = Node {
+            child: Some(child),
+            name: name.to_owned(),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        let banner = format!("cluster chat node {name} on ");
+        out.wait_for(&banner, 1, WAIT);
+        let text = out.text();
+        let addr = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&banner))
+            .expect("the banner line");
+        node.addr = addr.trim().parse().expect("a socket address");
+        node
+    }
+
+    /// A new line client of this node.
+    pub fn client(&self) -> LineClient {
+        LineClient::connect(self.addr)
+    }
+
+    /// Kills the node with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- log of node {} ---\n{}", self.name, self.log.text());
+        }
+    }
+}
+
+/// A line client; a thread reads its lines into a channel.
+pub struct LineClient {
+    stream: TcpStream,
+    lines: Receiver<String>,
+    pub addr: SocketAddr,
+}
+
+impl LineClient {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect to a node");
+        stream.set_nodelay(true).unwrap();
+        let reader = stream.try_clone().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LineClient {
+            stream,
+            lines,
+            addr,
+        }
+    }
+
+    /// Sends `line` and a newline.
+    pub fn send(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write a line");
+    }
+
+    /// The next line, within `WAIT`.
+    pub fn line(&mut self) -> String {
+        match self.lines.recv_timeout(WAIT) {
+            Ok(l) => l,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("no line within {WAIT:?} on a client of {}", self.addr)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!(
+                    "connection to {} closed while a line was expected",
+                    self.addr
+                )
+            }
+        }
+    }
+
+    /// The next line if one comes within `timeout`.
+    pub fn try_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Sends `line` and returns the reply.
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(line);
+        self.line()
+    }
+
+    /// Sends a command whose reply is `ok`.
+    pub fn cmd(&mut self, line: &str) {
+        assert_eq!(self.ask(line), "ok", "reply to {line:?}");
+    }
+
+    /// The next lines are exactly `want`, in order.
+    pub fn expect(&mut self, want: &[&str]) {
+        for (i, w) in want.iter().enumerate() {
+            let got = self.line();
+            assert_eq!(got, *w, "line {i} of {want:?} on a client of {}", self.addr);
+        }
+    }
+
+    /// The next `want.len()` lines are `want` in any order.
+    pub fn expect_unordered(&mut self, want: &[&str]) {
+        let mut got: Vec<String> = (0..want.len()).map(|_| self.line()).collect();
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "on a client of {}", self.addr);
+    }
+
+    /// Nothing arrives within `window` (a "must not happen" check).
+    pub fn expect_silence(&mut self, window: Duration) {
+        if let Some(l) = self.try_line(window) {
+            panic!("unexpected line {l:?} on a client of {}", self.addr);
+        }
+    }
+}
+
+impl Drop for LineClient {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Makes the cluster settle: one probe connection per node joins a fresh
+/// group, then each probe in turn says to it until every node's probe
+/// hears it, and the group's cluster-wide count reaches the number of
+/// probes.
+///
+/// Why it works: each node has one subscriber and one command connection
+/// to Redis, and Redis runs a connection's commands in order. A probe's
+/// `join` is handled after every command the test's clients had answered
+/// `ok` to on that node, so its SUBSCRIBE and presence writes leave after
+/// theirs. When a message to the fresh group reaches a node, that node's
+/// earlier SUBSCRIBEs were run too (a node's own probe hears it locally,
+/// hence a sender on every node); when the group's count is complete,
+/// every node's earlier presence writes were run. Any later publish or
+/// query then sees them.
+pub struct Barrier {
+    probes: Vec<LineClient>,
+    round: u32,
+}
+
+impl Barrier {
+    /// One probe per node address; the first must be a `cluster_chat`
+    /// node (it asks `who`).
+    pub fn new(addrs: &[SocketAddr]) -> Self {
+        Barrier {
+            probes: addrs.iter().map(|a| LineClient::connect(*a)).collect(),
+            round: 0,
+        }
+    }
+
+    /// Waits until the cluster settled (see the type's docs).
+    pub fn sync(&mut self) {
+        self.round += 1;
+        let group = format!("barrier{}", self.round);
+        for p in &mut self.probes {
+            // `all` broadcasts reach the probes too: skip them.
+            p.send(&format!("join {group}"));
+            loop {
+                let l = p.line();
+                if l == "ok" {
+                    break;
+                }
+            }
+        }
+        let prefix = format!("{group} ");
+        let start = Instant::now();
+        let n = self.probes.len();
+        // Every node must hear every other: each probe in turn says to the
+        // group until all probes heard it.
+        for k in 0..n {
+            let mine = format!(": s{k}-");
+            let mut heard = vec![false; n];
+            let mut i = 0;
+            while heard.contains(&false) {
+                check_deadline(start, WAIT, "every node to hear a barrier message");
+                self.probes[k].send(&format!("say {group} s{k}-{i}"));
+                i += 1;
+                for (j, p) in self.probes.iter_mut().enumerate() {
+                    let wait = Duration::from_millis(if heard[j] { 0 } else { 50 });
+                    while let Some(l) = p.try_line(wait) {
+                        if l.starts_with(&prefix) && l.contains(&mine) {
+                            heard[j] = true;
+                        }
+                    }
+                }
+            }
+        }
+        // Drain each probe up to every sender's last marker.
+        for (k, p) in self.probes.iter_mut().enumerate() {
+            p.send(&format!("say {group} done{k}"));
+        }
+        for p in &mut self.probes {
+            let mut done = 0;
+            while done < n {
+                let l = p.line();
+                if l.starts_with(&prefix) && l.contains(": done") {
+                    done += 1;
+                }
+            }
+        }
+        let want = format!("{group} {}", self.probes.len());
+        loop {
+            check_deadline(start, WAIT, "the barrier group's count to be complete");
+            self.probes[0].send(&format!("who {group}"));
+            let l = loop {
+                let l = self.probes[0].line();
+                if l.starts_with(&prefix) {
+                    break l;
+                }
+            };
+            if l == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for p in &mut self.probes {
+            p.send(&format!("leave {group}"));
+            loop {
+                if p.line() == "ok" {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A fake "redis" that reads what a connection sends first, notes when and
+/// what (the first command's name: a hub's command connection starts with
+/// `EVAL`, its subscriber with `SUBSCRIBE`), answers with bytes that are
+/// not RESP (an HTTP error page) and closes; until dropped.
+pub struct GarbageServer {
+    pub port: u16,
+    /// Connections accepted.
+    pub accepted: Arc<AtomicUsize>,
+    /// When each connection's first bytes came, and its first command.
+    pub sessions: Arc<Mutex<Vec<(Instant, String)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GarbageServer {
+    pub fn start(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the fake redis");
+        listener.set_nonblocking(true).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let sessions = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, rec, s) = (accepted.clone(), sessions.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        let rec = rec.clone();
+                        std::thread::spawn(move || Self::serve(c, &rec));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        GarbageServer {
+            port,
+            accepted,
+            sessions,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn serve(mut c: TcpStream, rec: &Mutex<Vec<(Instant, String)>>) {
+        let _ = c.set_nonblocking(false);
+        let _ = c.set_read_timeout(Some(WAIT));
+        let mut buf = [0u8; 4096];
+        let Ok(n) = c.read(&mut buf) else { return };
+        let first = String::from_utf8_lossy(&buf[..n]);
+        // RESP: *<argc>\r\n$<len>\r\n<name>\r\n...
+        let name = first
+            .split("\r\n")
+            .nth(2)
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        rec.lock().unwrap().push((Instant::now(), name));
+        let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n<html>no</html>\r\n");
+        let _ = c.shutdown(Shutdown::Write);
+        // Until the client gives up on this connection.
+        let _ = c.read_to_end(&mut Vec::new());
+    }
+
+    /// Times at which connections starting with command `name` came.
+    pub fn times_of(&self, name: &str) -> Vec<Instant> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n == name)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+}
+
+impl Drop for GarbageServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A node in this process (a worker and `Hub::with_redis`), speaking the
+/// `join`, `leave` and `say` commands of `cluster_chat` with the same
+/// replies, so its hub's counters can be read. Stopped on drop.
+pub struct InProcessNode {
+    pub hub: Hub<Text>,
+    pub handle: WorkerHandle<Text>,
+}
+
+impl InProcessNode {
+    pub fn start(redis_url: &str, node: &str) -> Self {
+        let hub = Hub::with_redis(RedisConfig::new(redis_url, node), Text::new()).unwrap();
+        let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
+        w.plugin(hub.plugin());
+        let h = hub.clone();
+        w.on_message(move |c, line| {
+            let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            match (cmd, rest.split_once(' ')) {
+                ("join", _) => {
+                    h.join(c, rest);
+                    let _ = c.send("ok");
+                }
+                ("leave", _) => {
+                    h.leave(c, rest);
+                    let _ = c.send("ok");
+                }
+                ("say", Some((room, text))) => {
+                    let msg = format!("{room} guest{}: {text}", c.id());
+                    h.send_to_group(room, &msg, &[]);
+                }
+                _ => {
+                    let _ = c.send(&format!("unknown command: {line}"));
+                }
+            }
+        });
+        let handle = w.start().unwrap();
+        InProcessNode { hub, handle }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+}
+
+impl Drop for InProcessNode {
+    fn drop(&mut self) {
+        self.handle.stop_and_wait();
+    }
+}
