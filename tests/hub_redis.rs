@@ -239,6 +239,232 @@ fn a_killed_node_reads_offline_within_the_presence_ttl() {
     eprintln!("after SIGKILL: dm offline in {dm_offline:?}, who dropped in {who_dropped:?}");
 }
 
+#[test]
+fn the_whole_api_across_two_in_process_nodes() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = InProcessNode::start(&url, "a");
+    let b = InProcessNode::start(&url, "b");
+    let mut barrier = Barrier::new(&[a.addr(), b.addr()]);
+    let mut ann = LineClient::connect(a.addr());
+    let mut ann_b = LineClient::connect(b.addr()); // ann's second device
+    let mut bob = LineClient::connect(b.addr());
+    let mut cat = LineClient::connect(a.addr()); // no uid
+    ann.cmd("name ann");
+    ann_b.cmd("name ann");
+    bob.cmd("name bob");
+    for c in [&mut ann, &mut bob, &mut cat] {
+        c.cmd("join g");
+    }
+    barrier.sync();
+
+    // Queries span the nodes.
+    assert_eq!(cat.ask("uids"), "2", "ann (on both nodes) and bob");
+    assert_eq!(cat.ask("members g"), "ann,bob");
+    assert_eq!(bob.ask("who g"), "g 3");
+    assert_eq!(cat.ask("online bob"), "yes");
+    assert_eq!(cat.ask("online zed"), "no");
+
+    // One connection, by its global id, on the other node and on this one.
+    let bob_id = bob.ask("id");
+    assert!(bob_id.starts_with("b:"), "{bob_id}");
+    cat.send(&format!("to {bob_id} just bob"));
+    bob.expect(&["just bob"]);
+    let cat_id = cat.ask("id");
+    bob.send(&format!("to {cat_id} back to cat"));
+    cat.expect(&["back to cat"]);
+
+    // A group but one connection: the exception holds on the other node.
+    bob.send("except g not for bob");
+    ann.expect(&["not for bob"]);
+    cat.expect(&["not for bob"]);
+    cat.send("except g not for cat");
+    ann.expect(&["not for cat"]);
+    bob.expect(&["not for cat"]);
+
+    // A uid: every device, on both nodes.
+    cat.send("dm ann both devices");
+    ann.expect(&["both devices"]);
+    ann_b.expect(&["both devices"]);
+
+    // Unbinding one device leaves ann online through the other...
+    ann_b.cmd("unname ann");
+    barrier.sync();
+    cat.send("dm ann one device");
+    ann.expect(&["one device"]);
+    assert_eq!(bob.ask("online ann"), "yes");
+    assert_eq!(bob.ask("uids"), "2");
+    // ...and unbinding the last one takes ann offline everywhere; her
+    // connection stays in the group, with no uid.
+    ann.cmd("unname ann");
+    barrier.sync();
+    assert_eq!(bob.ask("online ann"), "no");
+    assert_eq!(bob.ask("uids"), "1");
+    assert_eq!(bob.ask("members g"), "bob");
+    assert_eq!(bob.ask("who g"), "g 3");
+
+    // Everyone, on every node (the barrier's probes too).
+    bob.send("all everyone");
+    for c in [&mut ann, &mut ann_b, &mut bob, &mut cat] {
+        c.expect(&["everyone"]);
+    }
+
+    // A connection that closes leaves its uid and groups, cluster-wide.
+    drop(bob);
+    wait_until("bob's close to reach the cluster", WAIT, || {
+        cat.ask("who g") == "g 2" && cat.ask("uids") == "0"
+    });
+    assert_eq!(cat.ask("online bob"), "no");
+    assert_eq!(cat.ask("members g"), "");
+
+    for c in [&mut ann, &mut ann_b, &mut cat] {
+        c.expect_silence(QUIET);
+    }
+    let (sa, sb) = (a.hub.stats(), b.hub.stats());
+    assert!(sa.published > 0 && sa.received > 0, "{sa:?}");
+    assert!(sb.published > 0 && sb.received > 0, "{sb:?}");
+    assert_eq!(sa.dropped + sb.dropped, 0, "redis was up all along");
+}
+
+#[test]
+fn subscribers_dropped_by_redis_come_back_with_every_channel() {
+    // What Redis does to a subscriber past its output buffer limit, or an
+    // operator with CLIENT KILL: the command connections stay up.
+    let redis = Redis::start();
+    let url = redis.url();
+    let n1 = Node::start("n1", &url, None);
+    let n2 = Node::start("n2", &url, None);
+    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
+    let mut ann = n1.client();
+    let mut bob = n2.client();
+    ann.cmd("name ann");
+    bob.cmd("name bob");
+    ann.cmd("join room");
+    bob.cmd("join room");
+    barrier.sync();
+    let lost = (n1.log.count(LOST), n2.log.count(LOST));
+    assert_eq!(redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]), ":2");
+    // Each node subscribes again, to every channel it had: group, uid,
+    // `all`, its own.
+    barrier.sync();
+    ann.send("say room back");
+    ann.expect(&["room ann: back"]);
+    bob.expect(&["room ann: back"]);
+    assert_eq!(bob.ask("dm ann to ann"), "ok");
+    ann.expect(&["dm bob: to ann"]);
+    assert_eq!(ann.ask("dm bob to bob"), "ok");
+    bob.expect(&["dm ann: to bob"]);
+    bob.send("all to all");
+    ann.expect(&["all bob: to all"]);
+    bob.expect(&["all bob: to all"]);
+    for c in [&mut ann, &mut bob] {
+        c.expect_silence(QUIET);
+    }
+    // The command connections never broke.
+    assert_eq!((n1.log.count(LOST), n2.log.count(LOST)), lost);
+}
+
+#[test]
+fn a_node_restarted_under_its_name_erases_its_last_life_at_once() {
+    // The default 15 s presence TTL: what is checked here must happen
+    // well before it.
+    let redis = Redis::start();
+    let url = redis.url();
+    let n1 = Node::start("n1", &url, None);
+    let mut n2 = Node::start("n2", &url, None);
+    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
+    let mut ann = n1.client();
+    let mut bob = n2.client();
+    ann.cmd("name ann");
+    bob.cmd("name bob");
+    ann.cmd("join room");
+    bob.cmd("join room");
+    barrier.sync();
+    assert_eq!(ann.ask("who room"), "room 2");
+    assert_eq!(ann.ask("dm bob hi"), "ok");
+    bob.expect(&["dm ann: hi"]);
+    drop((barrier, bob));
+
+    n2.kill();
+    let n2 = Node::start("n2", &url, None);
+    let restarted = Instant::now();
+    n2.log.wait_for(CONNECTED, 1, WAIT);
+    let took = wait_until(
+        "the new n2 to erase what the old one published",
+        Duration::from_secs(8),
+        || ann.ask("who room") == "room 1" && ann.ask("dm bob hi") == "offline",
+    );
+    // And the new life works.
+    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
+    let mut bob = n2.client();
+    bob.cmd("name bob");
+    bob.cmd("join room");
+    barrier.sync();
+    assert_eq!(ann.ask("who room"), "room 2");
+    ann.send("say room welcome back");
+    ann.expect(&["room ann: welcome back"]);
+    bob.expect(&["room ann: welcome back"]);
+    eprintln!(
+        "stale presence gone {took:?} after the new n2 connected ({:?} after its start)",
+        restarted.elapsed()
+    );
+}
+
+#[test]
+fn three_thousand_groups_are_resubscribed_and_republished_after_a_restart() {
+    // More channels than one SUBSCRIBE carries (the backplane sends them
+    // 1,024 at a time) and as many presence entries to write again.
+    const GROUPS: usize = 3_000;
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let n1 = Node::start("n1", &url, None);
+    let n2 = Node::start("n2", &url, None);
+    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
+    let mut member = n2.client();
+    // 50 commands in flight at most: more stall an async handler (see
+    // an_async_handler_answers_every_pipelined_line).
+    for chunk in (0..GROUPS).collect::<Vec<_>>().chunks(50) {
+        for g in chunk {
+            member.send(&format!("join g{g}"));
+        }
+        for _ in chunk {
+            assert_eq!(member.line(), "ok");
+        }
+    }
+    let connected = n2.log.count(CONNECTED);
+    redis.kill();
+    redis.restart();
+    n2.log
+        .wait_for(CONNECTED, connected + 1, BACKOFF_CAP + WAIT);
+    // Twice: the second round's SUBSCRIBE leaves after the resubscription
+    // of the session the first round saw.
+    barrier.sync();
+    barrier.sync();
+    let mut sender = n1.client();
+    assert_eq!(
+        sender.ask(&format!("who g{}", GROUPS - 1)),
+        format!("g{} 1", GROUPS - 1)
+    );
+    assert_eq!(sender.ask("who g0"), "g0 1");
+    for g in 0..GROUPS {
+        sender.send(&format!("say g{g} hi"));
+        if g % 50 == 49 {
+            // A reply: the 50 before it were handled (in order).
+            assert_eq!(sender.ask("who g0"), "g0 1");
+        }
+    }
+    let mut got: Vec<usize> = (0..GROUPS)
+        .map(|_| {
+            let l = member.line();
+            let (group, _) = l.split_once(' ').expect("a group message");
+            group[1..].parse().expect("a group number")
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..GROUPS).collect::<Vec<_>>());
+    member.expect_silence(QUIET);
+}
+
 /// A member connection of the big group, read without a thread of its own
 /// (and with one descriptor: no `try_clone`).
 struct Member {
@@ -568,4 +794,32 @@ fn a_node_reconnects_with_jittered_backoff_from_100_ms_to_5_s() {
         fake.times_of("SUBSCRIBE").len()
     );
     drop(n1);
+}
+
+/// Found through cluster_chat (its handler is async: `dm` and `who` ask
+/// Redis): a client that pipelines more than about 3 × `async_queue` (64)
+/// commands in one write gets 192 replies, then nothing until it sends
+/// more bytes. A sync `on_message` handler answers all of them. The worker
+/// holds the rest of the read buffer back while 64 messages are pending
+/// and does not deliver it once the queue drains (lifecycle/input.rs:
+/// `hold_delivery` / `redeliver`): the connection waits for a read event
+/// that never comes. Not a hub bug; kept here, next to what found it.
+#[test]
+#[ignore = "bug: lubdub-worker: an async on_message handler stops after 192 of 1,000 pipelined lines until more bytes arrive"]
+fn an_async_handler_answers_every_pipelined_line() {
+    let mut w = lubdub::Worker::<lubdub::Text>::new("text://127.0.0.1:0").unwrap();
+    w.on_message_async(|c, _line| async move {
+        let _ = c.send("ok");
+    });
+    let h = w.start().unwrap();
+    let mut c = LineClient::connect(h.local_addr());
+    let batch: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+    c.send(batch.trim_end()); // one write: 1,000 lines
+    for i in 0..1000 {
+        assert!(
+            c.try_line(WAIT).is_some(),
+            "reply {i} of 1000 missing (a sync handler answers them all)"
+        );
+    }
+    h.stop_and_wait();
 }

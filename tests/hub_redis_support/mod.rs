@@ -252,6 +252,23 @@ impl Redis {
         }
     }
 
+    /// Runs one command on a connection of its own and returns the first
+    /// line of the reply (`:1`, `+OK`, ...).
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut c = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        c.write_all(req.as_bytes()).unwrap();
+        let mut line = String::new();
+        BufReader::new(c)
+            .read_line(&mut line)
+            .expect("redis's reply");
+        line.trim_end().to_owned()
+    }
+
     /// Kills Redis with SIGKILL (no shutdown, no goodbye to its clients).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -486,8 +503,8 @@ pub struct Barrier {
 }
 
 impl Barrier {
-    /// One probe per node address; the first must be a `cluster_chat`
-    /// node (it asks `who`).
+    /// One probe per node address (nodes that answer `join`, `leave`,
+    /// `say` and `who` as `cluster_chat` does).
     pub fn new(addrs: &[SocketAddr]) -> Self {
         Barrier {
             probes: addrs.iter().map(|a| LineClient::connect(*a)).collect(),
@@ -654,9 +671,14 @@ impl Drop for GarbageServer {
     }
 }
 
-/// A node in this process (a worker and `Hub::with_redis`), speaking the
-/// `join`, `leave` and `say` commands of `cluster_chat` with the same
-/// replies, so its hub's counters can be read. Stopped on drop.
+/// A node in this process (a worker and `Hub::with_redis`), so its hub's
+/// counters can be read and the whole API driven. It speaks `join`,
+/// `leave`, `say` and `who` as `cluster_chat` does (same replies), and:
+/// `name U`, `unname U` (→ `ok`), `id` (→ this connection's global id),
+/// `to ID T` (send_to_conn), `except G T` (to G but this connection),
+/// `dm U T` (send_to_uid), `all T`: these deliver the bare `T`; and the
+/// queries `online U` (→ `yes`/`no`), `uids` (→ the count), `members G`
+/// (→ the group's uids, sorted, comma-separated). Stopped on drop.
 pub struct InProcessNode {
     pub hub: Hub<Text>,
     pub handle: WorkerHandle<Text>,
@@ -668,23 +690,69 @@ impl InProcessNode {
         let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
         w.plugin(hub.plugin());
         let h = hub.clone();
-        w.on_message(move |c, line| {
-            let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-            match (cmd, rest.split_once(' ')) {
-                ("join", _) => {
-                    h.join(c, rest);
-                    let _ = c.send("ok");
-                }
-                ("leave", _) => {
-                    h.leave(c, rest);
-                    let _ = c.send("ok");
-                }
-                ("say", Some((room, text))) => {
-                    let msg = format!("{room} guest{}: {text}", c.id());
-                    h.send_to_group(room, &msg, &[]);
-                }
-                _ => {
-                    let _ = c.send(&format!("unknown command: {line}"));
+        w.on_message_async(move |c, line| {
+            let h = h.clone();
+            async move {
+                let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                let reply = match (cmd, rest.split_once(' ')) {
+                    ("name", _) => {
+                        h.bind_uid(&c, rest);
+                        Some("ok".to_owned())
+                    }
+                    ("unname", _) => {
+                        h.unbind_uid(&c, rest);
+                        Some("ok".to_owned())
+                    }
+                    ("join", _) => {
+                        h.join(&c, rest);
+                        Some("ok".to_owned())
+                    }
+                    ("leave", _) => {
+                        h.leave(&c, rest);
+                        Some("ok".to_owned())
+                    }
+                    ("say", Some((room, text))) => {
+                        let msg = format!("{room} guest{}: {text}", c.id());
+                        h.send_to_group(room, &msg, &[]);
+                        None
+                    }
+                    ("except", Some((room, text))) => {
+                        h.send_to_group(room, text, &[h.global_id(&c)]);
+                        None
+                    }
+                    ("dm", Some((uid, text))) => {
+                        h.send_to_uid(uid, text);
+                        None
+                    }
+                    ("to", Some((id, text))) => {
+                        let id = id.parse().expect("a global connection id");
+                        h.send_to_conn(&id, text);
+                        None
+                    }
+                    ("all", _) => {
+                        h.send_to_all(rest);
+                        None
+                    }
+                    ("id", _) => Some(h.global_id(&c).to_string()),
+                    ("who", _) => Some(format!("{rest} {}", h.group_count(rest).await)),
+                    ("online", _) => Some(
+                        if h.is_uid_online(rest).await {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .to_owned(),
+                    ),
+                    ("uids", _) => Some(h.uid_count().await.to_string()),
+                    ("members", _) => {
+                        let mut uids = h.group_uids(rest).await;
+                        uids.sort();
+                        Some(uids.join(","))
+                    }
+                    _ => Some(format!("unknown command: {line}")),
+                };
+                if let Some(reply) = reply {
+                    let _ = c.send(&reply);
                 }
             }
         });
