@@ -949,3 +949,23 @@ fn run_until_signal_child() {
     });
     w.run().unwrap();
 }
+
+/// An async handler and a peer that pipelines far more than the async
+/// queue (64) in one write: the input held back while the queue is full is
+/// delivered as it drains, without the peer sending another byte (it once
+/// stopped after 192 of 1,000 until more bytes came).
+#[test]
+fn an_async_handler_answers_every_pipelined_line() {
+    let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
+    w.on_message_async(|c, line| async move {
+        let _ = c.send(&line);
+    });
+    let h = w.start().unwrap();
+    let mut c = LineClient::connect(h.local_addr());
+    let batch: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+    c.send(batch.as_bytes());
+    for i in 0..1000 {
+        assert_eq!(c.line(), format!("line {i}\n"), "reply {i} of 1,000");
+    }
+    h.stop_and_wait();
+}

@@ -385,7 +385,10 @@ impl<P: Protocol> Lifecycle<P> {
             || ob.full_pending
             || (ob.dropped > 0 && self.drops_since.is_none())
             || self.conn.flags() != flags
-            || (self.inflight.is_none() && !self.pending.is_empty());
+            || (self.inflight.is_none() && !self.pending.is_empty())
+            // Input held back by a hold that lifted within the turn (the
+            // async queue drained): deliver it now, no socket edge will.
+            || (self.rbuf_undelivered && !self.hold_delivery());
         if !more || yield_now {
             ob.polling = false;
         }

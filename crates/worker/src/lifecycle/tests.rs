@@ -718,6 +718,43 @@ fn async_handlers_run_one_at_a_time_in_order_with_bounded_read_ahead() {
 }
 
 #[test]
+fn held_input_is_delivered_once_the_async_queue_drains_within_the_turn() {
+    // Handlers that finish at once: the queue fills (64), drains in the
+    // same turn, and the rest of one big read must still be delivered
+    // without another byte from the peer.
+    let mut h = Harness::new(
+        Lines::default(),
+        Limits::default(),
+        Tenure::Whole,
+        |h, log| {
+            let log = log.clone();
+            h.on_message = Some(MessageHandler::Async(Arc::new(move |_c, m: String| {
+                let log = log.clone();
+                Box::pin(async move { push(&log, m) }) as LocalBoxFuture
+            })));
+        },
+    )
+    .started();
+    h.events();
+    let batch: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    h.read(&batch);
+    let mut turns = 0;
+    while h.log.lock().unwrap().len() < 1000 {
+        turns += 1;
+        assert!(turns < 100, "stalled at {}", h.log.lock().unwrap().len());
+        // What the shell asks before it sleeps: is there more to do?
+        assert!(
+            h.end(),
+            "held input left undelivered with nothing to wake the task"
+        );
+        h.turn();
+    }
+    let ev = h.events();
+    assert_eq!(ev.first().unwrap(), "0");
+    assert_eq!(ev.last().unwrap(), "999");
+}
+
+#[test]
 fn a_panic_in_on_message_closes_that_connection_and_is_reported() {
     let mut h = Harness::server().started();
     h.events();
