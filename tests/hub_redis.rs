@@ -750,7 +750,7 @@ fn a_node_reconnects_with_jittered_backoff_from_100_ms_to_5_s() {
     let slack = Duration::from_millis(1500); // a loaded machine's scheduling
     let mut early = 0; // delays well under their ceiling: the jitter
     let mut late = 0; // gaps whose ceiling is 800 ms or more
-    for kind in ["EVAL", "SUBSCRIBE"] {
+    for kind in ["CMD", "SUB"] {
         let times = fake.times_of(kind);
         assert!(
             times.len() >= 4,

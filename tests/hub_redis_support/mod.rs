@@ -637,12 +637,19 @@ impl GarbageServer {
         let mut buf = [0u8; 4096];
         let Ok(n) = c.read(&mut buf) else { return };
         let first = String::from_utf8_lossy(&buf[..n]);
-        // RESP: *<argc>\r\n$<len>\r\n<name>\r\n...
-        let name = first
-            .split("\r\n")
-            .nth(2)
-            .unwrap_or("")
-            .to_ascii_uppercase();
+        // RESP: *<argc>\r\n$<len>\r\n<arg>\r\n...; a node names its
+        // connections first (`CLIENT SETNAME ns-node-cmd`/`-sub`): the kind
+        // is that suffix, else the first command's name.
+        let args: Vec<&str> = first.split("\r\n").skip(2).step_by(2).collect();
+        let name = match args.as_slice() {
+            [c, s, n, ..]
+                if c.eq_ignore_ascii_case("CLIENT") && s.eq_ignore_ascii_case("SETNAME") =>
+            {
+                n.rsplit('-').next().unwrap_or("").to_ascii_uppercase()
+            }
+            [c, ..] => c.to_ascii_uppercase(),
+            [] => String::new(),
+        };
         rec.lock().unwrap().push((Instant::now(), name));
         let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n<html>no</html>\r\n");
         let _ = c.shutdown(Shutdown::Write);
@@ -650,7 +657,8 @@ impl GarbageServer {
         let _ = c.read_to_end(&mut Vec::new());
     }
 
-    /// Times at which connections starting with command `name` came.
+    /// Times at which connections of kind `name` came (`CMD`, `SUB`, or a
+    /// first command's name).
     pub fn times_of(&self, name: &str) -> Vec<Instant> {
         self.sessions
             .lock()

@@ -497,8 +497,14 @@ impl Backplane for RedisBackplane {
     fn start(&self, delivery: Delivery) {
         let s = &self.shared;
         let _ = s.delivery.set(delivery);
-        let make = |on_connect: OnConnect, on_message: OnValue, on_close: OnClose| {
-            let mut client: Client<Resp> = Client::with_protocol(s.cfg.url.as_str(), Resp::new())?;
+        let make = |role: &str, on_connect: OnConnect, on_message: OnValue, on_close: OnClose| {
+            // The connection names itself first (`CLIENT LIST` shows
+            // `ns-node-cmd` and `ns-node-sub`): `on_connect`, and so
+            // "connected", come only once Redis answered, not when some
+            // server took the TCP connection.
+            let name = format!("{}-{}-{role}", s.ns(), s.node());
+            let resp = Resp::new().setup(Cmd::new("CLIENT").arg("SETNAME").arg(name));
+            let mut client: Client<Resp> = Client::with_protocol(s.cfg.url.as_str(), resp)?;
             client
                 .auto_reconnect(s.cfg.reconnect.clone())
                 .keep_unsent(false)
@@ -515,12 +521,14 @@ impl Backplane for RedisBackplane {
         };
         let (a, b, c) = (s.clone(), s.clone(), s.clone());
         let cmd = make(
+            "cmd",
             Box::new(move |_| a.connected()),
             Box::new(move |v| b.reply(v)),
             Box::new(move || c.lost()),
         );
         let (a, b) = (s.clone(), s.clone());
         let sub = make(
+            "sub",
             Box::new(move |_| a.subscribe_all()),
             Box::new(move |v| b.published(&v)),
             Box::new(|| {}),
