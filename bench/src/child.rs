@@ -3,11 +3,12 @@
 //! reports on stdout, one `key value` pair a line; it is killed on drop, so
 //! no error path (nor a panic) can leave one running.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,25 +20,41 @@ pub struct Child {
     lines: Receiver<String>,
     /// Latest `conns N` the child reported (servers started with `--report-conns`).
     conns: Arc<AtomicUsize>,
+    /// Latest value of each `stat KEY VALUE` line the child printed.
+    stats: Arc<Mutex<HashMap<String, String>>>,
+    /// The child's stdin, if it was spawned with [`Child::spawn_piped`].
+    stdin: Option<ChildStdin>,
     reader: Option<JoinHandle<()>>,
     what: String,
 }
 
 impl Child {
-    /// Runs `current_exe args...`.
+    /// Runs `current_exe args...` with stdin from /dev/null.
     pub fn spawn(args: &[String]) -> Result<Child> {
+        Self::spawn_with(args, false)
+    }
+
+    /// Runs `current_exe args...` with a pipe to its stdin, for
+    /// [`send_line`](Self::send_line) and [`close_stdin`](Self::close_stdin).
+    pub fn spawn_piped(args: &[String]) -> Result<Child> {
+        Self::spawn_with(args, true)
+    }
+
+    fn spawn_with(args: &[String], piped: bool) -> Result<Child> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if piped { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
         let pid = child.id();
         let stdout = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
         let (tx, rx) = mpsc::channel();
         let conns = Arc::new(AtomicUsize::new(0));
-        let c2 = conns.clone();
+        let stats = Arc::new(Mutex::new(HashMap::new()));
+        let (c2, s2) = (conns.clone(), stats.clone());
         let reader = std::thread::Builder::new()
             .name("child-stdout".into())
             .spawn(move || {
@@ -47,6 +64,13 @@ impl Child {
                         if let Ok(n) = n.trim().parse() {
                             c2.store(n, Ordering::SeqCst);
                         }
+                        continue;
+                    }
+                    if let Some((k, v)) = line.strip_prefix("stat ").and_then(|r| r.split_once(' '))
+                    {
+                        s2.lock()
+                            .unwrap()
+                            .insert(k.to_string(), v.trim().to_string());
                         continue;
                     }
                     if tx.send(line).is_err() {
@@ -59,9 +83,31 @@ impl Child {
             pid,
             lines: rx,
             conns,
+            stats,
+            stdin,
             reader: Some(reader),
             what: args.join(" "),
         })
+    }
+
+    /// Writes `line` and a newline to the child's stdin.
+    pub fn send_line(&mut self, line: &str) -> Result<()> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            bail!("child `{}` has no stdin pipe", self.what);
+        };
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Closes the child's stdin: it reads end-of-file.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The latest value of `stat KEY VALUE` lines the child printed.
+    pub fn stat(&self, key: &str) -> Option<String> {
+        self.stats.lock().unwrap().get(key).cloned()
     }
 
     pub fn pid(&self) -> u32 {
@@ -107,6 +153,7 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
+        self.stdin = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(r) = self.reader.take() {

@@ -219,6 +219,12 @@ pub struct Throughput {
     /// during the window / wall time: other load on the machine that may
     /// disturb the measurement.
     pub other_cpu: f64,
+    /// Voluntary context switches of the server's threads per second in
+    /// the window (a thread went to sleep).
+    pub server_sleeps: f64,
+    /// Involuntary context switches of the server's threads per second in
+    /// the window (a thread was preempted).
+    pub server_preempted: f64,
 }
 
 /// Timing of a run: warm-up, then the measured window.
@@ -232,23 +238,76 @@ pub struct Window {
 /// with the CPU use of this thread and of process `server_pid`.
 async fn measure(sh: &Shared, w: Window, server_pid: u32) -> Result<Throughput> {
     tokio::time::sleep(w.warmup).await;
+    let attached = attach(server_pid, w.measure)?;
     let (c0, t0) = (sh.completed.load(Ordering::SeqCst), Instant::now());
     let (l0, s0) = (thread_cpu(), sys::process_cpu(server_pid)?);
     let (r0, m0) = (sys::process_cpu(std::process::id())?, sys::machine_busy()?);
+    let x0 = sys::context_switches(server_pid)?;
     sh.measuring.store(true, Ordering::SeqCst);
     tokio::time::sleep(w.measure).await;
     sh.measuring.store(false, Ordering::SeqCst);
     let (c1, t1) = (sh.completed.load(Ordering::SeqCst), Instant::now());
     let (l1, s1) = (thread_cpu(), sys::process_cpu(server_pid)?);
     let (r1, m1) = (sys::process_cpu(std::process::id())?, sys::machine_busy()?);
+    let x1 = sys::context_switches(server_pid)?;
     let secs = (t1 - t0).as_secs_f64();
     let ours = (s1 - s0) + (r1 - r0);
+    if let Some(child) = attached {
+        wait_attached(child).await?;
+    }
     Ok(Throughput {
         per_sec: (c1 - c0) as f64 / secs,
         loadgen_cpu: (l1 - l0).as_secs_f64() / secs,
         server_cpu: (s1 - s0).as_secs_f64() / secs,
         other_cpu: (m1 - m0).saturating_sub(ours).as_secs_f64() / secs,
+        server_sleeps: x1.0.saturating_sub(x0.0) as f64 / secs,
+        server_preempted: x1.1.saturating_sub(x0.1) as f64 / secs,
     })
+}
+
+/// The runner's `--attach CMD`: a shell command run at the start of each
+/// measured window of the throughput scenarios, with `{pid}` replaced by
+/// the server's process id and `{secs}` by the window's length in seconds
+/// (for `perf stat -p {pid} -- sleep {secs}`, say). Its output goes to
+/// the runner's stderr.
+pub static ATTACH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Starts the `--attach` command for server `pid`, if there is one.
+fn attach(pid: u32, window: Duration) -> Result<Option<std::process::Child>> {
+    let Some(cmd) = ATTACH.get() else {
+        return Ok(None);
+    };
+    let cmd = cmd
+        .replace("{pid}", &pid.to_string())
+        .replace("{secs}", &format!("{:.3}", window.as_secs_f64()));
+    let child = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("--attach: starting {cmd:?}"))?;
+    Ok(Some(child))
+}
+
+/// Waits for the `--attach` command, at most 60 s after the window
+/// (then kills it), without blocking the load generator's runtime.
+async fn wait_attached(mut child: std::process::Child) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                eprintln!("  --attach command exited with {status}");
+            }
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("--attach command still running 60 s after the window: killed");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn thread_cpu() -> Duration {
@@ -286,7 +345,7 @@ fn churn_source(id: usize, seq: u64) -> std::net::IpAddr {
 
 /// Connects from `source` (port chosen at connect time, with
 /// `IP_BIND_ADDRESS_NO_PORT`, so the whole 4-tuple decides what is free).
-async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Result<TcpStream> {
+pub(crate) async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Result<TcpStream> {
     use std::os::fd::AsRawFd;
     let sock = tokio::net::TcpSocket::new_v4()?;
     let one: libc::c_int = 1;
@@ -333,6 +392,40 @@ async fn connect_many(addr: SocketAddr, n: usize, parallel: usize) -> Result<Vec
     Ok(out)
 }
 
+/// Source address of connection `i` of a many-connection run: one of the
+/// 65,536 loopback addresses of 127.2.0.0/16, in turn (`churn_source`
+/// explains why: the TIME_WAIT states a run leaves behind).
+pub(crate) fn many_source(i: usize) -> std::net::IpAddr {
+    let k = i as u16;
+    std::net::Ipv4Addr::new(127, 2, (k >> 8) as u8, k as u8).into()
+}
+
+/// Opens `n` connections, connection `i` from [`many_source`]`(i)`, at
+/// most `parallel` connects in flight, in order.
+async fn connect_many_sources(
+    addr: SocketAddr,
+    n: usize,
+    parallel: usize,
+) -> Result<Vec<TcpStream>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let base = out.len();
+        let batch = parallel.min(n - base);
+        let mut set = JoinSet::new();
+        for i in 0..batch {
+            set.spawn(async move { (i, connect_from(addr, many_source(base + i)).await) });
+        }
+        let mut got: Vec<(usize, TcpStream)> = Vec::with_capacity(batch);
+        while let Some(r) = set.join_next().await {
+            let (i, s) = r?;
+            got.push((i, s?));
+        }
+        got.sort_by_key(|(i, _)| *i);
+        out.extend(got.into_iter().map(|(_, s)| s));
+    }
+    Ok(out)
+}
+
 /// Joins the connection tasks after the window, each within `grace`.
 async fn join_all<T: 'static>(set: &mut JoinSet<Result<T>>, grace: Duration) -> Result<Vec<T>> {
     let mut out = Vec::new();
@@ -360,11 +453,24 @@ pub async fn pipelined(
     unit: Unit,
     w: Window,
 ) -> Result<Throughput> {
-    let streams = connect_many(addr, conns, 256).await?;
+    // Up to 1,000 connections come from 127.0.0.1; more from many source
+    // addresses (see `many_source`), so that ephemeral ports and the
+    // TIME_WAIT states of earlier runs never decide whether a run can
+    // connect.
+    let streams = if conns <= 1000 {
+        connect_many(addr, conns, 256).await?
+    } else {
+        connect_many_sources(addr, conns, 256).await?
+    };
+    // 64 KiB read buffers for a hundred connections; with thousands, a
+    // buffer a little over one batch of replies, so the load generator's
+    // own memory does not grow with the connection count (10,000 x 64 KiB
+    // would be 640 MiB of buffers, mostly untouched).
+    let rbuf = if conns <= 1000 { 64 * 1024 } else { REPLY_BUF };
     let sh = Arc::new(Shared::default());
     let mut set = JoinSet::new();
     for (id, s) in streams.into_iter().enumerate() {
-        set.spawn(pipeline_conn(s, unit, depth, id as u32, sh.clone()));
+        set.spawn(pipeline_conn(s, unit, depth, rbuf, id as u32, sh.clone()));
     }
     let t = measure(&sh, w, server_pid).await;
     sh.stop.store(true, Ordering::SeqCst);
@@ -377,12 +483,13 @@ async fn pipeline_conn(
     mut s: TcpStream,
     unit: Unit,
     depth: usize,
+    rbuf_len: usize,
     id: u32,
     sh: Arc<Shared>,
 ) -> Result<()> {
     let size = unit.size;
     let mut wbuf = vec![0u8; depth * size];
-    let mut rbuf = vec![0u8; (64 * 1024).max(2 * depth * size)];
+    let mut rbuf = vec![0u8; rbuf_len.max(2 * depth * size)];
     let mut scratch = vec![0u8; size];
     let mut sent: u64 = 0;
     let mut recv: u64 = 0;

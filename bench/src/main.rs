@@ -12,8 +12,11 @@
 //! hidden `serve` subcommand), driven by one load generator inside the
 //! runner; see docs/benchmarks.md for the method.
 
+mod attack;
+mod attackers;
 mod child;
 mod clients;
+mod healthy;
 mod loadgen;
 mod scenarios;
 mod servers;
@@ -42,6 +45,9 @@ options:
   --max-wait SECS   before each run, wait at most this long for other processes
                     to leave the CPUs alone (default 60; --quick: 5)
   --retries N       repeat a run disturbed by other processes up to N times (default 2)
+  --attach CMD      run `sh -c CMD` at the start of each measured window of the
+                    throughput scenarios, {pid} = server pid, {secs} = window length
+                    (e.g. --attach 'perf stat -e syscalls:sys_enter_epoll_wait -p {pid} -- sleep {secs}')
 ";
 
 /// Parses the value after flag `flag`.
@@ -58,12 +64,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let child = matches!(
         args.first().map(String::as_str),
-        Some("serve" | "timers-child" | "client-child")
+        Some("serve" | "timers-child" | "client-child" | "healthy-child" | "attack-child")
     );
     let res = match args.first().map(String::as_str) {
         Some("serve") => servers::ServeOpts::from_args(&args[1..]).and_then(|o| servers::serve(&o)),
         Some("timers-child") => timers::child_main(&args[1..]),
         Some("client-child") => clients::child_main(&args[1..]),
+        Some("healthy-child") => healthy::healthy_main(&args[1..]),
+        Some("attack-child") => attackers::attack_main(&args[1..]),
         Some("list") => {
             for s in SCENARIOS {
                 println!("{:<10} {}", s.name, s.about);
@@ -111,7 +119,13 @@ fn runner(args: &[String]) -> Result<()> {
             "--no-pin" => pin = false,
             "--max-wait" => max_wait = Some(next_num(&mut it, a)?),
             "--retries" => retries = next_num(&mut it, a)?,
-            "all" => names.extend(SCENARIOS.iter().map(|s| s.name)),
+            "--attach" => {
+                let cmd = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--attach needs a command"))?;
+                let _ = loadgen::ATTACH.set(cmd.clone());
+            }
+            "all" => names.extend(SCENARIOS.iter().filter(|s| s.in_all).map(|s| s.name)),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
             name => {
                 if !SCENARIOS.iter().any(|s| s.name == name) {
@@ -136,6 +150,7 @@ fn runner(args: &[String]) -> Result<()> {
     let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
     let cfg = Config {
         runs: runs.unwrap_or(if quick { 1 } else { 3 }).max(1),
+        quick,
         window: Window {
             warmup: secs(warmup.unwrap_or(if quick { 0.2 } else { 0.5 })),
             measure: secs(duration.unwrap_or(if quick { 0.5 } else { 3.0 })),
@@ -143,6 +158,7 @@ fn runner(args: &[String]) -> Result<()> {
         pin,
         conns: 100,
         depth: 16,
+        many_conns: if quick { 2_000 } else { 10_000 },
         idle_conns: if quick { 2_000 } else { 10_000 },
         timer_ops: if quick { 100_000 } else { 1_000_000 },
         churners: 32,
@@ -150,14 +166,20 @@ fn runner(args: &[String]) -> Result<()> {
         max_wait: secs(max_wait.unwrap_or(if quick { 5.0 } else { 60.0 })),
         retries,
     };
-    let many = names.iter().find(|n| matches!(**n, "idle-mem" | "sweep"));
-    if let (Some(name), true) = (many, cfg.idle_conns as u64 + 64 > fd.soft) {
-        bail!(
-            "{name} needs {} fds but RLIMIT_NOFILE is {} (hard {})",
-            cfg.idle_conns + 64,
-            fd.soft,
-            fd.hard
-        );
+    for name in &names {
+        let needs = match *name {
+            "idle-mem" | "sweep" => cfg.idle_conns,
+            "echo-10k" => cfg.many_conns,
+            _ => continue,
+        };
+        if needs as u64 + 64 > fd.soft {
+            bail!(
+                "{name} needs {} fds but RLIMIT_NOFILE is {} (hard {})",
+                needs + 64,
+                fd.soft,
+                fd.hard
+            );
+        }
     }
 
     let mut header = vec![

@@ -32,6 +32,8 @@ pub const LOADGEN_CPU: usize = 1;
 pub struct Config {
     /// Runs per implementation, alternating lubdub, tokio, lubdub, tokio...
     pub runs: usize,
+    /// `--quick`: short smoke runs.
+    pub quick: bool,
     pub window: Window,
     /// Pin server and load generator to separate CPUs (count = 1 scenarios).
     pub pin: bool,
@@ -39,6 +41,8 @@ pub struct Config {
     pub conns: usize,
     /// Messages in flight per connection in the pipelined scenarios.
     pub depth: usize,
+    /// Connections of `echo-10k` (10,000; `--quick`: 2,000).
+    pub many_conns: usize,
     pub idle_conns: usize,
     pub timer_ops: usize,
     pub churners: usize,
@@ -85,6 +89,10 @@ impl Row {
     /// means lubdub did better. Compares medians.
     pub fn ratio(&self) -> f64 {
         let (l, p) = (median(&self.lubdub), median(&self.peer));
+        if l == p {
+            // Equal, zeros included (no loss on either side).
+            return 1.0;
+        }
         match self.better {
             Better::Higher => l / p,
             Better::Lower => p / l,
@@ -103,6 +111,8 @@ pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
     pub run: fn(&Config, &mut Outcome) -> Result<()>,
+    /// Part of `all` (false: runs only when named).
+    pub in_all: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -110,51 +120,80 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "echo-1",
         about: "text echo, 32 B lines, 100 conns x 16 pipelined; lubdub count=1 vs tokio current_thread",
         run: |c, o| echo(c, o, 1),
+        in_all: true,
     },
     Scenario {
         name: "echo-2",
         about: "text echo, 32 B lines, 100 conns x 16 pipelined; lubdub count=2 vs tokio multi_thread(2)",
         run: |c, o| echo(c, o, 2),
+        in_all: true,
+    },
+    Scenario {
+        name: "echo-1k",
+        about: "text echo, 32 B lines, 1,000 conns x 4 pipelined; count=1 vs current_thread",
+        run: |c, o| echo_many(c, o, 1000, 4),
+        in_all: true,
+    },
+    Scenario {
+        name: "echo-10k",
+        about: "text echo, 32 B lines, 10,000 conns x 1 (depth 1); count=1 vs current_thread",
+        run: |c, o| echo_many(c, o, c.many_conns, 1),
+        in_all: true,
     },
     Scenario {
         name: "pingpong",
         about: "text ping-pong, depth 1, 100 conns: round trips/s, p50 and p99 latency",
         run: pingpong,
+        in_all: true,
     },
     Scenario {
         name: "frame-32",
         about: "Workerman Frame echo, 32 B payloads, 100 conns x 16 pipelined",
         run: |c, o| frame(c, o, 32),
+        in_all: true,
     },
     Scenario {
         name: "frame-4k",
         about: "Workerman Frame echo, 4 KiB payloads, 100 conns x 16 pipelined",
         run: |c, o| frame(c, o, 4096),
+        in_all: true,
     },
     Scenario {
         name: "idle-mem",
         about: "server RSS per idle connection, 10,000 connections",
         run: idle_mem,
+        in_all: true,
     },
     Scenario {
         name: "timers",
         about: "timer add + delete, 1,000,000 timers, ns each (DelayQueue for tokio)",
         run: timers,
+        in_all: true,
     },
     Scenario {
         name: "churn",
         about: "connection churn: connect, one echo round trip, close; 32 concurrent churners",
         run: churn,
+        in_all: true,
     },
     Scenario {
         name: "client",
         about: "client side: lubdub Client vs tokio Framed client, 100 conns x 16 pipelined 32 B lines, same server",
         run: client,
+        in_all: true,
     },
     Scenario {
         name: "sweep",
         about: "heartbeat idle sweep over 10,000 idle connections, nothing expires: us per sweep",
         run: sweep,
+        in_all: true,
+    },
+    Scenario {
+        name: "attack",
+        about: "healthy ping-pong under attack (slowloris, endless lines, non-readers, invalid UTF-8, connect storm): \
+                latency, losses, server CPU, RSS, fds; not in `all`",
+        run: crate::attack::attack,
+        in_all: false,
     },
 ];
 
@@ -278,6 +317,7 @@ fn start_server(
             cpu: cfg.server_cpu(count),
             report_conns: report,
             sweep: None,
+            attack: false,
         }
         .to_args(),
     )
@@ -291,6 +331,11 @@ fn describe(t: &Throughput, unit: &str) -> String {
         t.loadgen_cpu * 100.0,
         t.other_cpu * 100.0
     );
+    s.push_str(&format!(
+        "; server threads slept {:.3}, preempted {:.3} times per op",
+        t.server_sleeps / t.per_sec,
+        t.server_preempted / t.per_sec
+    ));
     if t.loadgen_cpu > 0.95 {
         s.push_str(" [load generator saturated]");
     }
@@ -350,11 +395,27 @@ fn pipelined(
     count: usize,
     unit: Unit,
 ) -> Result<[Vec<Vec<f64>>; 2]> {
+    pipelined_with(cfg, scenario, proto, count, unit, cfg.conns, cfg.depth)
+}
+
+/// [`pipelined`] with `conns` connections of `depth` messages in flight.
+fn pipelined_with(
+    cfg: &Config,
+    scenario: &str,
+    proto: Proto,
+    count: usize,
+    unit: Unit,
+    conns: usize,
+    depth: usize,
+) -> Result<[Vec<Vec<f64>>; 2]> {
     alternate(cfg, scenario, 2, |imp| {
         let server = start_server(cfg, imp, proto, count, false)?;
         let (addr, pid) = (server.addr(), server.child.pid());
-        let t = loadgen::run(cfg.loadgen_cpu(count), cfg.limit(), || {
-            loadgen::pipelined(addr, pid, cfg.conns, cfg.depth, unit, cfg.window)
+        // Connecting thousands of sockets takes a while: not part of the
+        // window, but of the phase's deadline.
+        let limit = cfg.limit() + Duration::from_millis(conns as u64 * 2);
+        let t = loadgen::run(cfg.loadgen_cpu(count), limit, || {
+            loadgen::pipelined(addr, pid, conns, depth, unit, cfg.window)
         })?;
         Ok((rate_metrics(&t), describe(&t, "msg/s")))
     })
@@ -372,6 +433,24 @@ fn echo(cfg: &Config, out: &mut Outcome, count: usize) -> Result<()> {
         "text echo 32 B, {}x{} pipelined, count={count} vs {peer}",
         cfg.conns, cfg.depth
     );
+    push_rate_rows(out, label, "msg/s", &l, &p);
+    Ok(())
+}
+
+/// Text echo with many connections (`echo-1k`, `echo-10k`): how the cost
+/// per message grows with the connection count, count = 1.
+fn echo_many(cfg: &Config, out: &mut Outcome, conns: usize, depth: usize) -> Result<()> {
+    let name = if conns.is_multiple_of(1000) {
+        format!("echo-{}k", conns / 1000)
+    } else {
+        format!("echo-{conns}")
+    };
+    let [l, p] = pipelined_with(cfg, &name, Proto::Text, 1, Unit::text(32), conns, depth)?;
+    let label = if depth == 1 {
+        format!("text echo 32 B, {conns} conns x 1 (depth 1), count=1 vs current_thread")
+    } else {
+        format!("text echo 32 B, {conns}x{depth} pipelined, count=1 vs current_thread")
+    };
     push_rate_rows(out, label, "msg/s", &l, &p);
     Ok(())
 }
@@ -589,6 +668,7 @@ fn sweep(cfg: &Config, out: &mut Outcome) -> Result<()> {
                 cpu: cfg.server_cpu(1),
                 report_conns: false,
                 sweep: Some(n),
+                attack: false,
             }
             .to_args(),
         )?;
@@ -702,6 +782,9 @@ fn value(unit: &str, v: f64) -> String {
         "us" | "ns" if v.abs() < 10.0 => format!("{v:.2}"),
         "us" | "ns" if v.abs() < 1000.0 => format!("{v:.1}"),
         "us" | "ns" => format!("{v:.0}"),
+        "ms" if v.abs() < 10.0 => format!("{v:.2}"),
+        "ms" if v.abs() < 1000.0 => format!("{v:.1}"),
+        "ms" | "%" | "MiB" | "n" => format!("{v:.0}"),
         _ => si(v),
     }
 }
@@ -727,12 +810,16 @@ pub fn table(rows: &[Row]) -> String {
     s.push_str("|---|---|---|---|\n");
     for r in rows {
         let ratio = r.ratio();
+        let ratio = if ratio.is_finite() {
+            format!("{ratio:.2}x")
+        } else {
+            "-".to_string()
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {:.2}x |\n",
+            "| {} | {} | {} | {ratio} |\n",
             r.label,
             cell(r.unit, &r.lubdub),
             cell(r.unit, &r.peer),
-            ratio
         ));
     }
     s

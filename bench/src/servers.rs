@@ -1,5 +1,5 @@
 //! The servers under test, each run in its own child process:
-//! `lubdub-bench serve <lubdub|tokio> <text|frame> [--count N] [--cpu C] [--report-conns] [--sweep N]`.
+//! `lubdub-bench serve <lubdub|tokio> <text|frame> [--count N] [--cpu C] [--report-conns] [--sweep N] [--attack]`.
 //!
 //! The child prints `nofile <soft-before> <soft> <hard>` and then
 //! `port <port>` on stdout, and with `--report-conns` a `conns <n>` line
@@ -7,7 +7,9 @@
 //! heartbeat registry of its connections (lubdub: the heartbeat plugin;
 //! tokio: per-connection state in maps) and, once it holds N connections,
 //! times sweep passes over them and prints a `sweep ...` line (see
-//! `sweep.rs`). It runs until the runner kills it.
+//! `sweep.rs`). With `--attack` (text only) the lubdub server is the
+//! `attack` scenario's (see `attack.rs`); the tokio peer is the same as
+//! without it. It runs until the runner kills it.
 //!
 //! Both implementations do the same thing: decode a message, hand an owned
 //! copy to user code, encode it back, and write the replies of one read
@@ -95,6 +97,9 @@ pub struct ServeOpts {
     pub report_conns: bool,
     /// Keep a heartbeat registry and time sweeps over this many connections.
     pub sweep: Option<usize>,
+    /// The `attack` scenario's server: lubdub configured by
+    /// [`crate::attack::lubdub_attack_worker`]; the tokio peer unchanged.
+    pub attack: bool,
 }
 
 impl ServeOpts {
@@ -118,6 +123,9 @@ impl ServeOpts {
             a.push("--sweep".into());
             a.push(n.to_string());
         }
+        if self.attack {
+            a.push("--attack".into());
+        }
         a
     }
 
@@ -125,7 +133,7 @@ impl ServeOpts {
         let [imp, proto, rest @ ..] = args else {
             bail!(
                 "usage: serve <lubdub|tokio> <text|frame> [--count N] [--cpu C] [--report-conns] \
-                 [--sweep N]"
+                 [--sweep N] [--attack]"
             );
         };
         let mut o = ServeOpts {
@@ -135,6 +143,7 @@ impl ServeOpts {
             cpu: None,
             report_conns: false,
             sweep: None,
+            attack: false,
         };
         let mut it = rest.iter();
         while let Some(a) = it.next() {
@@ -143,11 +152,15 @@ impl ServeOpts {
                 "--cpu" => o.cpu = Some(crate::next_num(&mut it, a)?),
                 "--report-conns" => o.report_conns = true,
                 "--sweep" => o.sweep = Some(crate::next_num(&mut it, a)?),
+                "--attack" => o.attack = true,
                 _ => bail!("serve: unknown argument {a:?}"),
             }
         }
-        if o.sweep.is_some() && o.proto != Proto::Text {
-            bail!("serve: --sweep needs the text protocol");
+        if (o.sweep.is_some() || o.attack) && o.proto != Proto::Text {
+            bail!("serve: --sweep and --attack need the text protocol");
+        }
+        if o.sweep.is_some() && o.attack {
+            bail!("serve: --sweep and --attack do not go together");
         }
         Ok(o)
     }
@@ -163,6 +176,7 @@ pub fn serve(o: &ServeOpts) -> Result<()> {
         sys::pin_current_thread(cpu)?;
     }
     match (o.imp, o.proto) {
+        (Impl::Lubdub, Proto::Text) if o.attack => crate::attack::serve_lubdub(),
         (Impl::Lubdub, Proto::Text) => {
             let mut w = Worker::<Text>::new("text://127.0.0.1:0")?;
             w.count(o.count).name("bench");

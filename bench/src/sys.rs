@@ -17,6 +17,16 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets the nice value of the calling thread (and of the threads it
+/// creates afterwards). Below 0 needs root or CAP_SYS_NICE.
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority with who = 0 affects only the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Number of CPUs this process may run on.
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -56,18 +66,73 @@ pub fn raise_fd_limit() -> io::Result<FdLimit> {
 /// Resident set size of process `pid` in bytes (VmRSS of /proc/PID/status).
 pub fn rss_bytes(pid: u32) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status_field(&status, "VmRSS")? * 1024)
+}
+
+/// Peak resident set size of process `pid` in bytes (VmHWM of
+/// /proc/PID/status: the most it has held since it started).
+pub fn peak_rss_bytes(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status_field(&status, "VmHWM")? * 1024)
+}
+
+/// The number after `field:` in the text of a /proc status file (a `kB`
+/// unit dropped).
+fn status_field(status: &str, field: &str) -> io::Result<u64> {
     for line in status.lines() {
-        if let Some(rest) = line.strip_prefix("VmRSS:") {
-            let kb: u64 = rest
+        if let Some(rest) = line.strip_prefix(field).and_then(|r| r.strip_prefix(':')) {
+            return rest
                 .trim()
                 .trim_end_matches("kB")
                 .trim()
                 .parse()
-                .map_err(|_| io::Error::other(format!("bad VmRSS line {line:?}")))?;
-            return Ok(kb * 1024);
+                .map_err(|_| io::Error::other(format!("bad {field} line {line:?}")));
         }
     }
-    Err(io::Error::other("no VmRSS in /proc status"))
+    Err(io::Error::other(format!("no {field} in /proc status")))
+}
+
+/// Context switches of all threads of process `pid` so far: voluntary
+/// (the thread slept) and involuntary (it was preempted), summed over
+/// /proc/PID/task/*/status. Threads that already exited are not counted.
+pub fn context_switches(pid: u32) -> io::Result<(u64, u64)> {
+    let (mut vol, mut invol) = (0, 0);
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread may exit between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(t?.path().join("status")) else {
+            continue;
+        };
+        vol += status_field(&status, "voluntary_ctxt_switches")?;
+        invol += status_field(&status, "nonvoluntary_ctxt_switches")?;
+    }
+    Ok((vol, invol))
+}
+
+/// Time the threads of process `pid` spent on a CPU and waiting on a run
+/// queue (runnable, not running) so far, summed over
+/// /proc/PID/task/*/schedstat. Threads that already exited are not counted.
+pub fn sched_times(pid: u32) -> io::Result<(std::time::Duration, std::time::Duration)> {
+    let (mut run, mut wait) = (0u64, 0u64);
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(stat) = std::fs::read_to_string(t?.path().join("schedstat")) else {
+            continue;
+        };
+        let mut f = stat.split_whitespace().map(str::parse::<u64>);
+        let (Some(Ok(r)), Some(Ok(w))) = (f.next(), f.next()) else {
+            return Err(io::Error::other(format!("bad schedstat {stat:?}")));
+        };
+        run += r;
+        wait += w;
+    }
+    Ok((
+        std::time::Duration::from_nanos(run),
+        std::time::Duration::from_nanos(wait),
+    ))
+}
+
+/// Open file descriptors of process `pid` (entries of /proc/PID/fd).
+pub fn fd_count(pid: u32) -> io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
 /// CPU time (user + system) process `pid` has used so far.

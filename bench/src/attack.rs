@@ -1,0 +1,587 @@
+//! The `attack` scenario: healthy ping-pong clients timed while other
+//! processes attack the server, lubdub and the tokio peer in turn.
+//!
+//! Every party is its own process (this binary re-executed):
+//!
+//! * the server: `serve lubdub text --attack` (the worker built by
+//!   [`lubdub_attack_worker`], the one place where its settings live) or
+//!   `serve tokio text` (`Framed<TcpStream, LinesCodec>` with the same
+//!   10 MiB line limit);
+//! * the healthy clients: `healthy-child --port P --conns 50 --interval-ms 10`
+//!   (`healthy.rs`): each connection sends a 32-byte line every 10 ms
+//!   (waiting for the reply first) and times it;
+//! * one process per attack ([`Attack`]): `attack-child <kind> --port P --n N`
+//!   (`attackers.rs`).
+//!
+//! The runner ([`attack`]) starts the server and the healthy clients, waits
+//! out the *before* phase, starts the attackers, waits out the *during*
+//! phase, stops them (closing their stdin: they print their counters and
+//! exit, and the kernel closes their sockets) and waits out the *after*
+//! phase. Phase changes reach the healthy child as `phase N` lines on its
+//! stdin; end-of-file ends it. A thread of the runner samples the server's
+//! RSS and open descriptors every 100 ms; CPU time, VmRSS and VmHWM are
+//! also read at each phase boundary.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use lubdub::{Text, Worker};
+
+use crate::child::{Child, Server};
+use crate::scenarios::{
+    alternate, bytes, median, Better, Config, Outcome, Row, LOADGEN_CPU, SERVER_CPU,
+};
+use crate::servers::{Impl, Proto, ServeOpts, MAX_MESSAGE};
+use crate::sys;
+
+// ---- the lubdub server ----
+
+/// The lubdub server of the `attack` scenario, configured in this one
+/// place: `examples/echo.rs`'s server (Text protocol, one event loop,
+/// lubdub's defaults), each setting spelled out. Switch a new setting (a
+/// backpressure mode, a memory budget...) on here, one line, and every
+/// `attack` run uses it.
+pub fn lubdub_attack_worker() -> Result<Worker<Text>> {
+    // The protocol's own line limit: 10 MiB, `\n` included (Text's default,
+    // the tokio peer's `LinesCodec::new_with_max_length`).
+    let text = Text::with_max_length(MAX_MESSAGE);
+    let mut w = Worker::with_protocol("text://127.0.0.1:0", text)?;
+    w.count(1) // examples/echo.rs: `--count`, default 1
+        .name("attack")
+        .max_package_size(MAX_MESSAGE) // default: 10 MiB
+        .send_buffer_size(lubdub::DEFAULT_SEND_BUFFER_SIZE) // default: 1 MiB per connection
+        .close_timeout(Duration::from_secs(5)) // default
+        .stop_timeout(Duration::from_secs(5)); // default
+                                               // Off, as in examples/echo.rs: max_connections, first_message_timeout.
+    Ok(w)
+}
+
+/// Entry point of `serve lubdub text --attack`: [`lubdub_attack_worker`]
+/// echoing lines, as `examples/echo.rs` does. The example's callbacks
+/// only log, and no logger is installed here (the `log` macros are then
+/// no-ops), so `on_error` just counts: the child prints `stat errors N`
+/// every 200 ms.
+pub fn serve_lubdub() -> Result<()> {
+    let mut w = lubdub_attack_worker()?;
+    let errors = Arc::new(AtomicU64::new(0));
+    let e2 = errors.clone();
+    w.on_message(|conn, line: String| {
+        let _ = conn.send(&line);
+    });
+    w.on_error(move |_, _| {
+        e2.fetch_add(1, Ordering::Relaxed);
+    });
+    let h = w.start()?;
+    println!("port {}", h.local_addr().port());
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        println!("stat errors {}", errors.load(Ordering::Relaxed));
+    }
+}
+
+// ---- the plan ----
+
+/// How long each phase lasts and how hard each attack hits.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub before: Duration,
+    pub during: Duration,
+    pub after: Duration,
+    /// Healthy ping-pong connections, and the period of each one's pings.
+    pub healthy: usize,
+    pub interval: Duration,
+    /// (attack, connections or concurrent loops) for each attacker process.
+    pub attacks: Vec<(Attack, usize)>,
+}
+
+impl Plan {
+    /// The full plan (about 25 s of phases per server per run), or a
+    /// shorter and lighter smoke version.
+    pub fn new(quick: bool) -> Plan {
+        let s = Duration::from_secs;
+        let scale = |n: usize| if quick { n.div_ceil(4) } else { n };
+        Plan {
+            before: if quick { s(1) } else { s(3) },
+            during: if quick { s(3) } else { s(10) },
+            after: if quick { s(3) } else { s(10) },
+            healthy: 50,
+            interval: Duration::from_millis(10),
+            attacks: vec![
+                (Attack::Slowloris, scale(2000)),
+                (Attack::LongLine, scale(200)),
+                (Attack::NonReader, scale(32)),
+                (Attack::Invalid, scale(16)),
+                (Attack::Storm, scale(16)),
+            ],
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let a: Vec<String> = self
+            .attacks
+            .iter()
+            .map(|(k, n)| format!("{} x{n}", k.name()))
+            .collect();
+        format!(
+            "{} healthy conns pinging every {:?}; phases {:?} before, {:?} during, {:?} after; attackers: {}",
+            self.healthy,
+            self.interval,
+            self.before,
+            self.during,
+            self.after,
+            a.join(", ")
+        )
+    }
+}
+
+/// One kind of attacker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attack {
+    /// `n` connections, each sending one byte (never a newline) a second.
+    Slowloris,
+    /// `n` connections each writing a line without end, 64 KiB a write, as
+    /// fast as the server takes it; reconnecting when the server cuts it.
+    LongLine,
+    /// `n` connections writing valid 32-byte lines as fast as they can and
+    /// never reading a reply.
+    NonReader,
+    /// `n` loops of: connect, send a valid line and a line of invalid
+    /// UTF-8, wait (at most 2 s) for the server to close, close.
+    Invalid,
+    /// `n` loops of: connect, close at once (every other one with a reset,
+    /// `SO_LINGER` 0).
+    Storm,
+}
+
+impl Attack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::Slowloris => "slowloris",
+            Attack::LongLine => "longline",
+            Attack::NonReader => "nonreader",
+            Attack::Invalid => "invalid",
+            Attack::Storm => "storm",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Attack> {
+        [
+            Attack::Slowloris,
+            Attack::LongLine,
+            Attack::NonReader,
+            Attack::Invalid,
+            Attack::Storm,
+        ]
+        .into_iter()
+        .find(|a| a.name() == s)
+        .ok_or_else(|| anyhow!("unknown attack {s:?}"))
+    }
+
+    /// Each attack connects from its own /16 of loopback addresses
+    /// (127.10.0.0/16, 127.11.0.0/16, ...), a new address per connection in
+    /// turn, so no attack runs out of ephemeral ports.
+    pub(crate) fn source(self, seq: u64) -> IpAddr {
+        let net = 10 + self as u8;
+        let k = seq as u16;
+        Ipv4Addr::new(127, net, (k >> 8) as u8, k as u8).into()
+    }
+}
+
+// ---- the runner's side ----
+
+/// The metrics of one run, in row order.
+const METRICS: &[(&str, &str, Better)] = &[
+    ("healthy p50 round trip, before (ms)", "ms", Better::Lower),
+    ("healthy p99 round trip, before (ms)", "ms", Better::Lower),
+    ("healthy p50 round trip, during (ms)", "ms", Better::Lower),
+    ("healthy p99 round trip, during (ms)", "ms", Better::Lower),
+    (
+        "healthy p99 round trip, during, from the write (ms)",
+        "ms",
+        Better::Lower,
+    ),
+    ("healthy p50 round trip, after (ms)", "ms", Better::Lower),
+    ("healthy p99 round trip, after (ms)", "ms", Better::Lower),
+    ("healthy pings lost, all phases", "n", Better::Lower),
+    (
+        "server CPU during the attack (% of a core)",
+        "%",
+        Better::Lower,
+    ),
+    (
+        "server CPU after the attack (% of a core)",
+        "%",
+        Better::Lower,
+    ),
+    ("server RSS before (MiB)", "MiB", Better::Lower),
+    ("server peak RSS, VmHWM (MiB)", "MiB", Better::Lower),
+    (
+        "server RSS at the end of the after phase (MiB)",
+        "MiB",
+        Better::Lower,
+    ),
+    ("server fds before", "n", Better::Lower),
+    ("server fds, most during", "n", Better::Lower),
+    (
+        "server fds at the end of the after phase",
+        "n",
+        Better::Lower,
+    ),
+];
+
+/// Index of a metric in [`METRICS`].
+fn m(label_start: &str) -> usize {
+    METRICS
+        .iter()
+        .position(|(l, _, _)| l.starts_with(label_start))
+        .expect("known metric")
+}
+
+/// The `attack` scenario (see the module documentation).
+pub fn attack(cfg: &Config, out: &mut Outcome) -> Result<()> {
+    let plan = Plan::new(cfg.quick);
+    eprintln!("  plan: {}", plan.describe());
+    let [l, p] = alternate(cfg, "attack", METRICS.len(), |imp| {
+        one_run(&plan, imp, cfg.pin)
+    })?;
+    for (i, (label, unit, better)) in METRICS.iter().enumerate() {
+        out.rows.push(Row {
+            label: format!("{}{label}", if i == 0 { "attack: " } else { "↳ " }),
+            unit,
+            better: *better,
+            lubdub: l[i].clone(),
+            peer: p[i].clone(),
+        });
+    }
+    let med = |v: &[Vec<f64>], label: &str| median(&v[m(label)]);
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let (lp99, pp99) = (
+        med(&l, "healthy p99 round trip, during"),
+        med(&p, "healthy p99 round trip, during"),
+    );
+    let lost = l[m("healthy pings lost")]
+        .iter()
+        .copied()
+        .fold(0.0, f64::max);
+    let (lpeak, ppeak) = (med(&l, "server peak RSS"), med(&p, "server peak RSS"));
+    let after_ok = l[m("server RSS before")]
+        .iter()
+        .zip(&l[m("server RSS at the end")])
+        .all(|(b, a)| *a <= 2.0 * b + 64.0);
+    out.notes.push(format!(
+        "attack targets (lubdub): healthy p99 during <= 2x the peer's: {} ({lp99:.1} ms vs {pp99:.1} ms); \
+         zero healthy loss: {} (most lost in a run: {lost:.0}); peak RSS <= the peer's: {} ({lpeak:.0} vs {ppeak:.0} MiB); \
+         RSS after <= 2x before + 64 MiB in every run: {}",
+        verdict(lp99 <= 2.0 * pp99),
+        verdict(lost == 0.0),
+        verdict(lpeak <= ppeak),
+        verdict(after_ok),
+    ));
+    out.notes.push(format!("attack plan: {}", plan.describe()));
+    Ok(())
+}
+
+/// The server's CPU time, RSS, peak RSS and fds at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    at: Instant,
+    cpu: Duration,
+    rss: u64,
+    hwm: u64,
+    fds: usize,
+}
+
+impl Snapshot {
+    fn take(pid: u32) -> Result<Snapshot> {
+        let at = Instant::now();
+        let cpu = sys::process_cpu(pid).context("the server is gone")?;
+        Ok(Snapshot {
+            at,
+            cpu,
+            rss: sys::rss_bytes(pid)?,
+            hwm: sys::peak_rss_bytes(pid)?,
+            fds: sys::fd_count(pid)?,
+        })
+    }
+
+    /// CPU used since `earlier`, as a percentage of one core.
+    fn cpu_since(&self, earlier: &Snapshot) -> f64 {
+        (self.cpu - earlier.cpu).as_secs_f64() / (self.at - earlier.at).as_secs_f64() * 100.0
+    }
+}
+
+/// Samples the server's RSS and fd count every 100 ms on a thread,
+/// keeping the largest of each per phase.
+struct Sampler {
+    phase: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    most: Arc<Mutex<[(u64, usize); 3]>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Result<Sampler> {
+        let phase = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let most = Arc::new(Mutex::new([(0u64, 0usize); 3]));
+        let (ph, st, mo) = (phase.clone(), stop.clone(), most.clone());
+        let thread = std::thread::Builder::new()
+            .name("attack-sampler".into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    if let (Ok(rss), Ok(fds)) = (sys::rss_bytes(pid), sys::fd_count(pid)) {
+                        let p = ph.load(Ordering::Relaxed).min(2);
+                        let mut m = mo.lock().unwrap();
+                        m[p].0 = m[p].0.max(rss);
+                        m[p].1 = m[p].1.max(fds);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })?;
+        Ok(Sampler {
+            phase,
+            stop,
+            most,
+            thread: Some(thread),
+        })
+    }
+
+    fn set_phase(&self, p: usize) {
+        self.phase.store(p, Ordering::Relaxed);
+    }
+
+    /// Stops the thread; the largest (RSS, fds) of each phase.
+    fn finish(mut self) -> [(u64, usize); 3] {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        *self.most.lock().unwrap()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the healthy child reports for one phase (all times in µs).
+#[derive(Debug, Clone, Copy, Default)]
+struct PhaseReport {
+    samples: u64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    raw_p99: f64,
+    lost: u64,
+}
+
+impl PhaseReport {
+    fn parse(line: &str) -> Result<PhaseReport> {
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("bad healthy phase line {line:?}"))?;
+        let [samples, p50, p99, max, _raw_p50, raw_p99, lost] = v[..] else {
+            bail!("bad healthy phase line {line:?}");
+        };
+        Ok(PhaseReport {
+            samples: samples as u64,
+            p50,
+            p99,
+            max,
+            raw_p99,
+            lost: lost as u64,
+        })
+    }
+}
+
+/// Nice value of the healthy clients' process (see [`one_run`]).
+const HEALTHY_NICE: i32 = -10;
+
+/// One run against one server. With pinning (the default), the server
+/// has CPU 0 to itself and everything else shares CPU 1: the attackers at
+/// the default priority, the healthy clients at nice [`HEALTHY_NICE`], so
+/// that their own wake-ups are not queued behind the attackers' (their
+/// latency is then the server's doing) and the attack is as strong as one
+/// core can make it. Unpinned, everyone shares both cores.
+fn one_run(plan: &Plan, imp: Impl, pin: bool) -> Result<(Vec<f64>, String)> {
+    let placement = |args: &mut Vec<String>, nice: Option<i32>| {
+        if pin {
+            args.extend(["--cpu".into(), LOADGEN_CPU.to_string()]);
+            if let Some(n) = nice {
+                args.extend(["--nice".into(), n.to_string()]);
+            }
+        }
+    };
+    let server = Server::start(
+        &ServeOpts {
+            imp,
+            proto: Proto::Text,
+            count: 1,
+            cpu: pin.then_some(SERVER_CPU),
+            report_conns: false,
+            sweep: None,
+            attack: true,
+        }
+        .to_args(),
+    )?;
+    let pid = server.child.pid();
+    let port = server.port;
+    let mut args = vec![
+        "healthy-child".to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--conns".into(),
+        plan.healthy.to_string(),
+        "--interval-ms".into(),
+        plan.interval.as_millis().to_string(),
+    ];
+    placement(&mut args, Some(HEALTHY_NICE));
+    let mut healthy = Child::spawn_piped(&args)?;
+    healthy.expect("ready", Duration::from_secs(30))?;
+    let sampler = Sampler::start(pid)?;
+    let s0 = Snapshot::take(pid)?;
+    std::thread::sleep(plan.before);
+
+    let s1 = Snapshot::take(pid)?;
+    let h1 = (Instant::now(), sys::sched_times(healthy.pid())?);
+    sampler.set_phase(1);
+    healthy.send_line("phase 1")?;
+    let mut attackers = Vec::new();
+    for (kind, n) in &plan.attacks {
+        let mut args = vec![
+            "attack-child".to_string(),
+            kind.name().into(),
+            "--port".into(),
+            port.to_string(),
+            "--n".into(),
+            n.to_string(),
+        ];
+        placement(&mut args, None);
+        attackers.push(Child::spawn_piped(&args)?);
+    }
+    std::thread::sleep(plan.during);
+    for a in &mut attackers {
+        a.close_stdin();
+    }
+    let mut said = Vec::new();
+    for ((kind, _), a) in plan.attacks.iter().zip(&mut attackers) {
+        let r = a
+            .expect("result", Duration::from_secs(10))
+            .unwrap_or_else(|e| format!("no result ({e:#})"));
+        said.push(format!("{} {r}", kind.name()));
+    }
+    // Reap them: their sockets are closed by now.
+    drop(attackers);
+    let s2 = Snapshot::take(pid)?;
+    let h2 = (Instant::now(), sys::sched_times(healthy.pid())?);
+    sampler.set_phase(2);
+    healthy.send_line("phase 2")?;
+    std::thread::sleep(plan.after);
+
+    let s3 = Snapshot::take(pid)?;
+    let errors = server.child.stat("errors");
+    healthy.close_stdin();
+    let mut ph = [PhaseReport::default(); 3];
+    for (i, r) in ph.iter_mut().enumerate() {
+        *r = PhaseReport::parse(&healthy.expect(&format!("phase{i}"), Duration::from_secs(30))?)?;
+    }
+    let most = sampler.finish();
+    drop(server);
+
+    // The healthy clients' own share of CPU and time spent runnable but
+    // not running during the attack: a starved client would time its own
+    // waits, not the server's.
+    let secs = (h2.0 - h1.0).as_secs_f64();
+    let healthy_cpu = (h2.1 .0 - h1.1 .0).as_secs_f64() / secs * 100.0;
+    let healthy_wait = (h2.1 .1 - h1.1 .1).as_secs_f64() / secs * 100.0;
+    let ms = |us: f64| us / 1000.0;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let lost: u64 = ph.iter().map(|p| p.lost).sum();
+    let vals = vec![
+        ms(ph[0].p50),
+        ms(ph[0].p99),
+        ms(ph[1].p50),
+        ms(ph[1].p99),
+        ms(ph[1].raw_p99),
+        ms(ph[2].p50),
+        ms(ph[2].p99),
+        lost as f64,
+        s2.cpu_since(&s1),
+        s3.cpu_since(&s2),
+        mib(s1.rss),
+        mib(s3.hwm),
+        mib(s3.rss),
+        s1.fds as f64,
+        most[1].1.max(s2.fds) as f64,
+        s3.fds as f64,
+    ];
+    let detail = format!(
+        "healthy p99 {:.2} / {:.1} / {:.2} ms (before / during / after; max during {:.0} ms, \
+         p99 from the write {:.1} ms), {} / {} / {} pings, lost {lost}; \
+         healthy clients during: CPU {healthy_cpu:.0}%, waiting for a CPU {healthy_wait:.0}% of the time; \
+         server CPU {:.0}% / {:.0}% / {:.0}%; RSS {} -> peak {} (most sampled during {}, at the attack's end {}) -> {}; \
+         fds {} -> {} -> {}{}\n      attackers: {}",
+        ms(ph[0].p99),
+        ms(ph[1].p99),
+        ms(ph[2].p99),
+        ms(ph[1].max),
+        ms(ph[1].raw_p99),
+        ph[0].samples,
+        ph[1].samples,
+        ph[2].samples,
+        s1.cpu_since(&s0),
+        s2.cpu_since(&s1),
+        s3.cpu_since(&s2),
+        bytes(s1.rss as f64),
+        bytes(s3.hwm as f64),
+        bytes(most[1].0 as f64),
+        bytes(s2.rss as f64),
+        bytes(s3.rss as f64),
+        s1.fds,
+        most[1].1.max(s2.fds),
+        s3.fds,
+        errors.map_or(String::new(), |e| format!("; on_error calls {e}")),
+        said.join("; ")
+    );
+    Ok((vals, detail))
+}
+
+/// Applies a child's `--cpu C` (pin) or `--nice N` option, before it
+/// creates any thread.
+pub(crate) fn place<'a>(flag: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<()> {
+    if flag == "--cpu" {
+        sys::pin_current_thread(crate::next_num(it, flag)?).context("pinning")?;
+    } else {
+        sys::set_nice(crate::next_num(it, flag)?).context("setpriority")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_lines_parse() {
+        let r = PhaseReport::parse("1500 120 900 4000 100 800 2").unwrap();
+        assert_eq!(r.samples, 1500);
+        assert_eq!(r.p99, 900.0);
+        assert_eq!(r.lost, 2);
+        assert!(PhaseReport::parse("1 2 3").is_err());
+        // An empty phase reports NaN latencies.
+        assert!(PhaseReport::parse("0 NaN NaN NaN NaN NaN 0")
+            .unwrap()
+            .p50
+            .is_nan());
+    }
+}

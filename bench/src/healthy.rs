@@ -1,0 +1,279 @@
+//! The healthy clients of the `attack` scenario, a child process:
+//! `lubdub-bench healthy-child --port P [--conns N] [--interval-ms I] [--cpu C] [--nice N]`
+//! (see [`healthy_main`]).
+
+use std::cell::RefCell;
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::attack::place;
+use crate::loadgen::Unit;
+use crate::sys;
+
+/// A reply later than this counts as lost (and the connection is redone).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes per healthy ping, `\n` included.
+pub(crate) const PING: usize = 32;
+
+/// Per-phase latency histograms (µs) and losses of the healthy clients.
+struct HealthyStats {
+    /// To the reply from the time the ping was due (its slot in the
+    /// schedule) if the previous reply came after that, else from the
+    /// write: a stall counts for every ping it held back.
+    due: Vec<Histogram<u64>>,
+    /// From the write to the reply.
+    raw: Vec<Histogram<u64>>,
+    lost: Vec<u64>,
+    first_error: Option<String>,
+}
+
+/// Entry point of `healthy-child --port P --conns N --interval-ms I`.
+///
+/// Prints `ready <conns>` once every connection made one round trip, then
+/// pings. Each connection sends its next ping when it is due (every `I`
+/// ms) and the previous reply is in, so after a stall the pings that fell
+/// due go out back to back. Such a held-back ping is timed from its due
+/// time (a stall counts once for every ping it delayed, as a client on a
+/// fixed schedule sees it); any other ping from its write.
+///
+/// A stdin line `phase N` starts the next phase (0 before, 1 during,
+/// 2 after); a ping belongs to the phase in which it fell due. At
+/// end-of-file the clients stop and the child prints, per phase,
+/// `phaseN <replies> <p50> <p99> <max> <raw p50> <raw p99> <lost>` (µs;
+/// *raw* from the write instead of the due time). A ping is lost when its
+/// reply is not back within 10 s or differs, when the server closes the
+/// connection, or when no connection could be made for it.
+pub fn healthy_main(args: &[String]) -> Result<()> {
+    sys::die_with_parent();
+    sys::raise_fd_limit()?;
+    let (mut port, mut conns, mut interval_ms) = (0u16, 50usize, 10u64);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--port" => port = crate::next_num(&mut it, a)?,
+            "--conns" => conns = crate::next_num(&mut it, a)?,
+            "--interval-ms" => interval_ms = crate::next_num(&mut it, a)?,
+            "--cpu" | "--nice" => place(a, &mut it)?,
+            _ => bail!("healthy-child: unknown argument {a:?}"),
+        }
+    }
+    if port == 0 || conns == 0 || interval_ms == 0 {
+        bail!("healthy-child: --port, --conns and --interval-ms must be non-zero");
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let interval = Duration::from_millis(interval_ms);
+
+    // Phase marks: the moments phases 1 and 2 began.
+    let marks: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (marks, stop) = (marks.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("healthy-stdin".into())
+            .spawn(move || {
+                for line in std::io::stdin().lock().lines() {
+                    let Ok(line) = line else { break };
+                    if line.starts_with("phase ") {
+                        marks.lock().unwrap().push(Instant::now());
+                    }
+                }
+                stop.store(true, Ordering::SeqCst);
+            })?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let stats = local.block_on(&rt, healthy(addr, conns, interval, marks, stop))?;
+    for p in 0..3 {
+        let (d, r) = (&stats.due[p], &stats.raw[p]);
+        let q = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                f64::NAN
+            } else {
+                h.value_at_quantile(q) as f64
+            }
+        };
+        println!(
+            "phase{p} {} {} {} {} {} {} {}",
+            d.len(),
+            q(d, 0.5),
+            q(d, 0.99),
+            if d.is_empty() {
+                f64::NAN
+            } else {
+                d.max() as f64
+            },
+            q(r, 0.5),
+            q(r, 0.99),
+            stats.lost[p]
+        );
+    }
+    if let Some(e) = &stats.first_error {
+        eprintln!("healthy clients: first loss: {e}");
+    }
+    Ok(())
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    // 1 µs .. 120 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn healthy(
+    addr: SocketAddr,
+    conns: usize,
+    interval: Duration,
+    marks: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+) -> Result<HealthyStats> {
+    let unit = Unit::text(PING);
+    let mut streams = Vec::with_capacity(conns);
+    for id in 0..conns {
+        let mut s = healthy_connect(addr).await?;
+        ping(&mut s, unit, id as u32, 0, &mut [0u8; 4096])
+            .await
+            .with_context(|| format!("healthy connection {id}: first round trip"))?;
+        streams.push(s);
+    }
+    println!("ready {conns}");
+    let stats = Rc::new(RefCell::new(HealthyStats {
+        due: (0..3).map(|_| latency_histogram()).collect(),
+        raw: (0..3).map(|_| latency_histogram()).collect(),
+        lost: vec![0; 3],
+        first_error: None,
+    }));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (id, s) in streams.into_iter().enumerate() {
+        // Spread the connections' slots over the interval.
+        let offset = interval * id as u32 / conns as u32;
+        tasks.push(tokio::task::spawn_local(healthy_conn(
+            addr,
+            s,
+            unit,
+            id as u32,
+            start + offset,
+            interval,
+            marks.clone(),
+            stop.clone(),
+            stats.clone(),
+        )));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Rc::try_unwrap(stats)
+        .map_err(|_| anyhow!("healthy stats still shared"))
+        .map(RefCell::into_inner)
+}
+
+async fn healthy_connect(addr: SocketAddr) -> Result<TcpStream> {
+    let s = tokio::time::timeout(REPLY_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow!("connect timed out"))??;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// One ping: writes message `seq` and reads back exactly its echo.
+async fn ping(s: &mut TcpStream, unit: Unit, id: u32, seq: u64, buf: &mut [u8]) -> Result<()> {
+    let mut out = [0u8; PING];
+    unit.fill(id, seq, &mut out);
+    s.write_all(&out).await?;
+    let mut got = 0;
+    while got < PING {
+        let n = s.read(&mut buf[got..]).await?;
+        if n == 0 {
+            bail!("server closed the connection");
+        }
+        got += n;
+    }
+    if got != PING || buf[..PING] != out {
+        bail!("reply differs from the ping");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn healthy_conn(
+    addr: SocketAddr,
+    s: TcpStream,
+    unit: Unit,
+    id: u32,
+    first: Instant,
+    interval: Duration,
+    marks: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+    stats: Rc<RefCell<HealthyStats>>,
+) {
+    let mut conn = Some(s);
+    let mut buf = vec![0u8; 4096];
+    let mut due = first;
+    let mut seq = 0u64;
+    // When the previous ping ended (reply or loss).
+    let mut last_done = Instant::now();
+    let phase_of = |t: Instant| {
+        marks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| **m <= t)
+            .count()
+            .min(2)
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        let this = due;
+        due += interval;
+        seq += 1;
+        let outcome = async {
+            if conn.is_none() {
+                conn = Some(healthy_connect(addr).await.context("reconnecting")?);
+            }
+            let s = conn.as_mut().expect("connected above");
+            let sent = Instant::now();
+            tokio::time::timeout(REPLY_TIMEOUT, ping(s, unit, id, seq, &mut buf))
+                .await
+                .map_err(|_| anyhow!("no reply within {REPLY_TIMEOUT:?}"))??;
+            Ok::<_, anyhow::Error>(sent)
+        }
+        .await;
+        let now = Instant::now();
+        let p = phase_of(this);
+        let mut st = stats.borrow_mut();
+        match outcome {
+            Ok(sent) => {
+                let us = |d: Duration| (d.as_micros() as u64).max(1);
+                // A ping held back by the previous reply counts from its
+                // due time; one sent on time from its write (the wake-up
+                // from sleep_until is up to a timer tick late, the
+                // client's doing, not the server's).
+                let from = if last_done > this { this } else { sent };
+                st.due[p].saturating_record(us(now - from));
+                st.raw[p].saturating_record(us(now - sent));
+            }
+            Err(e) => {
+                st.lost[p] += 1;
+                st.first_error
+                    .get_or_insert_with(|| format!("connection {id}, ping {seq}: {e:#}"));
+                conn = None;
+            }
+        }
+        last_done = now;
+    }
+}
