@@ -119,6 +119,50 @@ impl Plan {
         }
     }
 
+    /// The plan for `cfg`: [`Plan::new`], then the runner's
+    /// `--attacks KIND[=N],...` (only these attacks, with these sizes) and
+    /// `--attack-phases B,D,A` (seconds) if given.
+    pub fn for_config(cfg: &Config) -> Result<Plan> {
+        let mut plan = Plan::new(cfg.quick);
+        if let Some(list) = &cfg.attacks {
+            let full = std::mem::take(&mut plan.attacks);
+            for item in list.split(',').filter(|i| !i.is_empty()) {
+                let (name, n) = match item.split_once('=') {
+                    Some((name, n)) => (name, Some(n)),
+                    None => (item, None),
+                };
+                let kind = Attack::parse(name)?;
+                let n = match n {
+                    Some(n) => n
+                        .parse()
+                        .map_err(|_| anyhow!("--attacks: bad size in {item:?}"))?,
+                    None => full
+                        .iter()
+                        .find(|(k, _)| *k == kind)
+                        .map(|(_, n)| *n)
+                        .expect("every attack is in the full plan"),
+                };
+                plan.attacks.push((kind, n));
+            }
+            if plan.attacks.is_empty() {
+                bail!("--attacks: no attack named");
+            }
+        }
+        if let Some(phases) = &cfg.attack_phases {
+            let v: Vec<f64> = phases
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow!("--attack-phases: {phases:?} is not B,D,A in seconds"))?;
+            let [b, d, a] = v[..] else {
+                bail!("--attack-phases: {phases:?} is not B,D,A in seconds");
+            };
+            let secs = |x: f64| Duration::from_secs_f64(x.max(0.1));
+            (plan.before, plan.during, plan.after) = (secs(b), secs(d), secs(a));
+        }
+        Ok(plan)
+    }
+
     pub fn describe(&self) -> String {
         let a: Vec<String> = self
             .attacks
@@ -242,7 +286,7 @@ fn m(label_start: &str) -> usize {
 
 /// The `attack` scenario (see the module documentation).
 pub fn attack(cfg: &Config, out: &mut Outcome) -> Result<()> {
-    let plan = Plan::new(cfg.quick);
+    let plan = Plan::for_config(cfg)?;
     eprintln!("  plan: {}", plan.describe());
     let [l, p] = alternate(cfg, "attack", METRICS.len(), |imp| {
         one_run(&plan, imp, cfg.pin)
@@ -273,7 +317,7 @@ pub fn attack(cfg: &Config, out: &mut Outcome) -> Result<()> {
         .all(|(b, a)| *a <= 2.0 * b + 64.0);
     out.notes.push(format!(
         "attack targets (lubdub): healthy p99 during <= 2x the peer's: {} ({lp99:.1} ms vs {pp99:.1} ms); \
-         zero healthy loss: {} (most lost in a run: {lost:.0}); peak RSS <= the peer's: {} ({lpeak:.0} vs {ppeak:.0} MiB); \
+         zero healthy loss: {} (most lost in a run: {lost:.0}); peak RSS <= the peer's: {} ({lpeak:.1} vs {ppeak:.1} MiB); \
          RSS after <= 2x before + 64 MiB in every run: {}",
         verdict(lp99 <= 2.0 * pp99),
         verdict(lost == 0.0),
@@ -570,6 +614,58 @@ pub(crate) fn place<'a>(flag: &str, it: &mut impl Iterator<Item = &'a String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loadgen::Window;
+    use crate::sys::FdLimit;
+
+    fn config(attacks: Option<&str>, phases: Option<&str>) -> Config {
+        Config {
+            runs: 1,
+            quick: false,
+            attacks: attacks.map(String::from),
+            attack_phases: phases.map(String::from),
+            window: Window {
+                warmup: Duration::ZERO,
+                measure: Duration::ZERO,
+            },
+            pin: true,
+            conns: 1,
+            depth: 1,
+            many_conns: 1,
+            idle_conns: 1,
+            timer_ops: 1,
+            churners: 1,
+            fd: FdLimit {
+                soft_before: 0,
+                soft: 0,
+                hard: 0,
+            },
+            max_wait: Duration::ZERO,
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn attacks_and_phases_options_shape_the_plan() {
+        let full = Plan::for_config(&config(None, None)).unwrap();
+        assert_eq!(full.attacks.len(), 5);
+        assert_eq!(full.during, Duration::from_secs(10));
+
+        let p = Plan::for_config(&config(Some("storm,longline=7"), Some("1,2,3.5"))).unwrap();
+        assert_eq!(p.attacks, vec![(Attack::Storm, 16), (Attack::LongLine, 7)]);
+        assert_eq!(
+            (p.before, p.during, p.after),
+            (
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_millis(3500)
+            )
+        );
+
+        assert!(Plan::for_config(&config(Some("nope"), None)).is_err());
+        assert!(Plan::for_config(&config(Some("storm=x"), None)).is_err());
+        assert!(Plan::for_config(&config(Some(","), None)).is_err());
+        assert!(Plan::for_config(&config(None, Some("1,2"))).is_err());
+    }
 
     #[test]
     fn phase_lines_parse() {

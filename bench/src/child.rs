@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+/// The runner's `--wrap-server CMD`: a command prefix for every server
+/// child (`valgrind --tool=callgrind ...`, say).
+pub static SERVER_WRAP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 pub struct Child {
     child: std::process::Child,
     pid: u32,
@@ -40,10 +44,32 @@ impl Child {
         Self::spawn_with(args, true)
     }
 
+    /// Runs `current_exe args...` under the runner's `--wrap-server`
+    /// command, if one was given (`sh -c 'exec CMD "$0" "$@"'`: the wrapper
+    /// keeps the child's pid), else as [`spawn`](Self::spawn) does.
+    pub fn spawn_server(args: &[String]) -> Result<Child> {
+        match SERVER_WRAP.get() {
+            None => Self::spawn(args),
+            Some(wrap) => {
+                let exe = std::env::current_exe()?;
+                let mut full = vec![
+                    "-c".to_string(),
+                    format!("exec {wrap} \"$0\" \"$@\""),
+                    exe.to_string_lossy().into_owned(),
+                ];
+                full.extend(args.iter().cloned());
+                Self::spawn_cmd(Command::new("sh").args(&full), args, false)
+            }
+        }
+    }
+
     fn spawn_with(args: &[String], piped: bool) -> Result<Child> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args(args)
+        Self::spawn_cmd(Command::new(exe).args(args), args, piped)
+    }
+
+    fn spawn_cmd(cmd: &mut Command, args: &[String], piped: bool) -> Result<Child> {
+        let mut child = cmd
             .stdin(if piped { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -172,9 +198,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[String]) -> Result<Server> {
-        let mut child = Child::spawn(args)?;
-        let nofile = child.expect("nofile", Duration::from_secs(10))?;
-        let port = child.expect("port", Duration::from_secs(10))?.parse()?;
+        let mut child = Child::spawn_server(args)?;
+        // A wrapped server (valgrind...) starts slowly.
+        let wait = if SERVER_WRAP.get().is_some() { 60 } else { 10 };
+        let nofile = child.expect("nofile", Duration::from_secs(wait))?;
+        let port = child.expect("port", Duration::from_secs(wait))?.parse()?;
         Ok(Server {
             child,
             port,

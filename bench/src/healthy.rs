@@ -204,6 +204,18 @@ async fn ping(s: &mut TcpStream, unit: Unit, id: u32, seq: u64, buf: &mut [u8]) 
     Ok(())
 }
 
+/// Where a ping's latency is measured from: its due time if the previous
+/// ping ended after that (the ping was held back by a late reply), else
+/// its write (then any lateness is the client's own, such as a wake-up
+/// from `sleep_until` a timer tick late, not the server's).
+fn latency_start(due: Instant, previous_done: Instant, sent: Instant) -> Instant {
+    if previous_done > due {
+        due
+    } else {
+        sent
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn healthy_conn(
     addr: SocketAddr,
@@ -259,11 +271,7 @@ async fn healthy_conn(
         match outcome {
             Ok(sent) => {
                 let us = |d: Duration| (d.as_micros() as u64).max(1);
-                // A ping held back by the previous reply counts from its
-                // due time; one sent on time from its write (the wake-up
-                // from sleep_until is up to a timer tick late, the
-                // client's doing, not the server's).
-                let from = if last_done > this { this } else { sent };
+                let from = latency_start(this, last_done, sent);
                 st.due[p].saturating_record(us(now - from));
                 st.raw[p].saturating_record(us(now - sent));
             }
@@ -275,5 +283,21 @@ async fn healthy_conn(
             }
         }
         last_done = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_back_ping_counts_from_its_due_time_an_on_time_one_from_its_write() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // Previous reply at 25 ms, this ping due at 10 ms, written at 25 ms.
+        assert_eq!(latency_start(ms(10), ms(25), ms(25)), ms(10));
+        // Previous reply at 5 ms, due at 10 ms, written late at 11 ms
+        // (the client's timer): counted from the write.
+        assert_eq!(latency_start(ms(10), ms(5), ms(11)), ms(11));
     }
 }

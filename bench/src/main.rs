@@ -48,6 +48,11 @@ options:
   --attach CMD      run `sh -c CMD` at the start of each measured window of the
                     throughput scenarios, {pid} = server pid, {secs} = window length
                     (e.g. --attach 'perf stat -e syscalls:sys_enter_epoll_wait -p {pid} -- sleep {secs}')
+  --attacks LIST    attack scenario: only these attacks, optionally sized, e.g.
+                    longline=50,storm (slowloris, longline, nonreader, invalid, storm)
+  --attack-phases B,D,A  attack scenario: seconds before, during, after (default 3,10,10)
+  --wrap-server CMD start every server child as `CMD <server command line>` (same pid),
+                    e.g. --wrap-server 'valgrind --tool=callgrind --cache-sim=yes'
 ";
 
 /// Parses the value after flag `flag`.
@@ -109,6 +114,8 @@ fn runner(args: &[String]) -> Result<()> {
     let mut pin = true;
     let mut max_wait: Option<f64> = None;
     let mut retries = 2;
+    let mut attacks: Option<String> = None;
+    let mut attack_phases: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -124,6 +131,26 @@ fn runner(args: &[String]) -> Result<()> {
                     .next()
                     .ok_or_else(|| anyhow!("--attach needs a command"))?;
                 let _ = loadgen::ATTACH.set(cmd.clone());
+            }
+            "--attacks" => {
+                attacks = Some(
+                    it.next()
+                        .ok_or_else(|| anyhow!("--attacks needs a list"))?
+                        .clone(),
+                )
+            }
+            "--attack-phases" => {
+                attack_phases = Some(
+                    it.next()
+                        .ok_or_else(|| anyhow!("--attack-phases needs B,D,A"))?
+                        .clone(),
+                )
+            }
+            "--wrap-server" => {
+                let cmd = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--wrap-server needs a command"))?;
+                let _ = child::SERVER_WRAP.set(cmd.clone());
             }
             "all" => names.extend(SCENARIOS.iter().filter(|s| s.in_all).map(|s| s.name)),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
@@ -151,6 +178,8 @@ fn runner(args: &[String]) -> Result<()> {
     let cfg = Config {
         runs: runs.unwrap_or(if quick { 1 } else { 3 }).max(1),
         quick,
+        attacks,
+        attack_phases,
         window: Window {
             warmup: secs(warmup.unwrap_or(if quick { 0.2 } else { 0.5 })),
             measure: secs(duration.unwrap_or(if quick { 0.5 } else { 3.0 })),

@@ -34,6 +34,10 @@ pub struct Config {
     pub runs: usize,
     /// `--quick`: short smoke runs.
     pub quick: bool,
+    /// `attack`: `--attacks KIND[=N],...`, only these attacks.
+    pub attacks: Option<String>,
+    /// `attack`: `--attack-phases B,D,A`, phase lengths in seconds.
+    pub attack_phases: Option<String>,
     pub window: Window,
     /// Pin server and load generator to separate CPUs (count = 1 scenarios).
     pub pin: bool,
@@ -413,7 +417,11 @@ fn pipelined_with(
         let (addr, pid) = (server.addr(), server.child.pid());
         // Connecting thousands of sockets takes a while: not part of the
         // window, but of the phase's deadline.
-        let limit = cfg.limit() + Duration::from_millis(conns as u64 * 2);
+        let mut limit = cfg.limit() + Duration::from_millis(conns as u64 * 2);
+        if crate::child::SERVER_WRAP.get().is_some() {
+            // A server under valgrind is tens of times slower.
+            limit *= 5;
+        }
         let t = loadgen::run(cfg.loadgen_cpu(count), limit, || {
             loadgen::pipelined(addr, pid, conns, depth, unit, cfg.window)
         })?;

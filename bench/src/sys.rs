@@ -227,3 +227,41 @@ pub fn machine_description() -> String {
         .unwrap_or_else(|_| "unknown kernel".into());
     format!("{} CPU(s), {model}, Linux {kernel}", online_cpus())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields_parse_with_and_without_a_unit() {
+        let status =
+            "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nvoluntary_ctxt_switches:\t7\n\
+                      nonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(status_field(status, "VmRSS").unwrap(), 1024);
+        assert_eq!(status_field(status, "VmHWM").unwrap(), 2048);
+        assert_eq!(status_field(status, "voluntary_ctxt_switches").unwrap(), 7);
+        assert_eq!(
+            status_field(status, "nonvoluntary_ctxt_switches").unwrap(),
+            3
+        );
+        assert!(status_field(status, "VmSwap").is_err());
+    }
+
+    #[test]
+    fn this_process_has_memory_descriptors_and_cpu_time() {
+        let pid = std::process::id();
+        let rss = rss_bytes(pid).unwrap();
+        assert!(rss > 0 && peak_rss_bytes(pid).unwrap() >= rss);
+        // stdin, stdout and stderr at least.
+        assert!(fd_count(pid).unwrap() >= 3);
+        let busy = std::time::Instant::now();
+        while busy.elapsed() < std::time::Duration::from_millis(20) {}
+        let (run, _wait) = sched_times(pid).unwrap();
+        assert!(run >= std::time::Duration::from_millis(10));
+        // This thread sleeps, so it has switched voluntarily at least once
+        // (other threads only add to the sum).
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let (voluntary, _) = context_switches(pid).unwrap();
+        assert!(voluntary >= 1);
+    }
+}
