@@ -5,7 +5,7 @@
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use super::{Lifecycle, Phase};
+use super::{Lifecycle, Phase, LINGER_DISCARD_MAX};
 use crate::clock::{bump, monotonic_nanos};
 use crate::connection::DESTROY_REQ;
 use crate::error::{CloseReason, Error};
@@ -35,7 +35,13 @@ impl<P: Protocol> Lifecycle<P> {
             .store(monotonic_nanos(now), Ordering::Relaxed);
         bump(&inner.bytes_in, data.len() as u64);
         if !self.is_receiving() {
-            // Lingering: whatever the peer still sends is discarded.
+            // Lingering: whatever the peer still sends is discarded, up to
+            // a bound: a peer that keeps streaming after our FIN (an
+            // attacker's endless line) is not waited for.
+            self.discarded += data.len();
+            if self.phase == Phase::Lingering && self.discarded > LINGER_DISCARD_MAX {
+                self.finish(self.reason());
+            }
             return;
         }
         if self.rpos == self.rbuf.len() {

@@ -55,6 +55,10 @@ use crate::protocol::{Protocol, ProtocolError, SessionClose, Start, Wire};
 /// Write buffers larger than this are released once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// What a lingering connection reads and discards, at most, while it
+/// waits for the peer's FIN; past it the socket is closed at once.
+pub(crate) const LINGER_DISCARD_MAX: usize = 64 * 1024;
+
 /// Messages (and other decoded items, and async handler starts) one
 /// connection may take per poll of its task before it yields to the other
 /// connections of its loop, as tokio's cooperative budget does. With at most
@@ -180,6 +184,8 @@ pub(crate) struct Lifecycle<P: Protocol> {
     hold_mask: u8,
     /// What is left of this poll's [`MESSAGES_PER_TURN`].
     budget: u32,
+    /// Bytes read and discarded while lingering.
+    discarded: usize,
     /// Bytes the transport still holds for the peer (TLS records): the
     /// connection is not flushed until they are written.
     transport_pending: usize,
@@ -231,6 +237,7 @@ impl<P: Protocol> Lifecycle<P> {
             drops_since: None,
             hold_mask,
             budget: MESSAGES_PER_TURN,
+            discarded: 0,
             transport_pending: 0,
             charge: 0,
             mem_hold: false,

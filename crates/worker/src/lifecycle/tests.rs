@@ -369,6 +369,21 @@ fn close_flushes_then_goodbye_then_half_close_then_waits_for_the_fin() {
 }
 
 #[test]
+fn a_peer_that_keeps_streaming_after_our_fin_is_not_waited_for() {
+    let mut h = Harness::server().started();
+    h.read("bad\n");
+    h.written();
+    assert_eq!(h.action(), Some(SocketAction::Shutdown));
+    let chunk = "x".repeat(16 * 1024);
+    for _ in 0..4 {
+        h.read(&chunk);
+        assert_eq!(h.action(), None, "a little is read and discarded");
+    }
+    h.read(&chunk);
+    assert_eq!(h.action(), Some(SocketAction::Close), "past 64 KiB: closed");
+}
+
+#[test]
 fn close_session_carries_the_code_and_reason_to_the_goodbye() {
     let mut h = Harness::server().started();
     h.conn.close_session(4001, "kicked");
