@@ -26,11 +26,11 @@
 //! * [`ws`] (`lubdub-ws`): WebSocket, server and client ([`Ws`]).
 
 pub use lubdub_worker::{
-    plugin, protocol, Backoff, Backpressure, Client, CloseReason, Closing, ConnStats, Connection,
-    Decoded, Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr, LoopHandle, Plugin,
-    Protocol, ProtocolError, Raw, ReconnectPolicy, Reject, SendStatus, SessionClose, Start, Timer,
-    TimerId, TlsClientConfig, TlsConfig, TlsFiles, Wire, Worker, WorkerConfig, WorkerHandle,
-    DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+    default_memory_budget, plugin, protocol, Backoff, Backpressure, Client, CloseReason, Closing,
+    ConnStats, Connection, Decoded, Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr,
+    LoopHandle, Plugin, Protocol, ProtocolError, Raw, ReconnectPolicy, Reject, SendStatus,
+    SessionClose, Start, Timer, TimerId, TlsClientConfig, TlsConfig, TlsFiles, Wire, Worker,
+    WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
 };
 
 pub use lubdub_text::{Text, TextBytes, TextConfig};

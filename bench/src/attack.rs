@@ -54,8 +54,10 @@ pub fn lubdub_attack_worker() -> Result<Worker<Text>> {
         .max_package_size(MAX_MESSAGE) // default: 10 MiB
         .send_buffer_size(lubdub::DEFAULT_SEND_BUFFER_SIZE) // default: 1 MiB per connection
         .close_timeout(Duration::from_secs(5)) // default
-        .stop_timeout(Duration::from_secs(5)); // default
-                                               // Off, as in examples/echo.rs: max_connections, first_message_timeout.
+        .stop_timeout(Duration::from_secs(5)) // default
+        .backpressure(lubdub::Backpressure::PauseRecv) // default, as examples/echo.rs
+        .memory_budget(lubdub::default_memory_budget()); // default: RAM / 64, 64..512 MiB
+                                                         // Off, as in examples/echo.rs: max_connections, first_message_timeout.
     Ok(w)
 }
 

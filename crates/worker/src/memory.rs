@@ -16,7 +16,9 @@
 //! 2. if the worker stays over for [`GRACE`], the connections of the
 //!    largest charge class (charges grouped by powers of two) are closed at
 //!    once with `CloseReason::Overload` and an `Error::Overload` report,
-//!    until the worker is under its budget again.
+//!    class after class, until the worker is under three quarters of its
+//!    budget (a low watermark: an episode does not end at the first close
+//!    that dips under the limit, only to start again as the others read on).
 //!
 //! # Giving memory back
 //!
@@ -117,10 +119,10 @@ impl MemoryBudget {
                     used >> 20
                 );
             }
-        } else if self.over_since.swap(0, Ordering::Relaxed) != 0 {
+        } else if used <= self.low_watermark() && self.over_since.swap(0, Ordering::Relaxed) != 0 {
             log::info!(
                 "memory budget: back under {} MiB ({} MiB buffered)",
-                self.limit >> 20,
+                self.low_watermark() >> 20,
                 used >> 20
             );
         }
@@ -129,6 +131,17 @@ impl MemoryBudget {
     /// Whether more is buffered than the budget allows.
     pub fn is_over(&self) -> bool {
         self.used.load(Ordering::Relaxed) > self.limit
+    }
+
+    /// Where an episode over the budget ends: three quarters of it.
+    fn low_watermark(&self) -> usize {
+        self.limit / 4 * 3
+    }
+
+    /// Whether an episode over the budget is under way (it went over and
+    /// has not come back under the low watermark yet).
+    pub fn in_episode(&self) -> bool {
+        self.over_since.load(Ordering::Relaxed) != 0
     }
 
     /// Whether the worker has been over its budget for [`GRACE`] at `now`.
@@ -229,6 +242,20 @@ mod tests {
         assert_eq!(MemoryBudget::class_of(UNIT), Some(0));
         assert_eq!(MemoryBudget::class_of(3 * UNIT), Some(1));
         assert_eq!(MemoryBudget::class_of(160 * UNIT), Some(7));
+    }
+
+    #[test]
+    fn an_episode_ends_under_the_low_watermark_not_at_the_limit() {
+        let t0 = Instant::now();
+        let b = MemoryBudget::new(8 * UNIT);
+        b.recharge(0, 9 * UNIT, t0);
+        assert!(b.is_over() && b.in_episode());
+        b.recharge(9 * UNIT, 7 * UNIT, t0);
+        assert!(!b.is_over(), "under the limit");
+        assert!(b.in_episode(), "but above three quarters: still closing");
+        assert!(b.over_too_long(t0 + GRACE));
+        b.recharge(7 * UNIT, 6 * UNIT, t0);
+        assert!(!b.in_episode(), "at three quarters: over");
     }
 
     #[test]

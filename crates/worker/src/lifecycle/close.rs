@@ -254,7 +254,8 @@ impl<P: Protocol> Lifecycle<P> {
     /// largest holders. Returns whether it closed.
     pub(super) fn enforce_memory_budget(&mut self, now: Instant) -> bool {
         let budget = &self.conn.endpoint().memory;
-        if self.charge == 0 || !budget.is_over() || self.phase == Phase::Lingering {
+        let pressure = budget.is_over() || budget.in_episode();
+        if self.charge == 0 || !pressure || self.phase == Phase::Lingering {
             self.mem_hold = false;
             self.mem_check = None;
             return false;
@@ -277,7 +278,10 @@ impl<P: Protocol> Lifecycle<P> {
             self.finish(CloseReason::Overload);
             return true;
         }
-        self.mem_hold = true;
+        // Over the budget: hold. Back under it but still in the episode
+        // (above the low watermark): read again, but look again soon, as
+        // the largest may still have to go.
+        self.mem_hold = budget.is_over();
         self.mem_check = Some(now + RECHECK);
         false
     }
