@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common::{recv, WAIT};
-use lubdub::ws::{DeflateConfig, WsConfig};
+use lubdub::ws::{DeflateConfig, Message, WsConfig};
 use lubdub::{Error, ProtocolError};
 use ws_raw::deflate::bomb;
 use ws_raw::*;
@@ -476,4 +476,56 @@ fn a_ping_flood_from_a_peer_that_never_reads_is_held_back() {
     });
     healthy.roundtrip("still here");
     h.stop_and_wait();
+}
+
+/// A stopping worker closes every connection of its loops at once, whatever
+/// its phase: one still handshaking (out of the connections map), one open
+/// (in the map), and one lingering after its close (out of the map again).
+/// With every timeout at 60 s, a connection the stop missed would hold
+/// `stop_and_wait` for a minute.
+#[test]
+fn a_stopping_worker_closes_handshaking_open_and_lingering_connections_at_once() {
+    const LONG: Duration = Duration::from_secs(60);
+    let (closes_tx, closes) = mpsc::channel();
+    let mut w = echo_worker(WsConfig::default());
+    w.stop_timeout(LONG)
+        .close_timeout(LONG)
+        .handshake_timeout(LONG);
+    w.on_message(|c, m| {
+        if m == Message::Text("bye".into()) {
+            c.close();
+        } else {
+            let _ = c.send(&m);
+        }
+    });
+    w.on_close(move |_, reason| {
+        let _ = closes_tx.send(reason.clone());
+    });
+    let h = w.start().unwrap();
+    let addr = h.local_addr();
+
+    // Handshaking: half an upgrade request.
+    let mut handshaking = tcp(addr);
+    let request = upgrade_request(addr, &[]);
+    handshaking
+        .write_all(&request[..request.len() / 2])
+        .unwrap();
+    // Lingering: the server closes, the client never answers its close
+    // frame nor sends a FIN, so the server waits for it.
+    let mut lingering = RawClient::connect(addr);
+    lingering.send_frame(true, 0, 0x1, b"bye");
+    assert!(matches!(lingering.next_event(), Ev::Close(Some(1000), _)));
+    assert_eq!(recv(&closes), lubdub::CloseReason::Local);
+    // Open: upgraded and idle.
+    let mut open = RawClient::connect(addr);
+    open.roundtrip("here");
+
+    let started = Instant::now();
+    h.stop_and_wait();
+    let took = started.elapsed();
+    assert!(took < LONG / 3, "stop_and_wait took {took:?}");
+    assert_eq!(recv(&closes), lubdub::CloseReason::WorkerStopped);
+    assert!(matches!(open.next_event(), Ev::Close(Some(1001), _)));
+    assert!(matches!(lingering.next_event(), Ev::Eof | Ev::Reset));
+    read_to_eof(&mut handshaking);
 }

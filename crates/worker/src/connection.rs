@@ -434,11 +434,6 @@ impl<P: Protocol> Connection<P> {
         self.close_with_reason(CloseReason::WorkerStopped);
     }
 
-    /// A stopping loop ends the wait for the peer's FIN after our close.
-    pub(crate) fn stop_lingering(&self) {
-        self.set_flag(NO_LINGER);
-    }
-
     /// Closes at once, discarding anything not yet written.
     pub fn destroy(&self) {
         self.user_closed();

@@ -51,9 +51,14 @@ pub(crate) struct LoopCtx {
     pub live: Cell<usize>,
     idle: Event,
     /// Closers run when the loop stops, by [`Resident`] token: client
-    /// connections (close for good) and lingering sockets (stop waiting).
+    /// connections (close for good) and server connections out of the
+    /// endpoint's map (handshaking, lingering). Connections in the map are
+    /// closed by the worker's walk of it instead, so an established idle
+    /// connection costs no entry here.
     closers: RefCell<HashMap<u64, Box<dyn Fn()>>>,
     next_closer: Cell<u64>,
+    /// The loop is stopping: a task polled from now on closes itself.
+    stopping: Cell<bool>,
 }
 
 /// A stop request that can be awaited; set from any thread.
@@ -227,6 +232,7 @@ impl LoopCtx {
             idle: Event::new(),
             closers: RefCell::new(HashMap::new()),
             next_closer: Cell::new(0),
+            stopping: Cell::new(false),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
         Ok(ctx)
@@ -330,6 +336,7 @@ impl LoopCtx {
     /// sockets stop waiting) and waits (bounded) for every resident of the
     /// loop to leave.
     pub async fn run_closers_and_wait(&self, timeout: Duration) -> bool {
+        self.stopping.set(true);
         let closers: Vec<Box<dyn Fn()>> =
             self.closers.borrow_mut().drain().map(|(_, f)| f).collect();
         for close in &closers {
@@ -337,6 +344,11 @@ impl LoopCtx {
         }
         drop(closers);
         self.wait_idle(timeout).await
+    }
+
+    /// The loop is stopping ([`LoopCtx::run_closers_and_wait`] began).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
     }
 
     fn resident_left(&self) {
@@ -422,6 +434,20 @@ impl Resident {
             }
         };
         self.ctx.closers.borrow_mut().insert(token, Box::new(close));
+    }
+
+    /// Removes the closer set by [`Resident::on_stop`], if any.
+    pub fn clear_on_stop(&mut self) {
+        if let Some(token) = self.closer.take() {
+            if let Ok(mut closers) = self.ctx.closers.try_borrow_mut() {
+                closers.remove(&token);
+            }
+        }
+    }
+
+    /// A closer is set.
+    pub fn has_closer(&self) -> bool {
+        self.closer.is_some()
     }
 
     pub fn ctx(&self) -> &Rc<LoopCtx> {

@@ -412,8 +412,20 @@ async fn loop_main<P: Protocol>(
         }
     }
     Timer::del_all();
-    // Every connection of this loop (handshaking, established, lingering;
-    // client connections close for good) closes gracefully, bounded.
+    // Every connection of this loop closes gracefully, bounded: those in
+    // the map (established) through it, the rest (handshaking, lingering,
+    // client connections, which close for good) through their closers.
+    let mine: Vec<Connection<P>> = shared
+        .ep
+        .connections
+        .iter()
+        .filter(|e| e.value().inner.loop_id == ctx.id)
+        .map(|e| e.value().clone())
+        .collect();
+    for conn in &mine {
+        conn.close_for_stop();
+    }
+    drop(mine);
     if !ctx.run_closers_and_wait(shared.stop_timeout).await {
         log::warn!(
             "worker {} loop {}: {} connection(s) did not flush within {:?}; dropping them",

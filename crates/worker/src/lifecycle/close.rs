@@ -78,7 +78,11 @@ impl<P: Protocol> Lifecycle<P> {
                     reason: "",
                 }),
                 CloseReason::Session(c) => Some(Closing::Session(c)),
-                CloseReason::Protocol => self.violation.as_ref().map(Closing::Violation),
+                CloseReason::Protocol => self
+                    .rare
+                    .as_deref()
+                    .and_then(|r| r.violation.as_ref())
+                    .map(Closing::Violation),
                 CloseReason::WorkerStopped => Some(Closing::GoingAway),
                 CloseReason::Panic => Some(Closing::InternalError),
                 CloseReason::HeartbeatTimeout
@@ -94,20 +98,30 @@ impl<P: Protocol> Lifecycle<P> {
                     .encode_close(&mut ob.encoder, &closing, &mut ob.buf);
             }
         }
-        if reason != CloseReason::PeerClosed {
-            self.pending.clear();
-        }
         self.phase = Phase::Closing;
         self.first_message_deadline = None;
-        self.handshake_deadline = None;
-        if Self::presumed_gone(&reason) {
+        let close_timeout = self.conn.endpoint().limits.close_timeout;
+        let gone = Self::presumed_gone(&reason);
+        let rare = self.rare();
+        if reason != CloseReason::PeerClosed {
+            rare.pending.clear();
+        }
+        rare.handshake_deadline = None;
+        if gone {
             // Send what the socket takes now (a goodbye), but wait neither
             // for a flush nor for the peer's FIN.
+            rare.close_deadline = Some(now);
             self.conn.inner.flags.fetch_or(NO_LINGER, Ordering::AcqRel);
-            self.close_deadline = Some(now);
         } else {
-            self.close_deadline = Some(now + self.conn.endpoint().limits.close_timeout);
+            rare.close_deadline = Some(now + close_timeout);
         }
+    }
+
+    /// The close deadline has passed.
+    fn close_due(&self, now: Instant) -> bool {
+        self.rare_ref()
+            .and_then(|r| r.close_deadline)
+            .is_some_and(|d| now >= d)
     }
 
     pub(super) fn presumed_gone(reason: &CloseReason) -> bool {
@@ -125,7 +139,7 @@ impl<P: Protocol> Lifecycle<P> {
         match self.phase {
             Phase::Closing => {
                 let flushed = self.flushed && self.transport_pending == 0;
-                if flushed && self.inflight.is_none() && self.pending.is_empty() {
+                if flushed && !self.async_busy() {
                     if self.peer_eof {
                         // The peer's FIN is in and nothing is left unread:
                         // closing sends our FIN after the flushed bytes, with
@@ -139,7 +153,7 @@ impl<P: Protocol> Lifecycle<P> {
                     self.announce(self.reason());
                     return Some(SocketAction::Shutdown);
                 }
-                if self.close_deadline.is_some_and(|d| now >= d) {
+                if self.close_due(now) {
                     let reason = self.reason();
                     if !flushed && !Self::presumed_gone(&reason) {
                         log::debug!(
@@ -157,7 +171,7 @@ impl<P: Protocol> Lifecycle<P> {
             }
             Phase::Lingering => {
                 let stop = self.conn.flags() & NO_LINGER != 0;
-                if stop || self.close_deadline.is_some_and(|d| now >= d) {
+                if stop || self.close_due(now) {
                     self.finish(self.reason());
                     return Some(SocketAction::Close);
                 }
@@ -194,10 +208,12 @@ impl<P: Protocol> Lifecycle<P> {
             std::mem::take(&mut ob.dropped)
         };
         // The episode of dropped sends ends with the connection.
-        self.drops_since = None;
+        if let Some(rare) = &mut self.rare {
+            rare.drops_since = None;
+            rare.pending.clear();
+            rare.inflight = None;
+        }
         self.report_drops(dropped);
-        self.pending.clear();
-        self.inflight = None;
         if self.established {
             log::debug!("connection {} closed: {reason}", conn.id());
             let handlers = &conn.endpoint().handlers;
@@ -233,8 +249,7 @@ impl<P: Protocol> Lifecycle<P> {
         release(&mut self.wbuf);
         self.wpos = 0;
         release(&mut self.wire_out);
-        self.close_deadline = None;
-        self.mem_check = None;
+        self.rare = None;
         self.charge(0, Instant::now());
     }
 
@@ -257,7 +272,9 @@ impl<P: Protocol> Lifecycle<P> {
         let pressure = budget.is_over() || budget.in_episode();
         if self.charge == 0 || !pressure || self.phase == Phase::Lingering {
             self.mem_hold = false;
-            self.mem_check = None;
+            if let Some(rare) = &mut self.rare {
+                rare.mem_check = None;
+            }
             return false;
         }
         if budget.over_too_long(now) && MemoryBudget::class_of(self.charge) == budget.top_class() {
@@ -282,7 +299,7 @@ impl<P: Protocol> Lifecycle<P> {
         // (above the low watermark): read again, but look again soon, as
         // the largest may still have to go.
         self.mem_hold = budget.is_over();
-        self.mem_check = Some(now + RECHECK);
+        self.rare().mem_check = Some(now + RECHECK);
         false
     }
 }

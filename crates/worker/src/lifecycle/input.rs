@@ -23,7 +23,7 @@ impl<P: Protocol> Lifecycle<P> {
         self.conn.flags() & self.hold_mask != 0
             || self.budget == 0
             || self.mem_hold
-            || self.pending.len() >= limits.async_queue
+            || self.async_queued() >= limits.async_queue
             || self.wire_out.len() >= limits.send_buffer_size
     }
 
@@ -38,8 +38,12 @@ impl<P: Protocol> Lifecycle<P> {
             // Lingering: whatever the peer still sends is discarded, up to
             // a bound: a peer that keeps streaming after our FIN (an
             // attacker's endless line) is not waited for.
-            self.discarded += data.len();
-            if self.phase == Phase::Lingering && self.discarded > LINGER_DISCARD_MAX {
+            let discarded = {
+                let rare = self.rare();
+                rare.discarded += data.len();
+                rare.discarded
+            };
+            if self.phase == Phase::Lingering && discarded > LINGER_DISCARD_MAX {
                 self.finish(self.reason());
             }
             return;
@@ -107,7 +111,8 @@ impl<P: Protocol> Lifecycle<P> {
         let mut pos = 0;
         while !self.hold_delivery() && self.is_receiving() {
             let rest = &data[pos..];
-            let mut wire = Wire::new(&mut self.wire_out, &mut self.session_close);
+            let mut asked = None;
+            let mut wire = Wire::new(&mut self.wire_out, &mut asked);
             let decoded = self.decoder.decode(rest, &mut wire);
             let consumed = match &decoded {
                 Ok(Decoded::Incomplete) => 0,
@@ -164,9 +169,8 @@ impl<P: Protocol> Lifecycle<P> {
                     self.handshake_done(handshake);
                 }
             }
-            if let Some(close) = &self.session_close {
-                let reason = CloseReason::Session(close.clone());
-                self.conn.close_with_reason(reason);
+            if let Some(close) = asked {
+                self.session_close(close);
                 break;
             }
             if consumed == 0 {
@@ -186,14 +190,15 @@ impl<P: Protocol> Lifecycle<P> {
                 return;
             }
         }
-        let mut wire = Wire::new(&mut self.wire_out, &mut self.session_close);
+        let mut asked = None;
+        let mut wire = Wire::new(&mut self.wire_out, &mut asked);
         match verdict {
             Ok(()) => {
                 {
                     let mut ob = conn.outbox();
                     self.decoder.accept(&handshake, &mut ob.encoder, &mut wire);
                 }
-                if self.session_close.is_none() {
+                if asked.is_none() {
                     self.establish();
                 }
             }
@@ -207,6 +212,9 @@ impl<P: Protocol> Lifecycle<P> {
                 self.decoder.reject(&handshake, &reject, &mut wire);
                 wire.close(SessionClose::local(reject.status, "handshake refused"));
             }
+        }
+        if let Some(close) = asked {
+            self.session_close(close);
         }
     }
 
@@ -226,7 +234,7 @@ impl<P: Protocol> Lifecycle<P> {
             Some(MessageHandler::Sync(f)) => {
                 guard(conn, "on_message", || f(conn, msg));
             }
-            Some(MessageHandler::Async(_)) => self.pending.push_back(msg),
+            Some(MessageHandler::Async(_)) => self.rare().pending.push_back(msg),
             None => {}
         }
     }
@@ -236,20 +244,23 @@ impl<P: Protocol> Lifecycle<P> {
         log::debug!("connection {} ({}): {e}", conn.id(), conn.remote_addr());
         let err = Error::Protocol(e);
         report(conn, &err);
-        if let Error::Protocol(e) = err {
-            self.violation.get_or_insert(e);
-        }
         conn.close_with_reason(CloseReason::Protocol);
+        if let Error::Protocol(e) = err {
+            self.rare().violation.get_or_insert(e);
+        }
     }
 
     /// Runs async handlers one at a time, in order.
     pub fn poll_async(&mut self, cx: &mut Context<'_>) {
         loop {
-            if self.inflight.is_none() {
+            let Some(rare) = self.rare.as_deref_mut() else {
+                return;
+            };
+            if rare.inflight.is_none() {
                 if self.conn.flags() & DESTROY_REQ != 0 || self.budget == 0 {
                     return;
                 }
-                let Some(msg) = self.pending.pop_front() else {
+                let Some(msg) = rare.pending.pop_front() else {
                     return;
                 };
                 let Some(MessageHandler::Async(f)) = &self.conn.endpoint().handlers.on_message
@@ -259,21 +270,21 @@ impl<P: Protocol> Lifecycle<P> {
                 let conn = self.conn.clone();
                 self.budget -= 1;
                 match catch(|| f(conn, msg)) {
-                    Ok(fut) => self.inflight = Some(fut),
+                    Ok(fut) => rare.inflight = Some(fut),
                     Err(message) => {
                         self.async_panicked(message);
                         return;
                     }
                 }
             }
-            let Some(fut) = self.inflight.as_mut() else {
+            let Some(fut) = rare.inflight.as_mut() else {
                 return;
             };
             match catch(|| fut.as_mut().poll(cx)) {
-                Ok(Poll::Ready(())) => self.inflight = None,
+                Ok(Poll::Ready(())) => rare.inflight = None,
                 Ok(Poll::Pending) => return,
                 Err(message) => {
-                    self.inflight = None;
+                    rare.inflight = None;
                     self.async_panicked(message);
                     return;
                 }
@@ -295,6 +306,8 @@ impl<P: Protocol> Lifecycle<P> {
             },
         );
         conn.close_with_reason(CloseReason::Panic);
-        self.pending.clear();
+        if let Some(rare) = &mut self.rare {
+            rare.pending.clear();
+        }
     }
 }

@@ -155,8 +155,6 @@ pub(crate) struct Lifecycle<P: Protocol> {
     rbuf_undelivered: bool,
     /// Bytes the protocol wrote by itself; they go out before the queue.
     wire_out: Vec<u8>,
-    /// The close the protocol asked for, if any.
-    session_close: Option<SessionClose>,
     /// Bytes being written, taken from `wire_out` or the send queue.
     wbuf: Vec<u8>,
     wpos: usize,
@@ -165,36 +163,74 @@ pub(crate) struct Lifecycle<P: Protocol> {
     write_blocked: bool,
     /// The last `transmit` found nothing more to write.
     flushed: bool,
-    /// Messages waiting for the async handler, and the one it runs.
-    pending: VecDeque<P::Message>,
-    inflight: Option<LocalBoxFuture>,
     announced: bool,
     /// A read returned 0: the peer's FIN came and nothing is left unread.
     peer_eof: bool,
-    /// The violation that is closing the connection, for the goodbye.
-    violation: Option<ProtocolError>,
     first_message_deadline: Option<Instant>,
-    handshake_deadline: Option<Instant>,
-    close_deadline: Option<Instant>,
-    /// When the unreported drops of the current full-buffer episode were
-    /// first seen.
-    drops_since: Option<Instant>,
     /// The connection flags that hold input back (pause, closing, and the
     /// full send buffer under `Backpressure::PauseRecv`).
     hold_mask: u8,
     /// What is left of this poll's [`MESSAGES_PER_TURN`].
     budget: u32,
-    /// Bytes read and discarded while lingering.
-    discarded: usize,
     /// Bytes the transport still holds for the peer (TLS records): the
     /// connection is not flushed until they are written.
     transport_pending: usize,
     /// Bytes charged to the worker's memory budget.
     charge: usize,
-    /// Input held back because the worker is over its memory budget, and
-    /// when to look again.
+    /// Input held back because the worker is over its memory budget.
     mem_hold: bool,
-    mem_check: Option<Instant>,
+    /// State few connections need, boxed when first needed (see [`Rare`]).
+    rare: Option<Box<Rare<P>>>,
+}
+
+/// The part of a connection's state most connections never need, or need
+/// only for a moment: the async handler's queue, a handshake or a close
+/// under way, dropped sends, memory pressure. It is boxed on first use, so
+/// an established idle connection does not carry it: measured, this keeps
+/// an idle connection's task under 300 bytes (docs/benchmarks.md, idle
+/// memory).
+pub(super) struct Rare<P: Protocol> {
+    /// Messages waiting for the async handler, and the one it runs.
+    pub pending: VecDeque<P::Message>,
+    pub inflight: Option<LocalBoxFuture>,
+    /// The violation that is closing the connection, for the goodbye.
+    pub violation: Option<ProtocolError>,
+    /// When the unreported drops of the current full-buffer episode were
+    /// first seen.
+    pub drops_since: Option<Instant>,
+    /// When to look at the memory budget again.
+    pub mem_check: Option<Instant>,
+    pub handshake_deadline: Option<Instant>,
+    pub close_deadline: Option<Instant>,
+    /// Bytes read and discarded while lingering.
+    pub discarded: usize,
+}
+
+impl<P: Protocol> Rare<P> {
+    fn new() -> Self {
+        Rare {
+            pending: VecDeque::new(),
+            inflight: None,
+            violation: None,
+            drops_since: None,
+            mem_check: None,
+            handshake_deadline: None,
+            close_deadline: None,
+            discarded: 0,
+        }
+    }
+
+    /// Holds nothing worth keeping.
+    fn is_spent(&self) -> bool {
+        self.pending.is_empty()
+            && self.pending.capacity() == 0
+            && self.inflight.is_none()
+            && self.violation.is_none()
+            && self.drops_since.is_none()
+            && self.mem_check.is_none()
+            && self.handshake_deadline.is_none()
+            && self.close_deadline.is_none()
+    }
 }
 
 impl<P: Protocol> Lifecycle<P> {
@@ -220,28 +256,48 @@ impl<P: Protocol> Lifecycle<P> {
             rpos: 0,
             rbuf_undelivered: false,
             wire_out: Vec::new(),
-            session_close: None,
             wbuf: Vec::new(),
             wpos: 0,
             wbuf_queued: false,
             write_blocked: false,
             flushed: true,
-            pending: VecDeque::new(),
-            inflight: None,
             announced: false,
             peer_eof: false,
-            violation: None,
             first_message_deadline: None,
-            handshake_deadline: None,
-            close_deadline: None,
-            drops_since: None,
             hold_mask,
             budget: MESSAGES_PER_TURN,
-            discarded: 0,
             transport_pending: 0,
             charge: 0,
             mem_hold: false,
-            mem_check: None,
+            rare: None,
+        }
+    }
+
+    /// The rarely needed state, boxed now if it was not.
+    pub(super) fn rare(&mut self) -> &mut Rare<P> {
+        self.rare.get_or_insert_with(|| Box::new(Rare::new()))
+    }
+
+    /// The rarely needed state, if it exists.
+    pub(super) fn rare_ref(&self) -> Option<&Rare<P>> {
+        self.rare.as_deref()
+    }
+
+    /// Messages queued for the async handler.
+    pub(super) fn async_queued(&self) -> usize {
+        self.rare_ref().map_or(0, |r| r.pending.len())
+    }
+
+    /// The async handler runs or has messages queued.
+    pub(super) fn async_busy(&self) -> bool {
+        self.rare_ref()
+            .is_some_and(|r| r.inflight.is_some() || !r.pending.is_empty())
+    }
+
+    /// Drops the rarely needed state if it holds nothing.
+    fn shed_rare(&mut self) {
+        if self.rare_ref().is_some_and(Rare::is_spent) {
+            self.rare = None;
         }
     }
 
@@ -252,6 +308,18 @@ impl<P: Protocol> Lifecycle<P> {
 
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// A server connection in its endpoint's map, where a stopping worker
+    /// finds it (before Open and while lingering it is not).
+    pub fn in_map(&self) -> bool {
+        self.map_entry.is_some()
+    }
+
+    /// Whether the connection is a server's (its whole life) or a client's
+    /// session.
+    pub fn tenure(&self) -> Tenure {
+        self.tenure
     }
 
     pub fn is_closed(&self) -> bool {
@@ -267,21 +335,33 @@ impl<P: Protocol> Lifecycle<P> {
         let limits = &self.conn.endpoint().limits;
         self.first_message_deadline = limits.first_message_timeout.map(|t| now + t);
         let handshake_timeout = limits.handshake_timeout;
-        let mut wire = Wire::new(&mut self.wire_out, &mut self.session_close);
+        let mut asked = None;
+        let mut wire = Wire::new(&mut self.wire_out, &mut asked);
         match self.decoder.start(&mut wire) {
             Start::Established => self.establish(),
             Start::Handshake => {
                 self.phase = Phase::Handshake;
-                self.handshake_deadline = Some(now + handshake_timeout);
+                self.rare().handshake_deadline = Some(now + handshake_timeout);
             }
         }
+        if let Some(close) = asked {
+            self.session_close(close);
+        }
+    }
+
+    /// The protocol asked to close (after the bytes it wrote).
+    pub(super) fn session_close(&mut self, close: SessionClose) {
+        self.conn.close_with_reason(CloseReason::Session(close));
     }
 
     /// Enters Open: into the map (servers), then plugin and user `on_connect`.
     fn establish(&mut self) {
         self.phase = Phase::Open;
         self.established = true;
-        self.handshake_deadline = None;
+        if let Some(rare) = &mut self.rare {
+            rare.handshake_deadline = None;
+        }
+        self.shed_rare();
         if self.tenure == Tenure::Whole {
             self.map_entry = Some(MapEntry::insert(&self.conn));
         }
@@ -322,10 +402,11 @@ impl<P: Protocol> Lifecycle<P> {
                 .close_with_reason(CloseReason::FirstMessageTimeout);
         }
         if self
-            .handshake_deadline
+            .rare_ref()
+            .and_then(|r| r.handshake_deadline)
             .is_some_and(|d| now >= d && matches!(self.phase, Phase::New | Phase::Handshake))
         {
-            self.handshake_deadline = None;
+            self.rare().handshake_deadline = None;
             log::debug!("connection {}: handshake timed out", self.conn.id());
             self.conn.close_with_reason(CloseReason::HandshakeTimeout);
         }
@@ -358,14 +439,18 @@ impl<P: Protocol> Lifecycle<P> {
     /// The earliest deadline this connection waits for, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         let receiving = self.is_receiving();
+        let first = self.first_message_deadline.filter(|_| receiving);
+        let Some(rare) = self.rare_ref() else {
+            return first;
+        };
         [
-            self.first_message_deadline.filter(|_| receiving),
-            self.handshake_deadline
+            first,
+            rare.handshake_deadline
                 .filter(|_| matches!(self.phase, Phase::New | Phase::Handshake)),
-            self.close_deadline
+            rare.close_deadline
                 .filter(|_| matches!(self.phase, Phase::Closing | Phase::Lingering)),
-            self.drops_since.map(|t| t + output::DROP_REPORT_INTERVAL),
-            self.mem_check,
+            rare.drops_since.map(|t| t + output::DROP_REPORT_INTERVAL),
+            rare.mem_check,
         ]
         .into_iter()
         .flatten()
@@ -387,12 +472,16 @@ impl<P: Protocol> Lifecycle<P> {
             + self.wire_out.len()
             + ob.buf.len();
         let writable = !self.write_blocked;
+        let drops_unseen = ob.dropped > 0 && self.rare_ref().and_then(|r| r.drops_since).is_none();
+        let async_ready = self
+            .rare_ref()
+            .is_some_and(|r| r.inflight.is_none() && !r.pending.is_empty());
         let more = (writable
             && (!self.wire_out.is_empty() || (self.established && !ob.buf.is_empty())))
             || ob.full_pending
-            || (ob.dropped > 0 && self.drops_since.is_none())
+            || drops_unseen
             || self.conn.flags() != flags
-            || (self.inflight.is_none() && !self.pending.is_empty())
+            || async_ready
             // Input held back by a hold that lifted within the turn (the
             // async queue drained): deliver it now, no socket edge will.
             || (self.rbuf_undelivered && !self.hold_delivery());
@@ -407,8 +496,10 @@ impl<P: Protocol> Lifecycle<P> {
     /// The transport has a handshake of its own (TLS) before `start`: it
     /// must finish within the handshake timeout too.
     pub fn expect_transport_handshake(&mut self, now: Instant) {
-        if self.phase == Phase::New && self.handshake_deadline.is_none() {
-            self.handshake_deadline = Some(now + self.conn.endpoint().limits.handshake_timeout);
+        if self.phase == Phase::New && self.rare_ref().and_then(|r| r.handshake_deadline).is_none()
+        {
+            let timeout = self.conn.endpoint().limits.handshake_timeout;
+            self.rare().handshake_deadline = Some(now + timeout);
         }
     }
 

@@ -31,12 +31,13 @@ impl<P: Protocol> Lifecycle<P> {
         if dropped == 0 {
             return;
         }
-        match self.drops_since {
-            None => self.drops_since = Some(now),
+        let since = self.rare().drops_since;
+        match since {
+            None => self.rare().drops_since = Some(now),
             Some(since) if now >= since + DROP_REPORT_INTERVAL => {
                 let dropped = std::mem::take(&mut self.conn.outbox().dropped);
                 self.report_drops(dropped);
-                self.drops_since = None;
+                self.rare().drops_since = None;
             }
             Some(_) => {}
         }
@@ -107,7 +108,9 @@ impl<P: Protocol> Lifecycle<P> {
         }
         if drained {
             // The episode ends: its drops are reported, then the drain.
-            self.drops_since = None;
+            if let Some(rare) = &mut self.rare {
+                rare.drops_since = None;
+            }
             self.report_drops(dropped);
             fire_buffer_drain(&self.conn);
         }

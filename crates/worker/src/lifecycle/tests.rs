@@ -418,7 +418,7 @@ fn a_stopping_loop_ends_the_linger_at_once() {
     h.turn();
     h.written();
     assert_eq!(h.action(), Some(SocketAction::Shutdown));
-    h.conn.stop_lingering();
+    h.conn.close_for_stop();
     assert_eq!(h.action(), Some(SocketAction::Close));
 }
 
