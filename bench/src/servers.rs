@@ -166,6 +166,28 @@ impl ServeOpts {
     }
 }
 
+/// `LUBDUB_BENCH_BUSY_TIMERS=N` (inherited from the runner): each event
+/// loop of a lubdub text server runs N periodic 1 ms timers, so timers fire
+/// all the time while a scenario measures (docs/benchmarks.md, "Timers on
+/// the loop's own clock"). Unset: no timers.
+fn install_busy_timers(w: &mut Worker<Text>) {
+    let n: usize = std::env::var("LUBDUB_BENCH_BUSY_TIMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if n == 0 {
+        return;
+    }
+    w.on_worker_start(move |_| {
+        for _ in 0..n {
+            let mut fired = 0u64;
+            let _ = lubdub::Timer::add(std::time::Duration::from_millis(1), move || {
+                fired = std::hint::black_box(fired + 1);
+            });
+        }
+    });
+}
+
 /// Entry point of a server child.
 pub fn serve(o: &ServeOpts) -> Result<()> {
     sys::die_with_parent();
@@ -186,6 +208,7 @@ pub fn serve(o: &ServeOpts) -> Result<()> {
             if let Some(n) = o.sweep {
                 sweep::install_lubdub(&mut w, n);
             }
+            install_busy_timers(&mut w);
             run_lubdub(&w.start()?, o.report_conns)
         }
         (Impl::Lubdub, Proto::Frame) => {
