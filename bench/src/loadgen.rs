@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
@@ -30,7 +30,7 @@ use crate::sys;
 const HEAD_LEN: usize = 26;
 
 /// Read buffer of the depth-1 scenarios (larger than any reply).
-const REPLY_BUF: usize = 4096;
+pub(crate) const REPLY_BUF: usize = 4096;
 
 /// One unit in this many is compared byte for byte with what was sent.
 pub const SAMPLE: u64 = 64;
@@ -198,12 +198,17 @@ fn hex(v: u64, out: &mut [u8]) {
     }
 }
 
+/// A connection the load generator drives: a `TcpStream`, or a TLS
+/// stream over one (`tls/load.rs`).
+pub(crate) trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn for T {}
+
 /// State shared by the connection tasks of one run.
 #[derive(Default)]
-struct Shared {
-    completed: AtomicU64,
-    stop: AtomicBool,
-    measuring: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) completed: AtomicU64,
+    pub(crate) stop: AtomicBool,
+    pub(crate) measuring: AtomicBool,
 }
 
 /// Result of a throughput measurement.
@@ -235,21 +240,34 @@ pub struct Window {
 }
 
 /// Waits out the warm-up, then measures `counter`'s rate over the window,
-/// with the CPU use of this thread and of process `server_pid`.
-async fn measure(sh: &Shared, w: Window, server_pid: u32) -> Result<Throughput> {
+/// with the CPU use of this thread and of the server, processes
+/// `server_pids` (one, or a proxy and its backend: `tls-nginx`).
+pub(crate) async fn measure(sh: &Shared, w: Window, server_pids: &[u32]) -> Result<Throughput> {
+    let cpu = || -> Result<Duration> {
+        Ok(server_pids
+            .iter()
+            .map(|&p| sys::process_cpu(p))
+            .sum::<std::io::Result<Duration>>()?)
+    };
+    let switches = || -> Result<(u64, u64)> {
+        server_pids.iter().try_fold((0, 0), |(v, i), &p| {
+            let (pv, pi) = sys::context_switches(p)?;
+            Ok((v + pv, i + pi))
+        })
+    };
     tokio::time::sleep(w.warmup).await;
-    let attached = attach(server_pid, w.measure)?;
+    let attached = attach(server_pids[0], w.measure)?;
     let (c0, t0) = (sh.completed.load(Ordering::SeqCst), Instant::now());
-    let (l0, s0) = (thread_cpu(), sys::process_cpu(server_pid)?);
+    let (l0, s0) = (thread_cpu(), cpu()?);
     let (r0, m0) = (sys::process_cpu(std::process::id())?, sys::machine_busy()?);
-    let x0 = sys::context_switches(server_pid)?;
+    let x0 = switches()?;
     sh.measuring.store(true, Ordering::SeqCst);
     tokio::time::sleep(w.measure).await;
     sh.measuring.store(false, Ordering::SeqCst);
     let (c1, t1) = (sh.completed.load(Ordering::SeqCst), Instant::now());
-    let (l1, s1) = (thread_cpu(), sys::process_cpu(server_pid)?);
+    let (l1, s1) = (thread_cpu(), cpu()?);
     let (r1, m1) = (sys::process_cpu(std::process::id())?, sys::machine_busy()?);
-    let x1 = sys::context_switches(server_pid)?;
+    let x1 = switches()?;
     let secs = (t1 - t0).as_secs_f64();
     let ours = (s1 - s0) + (r1 - r0);
     if let Some(child) = attached {
@@ -319,7 +337,7 @@ fn thread_cpu() -> Duration {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<TcpStream> {
     let s = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
@@ -338,7 +356,7 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream> {
 /// runs before it left behind. Spread over many addresses, a connect finds
 /// a free port at once, every run starts from the same state, and the
 /// server, not the port search, is what the rate measures.
-fn churn_source(id: usize, seq: u64) -> std::net::IpAddr {
+pub(crate) fn churn_source(id: usize, seq: u64) -> std::net::IpAddr {
     let k = (seq as usize).wrapping_mul(7919).wrapping_add(id) as u16;
     std::net::Ipv4Addr::new(127, 1, (k >> 8) as u8, k as u8).into()
 }
@@ -427,7 +445,10 @@ async fn connect_many_sources(
 }
 
 /// Joins the connection tasks after the window, each within `grace`.
-async fn join_all<T: 'static>(set: &mut JoinSet<Result<T>>, grace: Duration) -> Result<Vec<T>> {
+pub(crate) async fn join_all<T: 'static>(
+    set: &mut JoinSet<Result<T>>,
+    grace: Duration,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + grace;
     loop {
@@ -467,20 +488,33 @@ pub async fn pipelined(
     // own memory does not grow with the connection count (10,000 x 64 KiB
     // would be 640 MiB of buffers, mostly untouched).
     let rbuf = if conns <= 1000 { 64 * 1024 } else { REPLY_BUF };
+    pipelined_over(streams, &[server_pid], depth, unit, rbuf, w).await
+}
+
+/// [`pipelined`] over connections already open (TCP or TLS), with read
+/// buffers of `rbuf` bytes, the server being processes `server_pids`.
+pub(crate) async fn pipelined_over<S: Conn>(
+    streams: Vec<S>,
+    server_pids: &[u32],
+    depth: usize,
+    unit: Unit,
+    rbuf: usize,
+    w: Window,
+) -> Result<Throughput> {
     let sh = Arc::new(Shared::default());
     let mut set = JoinSet::new();
     for (id, s) in streams.into_iter().enumerate() {
         set.spawn(pipeline_conn(s, unit, depth, rbuf, id as u32, sh.clone()));
     }
-    let t = measure(&sh, w, server_pid).await;
+    let t = measure(&sh, w, server_pids).await;
     sh.stop.store(true, Ordering::SeqCst);
     let t = t?;
     join_all(&mut set, Duration::from_secs(10)).await?;
     Ok(t)
 }
 
-async fn pipeline_conn(
-    mut s: TcpStream,
+async fn pipeline_conn<S: Conn>(
+    mut s: S,
     unit: Unit,
     depth: usize,
     rbuf_len: usize,
@@ -497,6 +531,8 @@ async fn pipeline_conn(
         unit.fill(id, i as u64, u);
     }
     s.write_all(&wbuf).await?;
+    // A no-op for TCP; TLS streams may hold records until flushed.
+    s.flush().await?;
     sent += depth as u64;
     loop {
         if sh.stop.load(Ordering::Relaxed) && recv == sent * size as u64 {
@@ -523,6 +559,7 @@ async fn pipeline_conn(
                 unit.fill(id, sent + i as u64, u);
             }
             s.write_all(out).await?;
+            s.flush().await?;
             sent += done;
         }
     }
@@ -548,12 +585,23 @@ pub async fn pingpong(
     w: Window,
 ) -> Result<PingPong> {
     let streams = connect_many(addr, conns, 256).await?;
+    pingpong_over(streams, &[server_pid], unit, w).await
+}
+
+/// [`pingpong`] over connections already open (TCP or TLS), the server
+/// being processes `server_pids`.
+pub(crate) async fn pingpong_over<S: Conn>(
+    streams: Vec<S>,
+    server_pids: &[u32],
+    unit: Unit,
+    w: Window,
+) -> Result<PingPong> {
     let sh = Arc::new(Shared::default());
     let mut set = JoinSet::new();
     for (id, s) in streams.into_iter().enumerate() {
         set.spawn(pingpong_conn(s, unit, id as u32, sh.clone()));
     }
-    let t = measure(&sh, w, server_pid).await;
+    let t = measure(&sh, w, server_pids).await;
     sh.stop.store(true, Ordering::SeqCst);
     let t = t?;
     let hists = join_all(&mut set, Duration::from_secs(10)).await?;
@@ -572,13 +620,13 @@ pub async fn pingpong(
     })
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 ns .. 60 s, 3 significant digits.
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-async fn pingpong_conn(
-    mut s: TcpStream,
+async fn pingpong_conn<S: Conn>(
+    mut s: S,
     unit: Unit,
     id: u32,
     sh: Arc<Shared>,
@@ -591,6 +639,7 @@ async fn pingpong_conn(
         unit.fill(id, seq, &mut out);
         let t = Instant::now();
         s.write_all(&out).await?;
+        s.flush().await?;
         read_reply(&mut s, &mut reply, unit.size)
             .await
             .with_context(|| format!("connection {id}: reading reply {seq}"))?;
@@ -641,7 +690,7 @@ pub async fn churn(
             Ok(())
         });
     }
-    let t = measure(&sh, w, server_pid).await;
+    let t = measure(&sh, w, &[server_pid]).await;
     sh.stop.store(true, Ordering::SeqCst);
     let t = t?;
     join_all(&mut set, Duration::from_secs(10)).await?;
@@ -721,11 +770,12 @@ pub async fn hold_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpSt
         .collect()
 }
 
-async fn round_trip(s: &mut TcpStream, unit: Unit, id: u32, seq: u64) -> Result<()> {
+pub(crate) async fn round_trip<S: Conn>(s: &mut S, unit: Unit, id: u32, seq: u64) -> Result<()> {
     let mut out = vec![0u8; unit.size];
     let mut reply = vec![0u8; unit.size];
     unit.fill(id, seq, &mut out);
     s.write_all(&out).await?;
+    s.flush().await?;
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut reply))
         .await
         .map_err(|_| anyhow!("no echo within 5 s"))??;
@@ -741,7 +791,7 @@ async fn round_trip(s: &mut TcpStream, unit: Unit, id: u32, seq: u64) -> Result<
 /// mark the socket not-readable, so the next read waits for epoll instead
 /// of first failing with EAGAIN (`read_exact` into an exact-size buffer
 /// would cost an extra syscall per round trip).
-async fn read_reply(s: &mut TcpStream, buf: &mut [u8], size: usize) -> Result<()> {
+pub(crate) async fn read_reply<S: Conn>(s: &mut S, buf: &mut [u8], size: usize) -> Result<()> {
     let mut got = 0;
     while got < size {
         let n = s.read(&mut buf[got..]).await?;
@@ -756,7 +806,7 @@ async fn read_reply(s: &mut TcpStream, buf: &mut [u8], size: usize) -> Result<()
     Ok(())
 }
 
-async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+pub(crate) async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;
     while !cond() {
         if Instant::now() >= deadline {
@@ -768,7 +818,7 @@ async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(
 }
 
 /// The server's RSS once two reads 150 ms apart agree (at most 3 s).
-async fn settled_rss(pid: u32) -> Result<u64> {
+pub(crate) async fn settled_rss(pid: u32) -> Result<u64> {
     let mut last = sys::rss_bytes(pid)?;
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {

@@ -23,6 +23,7 @@ mod servers;
 mod sweep;
 mod sys;
 mod timers;
+mod tls;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -33,8 +34,10 @@ use crate::loadgen::Window;
 use crate::scenarios::{Config, Outcome, SCENARIOS};
 
 const USAGE: &str = "\
-usage: lubdub-bench <all | SCENARIO...> [options]
+usage: lubdub-bench <all | tls | SCENARIO...> [options]
        lubdub-bench list
+
+`all`: every scenario but `attack` and the TLS ones; `tls`: the TLS scenarios.
 
 options:
   --runs N          runs per implementation, alternating (default 3; --quick: 1)
@@ -69,10 +72,18 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let child = matches!(
         args.first().map(String::as_str),
-        Some("serve" | "timers-child" | "client-child" | "healthy-child" | "attack-child")
+        Some(
+            "serve"
+                | "serve-tls"
+                | "timers-child"
+                | "client-child"
+                | "healthy-child"
+                | "attack-child"
+        )
     );
     let res = match args.first().map(String::as_str) {
         Some("serve") => servers::ServeOpts::from_args(&args[1..]).and_then(|o| servers::serve(&o)),
+        Some("serve-tls") => tls::servers::serve_main(&args[1..]),
         Some("timers-child") => timers::child_main(&args[1..]),
         Some("client-child") => clients::child_main(&args[1..]),
         Some("healthy-child") => healthy::healthy_main(&args[1..]),
@@ -153,6 +164,7 @@ fn runner(args: &[String]) -> Result<()> {
                 let _ = child::SERVER_WRAP.set(cmd.clone());
             }
             "all" => names.extend(SCENARIOS.iter().filter(|s| s.in_all).map(|s| s.name)),
+            "tls" => names.extend(tls::GROUP),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
             name => {
                 if !SCENARIOS.iter().any(|s| s.name == name) {
@@ -197,7 +209,7 @@ fn runner(args: &[String]) -> Result<()> {
     };
     for name in &names {
         let needs = match *name {
-            "idle-mem" | "sweep" => cfg.idle_conns,
+            "idle-mem" | "sweep" | "tls-idle-mem" => cfg.idle_conns,
             "echo-10k" => cfg.many_conns,
             _ => continue,
         };

@@ -58,16 +58,16 @@ pub struct Config {
 }
 
 impl Config {
-    fn server_cpu(&self, count: usize) -> Option<usize> {
+    pub(crate) fn server_cpu(&self, count: usize) -> Option<usize> {
         (self.pin && count == 1).then_some(SERVER_CPU)
     }
 
-    fn loadgen_cpu(&self, count: usize) -> Option<usize> {
+    pub(crate) fn loadgen_cpu(&self, count: usize) -> Option<usize> {
         (self.pin && count == 1).then_some(LOADGEN_CPU)
     }
 
     /// Deadline of one load phase.
-    fn limit(&self) -> Duration {
+    pub(crate) fn limit(&self) -> Duration {
         self.window.warmup + self.window.measure + Duration::from_secs(30)
     }
 }
@@ -199,6 +199,44 @@ pub const SCENARIOS: &[Scenario] = &[
         run: crate::attack::attack,
         in_all: false,
     },
+    // TLS (issue 14; bench/src/tls/): the `tls` group, not in `all`
+    // (about 6 minutes at --runs 5, and `tls-nginx` needs nginx).
+    Scenario {
+        name: "tls-echo-32",
+        about: "TLS text echo, 32 B lines, 100 conns x 16 pipelined; lubdub TLS vs tokio-rustls current_thread",
+        run: |c, o| crate::tls::echo(c, o, 32),
+        in_all: false,
+    },
+    Scenario {
+        name: "tls-echo-4k",
+        about: "TLS text echo, 4 KiB lines, 100 conns x 16 pipelined; lubdub TLS vs tokio-rustls current_thread",
+        run: |c, o| crate::tls::echo(c, o, 4096),
+        in_all: false,
+    },
+    Scenario {
+        name: "tls-handshakes",
+        about: "full TLS handshakes/s (no resumption): connect, handshake, one echo, close; 32 churners",
+        run: crate::tls::handshakes,
+        in_all: false,
+    },
+    Scenario {
+        name: "wss-echo",
+        about: "wss echo, 32 B text messages, 100 conns x 16 pipelined; lubdub-ws vs tokio-tungstenite, both on TLS",
+        run: crate::tls::wss_echo,
+        in_all: false,
+    },
+    Scenario {
+        name: "tls-nginx",
+        about: "lubdub terminating TLS vs nginx (stream, ssl) in front of plain lubdub: pipelined msg/s, ping-pong p99",
+        run: crate::tls::nginx,
+        in_all: false,
+    },
+    Scenario {
+        name: "tls-idle-mem",
+        about: "server RSS per idle TLS connection after the handshake, 10,000 connections",
+        run: crate::tls::idle_mem,
+        in_all: false,
+    },
 ];
 
 /// Runs `one` for lubdub and the tokio peer in turn, `cfg.runs` times
@@ -306,7 +344,7 @@ fn wait_quiet(max: Duration) {
     }
 }
 
-fn start_server(
+pub(crate) fn start_server(
     cfg: &Config,
     imp: Impl,
     proto: Proto,
@@ -327,7 +365,7 @@ fn start_server(
     )
 }
 
-fn describe(t: &Throughput, unit: &str) -> String {
+pub(crate) fn describe(t: &Throughput, unit: &str) -> String {
     let mut s = format!(
         "{} {unit} (CPU: server {:.0}%, load generator {:.0}%, other processes {:.0}%)",
         si(t.per_sec),
@@ -352,12 +390,12 @@ fn describe(t: &Throughput, unit: &str) -> String {
 /// The metrics of a throughput run: rate, and server CPU per operation
 /// (µs), which stays comparable even when the load generator is the
 /// bottleneck.
-fn rate_metrics(t: &Throughput) -> Vec<f64> {
+pub(crate) fn rate_metrics(t: &Throughput) -> Vec<f64> {
     vec![t.per_sec, t.server_cpu / t.per_sec * 1e6]
 }
 
 /// Pushes the rate row and the server-CPU-per-operation row.
-fn push_rate_rows(
+pub(crate) fn push_rate_rows(
     out: &mut Outcome,
     label: String,
     unit: &'static str,

@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use lubdub::{Protocol, Text, Worker, WorkerHandle};
 use lubdub_frame::Frame;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec, LinesCodec};
 
 use crate::sweep::{self, PeerRegistry};
@@ -223,7 +223,7 @@ pub fn serve(o: &ServeOpts) -> Result<()> {
     }
 }
 
-fn run_lubdub<P: Protocol>(h: &WorkerHandle<P>, report_conns: bool) -> Result<()> {
+pub(crate) fn run_lubdub<P: Protocol>(h: &WorkerHandle<P>, report_conns: bool) -> Result<()> {
     println!("port {}", h.local_addr().port());
     if report_conns {
         loop {
@@ -302,13 +302,13 @@ fn run_tokio(proto: Proto, count: usize, report_conns: bool, sweep: Option<usize
                     Proto::Text => {
                         let codec = LinesCodec::new_with_max_length(MAX_MESSAGE);
                         match &registry {
-                            None => echo(Framed::new(sock, codec), |line: String| line).await,
+                            None => echo(&mut Framed::new(sock, codec), |line: String| line).await,
                             Some(reg) => {
                                 // What a tokio user's heartbeat keeps: the
                                 // time of the last line, in a shared map.
                                 let (id, state) = reg.register();
-                                let framed = Framed::new(sock, codec);
-                                echo(framed, |line: String| {
+                                let mut framed = Framed::new(sock, codec);
+                                echo(&mut framed, |line: String| {
                                     state.touch();
                                     line
                                 })
@@ -318,7 +318,11 @@ fn run_tokio(proto: Proto, count: usize, report_conns: bool, sweep: Option<usize
                         }
                     }
                     Proto::Frame => {
-                        echo(Framed::new(sock, tokio_frame_codec()), BytesMut::freeze).await
+                        echo(
+                            &mut Framed::new(sock, tokio_frame_codec()),
+                            BytesMut::freeze,
+                        )
+                        .await
                     }
                 }
                 if let Some(l) = &live {
@@ -333,8 +337,10 @@ fn run_tokio(proto: Proto, count: usize, report_conns: bool, sweep: Option<usize
 /// back, feeding every message that is already readable and flushing once
 /// the stream has nothing more ready (what `StreamExt::forward` does), so a
 /// batch of pipelined requests is answered with one write, as lubdub does.
-async fn echo<C, Out>(mut framed: Framed<TcpStream, C>, reply: impl Fn(C::Item) -> Out)
+/// Over TCP, or TLS (`tls/servers.rs`).
+pub(crate) async fn echo<T, C, Out>(framed: &mut Framed<T, C>, reply: impl Fn(C::Item) -> Out)
 where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     C: Decoder + Encoder<Out>,
 {
     while let Some(Ok(msg)) = framed.next().await {
