@@ -178,14 +178,14 @@ impl Unit {
 }
 
 /// `abc...zabc...` of at least `len` bytes.
-fn pattern(len: usize) -> &'static [u8] {
+pub(crate) fn pattern(len: usize) -> &'static [u8] {
     static P: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let p = P.get_or_init(|| (0..64 * 1024).map(|i| b'a' + (i % 26) as u8).collect());
     assert!(len <= p.len(), "message too large for the pattern");
     p
 }
 
-fn hex(v: u64, out: &mut [u8]) {
+pub(crate) fn hex(v: u64, out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let n = out.len();
     for (i, b) in out.iter_mut().enumerate() {
@@ -200,10 +200,10 @@ fn hex(v: u64, out: &mut [u8]) {
 
 /// State shared by the connection tasks of one run.
 #[derive(Default)]
-struct Shared {
-    completed: AtomicU64,
-    stop: AtomicBool,
-    measuring: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) completed: AtomicU64,
+    pub(crate) stop: AtomicBool,
+    pub(crate) measuring: AtomicBool,
 }
 
 /// Result of a throughput measurement.
@@ -236,7 +236,7 @@ pub struct Window {
 
 /// Waits out the warm-up, then measures `counter`'s rate over the window,
 /// with the CPU use of this thread and of process `server_pid`.
-async fn measure(sh: &Shared, w: Window, server_pid: u32) -> Result<Throughput> {
+pub(crate) async fn measure(sh: &Shared, w: Window, server_pid: u32) -> Result<Throughput> {
     tokio::time::sleep(w.warmup).await;
     let attached = attach(server_pid, w.measure)?;
     let (c0, t0) = (sh.completed.load(Ordering::SeqCst), Instant::now());
@@ -319,7 +319,7 @@ fn thread_cpu() -> Duration {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<TcpStream> {
     let s = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
@@ -338,7 +338,7 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream> {
 /// runs before it left behind. Spread over many addresses, a connect finds
 /// a free port at once, every run starts from the same state, and the
 /// server, not the port search, is what the rate measures.
-fn churn_source(id: usize, seq: u64) -> std::net::IpAddr {
+pub(crate) fn churn_source(id: usize, seq: u64) -> std::net::IpAddr {
     let k = (seq as usize).wrapping_mul(7919).wrapping_add(id) as u16;
     std::net::Ipv4Addr::new(127, 1, (k >> 8) as u8, k as u8).into()
 }
@@ -427,7 +427,10 @@ async fn connect_many_sources(
 }
 
 /// Joins the connection tasks after the window, each within `grace`.
-async fn join_all<T: 'static>(set: &mut JoinSet<Result<T>>, grace: Duration) -> Result<Vec<T>> {
+pub(crate) async fn join_all<T: 'static>(
+    set: &mut JoinSet<Result<T>>,
+    grace: Duration,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + grace;
     loop {
@@ -756,7 +759,7 @@ async fn read_reply(s: &mut TcpStream, buf: &mut [u8], size: usize) -> Result<()
     Ok(())
 }
 
-async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+pub(crate) async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;
     while !cond() {
         if Instant::now() >= deadline {
@@ -768,7 +771,7 @@ async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(
 }
 
 /// The server's RSS once two reads 150 ms apart agree (at most 3 s).
-async fn settled_rss(pid: u32) -> Result<u64> {
+pub(crate) async fn settled_rss(pid: u32) -> Result<u64> {
     let mut last = sys::rss_bytes(pid)?;
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {

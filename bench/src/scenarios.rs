@@ -58,16 +58,16 @@ pub struct Config {
 }
 
 impl Config {
-    fn server_cpu(&self, count: usize) -> Option<usize> {
+    pub(crate) fn server_cpu(&self, count: usize) -> Option<usize> {
         (self.pin && count == 1).then_some(SERVER_CPU)
     }
 
-    fn loadgen_cpu(&self, count: usize) -> Option<usize> {
+    pub(crate) fn loadgen_cpu(&self, count: usize) -> Option<usize> {
         (self.pin && count == 1).then_some(LOADGEN_CPU)
     }
 
     /// Deadline of one load phase.
-    fn limit(&self) -> Duration {
+    pub(crate) fn limit(&self) -> Duration {
         self.window.warmup + self.window.measure + Duration::from_secs(30)
     }
 }
@@ -199,6 +199,37 @@ pub const SCENARIOS: &[Scenario] = &[
         run: crate::attack::attack,
         in_all: false,
     },
+    Scenario {
+        name: "ws-echo-32",
+        about: "WebSocket text echo, 32 B, 100 conns x 16 pipelined, masked client frames; \
+                lubdub vs tokio-tungstenite, then vs fastwebsockets (group `ws`, not in `all`)",
+        run: |c, o| crate::ws::echo(c, o, 32),
+        in_all: false,
+    },
+    Scenario {
+        name: "ws-echo-4k",
+        about: "WebSocket text echo, 4 KiB, 100 conns x 16 pipelined; vs tokio-tungstenite, vs fastwebsockets",
+        run: |c, o| crate::ws::echo(c, o, 4096),
+        in_all: false,
+    },
+    Scenario {
+        name: "ws-handshakes",
+        about: "WebSocket handshakes/s: connect, upgrade, close handshake; 32 churners; vs tokio-tungstenite",
+        run: crate::ws::handshakes,
+        in_all: false,
+    },
+    Scenario {
+        name: "ws-idle-mem",
+        about: "server RSS per idle upgraded WebSocket connection, 10,000 connections; vs tokio-tungstenite",
+        run: crate::ws::idle_mem,
+        in_all: false,
+    },
+    Scenario {
+        name: "ws-deflate",
+        about: "WebSocket echo with permessage-deflate, 32 B and 4 KiB word text; lubdub vs lubdub without deflate",
+        run: crate::ws::deflate,
+        in_all: false,
+    },
 ];
 
 /// Runs `one` for lubdub and the tokio peer in turn, `cfg.runs` times
@@ -327,7 +358,7 @@ fn start_server(
     )
 }
 
-fn describe(t: &Throughput, unit: &str) -> String {
+pub(crate) fn describe(t: &Throughput, unit: &str) -> String {
     let mut s = format!(
         "{} {unit} (CPU: server {:.0}%, load generator {:.0}%, other processes {:.0}%)",
         si(t.per_sec),
@@ -352,12 +383,12 @@ fn describe(t: &Throughput, unit: &str) -> String {
 /// The metrics of a throughput run: rate, and server CPU per operation
 /// (µs), which stays comparable even when the load generator is the
 /// bottleneck.
-fn rate_metrics(t: &Throughput) -> Vec<f64> {
+pub(crate) fn rate_metrics(t: &Throughput) -> Vec<f64> {
     vec![t.per_sec, t.server_cpu / t.per_sec * 1e6]
 }
 
 /// Pushes the rate row and the server-CPU-per-operation row.
-fn push_rate_rows(
+pub(crate) fn push_rate_rows(
     out: &mut Outcome,
     label: String,
     unit: &'static str,
