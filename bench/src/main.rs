@@ -23,6 +23,9 @@ mod servers;
 mod sweep;
 mod sys;
 mod timers;
+mod ws;
+mod ws_load;
+mod ws_peers;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -33,7 +36,7 @@ use crate::loadgen::Window;
 use crate::scenarios::{Config, Outcome, SCENARIOS};
 
 const USAGE: &str = "\
-usage: lubdub-bench <all | SCENARIO...> [options]
+usage: lubdub-bench <all | ws | SCENARIO...> [options]
        lubdub-bench list
 
 options:
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
     let child = matches!(
         args.first().map(String::as_str),
         Some("serve" | "timers-child" | "client-child" | "healthy-child" | "attack-child")
+            | Some("ws-serve")
     );
     let res = match args.first().map(String::as_str) {
         Some("serve") => servers::ServeOpts::from_args(&args[1..]).and_then(|o| servers::serve(&o)),
@@ -77,6 +81,9 @@ fn main() -> ExitCode {
         Some("client-child") => clients::child_main(&args[1..]),
         Some("healthy-child") => healthy::healthy_main(&args[1..]),
         Some("attack-child") => attackers::attack_main(&args[1..]),
+        Some("ws-serve") => {
+            ws_peers::WsServeOpts::from_args(&args[1..]).and_then(|o| ws_peers::serve(&o))
+        }
         Some("list") => {
             for s in SCENARIOS {
                 println!("{:<10} {}", s.name, s.about);
@@ -153,6 +160,7 @@ fn runner(args: &[String]) -> Result<()> {
                 let _ = child::SERVER_WRAP.set(cmd.clone());
             }
             "all" => names.extend(SCENARIOS.iter().filter(|s| s.in_all).map(|s| s.name)),
+            "ws" => names.extend(ws::GROUP),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
             name => {
                 if !SCENARIOS.iter().any(|s| s.name == name) {
