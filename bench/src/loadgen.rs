@@ -178,14 +178,14 @@ impl Unit {
 }
 
 /// `abc...zabc...` of at least `len` bytes.
-fn pattern(len: usize) -> &'static [u8] {
+pub(crate) fn pattern(len: usize) -> &'static [u8] {
     static P: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let p = P.get_or_init(|| (0..64 * 1024).map(|i| b'a' + (i % 26) as u8).collect());
     assert!(len <= p.len(), "message too large for the pattern");
     p
 }
 
-fn hex(v: u64, out: &mut [u8]) {
+pub(crate) fn hex(v: u64, out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let n = out.len();
     for (i, b) in out.iter_mut().enumerate() {

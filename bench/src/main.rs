@@ -24,6 +24,9 @@ mod sweep;
 mod sys;
 mod timers;
 mod tls;
+mod ws;
+mod ws_load;
+mod ws_peers;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -34,7 +37,7 @@ use crate::loadgen::Window;
 use crate::scenarios::{Config, Outcome, SCENARIOS};
 
 const USAGE: &str = "\
-usage: lubdub-bench <all | tls | SCENARIO...> [options]
+usage: lubdub-bench <all | tls | ws | SCENARIO...> [options]
        lubdub-bench list
 
 `all`: every scenario but `attack` and the TLS ones; `tls`: the TLS scenarios.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Some(
             "serve"
                 | "serve-tls"
+                | "ws-serve"
                 | "timers-child"
                 | "client-child"
                 | "healthy-child"
@@ -88,6 +92,9 @@ fn main() -> ExitCode {
         Some("client-child") => clients::child_main(&args[1..]),
         Some("healthy-child") => healthy::healthy_main(&args[1..]),
         Some("attack-child") => attackers::attack_main(&args[1..]),
+        Some("ws-serve") => {
+            ws_peers::WsServeOpts::from_args(&args[1..]).and_then(|o| ws_peers::serve(&o))
+        }
         Some("list") => {
             for s in SCENARIOS {
                 println!("{:<10} {}", s.name, s.about);
@@ -165,6 +172,7 @@ fn runner(args: &[String]) -> Result<()> {
             }
             "all" => names.extend(SCENARIOS.iter().filter(|s| s.in_all).map(|s| s.name)),
             "tls" => names.extend(tls::GROUP),
+            "ws" => names.extend(ws::GROUP),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
             name => {
                 if !SCENARIOS.iter().any(|s| s.name == name) {

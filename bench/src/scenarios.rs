@@ -237,6 +237,38 @@ pub const SCENARIOS: &[Scenario] = &[
         run: crate::tls::idle_mem,
         in_all: false,
     },
+    // WebSocket (issue 13; bench/src/ws*.rs): the `ws` group, not in `all`.
+    Scenario {
+        name: "ws-echo-32",
+        about: "WebSocket text echo, 32 B, 100 conns x 16 pipelined, masked client frames; \
+                lubdub vs tokio-tungstenite, then vs fastwebsockets (group `ws`, not in `all`)",
+        run: |c, o| crate::ws::echo(c, o, 32),
+        in_all: false,
+    },
+    Scenario {
+        name: "ws-echo-4k",
+        about: "WebSocket text echo, 4 KiB, 100 conns x 16 pipelined; vs tokio-tungstenite, vs fastwebsockets",
+        run: |c, o| crate::ws::echo(c, o, 4096),
+        in_all: false,
+    },
+    Scenario {
+        name: "ws-handshakes",
+        about: "WebSocket handshakes/s: connect, upgrade, close handshake; 32 churners; vs tokio-tungstenite",
+        run: crate::ws::handshakes,
+        in_all: false,
+    },
+    Scenario {
+        name: "ws-idle-mem",
+        about: "server RSS per idle upgraded WebSocket connection, 10,000 connections; vs tokio-tungstenite",
+        run: crate::ws::idle_mem,
+        in_all: false,
+    },
+    Scenario {
+        name: "ws-deflate",
+        about: "WebSocket echo with permessage-deflate, 32 B and 4 KiB word text; lubdub vs lubdub without deflate",
+        run: crate::ws::deflate,
+        in_all: false,
+    },
 ];
 
 /// Runs `one` for lubdub and the tokio peer in turn, `cfg.runs` times

@@ -40,6 +40,15 @@ struct PartialMessage {
     utf8: Utf8Validator,
 }
 
+/// permessage-deflate state of a connection. Boxed in [`FrameDecoder`]:
+/// flate2's stream is 160 bytes inline, which connections without deflate
+/// (and every idle one's decoder) should not carry.
+struct Inflating {
+    inflater: Inflater,
+    /// Unmasked compressed bytes on their way to the inflater (reused).
+    scratch: Vec<u8>,
+}
+
 /// Frame decoding state of one connection.
 pub(crate) struct FrameDecoder {
     rules: HeaderRules,
@@ -47,11 +56,9 @@ pub(crate) struct FrameDecoder {
     mask_rng: Option<fastrand::Rng>,
     max_message: usize,
     deliver_pings: bool,
-    inflater: Option<Inflater>,
+    inflating: Option<Box<Inflating>>,
     frame: Option<PartialFrame>,
     message: Option<PartialMessage>,
-    /// Unmasked compressed bytes on their way to the inflater (reused).
-    scratch: Vec<u8>,
     closed: bool,
 }
 
@@ -70,10 +77,14 @@ impl FrameDecoder {
             mask_rng,
             max_message,
             deliver_pings,
-            inflater,
+            inflating: inflater.map(|inflater| {
+                Box::new(Inflating {
+                    inflater,
+                    scratch: Vec::new(),
+                })
+            }),
             frame: None,
             message: None,
-            scratch: Vec::new(),
             closed: false,
         }
     }
@@ -219,17 +230,18 @@ impl FrameDecoder {
         let piece = &src[..n];
         let offset = (frame.done % 4) as usize;
         if msg.compressed {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(piece);
-            if let Some(key) = frame.mask {
-                apply_mask(&mut self.scratch, key, offset);
-            }
-            let Some(inflater) = self.inflater.as_mut() else {
+            let Some(z) = self.inflating.as_deref_mut() else {
                 return Err(ProtocolError::Malformed(
                     "compressed message without deflate",
                 ));
             };
-            inflater.inflate(&self.scratch, &mut msg.buf, self.max_message)?;
+            z.scratch.clear();
+            z.scratch.extend_from_slice(piece);
+            if let Some(key) = frame.mask {
+                apply_mask(&mut z.scratch, key, offset);
+            }
+            z.inflater
+                .inflate(&z.scratch, &mut msg.buf, self.max_message)?;
         } else {
             let start = msg.buf.len();
             msg.buf.extend_from_slice(piece);
@@ -244,8 +256,8 @@ impl FrameDecoder {
             self.frame = None;
         }
         if message_done && msg.compressed {
-            if let Some(inflater) = self.inflater.as_mut() {
-                inflater.finish(&mut msg.buf, self.max_message)?;
+            if let Some(z) = self.inflating.as_deref_mut() {
+                z.inflater.finish(&mut msg.buf, self.max_message)?;
             }
         }
         if msg.text {

@@ -37,9 +37,16 @@ use crate::Message;
 pub struct WsEncoder {
     /// Client role: mask every frame with a fresh random key.
     mask_rng: Option<fastrand::Rng>,
-    deflater: Option<Deflater>,
+    compressing: Option<Box<Compressing>>,
     established: bool,
     close_sent: bool,
+}
+
+/// The compressor of a connection with permessage-deflate. Boxed: flate2's
+/// stream is 160 bytes inline, and the encoder lives in every connection,
+/// idle or not, deflate or not.
+struct Compressing {
+    deflater: Deflater,
     /// Compressed payload of the message being encoded (reused).
     scratch: Vec<u8>,
 }
@@ -48,7 +55,7 @@ impl std::fmt::Debug for WsEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsEncoder")
             .field("masks", &self.mask_rng.is_some())
-            .field("compresses", &self.deflater.is_some())
+            .field("compresses", &self.compressing.is_some())
             .field("established", &self.established)
             .field("close_sent", &self.close_sent)
             .finish()
@@ -59,17 +66,21 @@ impl WsEncoder {
     pub(crate) fn new(client: bool) -> Self {
         WsEncoder {
             mask_rng: client.then(fastrand::Rng::new),
-            deflater: None,
+            compressing: None,
             established: false,
             close_sent: false,
-            scratch: Vec::new(),
         }
     }
 
     /// The handshake finished: frames may be written, compressed as agreed.
     pub(crate) fn establish(&mut self, deflate: Option<&Negotiated>) {
         self.established = true;
-        self.deflater = deflate.and_then(Negotiated::deflater);
+        self.compressing = deflate.and_then(Negotiated::deflater).map(|deflater| {
+            Box::new(Compressing {
+                deflater,
+                scratch: Vec::new(),
+            })
+        });
     }
 
     /// Whether the handshake was accepted.
@@ -84,7 +95,7 @@ impl WsEncoder {
 
     /// Whether messages are compressed (permessage-deflate negotiated).
     pub fn compresses(&self) -> bool {
-        self.deflater.is_some()
+        self.compressing.is_some()
     }
 
     fn next_mask(&mut self) -> Option<[u8; 4]> {
@@ -113,13 +124,13 @@ impl WsEncoder {
             write_frame(dst, true, false, opcode, mask, payload);
             return Ok(());
         }
-        match self.deflater.as_mut() {
-            Some(deflater) if deflater.wants(payload.len()) => {
-                deflater.compress(payload, &mut self.scratch)?;
-                dst.reserve(MAX_HEADER_LEN + self.scratch.len());
-                write_header(dst, true, true, opcode, mask, self.scratch.len());
+        match self.compressing.as_deref_mut() {
+            Some(z) if z.deflater.wants(payload.len()) => {
+                z.deflater.compress(payload, &mut z.scratch)?;
+                dst.reserve(MAX_HEADER_LEN + z.scratch.len());
+                write_header(dst, true, true, opcode, mask, z.scratch.len());
                 let start = dst.len();
-                dst.extend_from_slice(&self.scratch);
+                dst.extend_from_slice(&z.scratch);
                 if let Some(key) = mask {
                     apply_mask(&mut dst[start..], key, 0);
                 }
