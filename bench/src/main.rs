@@ -17,6 +17,8 @@ mod attackers;
 mod child;
 mod clients;
 mod healthy;
+mod hub;
+mod hub_wire;
 mod loadgen;
 mod scenarios;
 mod servers;
@@ -33,7 +35,7 @@ use crate::loadgen::Window;
 use crate::scenarios::{Config, Outcome, SCENARIOS};
 
 const USAGE: &str = "\
-usage: lubdub-bench <all | SCENARIO...> [options]
+usage: lubdub-bench <all | hub | SCENARIO...> [options]
        lubdub-bench list
 
 options:
@@ -69,7 +71,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let child = matches!(
         args.first().map(String::as_str),
-        Some("serve" | "timers-child" | "client-child" | "healthy-child" | "attack-child")
+        Some(
+            "serve"
+                | "timers-child"
+                | "client-child"
+                | "healthy-child"
+                | "attack-child"
+                | "hub-local-serve"
+                | "hub-node"
+        )
     );
     let res = match args.first().map(String::as_str) {
         Some("serve") => servers::ServeOpts::from_args(&args[1..]).and_then(|o| servers::serve(&o)),
@@ -77,6 +87,8 @@ fn main() -> ExitCode {
         Some("client-child") => clients::child_main(&args[1..]),
         Some("healthy-child") => healthy::healthy_main(&args[1..]),
         Some("attack-child") => attackers::attack_main(&args[1..]),
+        Some("hub-local-serve") => hub::local_serve_main(&args[1..]),
+        Some("hub-node") => hub::node_main(&args[1..]),
         Some("list") => {
             for s in SCENARIOS {
                 println!("{:<10} {}", s.name, s.about);
@@ -153,6 +165,12 @@ fn runner(args: &[String]) -> Result<()> {
                 let _ = child::SERVER_WRAP.set(cmd.clone());
             }
             "all" => names.extend(SCENARIOS.iter().filter(|s| s.in_all).map(|s| s.name)),
+            "hub" => names.extend(
+                SCENARIOS
+                    .iter()
+                    .filter(|s| s.name.starts_with("hub-"))
+                    .map(|s| s.name),
+            ),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
             name => {
                 if !SCENARIOS.iter().any(|s| s.name == name) {
@@ -170,6 +188,7 @@ fn runner(args: &[String]) -> Result<()> {
         bail!("no scenario given\n{USAGE}");
     }
     names.dedup();
+    hub::preflight(&names)?;
 
     let fd = sys::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
     let cpus = sys::online_cpus();
