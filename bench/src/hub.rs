@@ -1440,13 +1440,19 @@ pub fn backplane(cfg: &Config, out: &mut Outcome) -> Result<()> {
             peer,
         });
     }
-    let r = median(&l[0]) / median(&plain);
+    let verdict = |r: f64| if r >= 0.5 { "met" } else { "NOT met" };
+    let (r, rp) = (
+        median(&l[0]) / median(&plain),
+        median(&l[0]) / median(&piped),
+    );
     out.notes.push(format!(
-        "hub-backplane: the peer column is Socket.IO (rows 1-3) and redis-benchmark (rows 4-5). Target: \
-         lubdub's publishes/s crossing Redis >= 0.5x redis-benchmark's PUBLISH/s: {r:.2}x ({}); \
-         against -P 16: {:.2}x",
-        if r >= 0.5 { "met" } else { "NOT met" },
-        median(&l[0]) / median(&piped)
+        "hub-backplane: the peer column is Socket.IO (rows 1-3) and redis-benchmark (rows 4-5). \
+         Target: lubdub's publishes/s through Redis (each reaching both members) >= 0.5x \
+         redis-benchmark's PUBLISH/s: against its default (50 clients, one command in flight each) \
+         {r:.2}x ({}); against -P 16 (Redis's pipelined ceiling, on a machine Redis shares only \
+         with redis-benchmark) {rp:.2}x ({})",
+        verdict(r),
+        verdict(rp)
     ));
     Ok(())
 }
