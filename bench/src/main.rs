@@ -17,6 +17,8 @@ mod attackers;
 mod child;
 mod clients;
 mod healthy;
+mod hub;
+mod hub_wire;
 mod loadgen;
 mod scenarios;
 mod servers;
@@ -37,10 +39,11 @@ use crate::loadgen::Window;
 use crate::scenarios::{Config, Outcome, SCENARIOS};
 
 const USAGE: &str = "\
-usage: lubdub-bench <all | tls | ws | SCENARIO...> [options]
+usage: lubdub-bench <all | tls | ws | hub | SCENARIO...> [options]
        lubdub-bench list
 
-`all`: every scenario but `attack` and the TLS ones; `tls`: the TLS scenarios.
+`all`: every scenario but `attack` and the TLS, WebSocket and hub ones;
+`tls`, `ws`, `hub`: the TLS, WebSocket and hub scenarios.
 
 options:
   --runs N          runs per implementation, alternating (default 3; --quick: 1)
@@ -83,6 +86,8 @@ fn main() -> ExitCode {
                 | "client-child"
                 | "healthy-child"
                 | "attack-child"
+                | "hub-local-serve"
+                | "hub-node"
         )
     );
     let res = match args.first().map(String::as_str) {
@@ -95,6 +100,8 @@ fn main() -> ExitCode {
         Some("ws-serve") => {
             ws_peers::WsServeOpts::from_args(&args[1..]).and_then(|o| ws_peers::serve(&o))
         }
+        Some("hub-local-serve") => hub::local_serve_main(&args[1..]),
+        Some("hub-node") => hub::node_main(&args[1..]),
         Some("list") => {
             for s in SCENARIOS {
                 println!("{:<10} {}", s.name, s.about);
@@ -173,6 +180,12 @@ fn runner(args: &[String]) -> Result<()> {
             "all" => names.extend(SCENARIOS.iter().filter(|s| s.in_all).map(|s| s.name)),
             "tls" => names.extend(tls::GROUP),
             "ws" => names.extend(ws::GROUP),
+            "hub" => names.extend(
+                SCENARIOS
+                    .iter()
+                    .filter(|s| s.name.starts_with("hub-"))
+                    .map(|s| s.name),
+            ),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
             name => {
                 if !SCENARIOS.iter().any(|s| s.name == name) {
@@ -190,6 +203,7 @@ fn runner(args: &[String]) -> Result<()> {
         bail!("no scenario given\n{USAGE}");
     }
     names.dedup();
+    hub::preflight(&names)?;
 
     let fd = sys::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
     let cpus = sys::online_cpus();

@@ -269,6 +269,28 @@ pub const SCENARIOS: &[Scenario] = &[
         run: crate::ws::deflate,
         in_all: false,
     },
+    // Hub (issue 15; bench/src/hub*.rs): the `hub` group, not in `all`.
+    Scenario {
+        name: "hub-fanout-local",
+        about: "hub: 1 message to a group of 10,000 local conns, time until the last has it; \
+                lubdub Hub vs tokio broadcast + FramedWrite; group `hub`, not in `all`",
+        run: crate::hub::fanout_local,
+        in_all: false,
+    },
+    Scenario {
+        name: "hub-fanout-cluster",
+        about: "hub: Redis + 3 nodes, publisher on node 1, 1,000 members on nodes 2+3, WebSocket; \
+                delivered msg/s and p99 vs Socket.IO 4 + redis-adapter; group `hub`",
+        run: crate::hub::fanout_cluster,
+        in_all: false,
+    },
+    Scenario {
+        name: "hub-backplane",
+        about: "hub: Redis + 3 nodes, 1 member on node 2 and 1 on node 3: publishes/s vs Socket.IO \
+                and vs redis-benchmark PUBLISH; group `hub`",
+        run: crate::hub::backplane,
+        in_all: false,
+    },
 ];
 
 /// Runs `one` for lubdub and the tokio peer in turn, `cfg.runs` times
