@@ -73,6 +73,35 @@ pub struct Unit {
     pub size: usize,
 }
 
+/// A fixed-size request and its fixed-size reply, as the pipelined
+/// scenarios need them: [`Unit`] (a reply is the request), and the
+/// WebSocket units (a masked client frame, an unmasked echo).
+pub(crate) trait PipelineUnit: Copy + Send + 'static {
+    /// Bytes on the wire per request.
+    fn request_size(&self) -> usize;
+    /// Bytes on the wire per reply.
+    fn reply_size(&self) -> usize;
+    /// Writes request `seq` of connection `conn` (`request_size` bytes).
+    fn fill_request(&self, conn: u32, seq: u64, out: &mut [u8]);
+    /// Checks `chunk`, the reply bytes at stream offset `start`.
+    fn check(&self, conn: u32, start: u64, chunk: &[u8], scratch: &mut [u8]) -> Result<()>;
+}
+
+impl PipelineUnit for Unit {
+    fn request_size(&self) -> usize {
+        self.size
+    }
+    fn reply_size(&self) -> usize {
+        self.size
+    }
+    fn fill_request(&self, conn: u32, seq: u64, out: &mut [u8]) {
+        self.fill(conn, seq, out)
+    }
+    fn check(&self, conn: u32, start: u64, chunk: &[u8], scratch: &mut [u8]) -> Result<()> {
+        Unit::check(self, conn, start, chunk, scratch)
+    }
+}
+
 impl Unit {
     /// A Text line of `size` bytes, `\n` included.
     pub fn text(size: usize) -> Unit {
@@ -491,13 +520,14 @@ pub async fn pipelined(
     pipelined_over(streams, &[server_pid], depth, unit, rbuf, w).await
 }
 
-/// [`pipelined`] over connections already open (TCP or TLS), with read
-/// buffers of `rbuf` bytes, the server being processes `server_pids`.
-pub(crate) async fn pipelined_over<S: Conn>(
+/// [`pipelined`] over connections already open (TCP or TLS, plain lines,
+/// frames or WebSocket messages), with read buffers of `rbuf` bytes, the
+/// server being processes `server_pids`.
+pub(crate) async fn pipelined_over<S: Conn, U: PipelineUnit>(
     streams: Vec<S>,
     server_pids: &[u32],
     depth: usize,
-    unit: Unit,
+    unit: U,
     rbuf: usize,
     w: Window,
 ) -> Result<Throughput> {
@@ -513,29 +543,28 @@ pub(crate) async fn pipelined_over<S: Conn>(
     Ok(t)
 }
 
-async fn pipeline_conn<S: Conn>(
+async fn pipeline_conn<S: Conn, U: PipelineUnit>(
     mut s: S,
-    unit: Unit,
+    unit: U,
     depth: usize,
     rbuf_len: usize,
     id: u32,
     sh: Arc<Shared>,
 ) -> Result<()> {
-    let size = unit.size;
-    let mut wbuf = vec![0u8; depth * size];
-    let mut rbuf = vec![0u8; rbuf_len.max(2 * depth * size)];
-    let mut scratch = vec![0u8; size];
-    let mut sent: u64 = 0;
-    let mut recv: u64 = 0;
-    for (i, u) in wbuf.chunks_exact_mut(size).enumerate() {
-        unit.fill(id, i as u64, u);
+    let (req, rep) = (unit.request_size(), unit.reply_size());
+    let mut wbuf = vec![0u8; depth * req];
+    let mut rbuf = vec![0u8; rbuf_len.max(2 * depth * rep)];
+    let mut scratch = vec![0u8; rep];
+    let (mut sent, mut recv) = (0u64, 0u64);
+    for (i, u) in wbuf.chunks_exact_mut(req).enumerate() {
+        unit.fill_request(id, i as u64, u);
     }
     s.write_all(&wbuf).await?;
     // A no-op for TCP; TLS streams may hold records until flushed.
     s.flush().await?;
     sent += depth as u64;
     loop {
-        if sh.stop.load(Ordering::Relaxed) && recv == sent * size as u64 {
+        if sh.stop.load(Ordering::Relaxed) && recv == sent * rep as u64 {
             return Ok(());
         }
         let n = s.read(&mut rbuf).await?;
@@ -543,20 +572,20 @@ async fn pipeline_conn<S: Conn>(
             bail!("connection {id}: server closed the connection");
         }
         unit.check(id, recv, &rbuf[..n], &mut scratch)?;
-        let before = recv / size as u64;
+        let before = recv / rep as u64;
         recv += n as u64;
-        if recv > sent * size as u64 {
+        if recv > sent * rep as u64 {
             bail!("connection {id}: server sent more bytes than it was sent");
         }
-        let done = recv / size as u64 - before;
+        let done = recv / rep as u64 - before;
         if done == 0 {
             continue;
         }
         sh.completed.fetch_add(done, Ordering::Relaxed);
         if !sh.stop.load(Ordering::Relaxed) {
-            let out = &mut wbuf[..done as usize * size];
-            for (i, u) in out.chunks_exact_mut(size).enumerate() {
-                unit.fill(id, sent + i as u64, u);
+            let out = &mut wbuf[..done as usize * req];
+            for (i, u) in out.chunks_exact_mut(req).enumerate() {
+                unit.fill_request(id, sent + i as u64, u);
             }
             s.write_all(out).await?;
             s.flush().await?;

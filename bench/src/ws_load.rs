@@ -138,6 +138,21 @@ impl WsUnit {
     }
 }
 
+impl loadgen::PipelineUnit for WsUnit {
+    fn request_size(&self) -> usize {
+        WsUnit::request_size(self)
+    }
+    fn reply_size(&self) -> usize {
+        WsUnit::reply_size(self)
+    }
+    fn fill_request(&self, conn: u32, seq: u64, out: &mut [u8]) {
+        WsUnit::fill_request(self, conn, seq, out)
+    }
+    fn check(&self, conn: u32, start: u64, chunk: &[u8], scratch: &mut [u8]) -> Result<()> {
+        WsUnit::check(self, conn, start, chunk, scratch)
+    }
+}
+
 /// Header length (without a masking key) of a frame of `len` payload bytes.
 fn header_len(len: usize) -> usize {
     match len {
@@ -394,10 +409,16 @@ pub fn check_response(
 }
 
 /// The client side of the opening handshake on `s`.
-pub async fn upgrade(s: &mut TcpStream, host: &str, offer_deflate: bool) -> Result<Upgraded> {
+pub async fn upgrade<S: loadgen::Conn>(
+    s: &mut S,
+    host: &str,
+    offer_deflate: bool,
+) -> Result<Upgraded> {
     let key = generate_key();
     s.write_all(upgrade_request(host, &key, offer_deflate).as_bytes())
         .await?;
+    // A no-op for TCP; a TLS stream holds the record until flushed.
+    s.flush().await?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     let end = loop {
@@ -480,65 +501,12 @@ pub async fn pipelined(
     w: Window,
 ) -> Result<Throughput> {
     let streams = open_many(addr, conns, 256, false).await?;
-    let sh = Arc::new(Shared::default());
-    let mut set = JoinSet::new();
-    for (id, (s, up)) in streams.into_iter().enumerate() {
+    let mut plain = Vec::with_capacity(streams.len());
+    for (s, up) in streams {
         ensure!(up.leftover.is_empty(), "server sent frames unasked");
-        set.spawn(pipeline_conn(s, unit, depth, id as u32, sh.clone()));
+        plain.push(s);
     }
-    let t = loadgen::measure(&sh, w, &[server_pid]).await;
-    sh.stop.store(true, Ordering::SeqCst);
-    let t = t?;
-    loadgen::join_all(&mut set, Duration::from_secs(10)).await?;
-    Ok(t)
-}
-
-async fn pipeline_conn(
-    mut s: TcpStream,
-    unit: WsUnit,
-    depth: usize,
-    id: u32,
-    sh: Arc<Shared>,
-) -> Result<()> {
-    let (req, rep) = (unit.request_size(), unit.reply_size());
-    let mut wbuf = vec![0u8; depth * req];
-    let mut rbuf = vec![0u8; (64 * 1024).max(2 * depth * rep)];
-    let mut scratch = vec![0u8; rep];
-    let mut sent: u64 = 0;
-    let mut recv: u64 = 0;
-    for (i, u) in wbuf.chunks_exact_mut(req).enumerate() {
-        unit.fill_request(id, i as u64, u);
-    }
-    s.write_all(&wbuf).await?;
-    sent += depth as u64;
-    loop {
-        if sh.stop.load(Ordering::Relaxed) && recv == sent * rep as u64 {
-            return Ok(());
-        }
-        let n = s.read(&mut rbuf).await?;
-        if n == 0 {
-            bail!("connection {id}: server closed the connection");
-        }
-        unit.check(id, recv, &rbuf[..n], &mut scratch)?;
-        let before = recv / rep as u64;
-        recv += n as u64;
-        if recv > sent * rep as u64 {
-            bail!("connection {id}: server sent more bytes than it was sent");
-        }
-        let done = recv / rep as u64 - before;
-        if done == 0 {
-            continue;
-        }
-        sh.completed.fetch_add(done, Ordering::Relaxed);
-        if !sh.stop.load(Ordering::Relaxed) {
-            let out = &mut wbuf[..done as usize * req];
-            for (i, u) in out.chunks_exact_mut(req).enumerate() {
-                unit.fill_request(id, sent + i as u64, u);
-            }
-            s.write_all(out).await?;
-            sent += done;
-        }
-    }
+    loadgen::pipelined_over(plain, &[server_pid], depth, unit, 64 * 1024, w).await
 }
 
 /// Result of [`deflate_pipelined`].

@@ -11,9 +11,9 @@ use tokio_util::codec::{Framed, LinesCodec};
 
 use super::load::{self, TlsClient};
 use super::servers::{lubdub_text, lubdub_ws, tokio_tls_server, Kind};
-use super::ws::WsUnit;
 use super::{nginx, server_config, Pki};
 use crate::loadgen::{self, Unit, Window};
+use crate::ws_load::WsUnit;
 
 const WINDOW: Window = Window {
     warmup: Duration::from_millis(50),

@@ -13,14 +13,14 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, HandshakeKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 
-use super::ws::{self, WsUnit};
 use crate::loadgen::{self, Conn, Idle, PingPong, Shared, Throughput, Unit, Window};
 use crate::sys;
+use crate::ws_load::{self, WsUnit};
 
 /// A TLS connection of the load generator.
 pub type TlsConn = tokio_rustls::client::TlsStream<TcpStream>;
@@ -269,7 +269,8 @@ pub async fn idle(
 }
 
 /// Pipelined WebSocket echo over TLS: `conns` connections, each upgraded
-/// (`ws::handshake`) and then keeping `depth` masked text frames in flight.
+/// (`ws_load::upgrade`, no extension offered) and then keeping `depth`
+/// masked text frames in flight, as the plain `ws` scenarios do.
 pub async fn ws_pipelined(
     client: &TlsClient,
     addr: SocketAddr,
@@ -284,9 +285,12 @@ pub async fn ws_pipelined(
     let mut set = JoinSet::new();
     for (i, mut s) in streams.drain(..).enumerate() {
         set.spawn(async move {
-            ws::handshake(&mut s, "localhost")
+            let up = ws_load::upgrade(&mut s, "localhost", false)
                 .await
                 .with_context(|| format!("connection {i}: WebSocket upgrade"))?;
+            if !up.leftover.is_empty() {
+                bail!("connection {i}: server sent frames unasked");
+            }
             Ok::<_, anyhow::Error>((i, s))
         });
     }
@@ -295,66 +299,7 @@ pub async fn ws_pipelined(
         upgraded.push(r??);
     }
     upgraded.sort_by_key(|(i, _)| *i);
-    let sh = Arc::new(Shared::default());
-    let mut set = JoinSet::new();
-    for (id, s) in upgraded {
-        set.spawn(ws_pipeline_conn(s, unit, depth, id as u32, sh.clone()));
-    }
-    let t = loadgen::measure(&sh, w, &[server_pid]).await;
-    sh.stop.store(true, Ordering::SeqCst);
-    let t = t?;
-    loadgen::join_all(&mut set, Duration::from_secs(10)).await?;
+    let streams = upgraded.into_iter().map(|(_, s)| s).collect();
+    let t = loadgen::pipelined_over(streams, &[server_pid], depth, unit, 64 * 1024, w).await?;
     Ok((t, session))
-}
-
-/// One pipelined WebSocket connection: as `loadgen`'s `pipeline_conn`,
-/// with requests (masked client frames) and replies (unmasked server
-/// frames) of different sizes.
-pub(crate) async fn ws_pipeline_conn<S: Conn>(
-    mut s: S,
-    unit: WsUnit,
-    depth: usize,
-    id: u32,
-    sh: Arc<Shared>,
-) -> Result<()> {
-    let (req, rep) = (unit.request_size(), unit.reply_size());
-    let mut wbuf = vec![0u8; depth * req];
-    let mut rbuf = vec![0u8; (64 * 1024).max(2 * depth * rep)];
-    let mut scratch = vec![0u8; rep];
-    let (mut sent, mut recv) = (0u64, 0u64);
-    for (i, u) in wbuf.chunks_exact_mut(req).enumerate() {
-        unit.fill_request(id, i as u64, u);
-    }
-    s.write_all(&wbuf).await?;
-    s.flush().await?;
-    sent += depth as u64;
-    loop {
-        if sh.stop.load(Ordering::Relaxed) && recv == sent * rep as u64 {
-            return Ok(());
-        }
-        let n = s.read(&mut rbuf).await?;
-        if n == 0 {
-            bail!("connection {id}: server closed the connection");
-        }
-        unit.check(id, recv, &rbuf[..n], &mut scratch)?;
-        let before = recv / rep as u64;
-        recv += n as u64;
-        if recv > sent * rep as u64 {
-            bail!("connection {id}: server sent more bytes than it was sent frames for");
-        }
-        let done = recv / rep as u64 - before;
-        if done == 0 {
-            continue;
-        }
-        sh.completed.fetch_add(done, Ordering::Relaxed);
-        if !sh.stop.load(Ordering::Relaxed) {
-            let out = &mut wbuf[..done as usize * req];
-            for (i, u) in out.chunks_exact_mut(req).enumerate() {
-                unit.fill_request(id, sent + i as u64, u);
-            }
-            s.write_all(out).await?;
-            s.flush().await?;
-            sent += done;
-        }
-    }
 }

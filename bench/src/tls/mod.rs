@@ -22,7 +22,6 @@ mod e2e;
 pub mod load;
 pub mod nginx;
 pub mod servers;
-pub mod ws;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -334,7 +333,7 @@ pub fn handshakes(cfg: &Config, out: &mut Outcome) -> Result<()> {
 pub fn wss_echo(cfg: &Config, out: &mut Outcome) -> Result<()> {
     let pki = Pki::generate()?;
     let client = pki.client()?;
-    let unit = ws::WsUnit::text(32);
+    let unit = crate::ws_load::WsUnit::text(32);
     let [l, p] = alternate(cfg, "wss-echo", 2, |imp| {
         let server = start_tls(&pki.serve(cfg, imp, Kind::Ws, false))?;
         let (addr, pid) = (server.addr(), server.child.pid());
