@@ -225,8 +225,11 @@ fn two_hundred_clients_spread_their_reconnects_over_the_backoff_window() {
         spread >= Duration::from_millis(500),
         "reconnects spread over only {spread:?}"
     );
+    // Without jitter all N arrive within a few milliseconds; with it, about
+    // a tenth of them share a 50 ms window. N / 2 leaves room for a stall
+    // of a few hundred milliseconds on a loaded machine bunching arrivals.
     assert!(
-        busiest <= N / 4,
+        busiest <= N / 2,
         "{busiest} of {N} reconnects arrived within 50 ms"
     );
     lp.stop();
