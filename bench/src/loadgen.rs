@@ -738,6 +738,22 @@ impl Idle {
     pub fn bytes_per_conn(&self) -> f64 {
         (self.rss_after as f64 - self.rss_before as f64) / self.conns as f64
     }
+
+    /// The run's metric (bytes per connection) and its progress line;
+    /// `kind` names the connections ("idle", "idle TLS", ...).
+    pub fn outcome(&self, kind: &str) -> (Vec<f64>, String) {
+        use crate::scenarios::bytes;
+        (
+            vec![self.bytes_per_conn()],
+            format!(
+                "server RSS {} -> {} with {} {kind} conns: {:.0} B/conn",
+                bytes(self.rss_before as f64),
+                bytes(self.rss_after as f64),
+                self.conns,
+                self.bytes_per_conn()
+            ),
+        )
+    }
 }
 
 /// Idle memory: one warm-up round trip (so lazily allocated per-process

@@ -622,16 +622,7 @@ fn idle_mem(cfg: &Config, out: &mut Outcome) -> Result<()> {
             loadgen::idle(addr, pid, reported, cfg.idle_conns, unit)
         })?;
         drop(server);
-        Ok((
-            vec![r.bytes_per_conn()],
-            format!(
-                "server RSS {} -> {} with {} idle conns: {:.0} B/conn",
-                bytes(r.rss_before as f64),
-                bytes(r.rss_after as f64),
-                r.conns,
-                r.bytes_per_conn()
-            ),
-        ))
+        Ok(r.outcome("idle"))
     })?;
     out.rows.push(Row {
         label: format!(

@@ -142,16 +142,7 @@ pub fn idle_mem(cfg: &Config, out: &mut Outcome) -> Result<()> {
             ws_load::idle(addr, pid, reported, n, unit)
         })?;
         drop(server);
-        Ok((
-            vec![r.bytes_per_conn()],
-            format!(
-                "server RSS {} -> {} with {} idle WebSocket conns: {:.0} B/conn",
-                bytes(r.rss_before as f64),
-                bytes(r.rss_after as f64),
-                r.conns,
-                r.bytes_per_conn()
-            ),
-        ))
+        Ok(r.outcome("idle WebSocket"))
     })?;
     out.rows.push(Row {
         label: format!(

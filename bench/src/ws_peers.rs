@@ -274,9 +274,16 @@ fn serve_tokio(imp: WsImpl, report_conns: bool, read_buffer: Option<usize>) -> R
 /// The tungstenite echo: each text or binary message fed back, every
 /// message that is already readable fed too, one flush when nothing more
 /// is ready (`servers::echo`'s pattern). Pings are answered and the close
-/// handshake is done by tungstenite itself (on the next flush).
-pub(crate) async fn echo_tungstenite(mut ws: WebSocketStream<TcpStream>) {
-    async fn reply(ws: &mut WebSocketStream<TcpStream>, msg: TMessage) -> bool {
+/// handshake is done by tungstenite itself (on the next flush). Over TCP,
+/// or TLS (`tls/servers.rs`, the `wss-echo` peer).
+pub(crate) async fn echo_tungstenite<S>(mut ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn reply<S: AsyncRead + AsyncWrite + Unpin>(
+        ws: &mut WebSocketStream<S>,
+        msg: TMessage,
+    ) -> bool {
         match msg {
             TMessage::Text(_) | TMessage::Binary(_) => ws.feed(msg).await.is_ok(),
             _ => true,

@@ -22,19 +22,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use futures_util::{FutureExt, SinkExt, StreamExt};
 use lubdub::ws::{Message, WsConfig};
 use lubdub::{Backpressure, Text, TlsConfig, Worker, Ws};
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::Message as TungMessage;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::codec::{Framed, LinesCodec};
 
 use crate::servers::{echo, run_lubdub, Impl, MAX_MESSAGE};
 use crate::sys;
+use crate::ws_peers::echo_tungstenite;
 
 /// What a TLS server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,8 +232,8 @@ pub async fn tokio_tls_server(
                     let _ = framed.get_mut().shutdown().await;
                 }
                 Kind::Ws => {
-                    if let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await {
-                        ws_echo(&mut ws).await;
+                    if let Ok(ws) = tokio_tungstenite::accept_async(tls).await {
+                        echo_tungstenite(ws).await;
                     }
                 }
             }
@@ -243,38 +241,6 @@ pub async fn tokio_tls_server(
                 l.fetch_sub(1, Ordering::Relaxed);
             }
         });
-    }
-}
-
-/// The WebSocket echo a tokio-tungstenite user writes, batched as
-/// [`echo`] is: feed every message already readable, flush once nothing
-/// more is ready (tungstenite answers pings and closes by itself).
-async fn ws_echo<S>(ws: &mut WebSocketStream<S>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let is_data = |m: &TungMessage| m.is_text() || m.is_binary();
-    while let Some(Ok(msg)) = ws.next().await {
-        if is_data(&msg) && ws.feed(msg).await.is_err() {
-            return;
-        }
-        loop {
-            match ws.next().now_or_never() {
-                Some(Some(Ok(msg))) => {
-                    if is_data(&msg) && ws.feed(msg).await.is_err() {
-                        return;
-                    }
-                }
-                Some(_) => {
-                    let _ = ws.flush().await;
-                    return;
-                }
-                None => break,
-            }
-        }
-        if ws.flush().await.is_err() {
-            return;
-        }
     }
 }
 
