@@ -8,6 +8,12 @@
 //! leaves nothing behind; every wait is bounded.
 #![allow(dead_code)]
 
+#[path = "../common/process.rs"]
+mod process;
+use process::output_of;
+#[allow(unused_imports)] // not every test binary that includes this module uses it
+pub use process::TempDir;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -229,22 +235,6 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn output_of(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "{cmd:?} exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// The Python interpreter with `websockets` importable: `$LUBDUB_PYTHON`
 /// or `python3`. Fails the test with what to install if there is none.
 pub fn python() -> PathBuf {
@@ -341,43 +331,6 @@ pub fn chromium() -> PathBuf {
              `apt-get install -y chromium` (.ci/run does)"
         )
     })
-}
-
-/// A fresh empty directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates `lubdub-<label>-<pid>-<n>`.
-    pub fn new(label: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "lubdub-{label}-{}-{n}-{}",
-            std::process::id(),
-            fastish_nonce()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-fn fastish_nonce() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The text unit of tests/interop/payloads.py: 16 bytes of UTF-8.
