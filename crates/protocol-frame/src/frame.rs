@@ -1,6 +1,6 @@
 //! Workerman's `Frame` protocol.
 
-use lubdub_protocol::{Decoded, Protocol, ProtocolError, Wire};
+use lubdub_protocol::{Codec, Decoded, ProtocolError};
 
 use crate::length_field::{Endian, LengthField, DEFAULT_MAX_FRAME_LENGTH};
 
@@ -19,13 +19,13 @@ use crate::length_field::{Endian, LengthField, DEFAULT_MAX_FRAME_LENGTH};
 /// header alone, before anything is allocated.
 ///
 /// ```
-/// use lubdub_frame::{Decoded, Frame, Protocol, WireBuf};
+/// use lubdub_frame::{Decoded, Frame, Codec};
 ///
 /// let mut out = Vec::new();
-/// Frame::new().encode(&mut (), b"hello", &mut out).unwrap();
+/// Frame::new().encode(b"hello", &mut out).unwrap();
 /// assert_eq!(out, b"\x00\x00\x00\x09hello");
 /// assert_eq!(
-///     WireBuf::default().decode(&mut Frame::new(), &out).unwrap(),
+///     Frame::new().decode(&mut (), &out).unwrap(),
 ///     Decoded::Message { msg: b"hello".to_vec(), consumed: 9 }
 /// );
 /// ```
@@ -74,20 +74,13 @@ impl Frame {
     }
 }
 
-impl Protocol for Frame {
+impl Codec for Frame {
     const SCHEME: &'static str = "frame";
     type Message = Vec<u8>;
     type Outgoing = [u8];
-    type Encoder = ();
-    type Handshake = ();
+    type State = ();
 
-    fn encoder(&self) {}
-
-    fn decode(
-        &mut self,
-        src: &[u8],
-        _wire: &mut Wire<'_>,
-    ) -> Result<Decoded<Vec<u8>>, ProtocolError> {
+    fn decode(&self, _: &mut (), src: &[u8]) -> Result<Decoded<Vec<u8>>, ProtocolError> {
         let max = self.max_length();
         if !self.fixed_fast_path(max) {
             return self.layout.decode_frame(src);
@@ -115,7 +108,7 @@ impl Protocol for Frame {
         }
     }
 
-    fn encode(&self, _: &mut (), msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    fn encode(&self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         let max = self.max_length();
         if !self.fixed_fast_path(max) {
             return self.layout.encode_parts(&[msg], dst);
@@ -137,7 +130,6 @@ impl Protocol for Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lubdub_protocol::WireBuf;
 
     #[test]
     fn fast_path_agrees_with_the_general_codec() {
@@ -158,14 +150,12 @@ mod tests {
                     let total = (next() % 16) as u32;
                     src[..4].copy_from_slice(&total.to_be_bytes());
                 }
-                let mut wire = WireBuf::default();
-                let fast = format!("{:?}", wire.decode(&mut frame.clone(), &src));
-                let general = format!("{:?}", wire.decode(&mut frame.layout().clone(), &src));
+                let fast = format!("{:?}", frame.clone().decode(&mut (), &src));
+                let general = format!("{:?}", frame.layout().clone().decode(&mut (), &src));
                 assert_eq!(fast, general, "max {max}, input {src:02x?}");
-                assert!(wire.out.is_empty() && wire.close.is_none());
                 let (mut a, mut b) = (Vec::new(), Vec::new());
-                let fast = format!("{:?}", frame.encode(&mut (), &src, &mut a));
-                let general = format!("{:?}", frame.layout().encode(&mut (), &src, &mut b));
+                let fast = format!("{:?}", frame.encode(&src, &mut a));
+                let general = format!("{:?}", frame.layout().encode(&src, &mut b));
                 assert_eq!((fast, a), (general, b), "encode, max {max}");
             }
         }

@@ -9,12 +9,11 @@
 //! | [`LengthField`] | `length` | `Vec<u8>` / `[u8]` | anything a [`LengthField::builder`] describes |
 //! | [`PacketCodec`] | `packet` | [`Packet`] | C# `CPacket`: i32 LE total length, i16 LE id, body |
 //!
-//! None of them has a handshake or per-connection encoder state
-//! (`Encoder = ()`, `Handshake = ()`), and none writes on the [`Wire`] or
-//! asks to close: decode yields [`Decoded::Message`] or
-//! [`Decoded::Incomplete`], or an error. The trait and [`WireBuf`] (to
-//! drive a protocol without a connection) come from `lubdub_protocol` and
-//! are re-exported here.
+//! All three are [`Codec`]s: no handshake, no per-connection state, nothing
+//! written on the [`Wire`] and no close asked for; decode yields
+//! [`Decoded::Message`] or [`Decoded::Incomplete`], or an error. The traits
+//! and [`Session`] (to drive a protocol without a connection) come from
+//! `lubdub_protocol` and are re-exported here.
 //!
 //! Every decoder rejects impossible lengths ([`ProtocolError::InvalidLength`])
 //! and oversize frames ([`ProtocolError::TooLarge`], default maximum 10 MiB,
@@ -77,17 +76,16 @@
 //! u32 big-endian length of what follows, header stripped.
 //!
 //! ```
-//! use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
+//! use lubdub_frame::{Decoded, LengthField, Codec};
 //!
-//! let mut codec = LengthField::builder().build().unwrap();
-//! let mut wire = WireBuf::default();
+//! let codec = LengthField::builder().build().unwrap();
 //! let bytes = b"\x00\x00\x00\x05hello";
 //! assert_eq!(
-//!     wire.decode(&mut codec, bytes).unwrap(),
+//!     codec.decode(&mut (), bytes).unwrap(),
 //!     Decoded::Message { msg: b"hello".to_vec(), consumed: 9 }
 //! );
 //! let mut out = Vec::new();
-//! codec.encode(&mut (), b"hello", &mut out).unwrap();
+//! codec.encode(b"hello", &mut out).unwrap();
 //! assert_eq!(out, bytes);
 //! ```
 //!
@@ -103,16 +101,15 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
-//! let mut codec = LengthField::builder()
+//! # use lubdub_frame::{Decoded, LengthField, Codec};
+//! let codec = LengthField::builder()
 //!     .length_field_length(2)
 //!     .little_endian()
 //!     .build()
 //!     .unwrap();
-//! let mut wire = WireBuf::default();
 //! assert_eq!(codec, LengthField::u16_le_body()); // the same as this preset
 //! assert_eq!(
-//!     wire.decode(&mut codec, b"\x05\x00hello").unwrap(),
+//!     codec.decode(&mut (), b"\x05\x00hello").unwrap(),
 //!     Decoded::Message { msg: b"hello".to_vec(), consumed: 7 }
 //! );
 //! ```
@@ -132,16 +129,15 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{LengthField, Protocol, ProtocolError, WireBuf};
-//! let mut codec = LengthField::builder()
+//! # use lubdub_frame::{LengthField, Codec, ProtocolError};
+//! let codec = LengthField::builder()
 //!     .length_field_length(2)
 //!     .little_endian()
 //!     .signed(true)
 //!     .build()
 //!     .unwrap();
-//! let mut wire = WireBuf::default();
 //! assert!(matches!(
-//!     wire.decode(&mut codec, b"\xFF\xFF"),
+//!     codec.decode(&mut (), b"\xFF\xFF"),
 //!     Err(ProtocolError::InvalidLength(-1))
 //! ));
 //! ```
@@ -160,18 +156,17 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol, ProtocolError, WireBuf};
-//! let mut codec = LengthField::builder()
+//! # use lubdub_frame::{Decoded, LengthField, Codec, ProtocolError};
+//! let codec = LengthField::builder()
 //!     .length_includes_header(true)
 //!     .build()
 //!     .unwrap();
-//! let mut wire = WireBuf::default();
 //! assert_eq!(
-//!     wire.decode(&mut codec, b"\x00\x00\x00\x09hello").unwrap(),
+//!     codec.decode(&mut (), b"\x00\x00\x00\x09hello").unwrap(),
 //!     Decoded::Message { msg: b"hello".to_vec(), consumed: 9 }
 //! );
 //! assert!(matches!(
-//!     wire.decode(&mut codec, b"\x00\x00\x00\x03"),
+//!     codec.decode(&mut (), b"\x00\x00\x00\x03"),
 //!     Err(ProtocolError::InvalidLength(3))
 //! ));
 //! ```
@@ -192,15 +187,14 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
-//! let mut codec = LengthField::builder()
+//! # use lubdub_frame::{Decoded, LengthField, Codec};
+//! let codec = LengthField::builder()
 //!     .length_field_length(1)
 //!     .length_adjustment(2)
 //!     .build()
 //!     .unwrap();
-//! let mut wire = WireBuf::default();
 //! assert_eq!(
-//!     wire.decode(&mut codec, b"\x05\xCA\xFEhello").unwrap(),
+//!     codec.decode(&mut (), b"\x05\xCA\xFEhello").unwrap(),
 //!     Decoded::Message { msg: b"\xCA\xFEhello".to_vec(), consumed: 8 }
 //! );
 //! ```
@@ -227,19 +221,18 @@
 //! ```
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
-//! let mut codec = LengthField::builder()
+//! # use lubdub_frame::{Decoded, LengthField, Codec};
+//! let codec = LengthField::builder()
 //!     .length_field_offset(1)
 //!     .length_field_length(2)
 //!     .build()
 //!     .unwrap();
-//! let mut wire = WireBuf::default();
 //! assert_eq!(
-//!     wire.decode(&mut codec, b"\x01\x00\x05hello").unwrap(),
+//!     codec.decode(&mut (), b"\x01\x00\x05hello").unwrap(),
 //!     Decoded::Message { msg: b"hello".to_vec(), consumed: 8 }
 //! );
 //! let mut out = Vec::new();
-//! codec.encode(&mut (), b"hello", &mut out).unwrap();
+//! codec.encode(b"hello", &mut out).unwrap();
 //! assert_eq!(out, b"\x00\x00\x05hello");
 //! ```
 //!
@@ -271,20 +264,19 @@
 //! byte given in the message (the length placeholder is filled in):
 //!
 //! ```
-//! # use lubdub_frame::{Decoded, LengthField, Protocol, WireBuf};
-//! let mut codec = LengthField::builder()
+//! # use lubdub_frame::{Decoded, LengthField, Codec};
+//! let codec = LengthField::builder()
 //!     .length_field_offset(1)
 //!     .length_field_length(2)
 //!     .num_skip(0)
 //!     .build()
 //!     .unwrap();
-//! let mut wire = WireBuf::default();
 //! assert_eq!(
-//!     wire.decode(&mut codec, b"\x01\x00\x05hello").unwrap(),
+//!     codec.decode(&mut (), b"\x01\x00\x05hello").unwrap(),
 //!     Decoded::Message { msg: b"\x01\x00\x05hello".to_vec(), consumed: 8 }
 //! );
 //! let mut out = Vec::new();
-//! codec.encode(&mut (), b"\x07\x00\x00hello", &mut out).unwrap();
+//! codec.encode(b"\x07\x00\x00hello", &mut out).unwrap();
 //! assert_eq!(out, b"\x07\x00\x05hello");
 //! ```
 //!
@@ -302,15 +294,14 @@
 //! bytes).
 //!
 //! ```
-//! # use lubdub_frame::{LengthField, Protocol, ProtocolError, WireBuf};
-//! let mut codec = LengthField::builder().max_frame_length(8).build().unwrap();
-//! let mut wire = WireBuf::default();
+//! # use lubdub_frame::{LengthField, Codec, ProtocolError};
+//! let codec = LengthField::builder().max_frame_length(8).build().unwrap();
 //! assert!(matches!(
-//!     wire.decode(&mut codec, b"\x00\x00\x00\x05"),
+//!     codec.decode(&mut (), b"\x00\x00\x00\x05"),
 //!     Err(ProtocolError::TooLarge { len: 9, max: 8 })
 //! ));
 //! let mut out = Vec::new();
-//! assert!(codec.encode(&mut (), b"hello", &mut out).is_err());
+//! assert!(codec.encode(b"hello", &mut out).is_err());
 //! assert!(out.is_empty());
 //! ```
 //!
@@ -341,4 +332,4 @@ pub use packet::{
     SYS_UPDATE_HEARTBEAT,
 };
 
-pub use lubdub_protocol::{Decoded, Protocol, ProtocolError, Wire, WireBuf};
+pub use lubdub_protocol::{Codec, Decoded, Protocol, ProtocolError, Session, Wire, WireBuf};

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use lubdub_protocol::{Decoded, Protocol, ProtocolError, Wire};
+use lubdub_protocol::{Codec, Decoded, ProtocolError};
 
 use crate::length_field::{BuildError, Endian, LengthField, DEFAULT_MAX_FRAME_LENGTH};
 
@@ -242,10 +242,10 @@ impl Packet {
 /// the same id + body in other length layouts.
 ///
 /// ```
-/// use lubdub_frame::{Packet, PacketCodec, Protocol};
+/// use lubdub_frame::{Packet, PacketCodec, Codec};
 ///
 /// let mut out = Vec::new();
-/// PacketCodec::new().encode(&mut (), &Packet::start_heartbeat(5), &mut out).unwrap();
+/// PacketCodec::new().encode(&Packet::start_heartbeat(5), &mut out).unwrap();
 /// assert_eq!(out, [0x07, 0x00, 0x00, 0x00, 0xFE, 0xFF, 0x05]);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,20 +310,13 @@ impl PacketCodec {
     }
 }
 
-impl Protocol for PacketCodec {
+impl Codec for PacketCodec {
     const SCHEME: &'static str = "packet";
     type Message = Packet;
     type Outgoing = Packet;
-    type Encoder = ();
-    type Handshake = ();
+    type State = ();
 
-    fn encoder(&self) {}
-
-    fn decode(
-        &mut self,
-        src: &[u8],
-        _wire: &mut Wire<'_>,
-    ) -> Result<Decoded<Packet>, ProtocolError> {
+    fn decode(&self, _: &mut (), src: &[u8]) -> Result<Decoded<Packet>, ProtocolError> {
         match self.layout.frame_len(src)? {
             Some(total) if src.len() >= total => {
                 // frame_len guarantees total >= num_skip + ID_LEN.
@@ -338,7 +331,7 @@ impl Protocol for PacketCodec {
         }
     }
 
-    fn encode(&self, _: &mut (), msg: &Packet, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    fn encode(&self, msg: &Packet, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         self.layout
             .encode_parts(&[&msg.id.to_le_bytes(), &msg.body], dst)
     }

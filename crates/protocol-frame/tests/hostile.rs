@@ -4,7 +4,7 @@ mod common;
 
 use common::{decode, feed};
 use lubdub_frame::{
-    Decoded, Endian, Frame, LengthField, Packet, PacketCodec, Protocol, ProtocolError,
+    Codec, Decoded, Endian, Frame, LengthField, Packet, PacketCodec, ProtocolError,
     DEFAULT_MAX_FRAME_LENGTH,
 };
 use proptest::prelude::*;
@@ -147,7 +147,7 @@ fn extreme_configurations_do_not_panic() {
                             }
                             let mut out = vec![0xEE];
                             for m in [&b""[..], b"abc", &[0u8; 40]] {
-                                if lf.encode(&mut (), m, &mut out).is_err() {
+                                if lf.encode(m, &mut out).is_err() {
                                     assert_eq!(out, [0xEE]);
                                 } else {
                                     out.truncate(1);
@@ -167,7 +167,7 @@ fn extreme_configurations_do_not_panic() {
         .build()
         .unwrap();
     assert_eq!(decode(&mut lf, &[0; 64]).unwrap(), Decoded::Incomplete);
-    assert!(lf.encode(&mut (), b"x", &mut Vec::new()).is_err());
+    assert!(lf.encode(b"x", &mut Vec::new()).is_err());
 }
 
 #[test]
@@ -229,7 +229,7 @@ proptest! {
         let _ = feed(&mut PacketCodec::u16_body_header(), &data, &cuts);
         let _ = feed(&mut lf.clone(), &data, &cuts);
         let mut out = vec![1];
-        if lf.encode(&mut (), &data, &mut out).is_err() {
+        if lf.encode(&data, &mut out).is_err() {
             prop_assert_eq!(out, vec![1]);
         }
     }

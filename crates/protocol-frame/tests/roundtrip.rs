@@ -4,7 +4,7 @@
 mod common;
 
 use common::feed;
-use lubdub_frame::{Endian, Frame, LengthField, Packet, PacketCodec, Protocol};
+use lubdub_frame::{Codec, Endian, Frame, LengthField, Packet, PacketCodec};
 use proptest::prelude::*;
 
 fn messages() -> impl Strategy<Value = Vec<Vec<u8>>> {
@@ -53,12 +53,11 @@ fn layouts() -> impl Strategy<Value = LengthField> {
 
 fn check_bytes<P>(proto: P, msgs: &[Vec<u8>], cuts: &[usize]) -> Result<(), TestCaseError>
 where
-    P: Protocol<Message = Vec<u8>, Outgoing = [u8]>,
+    P: Codec<Message = Vec<u8>, Outgoing = [u8]>,
 {
     let mut stream = Vec::new();
-    let mut encoder = proto.encoder();
     for m in msgs {
-        proto.encode(&mut encoder, m, &mut stream).unwrap();
+        proto.encode(m, &mut stream).unwrap();
     }
     let fed = feed(&mut proto.clone(), &stream, cuts);
     prop_assert!(fed.error.is_none(), "{:?}", fed.error);
@@ -87,7 +86,7 @@ proptest! {
         for codec in [PacketCodec::new(), PacketCodec::u16_body_header()] {
             let mut stream = Vec::new();
             for p in &pkts {
-                codec.encode(&mut (), p, &mut stream).unwrap();
+                codec.encode(p, &mut stream).unwrap();
             }
             let fed = feed(&mut codec.clone(), &stream, &cuts);
             prop_assert!(fed.error.is_none(), "{:?}", fed.error);
@@ -104,7 +103,7 @@ proptest! {
         let mut frames = Vec::new();
         for m in &msgs {
             let mut f = Vec::new();
-            if lf.encode(&mut (), m, &mut f).is_ok() {
+            if lf.encode(m, &mut f).is_ok() {
                 prop_assert!(f.len() <= lf.max_frame_length());
                 frames.push((m.clone(), f));
             } else {
@@ -122,7 +121,7 @@ proptest! {
                 prop_assert_eq!(got, orig);
             }
             let mut again = Vec::new();
-            lf.encode(&mut (), got, &mut again).unwrap();
+            lf.encode(got, &mut again).unwrap();
             prop_assert_eq!(&again, frame);
         }
     }

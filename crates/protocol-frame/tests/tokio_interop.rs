@@ -5,7 +5,7 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::feed;
-use lubdub_frame::{Frame, LengthField, Packet, PacketCodec, Protocol};
+use lubdub_frame::{Codec, Frame, LengthField, Packet, PacketCodec};
 use proptest::prelude::*;
 use tokio_util::codec::{length_delimited::Builder, Decoder, Encoder, LengthDelimitedCodec};
 
@@ -42,12 +42,11 @@ fn tokio_encode(mut codec: LengthDelimitedCodec, msgs: &[Vec<u8>]) -> Vec<u8> {
 /// Both directions for a `Vec<u8>` protocol.
 fn both_ways<P>(ours: P, theirs: &Builder, msgs: &[Vec<u8>], cuts: &[usize])
 where
-    P: Protocol<Message = Vec<u8>, Outgoing = [u8]>,
+    P: Codec<Message = Vec<u8>, Outgoing = [u8]>,
 {
     let mut stream = Vec::new();
-    let mut encoder = ours.encoder();
     for m in msgs {
-        ours.encode(&mut encoder, m, &mut stream).unwrap();
+        ours.encode(m, &mut stream).unwrap();
     }
     assert_eq!(tokio_decode(theirs.new_codec(), &stream, cuts), msgs);
     let their_stream = tokio_encode(theirs.new_codec(), msgs);
@@ -145,7 +144,7 @@ fn csharp_packet_header() {
     let codec = PacketCodec::new();
     let mut stream = Vec::new();
     for p in &pkts {
-        codec.encode(&mut (), p, &mut stream).unwrap();
+        codec.encode(p, &mut stream).unwrap();
     }
     assert_eq!(
         tokio_decode(packet_builder().new_codec(), &stream, &[1]),
@@ -200,7 +199,7 @@ fn prefix_offset_ours_to_tokio() {
         .unwrap();
     let mut stream = Vec::new();
     for m in sample() {
-        ours.encode(&mut (), &m, &mut stream).unwrap();
+        ours.encode(&m, &mut stream).unwrap();
     }
     assert_eq!(tokio_decode(t.new_codec(), &stream, &[2]), sample());
 }

@@ -4,17 +4,17 @@ mod common;
 
 use common::{decode, feed};
 use lubdub_frame::{
-    Decoded, Frame, LengthField, Packet, PacketCodec, PacketError, Protocol, ProtocolError,
+    Codec, Decoded, Frame, LengthField, Packet, PacketCodec, PacketError, ProtocolError,
     SYS_CLOSE_ACK, SYS_CLOSE_REQ, SYS_START_HEARTBEAT, SYS_UPDATE_HEARTBEAT,
 };
 
-fn enc<P: Protocol>(p: &P, m: &P::Outgoing) -> Vec<u8> {
+fn enc<P: Codec>(p: &P, m: &P::Outgoing) -> Vec<u8> {
     let mut out = Vec::new();
-    p.encode(&mut p.encoder(), m, &mut out).unwrap();
+    p.encode(m, &mut out).unwrap();
     out
 }
 
-fn dec<P: Protocol>(p: &mut P, src: &[u8]) -> (P::Message, usize) {
+fn dec<P: Codec>(p: &mut P, src: &[u8]) -> (P::Message, usize) {
     match decode(p, src).unwrap() {
         Decoded::Message { msg, consumed } => (msg, consumed),
         _ => panic!("not a message: {src:02X?}"),
@@ -75,7 +75,7 @@ fn u16_le_body_vectors() {
     assert_eq!(enc(&lf, &max_body)[..2], [0xFF, 0xFF]);
     let mut out = Vec::new();
     assert!(matches!(
-        lf.encode(&mut (), &vec![0u8; 65536], &mut out),
+        lf.encode(&vec![0u8; 65536], &mut out),
         Err(ProtocolError::TooLarge {
             len: 65538,
             max: 65537
@@ -226,12 +226,12 @@ fn packet_too_short_or_negative() {
     let small = PacketCodec::with_max_length(8);
     let mut out = vec![1, 2];
     assert!(matches!(
-        small.encode(&mut (), &Packet::with_body(1, vec![0; 3]), &mut out),
+        small.encode(&Packet::with_body(1, vec![0; 3]), &mut out),
         Err(ProtocolError::TooLarge { len: 9, max: 8 })
     ));
     assert_eq!(out, [1, 2]);
     small
-        .encode(&mut (), &Packet::with_body(1, vec![0; 2]), &mut out)
+        .encode(&Packet::with_body(1, vec![0; 2]), &mut out)
         .unwrap();
     assert_eq!(out, [1, 2, 8, 0, 0, 0, 1, 0, 0, 0]);
 }
@@ -371,7 +371,7 @@ fn encode_errors_append_nothing() {
         .build()
         .unwrap();
     assert!(matches!(
-        lf.encode(&mut (), &[0; 300], &mut out),
+        lf.encode(&[0; 300], &mut out),
         Err(ProtocolError::TooLarge { len: 301, max: 256 })
     ));
     // signed i8 field caps at 127.
@@ -380,15 +380,15 @@ fn encode_errors_append_nothing() {
         .signed(true)
         .build()
         .unwrap();
-    assert!(lf.encode(&mut (), &[0; 127], &mut Vec::new()).is_ok());
+    assert!(lf.encode(&[0; 127], &mut Vec::new()).is_ok());
     assert!(matches!(
-        lf.encode(&mut (), &[0; 128], &mut out),
+        lf.encode(&[0; 128], &mut out),
         Err(ProtocolError::TooLarge { len: 129, max: 128 })
     ));
     // the message must carry the header bytes num_skip leaves in it.
     let lf = LengthField::builder().num_skip(0).build().unwrap();
     assert!(matches!(
-        lf.encode(&mut (), &[0; 3], &mut out),
+        lf.encode(&[0; 3], &mut out),
         Err(ProtocolError::Malformed(_))
     ));
     // a positive adjustment needs that many bytes.
@@ -398,13 +398,13 @@ fn encode_errors_append_nothing() {
         .build()
         .unwrap();
     assert!(matches!(
-        lf.encode(&mut (), &[0; 1], &mut out),
+        lf.encode(&[0; 1], &mut out),
         Err(ProtocolError::InvalidLength(-1))
     ));
     // max.
     let lf = LengthField::builder().max_frame_length(5).build().unwrap();
     assert!(matches!(
-        lf.encode(&mut (), &[0; 2], &mut out),
+        lf.encode(&[0; 2], &mut out),
         Err(ProtocolError::TooLarge { len: 6, max: 5 })
     ));
     assert_eq!(out, [9]);

@@ -89,6 +89,17 @@ impl FrameDecoder {
         }
     }
 
+    /// Bytes held outside the connection's read buffer: the message being
+    /// reassembled, and the inflater with its scratch.
+    pub(crate) fn held_bytes(&self) -> usize {
+        let message = self.message.as_ref().map_or(0, |m| m.buf.capacity());
+        let inflating = self
+            .inflating
+            .as_ref()
+            .map_or(0, |i| i.inflater.held_bytes() + i.scratch.capacity());
+        message + inflating
+    }
+
     pub(crate) fn decode(&mut self, src: &[u8], wire: &mut Wire<'_>) -> Step {
         if self.closed {
             // Nothing is decoded after a close frame.

@@ -76,14 +76,16 @@ impl Negotiated {
     /// This side's compressor, if it compresses at all.
     pub(crate) fn deflater(&self) -> Option<Deflater> {
         let window = self.compress_window?;
+        let window = window.clamp(9, 15);
         Some(Deflater {
             inner: Compress::new_with_window_bits(
                 Compression::new(self.level.min(9)),
                 false,
-                window.clamp(9, 15),
+                window,
             ),
             reset_after_message: self.compress_reset,
             threshold: self.threshold,
+            window,
         })
     }
 
@@ -317,6 +319,18 @@ fn bad_deflate_data(offset: u64) -> ProtocolError {
     }
 }
 
+/// What zlib allocates for an inflater: its state and a 32 KiB window
+/// (the peer may use any window up to 15 bits; a raw inflater allocates the
+/// largest), from zlib's `inflate.c` (`struct inflate_state` ≈ 7 KiB).
+const INFLATER_BYTES: usize = (1 << 15) + 7 * 1024;
+
+/// What zlib allocates for a compressor with window `bits` at memLevel 8:
+/// `(1 << (bits + 2)) + (1 << (8 + 9))` (zlib's `zconf.h` formula) plus its
+/// state (≈ 6 KiB).
+fn deflater_bytes(bits: u8) -> usize {
+    (1 << (u32::from(bits) + 2)) + (1 << 17) + 6 * 1024
+}
+
 /// Inflates compressed messages, within a size limit.
 pub(crate) struct Inflater {
     inner: Decompress,
@@ -347,6 +361,11 @@ impl Inflater {
             self.ended = false;
         }
         Ok(())
+    }
+
+    /// Bytes zlib holds for this inflater (an estimate from zlib's sizes).
+    pub(crate) fn held_bytes(&self) -> usize {
+        INFLATER_BYTES
     }
 
     /// Total bytes inflated by this inflater.
@@ -406,9 +425,16 @@ pub(crate) struct Deflater {
     inner: Compress,
     reset_after_message: bool,
     threshold: usize,
+    /// The compressor's window, in bits.
+    window: u8,
 }
 
 impl Deflater {
+    /// Bytes zlib holds for this compressor (an estimate from zlib's sizes).
+    pub(crate) fn held_bytes(&self) -> usize {
+        deflater_bytes(self.window)
+    }
+
     /// Whether a message of `len` bytes is worth compressing.
     pub(crate) fn wants(&self, len: usize) -> bool {
         len >= self.threshold

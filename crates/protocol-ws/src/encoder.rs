@@ -98,6 +98,13 @@ impl WsEncoder {
         self.compressing.is_some()
     }
 
+    /// Bytes held outside the send queue: the compressor and its scratch.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.compressing
+            .as_ref()
+            .map_or(0, |c| c.deflater.held_bytes() + c.scratch.capacity())
+    }
+
     fn next_mask(&mut self) -> Option<[u8; 4]> {
         self.mask_rng.as_mut().map(|rng| rng.u32(..).to_ne_bytes())
     }

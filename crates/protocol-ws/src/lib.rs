@@ -112,7 +112,8 @@ pub use config::{
 pub use encoder::{violation_code, WsEncoder};
 pub use http::{Handshake, Request, Response};
 pub use lubdub_protocol::{
-    Closing, Decoded, Protocol, ProtocolError, Reject, SessionClose, Start, Wire,
+    Closing, Decoded, Decoder, Encoder, Protocol, ProtocolError, Reject, Session, SessionClose,
+    Start, Wire,
 };
 
 use client::ClientTarget;
@@ -232,12 +233,37 @@ enum State {
 
 /// The WebSocket protocol, server or client role. See the [crate docs](crate).
 ///
-/// A `Ws` value is a template: each connection decodes with its own clone,
-/// and a clone always starts afresh, before the handshake, whatever state
-/// the original is in (an inflater cannot be cloned, nor should it be).
+/// A `Ws` value is configuration only, cheap to clone (one `Arc`): each
+/// connection decodes with its own [`WsDecoder`] and encodes with its own
+/// [`WsEncoder`].
+#[derive(Clone)]
 pub struct Ws {
     shared: Arc<Shared>,
+}
+
+/// One connection's WebSocket decoding state: the handshake's progress, then
+/// the frame decoder (a message being reassembled, the inflater).
+pub struct WsDecoder {
     state: State,
+}
+
+impl fmt::Debug for WsDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Head { .. } => "handshake",
+            State::Verdict => "awaiting accept or reject",
+            State::Frames(_) => "established",
+            State::Done => "done",
+        };
+        f.debug_struct("WsDecoder").field("state", &state).finish()
+    }
+}
+
+impl WsDecoder {
+    /// Whether the handshake is done and frames are being decoded.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Frames(_))
+    }
 }
 
 impl Default for Ws {
@@ -247,23 +273,10 @@ impl Default for Ws {
     }
 }
 
-impl Clone for Ws {
-    fn clone(&self) -> Self {
-        Ws::from_shared(self.shared.clone())
-    }
-}
-
 impl fmt::Debug for Ws {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Head { .. } => "handshake",
-            State::Verdict => "awaiting accept or reject",
-            State::Frames(_) => "established",
-            State::Done => "done",
-        };
         f.debug_struct("Ws")
             .field("role", &self.role())
-            .field("state", &state)
             .field("config", &self.shared.config)
             .finish()
     }
@@ -271,24 +284,7 @@ impl fmt::Debug for Ws {
 
 impl Ws {
     fn from_shared(shared: Arc<Shared>) -> Self {
-        let mut ws = Ws {
-            shared,
-            state: State::Done,
-        };
-        ws.state = ws.initial_state();
-        ws
-    }
-
-    fn initial_state(&self) -> State {
-        if self.shared.handshake {
-            State::Head {
-                scanner: HeadScanner::default(),
-                expected_accept: None,
-            }
-        } else {
-            let assumed = self.assumed_deflate();
-            State::Frames(Box::new(self.frame_decoder(assumed.as_ref())))
-        }
+        Ws { shared }
     }
 
     /// The server role: answers upgrade requests, configured by `config`.
@@ -410,11 +406,6 @@ impl Ws {
         }
     }
 
-    /// Whether the handshake is done and frames are being decoded.
-    pub fn is_established(&self) -> bool {
-        matches!(self.state, State::Frames(_))
-    }
-
     fn is_client(&self) -> bool {
         self.role() == Role::Client
     }
@@ -447,8 +438,10 @@ impl Ws {
             deflate.map(Negotiated::inflater),
         )
     }
+}
 
-    fn decode_head(&mut self, src: &[u8], wire: &mut Wire<'_>) -> DecodeResult {
+impl WsDecoder {
+    fn decode_head(&mut self, ws: &Ws, src: &[u8], wire: &mut Wire<'_>) -> DecodeResult {
         let State::Head {
             scanner,
             expected_accept,
@@ -456,8 +449,8 @@ impl Ws {
         else {
             return Ok(Decoded::Incomplete);
         };
-        let cfg = &self.shared.config;
-        let client = self.shared.client.is_some();
+        let cfg = &ws.shared.config;
+        let client = ws.shared.client.is_some();
         let head_len = match scanner.find(src, cfg.max_header_size).0 {
             Ok(None) => return Ok(Decoded::Incomplete),
             Ok(Some(n)) => n,
@@ -481,10 +474,10 @@ impl Ws {
         match result {
             Ok((Handshake::Request(req), consumed)) if !req.is_upgrade() => {
                 // A plain HTTP request: the page handler answers it, if it will.
-                let answer = self.shared.http.as_ref().and_then(|page| page(&req));
+                let answer = ws.shared.http.as_ref().and_then(|page| page(&req));
                 match answer {
                     Some(response) => {
-                        self.reject(&Handshake::Request(req), &response, wire);
+                        self.reject(ws, &Handshake::Request(req), &response, wire);
                         Ok(Decoded::Consumed(consumed))
                     }
                     None => {
@@ -515,8 +508,22 @@ impl Protocol for Ws {
     const TLS_SCHEME: Option<&'static str> = Some("wss");
     type Message = Message;
     type Outgoing = Message;
-    type Encoder = WsEncoder;
     type Handshake = Handshake;
+    type Decoder = WsDecoder;
+    type Encoder = WsEncoder;
+
+    fn decoder(&self) -> WsDecoder {
+        let state = if self.shared.handshake {
+            State::Head {
+                scanner: HeadScanner::default(),
+                expected_accept: None,
+            }
+        } else {
+            let assumed = self.assumed_deflate();
+            State::Frames(Box::new(self.frame_decoder(assumed.as_ref())))
+        };
+        WsDecoder { state }
+    }
 
     fn encoder(&self) -> WsEncoder {
         let mut encoder = WsEncoder::new(self.is_client());
@@ -535,14 +542,16 @@ impl Protocol for Ws {
             Role::Server => Ws::client(self.shared.config.clone(), host, path_and_query),
         }
     }
+}
 
-    fn start(&mut self, wire: &mut Wire<'_>) -> Start {
-        if !self.shared.handshake {
+impl Decoder<Ws> for WsDecoder {
+    fn start(&mut self, ws: &Ws, wire: &mut Wire<'_>) -> Start {
+        if !ws.shared.handshake {
             return Start::Established;
         }
-        let expected_accept = self.shared.client.as_ref().map(|target| {
+        let expected_accept = ws.shared.client.as_ref().map(|target| {
             let key = client::new_key(&mut fastrand::Rng::new());
-            client::write_request(wire.buffer(), target, &self.shared.config, &key);
+            client::write_request(wire.buffer(), target, &ws.shared.config, &key);
             handshake::accept_key(&key)
         });
         self.state = State::Head {
@@ -552,9 +561,9 @@ impl Protocol for Ws {
         Start::Handshake
     }
 
-    fn decode(&mut self, src: &[u8], wire: &mut Wire<'_>) -> DecodeResult {
+    fn decode(&mut self, ws: &Ws, src: &[u8], wire: &mut Wire<'_>) -> DecodeResult {
         match &mut self.state {
-            State::Head { .. } => self.decode_head(src, wire),
+            State::Head { .. } => self.decode_head(ws, src, wire),
             State::Verdict => Ok(Decoded::Incomplete),
             State::Frames(decoder) => decoder.decode(src, wire),
             State::Done => Ok(match src.len() {
@@ -564,8 +573,14 @@ impl Protocol for Ws {
         }
     }
 
-    fn accept(&mut self, handshake: &Handshake, encoder: &mut WsEncoder, wire: &mut Wire<'_>) {
-        let deflate = match (self.role(), handshake) {
+    fn accept(
+        &mut self,
+        ws: &Ws,
+        handshake: &Handshake,
+        encoder: &mut WsEncoder,
+        wire: &mut Wire<'_>,
+    ) {
+        let deflate = match (ws.role(), handshake) {
             (Role::Server, Handshake::Request(req)) => match &req.upgrade {
                 Some(upgrade) => {
                     handshake::write_switching(wire.buffer(), upgrade);
@@ -592,10 +607,10 @@ impl Protocol for Ws {
             }
         };
         encoder.establish(deflate);
-        self.state = State::Frames(Box::new(self.frame_decoder(deflate)));
+        self.state = State::Frames(Box::new(ws.frame_decoder(deflate)));
     }
 
-    fn reject(&mut self, handshake: &Handshake, reject: &Reject, wire: &mut Wire<'_>) {
+    fn reject(&mut self, _ws: &Ws, handshake: &Handshake, reject: &Reject, wire: &mut Wire<'_>) {
         let status = if (200..=999).contains(&reject.status) {
             reject.status
         } else {
@@ -619,17 +634,27 @@ impl Protocol for Ws {
         self.state = State::Done;
     }
 
-    fn encode(
-        &self,
-        encoder: &mut WsEncoder,
-        msg: &Message,
-        dst: &mut Vec<u8>,
-    ) -> Result<(), ProtocolError> {
-        encoder.encode(msg, dst)
+    /// The message being reassembled and the inflater's buffers and window.
+    fn held_bytes(&self) -> usize {
+        match &self.state {
+            State::Frames(decoder) => decoder.held_bytes(),
+            _ => 0,
+        }
+    }
+}
+
+impl Encoder<Ws> for WsEncoder {
+    fn encode(&mut self, _ws: &Ws, msg: &Message, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        WsEncoder::encode(self, msg, dst)
     }
 
-    fn encode_close(&self, encoder: &mut WsEncoder, closing: &Closing<'_>, dst: &mut Vec<u8>) {
-        encoder.encode_close(closing, dst);
+    fn encode_close(&mut self, _ws: &Ws, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        WsEncoder::encode_close(self, closing, dst);
+    }
+
+    /// The compressor's window and hash tables, when deflate is on.
+    fn held_bytes(&self) -> usize {
+        WsEncoder::held_bytes(self)
     }
 }
 

@@ -1,11 +1,22 @@
-//! lubdub's sans-IO protocol trait: bytes in a buffer to messages, messages
+//! lubdub's sans-IO protocol traits: bytes in a buffer to messages, messages
 //! to bytes, and everything a protocol may say on the wire by itself.
 //!
-//! A protocol never touches a socket. The connection reads bytes, hands the
-//! unconsumed part of its read buffer to [`Protocol::decode`], and appends
-//! whatever [`Protocol::encode`] writes to its send queue. This is
-//! Workerman's `input`/`decode`/`encode` split and tokio-util's
-//! `Decoder`/`Encoder`, in one trait, plus what a protocol like WebSocket
+//! A protocol never touches a socket. It comes in two parts:
+//!
+//! * the **protocol value** ([`Protocol`]) is configuration: limits,
+//!   negotiation offers, a page handler. One value serves every connection
+//!   of a worker and is shared, never mutated;
+//! * each connection gets its own **session**: a [`Decoder`] (owned by the
+//!   connection's event loop) and an [`Encoder`] (kept with the connection's
+//!   send queue, under its lock, so any thread can send). A session holds
+//!   only what is per connection (a handshake's progress, a message being
+//!   reassembled, a compression window) and reads the configuration from
+//!   the protocol value it is handed on every call.
+//!
+//! The connection reads bytes, hands the unconsumed part of its read buffer
+//! to [`Decoder::decode`], and appends whatever [`Encoder::encode`] writes to
+//! its send queue. This is Workerman's `input`/`decode`/`encode` split and
+//! tokio-util's `Decoder`/`Encoder`, plus what a protocol like WebSocket
 //! needs on top:
 //!
 //! * **bytes of its own on the wire**: `decode` gets a [`Wire`] to write
@@ -14,22 +25,25 @@
 //! * **input that is not a message**: [`Decoded::Consumed`] (a control frame);
 //! * **closing**: [`Wire::close`] asks for the connection to close once the
 //!   bytes written so far are flushed, with a [`SessionClose`] that reaches
-//!   `on_close`; [`Protocol::encode_close`] writes a goodbye when the
+//!   `on_close`; [`Encoder::encode_close`] writes a goodbye when the
 //!   connection is closed for any other reason;
-//! * **a handshake phase**: [`Protocol::start`] says whether a handshake
+//! * **a handshake phase**: [`Decoder::start`] says whether a handshake
 //!   comes first; [`Decoded::Handshake`] ends it with data that a hook can
-//!   inspect, then [`Protocol::accept`] or [`Protocol::reject`] answers;
-//! * **per-connection encoder state**: [`Protocol::Encoder`] (compression
-//!   contexts, negotiated options), kept with the connection's send queue.
+//!   inspect, then [`Decoder::accept`] or [`Decoder::reject`] answers;
+//! * **memory it holds**: [`Decoder::held_bytes`] and [`Encoder::held_bytes`]
+//!   report what a session keeps outside the connection's read buffer (a
+//!   message being reassembled, a deflate window), so the worker's memory
+//!   budget and its per-connection message limit count it.
+//!
+//! A codec without a handshake and without per-connection encoder state
+//! implements the smaller [`Codec`] trait instead and gets its session for
+//! free.
 //!
 //! This crate depends on `std` alone, so protocol crates, their fuzz targets
 //! and their tests build without lubdub's runtime.
 //!
 //! # The decode contract
 //!
-//! * Each connection decodes with its own clone of the protocol value, so a
-//!   decoder may keep per-connection state in `&mut self` (how far it
-//!   already searched for a delimiter, a handshake phase, an inflater).
 //! * `src` always starts at the first byte not yet consumed and contains
 //!   every unconsumed byte received so far; it only grows between calls
 //!   until something is consumed.
@@ -38,54 +52,59 @@
 //! * A decoder enforces its maximum message size itself and returns
 //!   [`ProtocolError::TooLarge`] as soon as a message is known to exceed it
 //!   (from a length header, or from scanning that many bytes without a
-//!   delimiter). The connection never grows a read buffer beyond what the
-//!   decoder has accepted plus one read.
+//!   delimiter, or from the pieces it reassembled so far). The connection
+//!   never grows a read buffer beyond what the decoder has accepted plus one
+//!   read.
 //! * A decoder never panics, whatever the bytes.
 //!
-//! # Example: a protocol of single bytes
+//! # Example: a codec of single bytes
 //!
 //! ```
-//! use lubdub_protocol::{Decoded, Protocol, ProtocolError, Wire, WireBuf};
+//! use lubdub_protocol::{Codec, Decoded, ProtocolError, Session};
 //!
 //! #[derive(Clone, Default)]
 //! struct OneByte;
 //!
-//! impl Protocol for OneByte {
+//! impl Codec for OneByte {
 //!     const SCHEME: &'static str = "byte";
 //!     type Message = u8;
 //!     type Outgoing = u8;
-//!     type Encoder = ();
-//!     type Handshake = ();
+//!     type State = ();
 //!
-//!     fn encoder(&self) {}
-//!
-//!     fn decode(&mut self, src: &[u8], _wire: &mut Wire<'_>) -> Result<Decoded<u8>, ProtocolError> {
+//!     fn decode(&self, _: &mut (), src: &[u8]) -> Result<Decoded<u8>, ProtocolError> {
 //!         Ok(match src.first() {
 //!             Some(&b) => Decoded::Message { msg: b, consumed: 1 },
 //!             None => Decoded::Incomplete,
 //!         })
 //!     }
 //!
-//!     fn encode(&self, _: &mut (), msg: &u8, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+//!     fn encode(&self, msg: &u8, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
 //!         dst.push(*msg);
 //!         Ok(())
 //!     }
 //! }
 //!
-//! let mut wire = WireBuf::default();
-//! let decoded = wire.decode(&mut OneByte, b"ab").unwrap();
-//! assert_eq!(decoded, Decoded::Message { msg: b'a', consumed: 1 });
+//! let mut session = Session::new(OneByte);
+//! assert_eq!(session.decode(b"ab").unwrap(), Decoded::Message { msg: b'a', consumed: 1 });
+//! assert_eq!(session.encode(&b'z').unwrap(), b"z");
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codec;
 mod error;
 mod raw;
+mod session;
 mod wire;
 
+pub use codec::{Codec, CodecDecoder, CodecEncoder};
 pub use error::ProtocolError;
 pub use raw::Raw;
+pub use session::Session;
 pub use wire::{Closing, Reject, SessionClose, Start, Wire, WireBuf};
 
-/// The result of one [`Protocol::decode`] call.
+/// The result of one [`Decoder::decode`] call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded<M, H = ()> {
     /// The buffer does not yet hold anything whole: read more bytes.
@@ -98,12 +117,13 @@ pub enum Decoded<M, H = ()> {
         consumed: usize,
     },
     /// The first `n` bytes were used up without producing a message: a
-    /// control frame (answered through the [`Wire`], if at all), padding.
+    /// control frame (answered through the [`Wire`], if at all), padding, a
+    /// piece of a fragmented message the decoder keeps.
     Consumed(usize),
     /// The handshake finished with the first `consumed` bytes. `data` (the
     /// WebSocket upgrade request, say) goes to the connection's handshake
-    /// hook, which accepts ([`Protocol::accept`]) or refuses
-    /// ([`Protocol::reject`]) before `on_connect` runs.
+    /// hook, which accepts ([`Decoder::accept`]) or refuses
+    /// ([`Decoder::reject`]) before `on_connect` runs.
     Handshake {
         /// What the handshake carried, for the hook to inspect.
         data: H,
@@ -112,12 +132,12 @@ pub enum Decoded<M, H = ()> {
     },
 }
 
-/// A wire protocol: turns bytes into messages and messages into bytes.
+/// A wire protocol: the configuration shared by every connection, and the
+/// factory of each connection's [`Decoder`] and [`Encoder`].
 ///
 /// See the [crate documentation](crate) for the decode contract. A protocol
-/// without a handshake or encoder state sets `type Encoder = ()` and
-/// `type Handshake = ()` and implements `encoder`, `decode` and `encode`;
-/// every other method has a default that does nothing.
+/// without a handshake and without per-connection encoder state implements
+/// [`Codec`] instead, which implements this trait for it.
 pub trait Protocol: Clone + Send + Sync + 'static {
     /// The scheme that selects this protocol in a listen address
     /// (`text` in `text://0.0.0.0:1234`).
@@ -126,19 +146,23 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     /// (`wss` for WebSocket). Any protocol can run over TLS by configuring
     /// it; this only names it in addresses.
     const TLS_SCHEME: Option<&'static str> = None;
-    /// What `decode` produces and `on_message` receives.
+    /// What decoding produces and `on_message` receives.
     type Message: Send + 'static;
     /// What `Connection::send` accepts (for example `str` for text lines).
     type Outgoing: ?Sized;
-    /// Per-connection encoding state (`()` when encoding needs none). It
-    /// lives with the connection's send queue, under that queue's own lock,
-    /// so any thread that sends encodes with it.
-    type Encoder: Send + 'static;
     /// What a finished handshake carries for the connection's handshake
     /// hook (`()` for protocols without a handshake).
     type Handshake: Send + 'static;
+    /// One connection's decoding state, owned by its event loop.
+    type Decoder: Decoder<Self>;
+    /// One connection's encoding state (`Connection::send` encodes with it
+    /// from any thread, under the connection's own lock).
+    type Encoder: Encoder<Self>;
 
-    /// A fresh encoder state for a new connection (or a client's new session).
+    /// A fresh decoder for a new connection (or a client's new session).
+    fn decoder(&self) -> Self::Decoder;
+
+    /// A fresh encoder for a new connection (or a client's new session).
     fn encoder(&self) -> Self::Encoder;
 
     /// This protocol as used by a client connecting to `host` (the host and
@@ -150,12 +174,19 @@ pub trait Protocol: Clone + Send + Sync + 'static {
         let _ = (host, path_and_query);
         Ok(self.clone())
     }
+}
 
+/// One connection's decoding side of a [`Protocol`]: bytes in, messages out,
+/// and the protocol's own answers on the [`Wire`].
+///
+/// Every method is handed the protocol value (the configuration); the
+/// decoder keeps only per-connection state.
+pub trait Decoder<P: Protocol>: Send + 'static {
     /// The transport is up and nothing has been read yet. A protocol with
     /// a handshake returns [`Start::Handshake`]; one that speaks first (a
     /// client's upgrade request) writes its bytes to `wire` here.
-    fn start(&mut self, wire: &mut Wire<'_>) -> Start {
-        let _ = wire;
+    fn start(&mut self, protocol: &P, wire: &mut Wire<'_>) -> Start {
+        let _ = (protocol, wire);
         Start::Established
     }
 
@@ -163,44 +194,70 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     /// `wire` go out before any queued application message.
     fn decode(
         &mut self,
+        protocol: &P,
         src: &[u8],
         wire: &mut Wire<'_>,
-    ) -> Result<Decoded<Self::Message, Self::Handshake>, ProtocolError>;
+    ) -> Result<Decoded<P::Message, P::Handshake>, ProtocolError>;
 
     /// The handshake hook accepted `handshake`: write the acceptance (a
-    /// `101 Switching Protocols`) and set up the encoder for what was
-    /// negotiated. Runs before `on_connect`.
+    /// `101 Switching Protocols`) and set up this session's encoder for
+    /// what was negotiated. Runs before `on_connect`.
     fn accept(
         &mut self,
-        handshake: &Self::Handshake,
-        encoder: &mut Self::Encoder,
+        protocol: &P,
+        handshake: &P::Handshake,
+        encoder: &mut P::Encoder,
         wire: &mut Wire<'_>,
     ) {
-        let _ = (handshake, encoder, wire);
+        let _ = (protocol, handshake, encoder, wire);
     }
 
     /// The handshake hook refused `handshake`: write the refusal (an HTTP
     /// error response). The connection then closes after flushing it,
     /// and neither `on_connect` nor `on_close` runs.
-    fn reject(&mut self, handshake: &Self::Handshake, reject: &Reject, wire: &mut Wire<'_>) {
-        let _ = (handshake, reject, wire);
+    fn reject(
+        &mut self,
+        protocol: &P,
+        handshake: &P::Handshake,
+        reject: &Reject,
+        wire: &mut Wire<'_>,
+    ) {
+        let _ = (protocol, handshake, reject, wire);
     }
 
+    /// Bytes this decoder holds outside the connection's read buffer: a
+    /// message being reassembled from fragments, an inflater's window. The
+    /// worker counts them against its memory budget and adds them to what
+    /// the connection's message limit sees. `0` by default.
+    fn held_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// One connection's encoding side of a [`Protocol`]: messages to bytes, and
+/// the goodbye.
+pub trait Encoder<P: Protocol>: Send + 'static {
     /// Appends the encoding of `msg` to `dst`.
     ///
     /// On error nothing must have been appended (the connection also
     /// truncates `dst` back to its previous length to be safe).
     fn encode(
-        &self,
-        encoder: &mut Self::Encoder,
-        msg: &Self::Outgoing,
+        &mut self,
+        protocol: &P,
+        msg: &P::Outgoing,
         dst: &mut Vec<u8>,
     ) -> Result<(), ProtocolError>;
 
     /// The connection is closing gracefully for `closing`: append the
     /// protocol's goodbye (a WebSocket close frame) after what is queued.
-    /// Called at most once per connection; the default writes nothing.
-    fn encode_close(&self, encoder: &mut Self::Encoder, closing: &Closing<'_>, dst: &mut Vec<u8>) {
-        let _ = (encoder, closing, dst);
+    /// Called at most once per session; the default writes nothing.
+    fn encode_close(&mut self, protocol: &P, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        let _ = (protocol, closing, dst);
+    }
+
+    /// Bytes this encoder holds (a compressor's window), counted like
+    /// [`Decoder::held_bytes`]. `0` by default.
+    fn held_bytes(&self) -> usize {
+        0
     }
 }

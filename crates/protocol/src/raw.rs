@@ -1,6 +1,6 @@
 //! Workerman's `tcp://`: no framing.
 
-use crate::{Decoded, Protocol, ProtocolError, Wire};
+use crate::{Codec, Decoded, ProtocolError};
 
 /// Workerman's `tcp://`: no framing, every read is one message.
 ///
@@ -9,20 +9,13 @@ use crate::{Decoded, Protocol, ProtocolError, Wire};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Raw;
 
-impl Protocol for Raw {
+impl Codec for Raw {
     const SCHEME: &'static str = "tcp";
     type Message = Vec<u8>;
     type Outgoing = [u8];
-    type Encoder = ();
-    type Handshake = ();
+    type State = ();
 
-    fn encoder(&self) {}
-
-    fn decode(
-        &mut self,
-        src: &[u8],
-        _wire: &mut Wire<'_>,
-    ) -> Result<Decoded<Vec<u8>>, ProtocolError> {
+    fn decode(&self, _: &mut (), src: &[u8]) -> Result<Decoded<Vec<u8>>, ProtocolError> {
         if src.is_empty() {
             return Ok(Decoded::Incomplete);
         }
@@ -32,7 +25,7 @@ impl Protocol for Raw {
         })
     }
 
-    fn encode(&self, _: &mut (), msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    fn encode(&self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         dst.extend_from_slice(msg);
         Ok(())
     }
@@ -41,22 +34,20 @@ impl Protocol for Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::WireBuf;
+    use crate::Session;
 
     #[test]
     fn raw_takes_everything_and_writes_nothing_of_its_own() {
-        let mut wire = WireBuf::default();
-        assert_eq!(wire.decode(&mut Raw, b"").unwrap(), Decoded::Incomplete);
+        let mut s = Session::new(Raw);
+        assert_eq!(s.decode(b"").unwrap(), Decoded::Incomplete);
         assert_eq!(
-            wire.decode(&mut Raw, b"abc").unwrap(),
+            s.decode(b"abc").unwrap(),
             Decoded::Message {
                 msg: b"abc".to_vec(),
                 consumed: 3
             }
         );
-        assert!(wire.out.is_empty() && wire.close.is_none());
-        let mut out = Vec::new();
-        Raw.encode(&mut (), b"xy", &mut out).unwrap();
-        assert_eq!(out, b"xy");
+        assert!(s.wire.out.is_empty() && s.wire.close.is_none());
+        assert_eq!(s.encode(b"xy").unwrap(), b"xy");
     }
 }

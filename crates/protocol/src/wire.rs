@@ -3,17 +3,17 @@
 
 use std::fmt;
 
-use crate::{Decoded, Protocol, ProtocolError};
+use crate::ProtocolError;
 
 /// Whether a connection starts with a handshake; returned by
-/// [`Protocol::start`].
+/// [`Decoder::start`](crate::Decoder::start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     /// No handshake: the connection is established at once (`on_connect`
     /// runs before the first byte is read).
     Established,
     /// A handshake comes first: `on_connect` waits for
-    /// [`Decoded::Handshake`] and the hook's approval. Application messages
+    /// [`Decoded::Handshake`](crate::Decoded::Handshake) and the hook's approval. Application messages
     /// queued meanwhile are held back until then.
     Handshake,
 }
@@ -62,7 +62,7 @@ impl fmt::Display for SessionClose {
     }
 }
 
-/// Why a connection is closing, as [`Protocol::encode_close`] sees it, to
+/// Why a connection is closing, as [`Encoder::encode_close`](crate::Encoder::encode_close) sees it, to
 /// pick its goodbye (a WebSocket close code).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -124,8 +124,13 @@ impl Reject {
     }
 }
 
-/// A protocol's own voice on the connection, lent to [`Protocol::decode`],
-/// [`Protocol::start`], [`Protocol::accept`] and [`Protocol::reject`].
+/// A protocol's own voice on the connection, lent to [`Decoder::decode`],
+/// [`Decoder::start`], [`Decoder::accept`] and [`Decoder::reject`].
+///
+/// [`Decoder::decode`]: crate::Decoder::decode
+/// [`Decoder::start`]: crate::Decoder::start
+/// [`Decoder::accept`]: crate::Decoder::accept
+/// [`Decoder::reject`]: crate::Decoder::reject
 ///
 /// Bytes written here leave before any application message queued after
 /// them. [`close`](Self::close) asks for the connection to close once
@@ -181,15 +186,6 @@ impl WireBuf {
     /// A [`Wire`] into this buffer.
     pub fn wire(&mut self) -> Wire<'_> {
         Wire::new(&mut self.out, &mut self.close)
-    }
-
-    /// `protocol.decode(src, ..)` with this buffer as the wire.
-    pub fn decode<P: Protocol>(
-        &mut self,
-        protocol: &mut P,
-        src: &[u8],
-    ) -> Result<Decoded<P::Message, P::Handshake>, ProtocolError> {
-        protocol.decode(src, &mut self.wire())
     }
 
     /// Takes the bytes written so far.

@@ -1,7 +1,7 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
-use lubdub_frame::{Decoded, Protocol, ProtocolError, WireBuf};
+use lubdub_frame::{Codec, Decoded, ProtocolError};
 
 /// What feeding a stream to a decoder produced.
 #[derive(Debug)]
@@ -14,23 +14,15 @@ pub struct Fed<M> {
     pub leftover: usize,
 }
 
-/// `proto.decode(src)` with a fresh wire, checking that the protocol wrote
-/// nothing on it and asked for no close (these protocols never do).
-pub fn decode<P: Protocol>(
-    proto: &mut P,
-    src: &[u8],
-) -> Result<Decoded<P::Message, P::Handshake>, ProtocolError> {
-    let mut wire = WireBuf::default();
-    let result = wire.decode(proto, src);
-    assert!(wire.out.is_empty(), "the protocol wrote {:02X?}", wire.out);
-    assert!(wire.close.is_none(), "the protocol asked to close");
-    result
+/// `proto.decode(src)` from a fresh decoding state (these codecs keep none).
+pub fn decode<P: Codec>(proto: &mut P, src: &[u8]) -> Result<Decoded<P::Message>, ProtocolError> {
+    proto.decode(&mut P::State::default(), src)
 }
 
 /// Feeds `stream` to `proto` the way the worker does: chunk sizes come from
 /// `cuts` (cycled; 0 counts as 1), the slice handed to `decode` starts at
 /// the first unconsumed byte and only grows until a message is returned.
-pub fn feed<P: Protocol>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P::Message> {
+pub fn feed<P: Codec>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P::Message> {
     let mut buf: Vec<u8> = Vec::new();
     let mut msgs = Vec::new();
     let mut pos = 0;
@@ -75,11 +67,10 @@ pub fn feed<P: Protocol>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P:
 }
 
 /// Encodes every message back to back.
-pub fn encode_all<P: Protocol>(proto: &P, msgs: &[&P::Outgoing]) -> Vec<u8> {
+pub fn encode_all<P: Codec>(proto: &P, msgs: &[&P::Outgoing]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut encoder = proto.encoder();
     for m in msgs {
-        proto.encode(&mut encoder, m, &mut out).expect("encode");
+        proto.encode(m, &mut out).expect("encode");
     }
     out
 }
