@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
-use crate::Error;
+use crate::error::ConfigError;
 
 /// Where a worker listens (or a client connects), with an optional scheme.
 ///
@@ -72,12 +72,12 @@ impl ListenAddr {
         &self,
         expected: &'static str,
         tls: Option<&'static str>,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, ConfigError> {
         match &self.scheme {
             None => Ok(false),
             Some(s) if s.eq_ignore_ascii_case(expected) => Ok(false),
             Some(s) if tls.is_some_and(|t| s.eq_ignore_ascii_case(t)) => Ok(true),
-            Some(s) => Err(Error::SchemeMismatch {
+            Some(s) => Err(ConfigError::SchemeMismatch {
                 expected,
                 found: s.clone(),
             }),
@@ -86,9 +86,9 @@ impl ListenAddr {
 }
 
 impl FromStr for ListenAddr {
-    type Err = Error;
+    type Err = ConfigError;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
         let s = s.trim();
         let (scheme, rest) = match s.split_once("://") {
             Some((scheme, rest)) => {
@@ -97,7 +97,7 @@ impl FromStr for ListenAddr {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.')
                 {
-                    return Err(Error::Address(format!("invalid scheme in `{s}`")));
+                    return Err(ConfigError::Address(format!("invalid scheme in `{s}`")));
                 }
                 (Some(scheme.to_ascii_lowercase()), rest)
             }
@@ -117,9 +117,9 @@ impl FromStr for ListenAddr {
             Ok(a) => a,
             Err(_) => authority
                 .to_socket_addrs()
-                .map_err(|e| Error::Address(format!("`{s}`: {e}")))?
+                .map_err(|e| ConfigError::Address(format!("`{s}`: {e}")))?
                 .next()
-                .ok_or_else(|| Error::Address(format!("`{s}` resolved to no address")))?,
+                .ok_or_else(|| ConfigError::Address(format!("`{s}` resolved to no address")))?,
         };
         Ok(ListenAddr {
             scheme,
@@ -152,31 +152,31 @@ impl fmt::Display for ListenAddr {
 /// Anything a worker can listen on: `&str`, `String`, [`SocketAddr`], [`ListenAddr`].
 pub trait IntoListenAddr {
     /// Converts (parsing or resolving if needed).
-    fn into_listen_addr(self) -> Result<ListenAddr, Error>;
+    fn into_listen_addr(self) -> Result<ListenAddr, ConfigError>;
 }
 
 impl IntoListenAddr for ListenAddr {
-    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+    fn into_listen_addr(self) -> Result<ListenAddr, ConfigError> {
         Ok(self)
     }
 }
 impl IntoListenAddr for SocketAddr {
-    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+    fn into_listen_addr(self) -> Result<ListenAddr, ConfigError> {
         Ok(ListenAddr::new(self))
     }
 }
 impl IntoListenAddr for &str {
-    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+    fn into_listen_addr(self) -> Result<ListenAddr, ConfigError> {
         self.parse()
     }
 }
 impl IntoListenAddr for String {
-    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+    fn into_listen_addr(self) -> Result<ListenAddr, ConfigError> {
         self.parse()
     }
 }
 impl IntoListenAddr for &String {
-    fn into_listen_addr(self) -> Result<ListenAddr, Error> {
+    fn into_listen_addr(self) -> Result<ListenAddr, ConfigError> {
         self.parse()
     }
 }
@@ -240,7 +240,7 @@ mod tests {
         assert!(wss.check_scheme("ws", None).is_err());
         assert!(matches!(
             a.check_scheme("text", None),
-            Err(Error::SchemeMismatch {
+            Err(ConfigError::SchemeMismatch {
                 expected: "text",
                 ..
             })

@@ -3,7 +3,6 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -12,12 +11,15 @@ use dashmap::DashMap;
 use crate::addr::IntoListenAddr;
 use crate::client_ctl::{ClientCtl, Wake};
 use crate::connection::Connection;
+use crate::dispatch::Site;
 use crate::driver::ConnDriver;
-use crate::endpoint::{Endpoint, Limits};
-use crate::error::Error;
+use crate::endpoint::{Endpoint, MapEntry};
+use crate::error::{ConfigError, ConnError, Error, Misuse};
 use crate::event_loop::{sleep_until, LoopCtx, Resident, StopSignal};
-use crate::handlers::{connection_callbacks, report, Handlers};
-use crate::lifecycle::{retire, MapEntry, Tenure};
+use crate::handlers::{connection_callbacks, Handlers};
+use crate::lifecycle::Tenure;
+use crate::limits::Limits;
+use crate::mailbox::{ConnConfig, ConnShared};
 use crate::protocol::Protocol;
 use crate::reactor::{Io, Reactor};
 use crate::reconnect::{Backoff, ReconnectPolicy};
@@ -35,8 +37,8 @@ use rustls::pki_types::ServerName;
 /// queued (up to the send buffer limit) and delivered in order once
 /// connected. `on_connect` and `on_close` run once per established session;
 /// a failed attempt is reported through `on_error` as
-/// [`Error::ConnectFailed`] (with the address and OS error), a broken
-/// session as [`Error::Io`] and a close reason.
+/// [`ConnError::ConnectFailed`] (with the address and OS error), a broken
+/// session as [`ConnError::Io`] and a close reason.
 ///
 /// `connect` must run on an event loop: in a worker's `on_worker_start` or
 /// any callback, or in [`EventLoop::run`] for a standalone client.
@@ -47,7 +49,8 @@ pub struct Client<P: Protocol> {
     limits: Limits,
     connect_timeout: Duration,
     backoff: Option<Backoff>,
-    ep: OnceLock<Arc<Endpoint<P>>>,
+    /// Fixed at the first `connect`: the configuration and the site.
+    running: OnceLock<(Arc<ConnConfig<P>>, Arc<Site<P>>)>,
     /// The host as written in the address (for TLS's server name).
     host: String,
     tls: Option<TlsClientConfig>,
@@ -71,7 +74,7 @@ impl<P: Protocol> Client<P> {
         // them in its upgrade request).
         let protocol = protocol
             .for_client(addr.host(), addr.path().unwrap_or("/"))
-            .map_err(Error::Protocol)?;
+            .map_err(|e| ConfigError::Invalid(format!("the protocol refused the address: {e}")))?;
         Ok(Client {
             addr: addr.socket_addr(),
             protocol,
@@ -79,7 +82,7 @@ impl<P: Protocol> Client<P> {
             limits: Limits::default(),
             connect_timeout: Duration::from_secs(10),
             backoff: None,
-            ep: OnceLock::new(),
+            running: OnceLock::new(),
             host: addr.host().to_owned(),
             // A TLS scheme (`wss://`) trusts Mozilla's roots unless told otherwise.
             tls: tls_scheme.then(TlsClientConfig::default),
@@ -119,23 +122,11 @@ impl<P: Protocol> Client<P> {
         self
     }
 
-    /// Send buffer limit in bytes (also bounds sends queued before a
-    /// connect). Default 1 MiB.
-    pub fn send_buffer_size(&mut self, bytes: usize) -> &mut Self {
-        self.limits.send_buffer_size = bytes.max(1);
-        self
-    }
-
-    /// What the full send buffer does (see [`Worker::backpressure`](crate::Worker::backpressure)).
-    /// Default [`Backpressure::PauseRecv`](crate::Backpressure::PauseRecv).
-    pub fn backpressure(&mut self, mode: crate::Backpressure) -> &mut Self {
-        self.limits.backpressure = mode;
-        self
-    }
-
-    /// Graceful close timeout. Default 5 s.
-    pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.limits.close_timeout = timeout;
+    /// The limits of this client's connections (see [`Limits`]; the send
+    /// buffer limit also bounds sends queued before a connect). Default:
+    /// `Limits::default()`.
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
         self
     }
 
@@ -148,43 +139,43 @@ impl<P: Protocol> Client<P> {
 
     /// Live (not finally closed) connections made by this client.
     pub fn connections(&self) -> &DashMap<u64, Connection<P>> {
-        &self.endpoint().connections
+        &self.running().1.endpoint.connections
     }
 
-    fn endpoint(&self) -> &Arc<Endpoint<P>> {
-        self.ep.get_or_init(|| {
-            Arc::new(Endpoint::new(
-                self.protocol.clone(),
-                self.handlers.clone(),
-                self.limits.clone(),
-            ))
+    fn running(&self) -> &(Arc<ConnConfig<P>>, Arc<Site<P>>) {
+        self.running.get_or_init(|| {
+            let config = Arc::new(ConnConfig {
+                protocol: self.protocol.clone(),
+                limits: self.limits.clone(),
+            });
+            let site = Arc::new(Site {
+                handlers: self.handlers.clone(),
+                endpoint: Arc::new(Endpoint::new(self.limits.memory_budget)),
+            });
+            (config, site)
         })
     }
 
     /// Starts connecting and returns the connection at once; sends queue
     /// until it is up. Callbacks and settings are fixed at the first call.
-    /// Returns [`Error::NoEventLoop`] off an event loop.
+    /// Returns [`Misuse::NoEventLoop`] off an event loop.
     pub fn connect(&self) -> Result<Connection<P>, Error> {
-        let ctx = LoopCtx::current().ok_or(Error::NoEventLoop)?;
-        let ep = self.endpoint().clone();
+        let ctx = LoopCtx::current().ok_or(Misuse::NoEventLoop)?;
+        let (config, site) = self.running();
         let unspecified = match self.addr {
             SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
             SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
         };
-        let conn = Connection::new(
-            ep.clone(),
+        let conn = Connection::from_shared(ConnShared::new(
+            config.clone(),
             self.addr,
             unspecified,
             ctx.id,
-            ctx.uid,
-            Some(Box::new(ClientCtl::new(
-                self.backoff.is_some(),
-                self.keep_unsent,
-            ))),
-        );
+            Some(Box::new(ClientCtl::new())),
+        ));
         // In the map and counted by the loop from now until the supervisor
         // ends; a stopping loop closes it for good.
-        let entry = MapEntry::insert(&conn);
+        let entry = MapEntry::insert(&site.endpoint, &conn);
         let mut resident = Resident::new(&ctx);
         {
             let c = conn.clone();
@@ -196,10 +187,14 @@ impl<P: Protocol> Client<P> {
         };
         let sup = supervise(
             conn.clone(),
+            site.clone(),
             (entry, resident),
-            self.backoff.clone().map(ReconnectPolicy::new),
-            self.connect_timeout,
-            tls,
+            Plan {
+                policy: self.backoff.clone().map(ReconnectPolicy::new),
+                connect_timeout: self.connect_timeout,
+                keep_unsent: self.keep_unsent,
+                tls,
+            },
         );
         ctx.ex.spawn(sup).detach();
         Ok(conn)
@@ -221,16 +216,35 @@ async fn connect_once(
     .await
 }
 
+/// How a client connection's supervisor connects and reconnects.
+struct Plan {
+    /// The automatic reconnect policy, if any.
+    policy: Option<ReconnectPolicy>,
+    connect_timeout: Duration,
+    /// Whole messages unsent at the end of a session wait for the next.
+    keep_unsent: bool,
+    tls: Option<(TlsClientConfig, ServerName<'static>)>,
+}
+
 /// Owns a client connection's life: connect, run sessions, back off, reconnect.
 async fn supervise<P: Protocol>(
     conn: Connection<P>,
+    site: Arc<Site<P>>,
     tenancy: (MapEntry<P>, Resident),
-    mut policy: Option<ReconnectPolicy>,
-    connect_timeout: Duration,
-    tls: Option<(TlsClientConfig, ServerName<'static>)>,
+    plan: Plan,
 ) {
     let Some(ctl) = conn.inner.client.as_deref() else {
         return;
+    };
+    let Plan {
+        mut policy,
+        connect_timeout,
+        keep_unsent,
+        tls,
+    } = plan;
+    let tenure = Tenure::Session {
+        keep_unsent,
+        queue_between: keep_unsent && policy.is_some(),
     };
     let ctx = tenancy.1.ctx().clone();
     let addr = conn.remote_addr();
@@ -273,8 +287,8 @@ async fn supervise<P: Protocol>(
         let next = match result {
             Err(e) => {
                 log::debug!("client {}: connect to {addr} failed: {e}", conn.id());
-                ctl.attempts.fetch_add(1, Ordering::Relaxed);
-                report(&conn, &Error::ConnectFailed { addr, source: e });
+                site.handlers
+                    .report(&conn, &ConnError::ConnectFailed { addr, source: e });
                 policy.as_mut().map(|p| p.next_delay())
             }
             Ok(stream) => {
@@ -285,25 +299,19 @@ async fn supervise<P: Protocol>(
                 if let Ok(local) = stream.get_ref().local_addr() {
                     conn.set_local_addr(local);
                 }
-                conn.reset_session(true);
+                conn.inner.reset_session(true);
                 ctl.take_healthy();
-                ctl.set_connected(true);
-                ctl.attempts.store(0, Ordering::Relaxed);
                 let started = Instant::now();
                 let tls_session = tls
                     .as_ref()
                     .map(|(config, name)| Tls::client(config, name.clone()));
                 match tls_session {
-                    None => {
-                        ConnDriver::new(conn.clone(), Tenure::Session, stream, Plain, &ctx).await
-                    }
+                    None => ConnDriver::new(conn.clone(), tenure, &site, stream, Plain, &ctx).await,
                     Some(Ok(transport)) => {
-                        ConnDriver::new(conn.clone(), Tenure::Session, stream, transport, &ctx)
-                            .await
+                        ConnDriver::new(conn.clone(), tenure, &site, stream, transport, &ctx).await
                     }
-                    Some(Err(e)) => report(&conn, &Error::Io(e)),
+                    Some(Err(e)) => site.handlers.report(&conn, &ConnError::Io(e)),
                 }
-                ctl.set_connected(false);
                 if ctl.is_user_closed() {
                     break;
                 }
@@ -316,7 +324,7 @@ async fn supervise<P: Protocol>(
         };
         // A manual reconnect() request wins over the policy.
         if let Some(after) = ctl.take_pending() {
-            conn.reset_session(true);
+            conn.inner.reset_session(true);
             delay = Some(after);
             continue;
         }
@@ -331,7 +339,7 @@ async fn supervise<P: Protocol>(
         }
         match next {
             Some(Some(d)) => {
-                conn.reset_session(true);
+                conn.inner.reset_session(true);
                 delay = Some(d);
             }
             Some(None) => {
@@ -340,7 +348,8 @@ async fn supervise<P: Protocol>(
                     "client {}: giving up on {addr} after {attempts} attempts",
                     conn.id()
                 );
-                report(&conn, &Error::ReconnectGaveUp { attempts });
+                site.handlers
+                    .report(&conn, &ConnError::ReconnectGaveUp { attempts });
                 match idle(&conn, ctl).await {
                     Some(after) => {
                         if let Some(p) = policy.as_mut() {
@@ -362,7 +371,7 @@ async fn supervise<P: Protocol>(
     }
     // Final close: no session, no timer, no further attempt; out of the
     // map and the loop's count as the tenancy drops.
-    retire(&conn);
+    conn.inner.retire();
     drop(tenancy);
     log::debug!("client {}: closed for good", conn.id());
 }
@@ -370,8 +379,7 @@ async fn supervise<P: Protocol>(
 /// Refuses sends and waits for `reconnect()` (returns its delay, sends
 /// accepted again) or `close()` (returns `None`).
 async fn idle<P: Protocol>(conn: &Connection<P>, ctl: &ClientCtl) -> Option<Duration> {
-    conn.outbox().closed = true;
-    ctl.set_idle(true);
+    conn.inner.refuse_sends();
     let woke = loop {
         match ctl.wait(None).await {
             Wake::Closed => break None,
@@ -379,9 +387,8 @@ async fn idle<P: Protocol>(conn: &Connection<P>, ctl: &ClientCtl) -> Option<Dura
             Wake::Cancelled | Wake::Elapsed => {}
         }
     };
-    ctl.set_idle(false);
     if woke.is_some() {
-        conn.reset_session(true);
+        conn.inner.reset_session(true);
     }
     woke
 }

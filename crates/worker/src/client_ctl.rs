@@ -1,28 +1,22 @@
-//! Reconnect control shared by a client connection's handle and its
-//! supervisor task: what the application asked for (close, reconnect,
-//! cancel) and what the supervisor reports (connected, healthy).
+//! What a client connection's handle must share with its supervisor task:
+//! the application's requests (close for good, reconnect, cancel a
+//! reconnect, the link proved healthy) and the event that wakes the
+//! supervisor. Everything else about reconnecting (the policy, attempts,
+//! whether it waits for an explicit reconnect) is the supervisor's own.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
 
-/// Reconnect control shared by a client connection's handle and supervisor.
+/// The requests a client connection's handle makes to its supervisor.
 pub(crate) struct ClientCtl {
-    /// An automatic reconnect policy is on.
-    auto: bool,
-    /// Unsent messages wait for the next session (`Client::keep_unsent`).
-    keep_unsent: bool,
-    /// Waiting for an explicit `reconnect()` (no policy, gave up, cancelled).
-    idle: AtomicBool,
     user_closed: AtomicBool,
-    connected: AtomicBool,
     healthy: AtomicBool,
     cancel: AtomicBool,
     pending: Mutex<Option<Duration>>,
-    pub attempts: AtomicU32,
-    pub event: Event,
+    event: Event,
 }
 
 /// What interrupted a supervisor's wait.
@@ -34,29 +28,14 @@ pub(crate) enum Wake {
 }
 
 impl ClientCtl {
-    pub fn new(auto: bool, keep_unsent: bool) -> Self {
+    pub fn new() -> Self {
         ClientCtl {
-            auto,
-            keep_unsent,
-            idle: AtomicBool::new(false),
             user_closed: AtomicBool::new(false),
-            connected: AtomicBool::new(false),
             healthy: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
             pending: Mutex::new(None),
-            attempts: AtomicU32::new(0),
             event: Event::new(),
         }
-    }
-
-    /// Sends between sessions queue for the next one: a reconnect is coming.
-    pub fn keeps_queue(&self) -> bool {
-        self.auto && self.keep_unsent && !self.is_user_closed() && !self.idle.load(Ordering::SeqCst)
-    }
-
-    /// Whether whole messages unsent at the end of a session are kept.
-    pub fn keeps_unsent(&self) -> bool {
-        self.keep_unsent
     }
 
     pub fn user_close(&self) {
@@ -66,18 +45,6 @@ impl ClientCtl {
 
     pub fn is_user_closed(&self) -> bool {
         self.user_closed.load(Ordering::SeqCst)
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
-    }
-
-    pub fn set_connected(&self, connected: bool) {
-        self.connected.store(connected, Ordering::SeqCst);
-    }
-
-    pub fn set_idle(&self, idle: bool) {
-        self.idle.store(idle, Ordering::SeqCst);
     }
 
     pub fn request_reconnect(&self, after: Duration) {

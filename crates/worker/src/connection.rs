@@ -1,26 +1,22 @@
 //! The connection handle shared by callbacks, timers and other threads.
 //!
 //! A [`Connection`] is what the application holds: sends, closes, pauses,
-//! counters, user data. It never touches the socket: it records requests
-//! (flags, the send queue) and wakes the connection's task, whose state
-//! machine (`crate::core`) acts on them on the connection's own loop.
+//! counters, user data. It never touches the socket and never runs a
+//! callback: it writes to the connection's mailbox (`crate::mailbox`: the
+//! send queue, request bits) and wakes the connection's task, whose state
+//! machine (`crate::lifecycle`) acts on them on the connection's own loop.
 
 use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use atomic_waker::AtomicWaker;
-
-use crate::client_ctl::ClientCtl;
-use crate::clock::{instant_of, monotonic_nanos};
-use crate::endpoint::Endpoint;
-use crate::error::{CloseReason, Error};
-use crate::handlers::fire_buffer_full;
-use crate::outbox::Outbox;
-use crate::protocol::{Protocol, ProtocolError, SessionClose};
+use crate::clock::instant_of;
+use crate::error::{CloseReason, Misuse};
+use crate::mailbox::{req, status, ConnShared};
+use crate::protocol::{Encoder, Protocol, ProtocolError, SessionClose};
 
 /// The outcome of [`Connection::send`].
 #[derive(Debug)]
@@ -58,47 +54,12 @@ pub struct ConnStats {
     pub write_calls: u64,
 }
 
-pub(crate) const CLOSE_REQ: u8 = 1;
-pub(crate) const DESTROY_REQ: u8 = 2;
-pub(crate) const PAUSED: u8 = 4;
-pub(crate) const FINISHED: u8 = 8;
-/// Close without waiting for the peer's FIN (the worker is stopping).
-pub(crate) const NO_LINGER: u8 = 16;
-/// The send queue reached `send_buffer_size` and has not drained yet.
-pub(crate) const OVER_LIMIT: u8 = 32;
-
-pub(crate) struct ConnInner<P: Protocol> {
-    pub id: u64,
-    /// Index of the event loop that drives the connection.
-    pub loop_id: usize,
-    /// Process-unique identity of that loop.
-    pub loop_uid: u64,
-    pub remote: SocketAddr,
-    pub local: Mutex<SocketAddr>,
-    pub ep: Arc<Endpoint<P>>,
-    pub out: Mutex<Outbox<P>>,
-    pub flags: AtomicU8,
-    pub waker: AtomicWaker,
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub messages_in: AtomicU64,
-    pub write_calls: AtomicU64,
-    /// [`monotonic_nanos`] of the last inbound bytes.
-    pub last_active: AtomicU64,
-    /// Largest message (or incomplete message) accepted, in bytes.
-    pub max_package_size: AtomicUsize,
-    reason: Mutex<Option<CloseReason>>,
-    /// Reconnect control, for client connections only.
-    pub client: Option<Box<ClientCtl>>,
-    context: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
-}
-
 /// A live connection: cheap to clone, `Send + Sync`, usable from any thread.
 ///
 /// Callbacks receive `&Connection`; clone it to keep it (in a timer, another
 /// thread, a map of sessions). All methods are non-blocking.
 pub struct Connection<P: Protocol> {
-    pub(crate) inner: Arc<ConnInner<P>>,
+    pub(crate) inner: Arc<ConnShared<P>>,
 }
 
 impl<P: Protocol> Clone for Connection<P> {
@@ -118,44 +79,10 @@ impl<P: Protocol> fmt::Debug for Connection<P> {
     }
 }
 
-/// A fresh connection id, unique in the process (servers and clients alike).
-pub(crate) fn next_conn_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
 impl<P: Protocol> Connection<P> {
-    pub(crate) fn new(
-        ep: Arc<Endpoint<P>>,
-        remote: SocketAddr,
-        local: SocketAddr,
-        loop_id: usize,
-        loop_uid: u64,
-        client: Option<Box<ClientCtl>>,
-    ) -> Self {
-        let max_package_size = AtomicUsize::new(ep.limits.max_package_size);
-        let outbox = Outbox::new(ep.protocol.encoder());
+    pub(crate) fn from_shared(inner: ConnShared<P>) -> Self {
         Connection {
-            inner: Arc::new(ConnInner {
-                id: next_conn_id(),
-                loop_id,
-                loop_uid,
-                remote,
-                local: Mutex::new(local),
-                ep,
-                out: Mutex::new(outbox),
-                flags: AtomicU8::new(0),
-                waker: AtomicWaker::new(),
-                bytes_in: AtomicU64::new(0),
-                bytes_out: AtomicU64::new(0),
-                messages_in: AtomicU64::new(0),
-                write_calls: AtomicU64::new(0),
-                last_active: AtomicU64::new(monotonic_nanos(Instant::now())),
-                max_package_size,
-                reason: Mutex::new(None),
-                client,
-                context: Mutex::new(None),
-            }),
+            inner: Arc::new(inner),
         }
     }
 
@@ -193,59 +120,22 @@ impl<P: Protocol> Connection<P> {
             .unwrap_or_else(PoisonError::into_inner) = addr;
     }
 
-    /// Records why the connection closes, unless a reason is already recorded.
-    pub(crate) fn set_reason(&self, reason: CloseReason) {
-        let mut r = self
-            .inner
-            .reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if r.is_none() {
-            *r = Some(reason);
-        }
-    }
-
-    /// Records `reason`, replacing any recorded before (a flush that timed
-    /// out overrides the close that started it).
-    pub(crate) fn force_reason(&self, reason: CloseReason) {
-        *self
-            .inner
-            .reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(reason);
-    }
-
-    /// Forgets the close state of the previous session (client reconnects).
-    pub(crate) fn reset_session(&self, accept_sends: bool) {
-        *self
-            .inner
-            .reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-        self.inner.flags.store(0, Ordering::Release);
-        let mut ob = self.outbox();
-        ob.closed = !accept_sends;
-        ob.in_flight = 0;
-        ob.full = false;
-        ob.full_pending = false;
-        ob.encoder = self.inner.ep.protocol.encoder();
-    }
-
-    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox<P>> {
-        self.inner
-            .out
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Encodes `msg` with the protocol and queues it. Never blocks.
     ///
     /// Sends of one loop turn are coalesced into as few writes as possible.
-    /// When the queue already holds `send_buffer_size` bytes the message is
-    /// dropped ([`SendStatus::BufferFull`]) and reported through `on_error`.
+    /// A send that takes the queue to `send_buffer_size` bytes starts a
+    /// full-buffer episode; once the queue holds the drop threshold (the
+    /// limit, or twice it with `Backpressure::PauseRecv`) messages are
+    /// dropped ([`SendStatus::BufferFull`]) and reported through `on_error`,
+    /// once per episode.
+    ///
+    /// `send` never runs a callback: `on_buffer_full` for a send that
+    /// reaches the limit runs on the connection's loop afterwards, before
+    /// the connection's next message is delivered. So a callback may send
+    /// to many connections while holding a lock that `on_buffer_full` takes.
     pub fn send(&self, msg: &P::Outgoing) -> SendStatus {
-        let ep = &self.inner.ep;
-        self.queue(true, |buf, encoder| ep.protocol.encode(encoder, msg, buf))
+        let protocol = &self.inner.config.protocol;
+        self.queue(true, |buf, encoder| encoder.encode(protocol, msg, buf))
     }
 
     /// Queues bytes as they are, bypassing the protocol's encoder.
@@ -256,63 +146,51 @@ impl<P: Protocol> Connection<P> {
         })
     }
 
-    /// Whether the caller runs on the loop that drives this connection, where
-    /// buffer events fire synchronously inside `send`, as in Workerman.
-    fn on_own_loop(&self) -> bool {
-        crate::event_loop::current_loop_uid() == self.inner.loop_uid
-    }
-
     fn queue(
         &self,
         count: bool,
         encode: impl FnOnce(&mut Vec<u8>, &mut P::Encoder) -> Result<(), ProtocolError>,
     ) -> SendStatus {
-        let limits = &self.inner.ep.limits;
-        let limit = limits.send_buffer_size;
-        let mut ob = self.outbox();
-        if ob.closed && !self.inner.client.as_ref().is_some_and(|c| c.keeps_queue()) {
+        let limits = &self.inner.config.limits;
+        let mut mb = self.inner.mailbox();
+        if !mb.accepting {
             return SendStatus::Closed;
         }
-        if ob.queued() >= limits.drop_threshold() {
+        if mb.queued() >= limits.drop_threshold() {
             // Counted, not reported one by one: the connection's own loop
             // reports the episode (when it drains, closes, or once a second
             // while it stays full), whichever thread sends.
-            ob.dropped += 1;
-            let wake = ob.dropped == 1 && !ob.polling;
-            drop(ob);
+            mb.dropped += 1;
+            let wake = mb.dropped == 1 && !mb.polling;
+            drop(mb);
             if wake {
                 self.inner.waker.wake();
             }
             return SendStatus::BufferFull;
         }
-        let before = ob.buf.len();
-        let queue = &mut *ob;
-        if let Err(e) = encode(&mut queue.buf, &mut queue.encoder) {
-            ob.buf.truncate(before);
+        let before = mb.queue.len();
+        let queued_before = mb.queued();
+        let mailbox = &mut *mb;
+        if let Err(e) = encode(&mut mailbox.queue, &mut mailbox.encoder) {
+            mb.queue.truncate(before);
             return SendStatus::EncodeFailed(e);
         }
-        ob.messages_out += u64::from(count);
-        let mut wake = before == 0;
-        let mut full_now = false;
-        if !ob.full && ob.queued() >= limit {
-            ob.full = true;
-            // Seen by the state machine without taking this lock: with
-            // `Backpressure::PauseRecv` reading stops until the queue drains.
-            self.inner.flags.fetch_or(OVER_LIMIT, Ordering::AcqRel);
-            if self.on_own_loop() {
-                full_now = true;
-            } else {
-                ob.full_pending = true;
-                wake = true;
-            }
+        mb.messages_out += u64::from(count);
+        // Crossing the limit: the state machine starts a full-buffer
+        // episode (`on_buffer_full`, and with `Backpressure::PauseRecv` no
+        // more reading) when it sees the request, before it delivers the
+        // connection's next message. Sends that stay over it signal nothing.
+        let limit = limits.send_buffer_size;
+        let full = queued_before < limit && mb.queued() >= limit;
+        let wake = (before == 0 || full) && !mb.polling;
+        if full {
+            // Under the lock: the state machine sees the request no later
+            // than the queue that caused it.
+            self.inner.mark(req::FULL);
         }
-        let wake = wake && !ob.polling;
-        drop(ob);
+        drop(mb);
         if wake {
             self.inner.waker.wake();
-        }
-        if full_now {
-            fire_buffer_full(self);
         }
         SendStatus::Queued
     }
@@ -333,7 +211,7 @@ impl<P: Protocol> Connection<P> {
 
     /// Bytes queued and not yet written to the socket.
     pub fn send_buffer_len(&self) -> usize {
-        self.outbox().queued()
+        self.inner.mailbox().queued()
     }
 
     /// Stops reading, flushes what is queued, then closes (Workerman's `close()`).
@@ -366,9 +244,7 @@ impl<P: Protocol> Connection<P> {
     /// connection closed this way still follows its reconnect policy (the
     /// heartbeat closes dead links with [`CloseReason::HeartbeatTimeout`] so).
     pub fn close_with_reason(&self, reason: CloseReason) {
-        self.set_reason(reason);
-        self.outbox().closed = true;
-        self.set_flag(CLOSE_REQ);
+        self.inner.request_close(reason, req::CLOSE);
     }
 
     fn user_closed(&self) {
@@ -380,16 +256,16 @@ impl<P: Protocol> Connection<P> {
     /// Client connections: closes the current connection, if any, and
     /// connects again after `after` (Workerman's `reconnect()`). Also revives
     /// a client that gave up or waits after a disconnect without an
-    /// automatic policy. Returns [`Error::NotAClient`] on a server connection.
-    pub fn reconnect(&self, after: Duration) -> Result<(), Error> {
-        let ctl = self.inner.client.as_ref().ok_or(Error::NotAClient)?;
+    /// automatic policy. Returns [`Misuse::NotAClient`] on a server connection.
+    pub fn reconnect(&self, after: Duration) -> Result<(), Misuse> {
+        let ctl = self.inner.client.as_ref().ok_or(Misuse::NotAClient)?;
         if ctl.is_user_closed() {
-            return Err(Error::InvalidState(
+            return Err(Misuse::InvalidState(
                 "the connection was closed by the application",
             ));
         }
         ctl.request_reconnect(after);
-        if self.flags() & FINISHED == 0 && ctl.is_connected() {
+        if self.is_connected() {
             self.close_with_reason(CloseReason::Custom("reconnect requested".into()));
         }
         Ok(())
@@ -421,61 +297,49 @@ impl<P: Protocol> Connection<P> {
     /// Whether a socket is currently connected (servers: until closed;
     /// clients: between `on_connect` and `on_close` of each session).
     pub fn is_connected(&self) -> bool {
-        match &self.inner.client {
-            Some(ctl) => ctl.is_connected() && self.flags() & FINISHED == 0,
-            None => self.flags() & FINISHED == 0,
-        }
+        matches!(self.inner.status(), status::LIVE | status::CLOSING)
     }
 
     /// Graceful close for a stopping worker: flush, but do not linger.
     pub(crate) fn close_for_stop(&self) {
-        self.inner.flags.fetch_or(NO_LINGER, Ordering::AcqRel);
         self.user_closed();
-        self.close_with_reason(CloseReason::WorkerStopped);
+        self.inner
+            .request_close(CloseReason::WorkerStopped, req::CLOSE | req::NO_LINGER);
     }
 
     /// Closes at once, discarding anything not yet written.
     pub fn destroy(&self) {
         self.user_closed();
-        self.set_reason(CloseReason::Destroyed);
-        self.outbox().closed = true;
-        self.set_flag(DESTROY_REQ);
+        self.inner
+            .request_close(CloseReason::Destroyed, req::DESTROY);
     }
 
     /// Stops reading from the socket until [`resume_recv`](Self::resume_recv).
     /// Messages already read stay buffered, undelivered.
     pub fn pause_recv(&self) {
-        self.set_flag(PAUSED);
+        self.inner.request(req::PAUSE);
     }
 
     /// Resumes reading after [`pause_recv`](Self::pause_recv).
     pub fn resume_recv(&self) {
-        self.inner.flags.fetch_and(!PAUSED, Ordering::AcqRel);
+        self.inner.clear_requests(req::PAUSE);
         self.inner.waker.wake();
     }
 
     /// Whether reading is paused.
     pub fn is_recv_paused(&self) -> bool {
-        self.flags() & PAUSED != 0
+        self.inner.requests() & req::PAUSE != 0
     }
 
-    /// Whether a close was requested or the connection is closed.
+    /// Whether a close was requested or the connection is closing or closed.
     pub fn is_closing(&self) -> bool {
-        self.flags() & (CLOSE_REQ | DESTROY_REQ | FINISHED) != 0
+        self.inner.requests() & (req::CLOSE | req::DESTROY) != 0
+            || self.inner.status() >= status::CLOSING
     }
 
     /// Whether the connection is closed (`on_close` ran or is running).
     pub fn is_closed(&self) -> bool {
-        self.flags() & FINISHED != 0
-    }
-
-    /// Why the connection closed or is closing, once known.
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        self.inner
-            .reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.status() == status::CLOSED
     }
 
     /// Traffic counters.
@@ -485,7 +349,7 @@ impl<P: Protocol> Connection<P> {
             bytes_in: i.bytes_in.load(Ordering::Relaxed),
             bytes_out: i.bytes_out.load(Ordering::Relaxed),
             messages_in: i.messages_in.load(Ordering::Relaxed),
-            messages_out: self.outbox().messages_out,
+            messages_out: self.inner.mailbox().messages_out,
             write_calls: i.write_calls.load(Ordering::Relaxed),
         }
     }
@@ -534,18 +398,5 @@ impl<P: Protocol> Connection<P> {
             .context
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn flags(&self) -> u8 {
-        self.inner.flags.load(Ordering::Acquire)
-    }
-
-    fn set_flag(&self, flag: u8) {
-        self.inner.flags.fetch_or(flag, Ordering::AcqRel);
-        self.inner.waker.wake();
-    }
-
-    pub(crate) fn endpoint(&self) -> &Endpoint<P> {
-        &self.inner.ep
     }
 }

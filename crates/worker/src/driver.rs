@@ -1,24 +1,31 @@
 //! The I/O shell around a connection's state machine: one task per
-//! connection that feeds `crate::lifecycle::Lifecycle` from a real socket.
+//! connection that feeds `crate::lifecycle::Lifecycle` from a real socket
+//! and hands the events it yields to `crate::dispatch::Dispatcher`.
 //!
 //! A poll reads through the connection's `Transport` into the loop's shared
-//! 64 KiB buffer, hands the bytes to the core (which decodes and dispatches
-//! every whole message), then writes everything the callbacks queued in one
-//! `write`, so replies to a batch of pipelined requests leave in one
-//! syscall. Everything else (phases, flags, deadlines, callbacks) is the
-//! core's; this file only moves bytes, keeps the deadline timer armed and
-//! decides when the task sleeps.
+//! 64 KiB buffer and lends it to the state machine, drains its events (each
+//! dispatched to the plugins and callbacks before the next is decoded), then
+//! writes everything the callbacks queued in one `write`, so replies to a
+//! batch of pipelined requests leave in one syscall. Everything else
+//! (phases, requests, deadlines, episodes) is the state machine's; this file
+//! only moves bytes and events, keeps the deadline timer armed, charges the
+//! memory budget and decides when the task sleeps.
 
 use std::future::Future;
 use std::io;
 use std::net::TcpStream;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::connection::{Connection, DESTROY_REQ, NO_LINGER};
+use crate::connection::Connection;
+use crate::dispatch::{Dispatched, Dispatcher, Site};
 use crate::event_loop::{LoopCtx, Resident, Sleep};
 use crate::lifecycle::{Lifecycle, Phase, SocketAction, Tenure};
+use crate::mailbox::req;
+use crate::memory::MemoryAccount;
 use crate::protocol::Protocol;
 use crate::reactor::Io;
 use crate::transport::{Received, Transport};
@@ -41,6 +48,8 @@ enum ReadStop {
 /// client connection).
 pub(crate) struct ConnDriver<P: Protocol, T: Transport> {
     core: Lifecycle<P>,
+    dispatcher: Dispatcher<P>,
+    memory: MemoryAccount,
     stream: Option<Io<TcpStream>>,
     transport: T,
     resident: Resident,
@@ -48,20 +57,54 @@ pub(crate) struct ConnDriver<P: Protocol, T: Transport> {
 }
 
 impl<P: Protocol, T: Transport> ConnDriver<P, T> {
+    /// The task of `conn` over `stream`; counted as an open socket of the
+    /// site's endpoint until it ends.
     pub fn new(
         conn: Connection<P>,
         tenure: Tenure,
+        site: &Arc<Site<P>>,
         stream: Io<TcpStream>,
         transport: T,
         ctx: &std::rc::Rc<LoopCtx>,
     ) -> Self {
+        site.endpoint.sockets.fetch_add(1, Ordering::Relaxed);
         ConnDriver {
             core: Lifecycle::new(conn, tenure),
+            dispatcher: Dispatcher::new(site.clone(), tenure == Tenure::Whole),
+            memory: MemoryAccount::default(),
             stream: Some(stream),
             transport,
             resident: Resident::new(ctx),
             deadline: Sleep::never(),
         }
+    }
+
+    /// Hands every event the state machine has now to the dispatcher, in
+    /// order, and feeds back what dispatching asks (a handshake verdict)
+    /// and the async handler's backlog.
+    fn pump(&mut self, now: Instant) {
+        while let Some(event) = self.core.poll_event(now) {
+            if let Dispatched::Verdict(data, verdict) =
+                self.dispatcher.dispatch(self.core.conn(), event)
+            {
+                self.core.handle_verdict(data, verdict, now);
+            }
+            let (queued, busy) = self.dispatcher.app_backlog();
+            self.core.set_app_backlog(queued, busy);
+        }
+        if self.core.drops_app_backlog() {
+            self.dispatcher.drop_app_backlog();
+            let (queued, busy) = self.dispatcher.app_backlog();
+            self.core.set_app_backlog(queued, busy);
+        }
+    }
+
+    /// Runs the async handler, then what it changed.
+    fn run_async(&mut self, cx: &mut Context<'_>, now: Instant) {
+        self.dispatcher.poll_async(self.core.conn(), cx);
+        let (queued, busy) = self.dispatcher.app_backlog();
+        self.core.set_app_backlog(queued, busy);
+        self.pump(now);
     }
 
     /// Reads while the core wants input and the socket has some.
@@ -90,7 +133,7 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
             match stream.poll_readable(cx) {
                 Poll::Pending => return ReadStop::Idle,
                 Poll::Ready(Err(e)) => {
-                    self.core.on_io_error("read", e);
+                    self.core.handle_io_error("read", e);
                     return ReadStop::Idle;
                 }
                 Poll::Ready(Ok(())) => {}
@@ -106,19 +149,21 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
                     // Application bytes can come in the same read as the
                     // end of the transport's handshake: start first.
                     self.start_when_ready(now);
-                    self.core.on_read(&scratch[..n], now);
+                    self.core.handle_read(&mut scratch, n, now);
+                    self.pump(now);
+                    self.core.reclaim_read_buffer(&mut scratch);
                     true
                 }
                 Ok(Received::Nothing | Received::WouldBlock) => true,
                 Ok(Received::Eof) => {
                     if self.transport.take_truncation() {
-                        self.core.on_truncation();
+                        self.core.handle_truncation();
                     }
-                    self.core.on_eof(now);
+                    self.core.handle_eof(now);
                     false
                 }
                 Err(e) => {
-                    self.core.on_io_error("read", e);
+                    self.core.handle_io_error("read", e);
                     false
                 }
             };
@@ -135,24 +180,24 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
             let Some(stream) = self.stream.as_ref() else {
                 return;
             };
-            let Some(bytes) = self.core.transmit() else {
+            let Some(bytes) = self.core.poll_transmit() else {
                 break;
             };
             match self.transport.write(stream, cx, bytes) {
                 Poll::Ready(Ok(0)) => {
                     self.core
-                        .on_io_error("write", io::ErrorKind::WriteZero.into());
+                        .handle_io_error("write", io::ErrorKind::WriteZero.into());
                     return;
                 }
-                Poll::Ready(Ok(n)) => self.core.on_written(n),
+                Poll::Ready(Ok(n)) => self.core.handle_written(n),
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => {
-                    self.core.on_io_error("write", e);
+                    self.core.handle_io_error("write", e);
                     return;
                 }
                 Poll::Pending => {
                     self.core.set_transport_pending(self.transport.pending());
-                    self.core.on_write_blocked();
+                    self.core.handle_write_blocked();
                     return;
                 }
             }
@@ -160,7 +205,7 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
         // What the transport itself holds (TLS records, its handshake).
         if let Some(stream) = self.stream.as_ref() {
             if let Poll::Ready(Err(e)) = self.transport.poll_flush(stream, cx) {
-                self.core.on_io_error("write", e);
+                self.core.handle_io_error("write", e);
                 return;
             }
         }
@@ -187,7 +232,7 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
     /// close) it leaves one. A client session is closed through its
     /// supervisor's closer.
     fn stay_reachable_on_stop(&mut self) {
-        let needs_closer = self.core.tenure() == Tenure::Whole && !self.core.in_map();
+        let needs_closer = self.core.tenure() == Tenure::Whole && !self.dispatcher.in_map();
         if needs_closer == self.resident.has_closer() {
             return;
         }
@@ -199,7 +244,21 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
         }
     }
 
+    /// The memory budget: charge what the connection holds now, and act on
+    /// the budget's verdict.
+    fn account_memory(&mut self, now: Instant) {
+        let budget = &self.dispatcher.site().endpoint.memory;
+        let held = if self.core.is_closed() {
+            0
+        } else {
+            self.core.held_bytes()
+        };
+        self.memory.charge(budget, held, now);
+    }
+
     fn closed(&mut self) -> Poll<()> {
+        self.memory
+            .charge(&self.dispatcher.site().endpoint.memory, 0, Instant::now());
         if let Some(stream) = self.stream.as_ref() {
             self.transport.close(stream);
         }
@@ -221,29 +280,44 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
         if this.core.is_closed() {
             return this.closed();
         }
-        if this.resident.ctx().is_stopping() && this.core.conn().flags() & NO_LINGER == 0 {
+        let inner = &this.core.conn().inner;
+        if this.resident.ctx().is_stopping() && inner.requests() & req::NO_LINGER == 0 {
             // Spawned or handshaking when the stop came: close now.
             this.core.conn().close_for_stop();
         }
         let mut now = Instant::now();
-        this.core.begin_turn(cx.waker());
+        inner.waker.register(cx.waker());
+        inner.mailbox().polling = true;
+        this.core.begin_turn();
         this.start_when_ready(now);
         loop {
-            let flags = this.core.process(now);
+            let requests = this.core.conn().inner.requests();
+            let verdict = this
+                .memory
+                .verdict(&this.dispatcher.site().endpoint.memory, now);
+            this.core.handle_memory(verdict, now);
+            this.core.handle_turn(now);
+            this.pump(now);
             if this.core.is_closed() {
                 return this.closed();
             }
-            this.core.poll_async(cx);
+            this.run_async(cx, now);
             let read_stop = this.read(cx, now);
             this.start_when_ready(now);
-            this.core.poll_async(cx);
-            if this.core.conn().flags() & DESTROY_REQ != 0 && !this.core.is_closed() {
+            this.pump(now);
+            this.run_async(cx, now);
+            if this.core.conn().inner.requests() & req::DESTROY != 0 && !this.core.is_closed() {
                 continue;
             }
             this.write(cx);
-            match this.core.socket_action(now) {
-                Some(SocketAction::Close) => return this.closed(),
+            this.pump(now);
+            match this.core.poll_socket_action(now) {
+                Some(SocketAction::Close) => {
+                    this.pump(now);
+                    return this.closed();
+                }
                 Some(SocketAction::Shutdown) => {
+                    this.pump(now);
                     if let Some(stream) = this.stream.as_ref() {
                         let _ = this.transport.shutdown(stream);
                     }
@@ -259,12 +333,14 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
             if read_stop == ReadStop::Held && !yield_now && this.core.wants_read() {
                 continue;
             }
-            this.deadline.set(this.core.next_deadline());
+            this.deadline.set(this.core.poll_deadline());
             if Pin::new(&mut this.deadline).poll(cx).is_ready() {
                 now = Instant::now();
                 continue;
             }
-            if this.core.more_work(flags, yield_now, now) {
+            let more = this.core.end_turn(requests, yield_now);
+            this.account_memory(now);
+            if more {
                 continue;
             }
             if yield_now {
@@ -276,18 +352,32 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
     }
 }
 
+impl<P: Protocol, T: Transport> Drop for ConnDriver<P, T> {
+    fn drop(&mut self) {
+        // Dropped alive (the loop is ending): `on_close` still runs once.
+        if !self.core.is_closed() {
+            self.core.abandon();
+            self.pump(Instant::now());
+            self.memory
+                .charge(&self.dispatcher.site().endpoint.memory, 0, Instant::now());
+        }
+        let endpoint = &self.dispatcher.site().endpoint;
+        endpoint.sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(all(test, target_pointer_width = "64"))]
 mod tests {
     use crate::protocol::Raw;
 
     /// The task of an idle connection is most of its memory after the
     /// kernel's socket (`idle-mem` in the bench): what few connections need
-    /// lives in a box of its own (`lifecycle::Rare`). 256 bytes on x86-64
-    /// when this was written; the old driver (before the sans-IO core) was
-    /// about the same.
+    /// lives in boxes of their own (`lifecycle::Rare`, the dispatcher's
+    /// async runner). 256 bytes on x86-64 before the event-returning core,
+    /// and after it: see docs/benchmarks.md for the idle memory it measures.
     #[test]
     fn an_idle_connection_task_stays_small() {
         let driver = std::mem::size_of::<super::ConnDriver<Raw, crate::transport::Plain>>();
-        assert!(driver <= 272, "ConnDriver<Raw, Plain> is {driver} bytes");
+        assert!(driver <= 256, "ConnDriver<Raw, Plain> is {driver} bytes");
     }
 }

@@ -5,14 +5,28 @@ use std::io;
 
 use crate::protocol::{ProtocolError, SessionClose};
 
-/// Everything that can go wrong in lubdub's worker, one small enum.
+/// What a fallible lubdub call returns (`Worker::new`, `start`, `run`,
+/// `Client::connect`, `Timer::add`, `Connection::reconnect`...): a
+/// configuration to fix, a refusal from the system, or a call made where it
+/// cannot work. What goes wrong on a live connection is a [`ConnError`],
+/// given to `on_error`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O error on a socket or listener.
+    /// A setting or an address is invalid: fix the configuration.
+    Config(ConfigError),
+    /// The system refused: binding the port, starting a thread, reading a
+    /// certificate file.
     Io(io::Error),
-    /// The peer sent bytes the protocol refused (the connection is closed).
-    Protocol(ProtocolError),
+    /// The call cannot work here (a client-only call on a server
+    /// connection, a loop-bound call off an event loop).
+    Misuse(Misuse),
+}
+
+/// A configuration that cannot work; see [`Error::Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
     /// A listen or connect address could not be parsed or resolved.
     Address(String),
     /// The address names a different protocol than the worker speaks.
@@ -22,6 +36,34 @@ pub enum Error {
         /// The scheme found in the address.
         found: String,
     },
+    /// TLS settings that cannot work (no certificate in a file, a key that
+    /// does not match, an invalid server name).
+    Tls(String),
+    /// Any other invalid value (a zero count, a TLS address without TLS).
+    Invalid(String),
+}
+
+/// A call made where it cannot work; see [`Error::Misuse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Misuse {
+    /// A client-only operation was used on a server connection.
+    NotAClient,
+    /// `Timer` or another loop-bound API was used outside a running event loop.
+    NoEventLoop,
+    /// The operation is not valid in the current state (`reconnect` after
+    /// the application closed the client, say).
+    InvalidState(&'static str),
+}
+
+/// What went wrong on one connection: the argument of `on_error`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// An I/O error on the socket (a reset by the peer, say).
+    Io(io::Error),
+    /// The peer sent bytes the protocol refused (the connection is closed).
+    Protocol(ProtocolError),
     /// Sends were dropped because the connection's send buffer was full.
     SendBufferFull {
         /// Messages dropped since the last report.
@@ -48,12 +90,8 @@ pub enum Error {
         /// Failed attempts in a row.
         attempts: u32,
     },
-    /// A client-only operation was used on a server connection.
-    NotAClient,
     /// A graceful close could not flush the send buffer in time.
     FlushTimeout,
-    /// `Timer` or another loop-bound API was used outside a running event loop.
-    NoEventLoop,
     /// The worker stayed over its memory budget and this connection, among
     /// the largest holders, was closed (with `CloseReason::Overload`).
     Overload {
@@ -62,49 +100,67 @@ pub enum Error {
         /// The worker's memory budget in bytes.
         budget: usize,
     },
-    /// The operation is not valid in the connection's current state
-    /// (`reconnect` after the application closed the client, say).
-    InvalidState(&'static str),
-    /// An invalid configuration value.
-    Config(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::Config(e) => write!(f, "invalid configuration: {e}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
-            Error::Protocol(e) => write!(f, "protocol error: {e}"),
-            Error::Address(a) => write!(f, "bad address: {a}"),
-            Error::SchemeMismatch { expected, found } => {
-                write!(
-                    f,
-                    "address scheme `{found}://` does not match the protocol `{expected}://`"
-                )
-            }
-            Error::SendBufferFull { dropped, limit } => write!(
+            Error::Misuse(e) => e.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Address(a) => write!(f, "bad address: {a}"),
+            ConfigError::SchemeMismatch { expected, found } => write!(
+                f,
+                "address scheme `{found}://` does not match the protocol `{expected}://`"
+            ),
+            ConfigError::Tls(what) => write!(f, "TLS: {what}"),
+            ConfigError::Invalid(what) => f.write_str(what),
+        }
+    }
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Misuse::NotAClient => f.write_str("not a client connection"),
+            Misuse::NoEventLoop => f.write_str("not called on a running lubdub event loop"),
+            Misuse::InvalidState(what) => write!(f, "invalid in this state: {what}"),
+        }
+    }
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Io(e) => write!(f, "I/O error: {e}"),
+            ConnError::Protocol(e) => write!(f, "protocol error: {e}"),
+            ConnError::SendBufferFull { dropped, limit } => write!(
                 f,
                 "send buffer full ({limit} bytes): {dropped} message(s) dropped"
             ),
-            Error::CallbackPanic { callback, message } => {
+            ConnError::CallbackPanic { callback, message } => {
                 write!(f, "{callback} panicked: {message}")
             }
-            Error::ConnectFailed { addr, source } => {
+            ConnError::ConnectFailed { addr, source } => {
                 write!(f, "connect to {addr} failed: {source}")
             }
-            Error::ReconnectGaveUp { attempts } => {
+            ConnError::ReconnectGaveUp { attempts } => {
                 write!(f, "gave up reconnecting after {attempts} failed attempt(s)")
             }
-            Error::NotAClient => write!(f, "not a client connection"),
-            Error::FlushTimeout => write!(f, "timed out flushing the send buffer on close"),
-            Error::NoEventLoop => write!(f, "not called on a running lubdub event loop"),
-            Error::InvalidState(what) => write!(f, "invalid in this state: {what}"),
-            Error::Overload { held, budget } => write!(
+            ConnError::FlushTimeout => write!(f, "timed out flushing the send buffer on close"),
+            ConnError::Overload { held, budget } => write!(
                 f,
                 "over the memory budget of {} MiB: closed, holding {} KiB",
                 budget >> 20,
                 held >> 10
             ),
-            Error::Config(c) => write!(f, "invalid configuration: {c}"),
         }
     }
 }
@@ -113,8 +169,21 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
-            Error::Protocol(e) => Some(e),
-            Error::ConnectFailed { source, .. } => Some(source),
+            Error::Config(e) => Some(e),
+            Error::Misuse(e) => Some(e),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+impl std::error::Error for Misuse {}
+
+impl std::error::Error for ConnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnError::Io(e) => Some(e),
+            ConnError::Protocol(e) => Some(e),
+            ConnError::ConnectFailed { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -126,9 +195,27 @@ impl From<io::Error> for Error {
     }
 }
 
-impl From<ProtocolError> for Error {
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<Misuse> for Error {
+    fn from(e: Misuse) -> Self {
+        Error::Misuse(e)
+    }
+}
+
+impl From<io::Error> for ConnError {
+    fn from(e: io::Error) -> Self {
+        ConnError::Io(e)
+    }
+}
+
+impl From<ProtocolError> for ConnError {
     fn from(e: ProtocolError) -> Self {
-        Error::Protocol(e)
+        ConnError::Protocol(e)
     }
 }
 

@@ -30,8 +30,6 @@ pub(crate) type TimerFn = Box<dyn FnMut()>;
 pub(crate) struct LoopCtx {
     /// Index of this loop within its worker (0..count).
     pub id: usize,
-    /// Process-unique identity of this loop.
-    pub uid: u64,
     /// This loop's own reactor (edge-triggered epoll).
     pub reactor: Rc<crate::reactor::Reactor>,
     pub ex: Rc<LocalExecutor<'static>>,
@@ -203,24 +201,14 @@ impl std::task::Wake for LoopWake {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<LoopCtx>>> = const { RefCell::new(None) };
-    static CURRENT_UID: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Identity of the loop running on this thread (0 if none); cheap.
-pub(crate) fn current_loop_uid() -> u64 {
-    CURRENT_UID.with(|c| c.get())
 }
 
 impl LoopCtx {
     /// Creates a loop context and makes it current on this thread.
     pub fn enter(id: usize) -> std::io::Result<Rc<LoopCtx>> {
         let reactor = Rc::new(crate::reactor::Reactor::new()?);
-        static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let uid = NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        CURRENT_UID.with(|c| c.set(uid));
         let ctx = Rc::new(LoopCtx {
             id,
-            uid,
             reactor,
             ex: Rc::new(LocalExecutor::new()),
             timers: RefCell::new(TimerQueue::new()),
@@ -245,7 +233,6 @@ impl LoopCtx {
         let dropped = self.wakeups.borrow_mut().clear();
         drop(dropped);
         CURRENT.with(|c| c.borrow_mut().take());
-        CURRENT_UID.with(|c| c.set(0));
     }
 
     /// The loop running on this thread, if any.
@@ -409,7 +396,7 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// optional closer the stop runs to hurry it along.
 pub(crate) struct Resident {
     ctx: Rc<LoopCtx>,
-    closer: Option<u64>,
+    closer: Option<std::num::NonZeroU64>,
 }
 
 impl Resident {
@@ -427,20 +414,23 @@ impl Resident {
         let token = match self.closer {
             Some(t) => t,
             None => {
-                let t = self.ctx.next_closer.get();
-                self.ctx.next_closer.set(t + 1);
+                let t = std::num::NonZeroU64::MIN.saturating_add(self.ctx.next_closer.get());
+                self.ctx.next_closer.set(t.get());
                 self.closer = Some(t);
                 t
             }
         };
-        self.ctx.closers.borrow_mut().insert(token, Box::new(close));
+        self.ctx
+            .closers
+            .borrow_mut()
+            .insert(token.get(), Box::new(close));
     }
 
     /// Removes the closer set by [`Resident::on_stop`], if any.
     pub fn clear_on_stop(&mut self) {
         if let Some(token) = self.closer.take() {
             if let Ok(mut closers) = self.ctx.closers.try_borrow_mut() {
-                closers.remove(&token);
+                closers.remove(&token.get());
             }
         }
     }
@@ -461,7 +451,7 @@ impl Drop for Resident {
             // The closers may be out running (a stop): then there is
             // nothing to remove.
             if let Ok(mut closers) = self.ctx.closers.try_borrow_mut() {
-                closers.remove(&token);
+                closers.remove(&token.get());
             }
         }
         self.ctx.resident_left();
@@ -481,10 +471,13 @@ impl SleepSlot {
     }
 }
 
-/// A future done at a deadline of the current loop's own clock.
+/// A future done at a deadline of the current loop's own clock. Registered
+/// with the loop it is first polled on (a sleep lives on one loop: its
+/// task's), which it finds again through the thread's current loop; a sleep
+/// dropped after its loop ended has nothing to unregister.
 pub(crate) struct Sleep {
     deadline: Option<Instant>,
-    registered: Option<(Rc<LoopCtx>, TimerId, Rc<SleepSlot>)>,
+    registered: Option<(TimerId, Rc<SleepSlot>)>,
 }
 
 /// Completes at `deadline`; must be polled on an event loop (elsewhere it
@@ -514,8 +507,10 @@ impl Sleep {
     }
 
     fn unregister(&mut self) {
-        if let Some((ctx, id, _)) = self.registered.take() {
-            ctx.wakeups.borrow_mut().del(id);
+        if let Some((id, _)) = self.registered.take() {
+            if let Some(ctx) = LoopCtx::current() {
+                ctx.wakeups.borrow_mut().del(id);
+            }
         }
     }
 }
@@ -534,7 +529,7 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         match &this.registered {
-            Some((_, _, slot)) => {
+            Some((_, slot)) => {
                 let mut w = slot.waker.borrow_mut();
                 if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *w = Some(cx.waker().clone());
@@ -551,7 +546,7 @@ impl Future for Sleep {
                     .wakeups
                     .borrow_mut()
                     .add(now, deadline - now, false, slot.clone());
-                this.registered = Some((ctx, id, slot));
+                this.registered = Some((id, slot));
             }
         }
         Poll::Pending

@@ -86,15 +86,16 @@ impl<P: Protocol> WorkerHandle<P> {
 
     /// Replaces the TLS configuration (a renewed certificate) without a
     /// restart: new handshakes use it, connections already up keep theirs.
-    /// [`Error::InvalidState`] if the worker does not use TLS.
-    pub fn reload_tls(&self, config: crate::TlsConfig) -> Result<(), crate::Error> {
+    /// [`Misuse::InvalidState`](crate::Misuse::InvalidState) if the worker
+    /// does not use TLS.
+    pub fn reload_tls(&self, config: crate::TlsConfig) -> Result<(), crate::Misuse> {
         let mut tls = self
             .shared
             .tls
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if tls.is_none() {
-            return Err(crate::Error::InvalidState("the worker does not use TLS"));
+            return Err(crate::Misuse::InvalidState("the worker does not use TLS"));
         }
         *tls = Some(config.rustls().clone());
         log::info!("worker {}: TLS configuration reloaded", self.shared.name);

@@ -1,12 +1,13 @@
-//! The connection callbacks of a worker or client, their setters, and the
-//! guarded ways of calling them.
+//! The connection callbacks of a worker or client and their setters. They
+//! are run by the dispatcher (`crate::dispatch`), never by a connection's
+//! state machine or by `send`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::connection::Connection;
-use crate::error::{CloseReason, Error};
+use crate::error::{CloseReason, ConnError};
 use crate::event_loop::catch;
 use crate::protocol::{Protocol, Reject};
 
@@ -15,7 +16,7 @@ pub(crate) type LocalBoxFuture = Pin<Box<dyn Future<Output = ()> + 'static>>;
 
 pub(crate) type ConnFn<P> = Arc<dyn Fn(&Connection<P>) + Send + Sync>;
 pub(crate) type CloseFn<P> = Arc<dyn Fn(&Connection<P>, &CloseReason) + Send + Sync>;
-pub(crate) type ErrorFn<P> = Arc<dyn Fn(&Connection<P>, &Error) + Send + Sync>;
+pub(crate) type ErrorFn<P> = Arc<dyn Fn(&Connection<P>, &ConnError) + Send + Sync>;
 pub(crate) type MessageFn<P> = Arc<dyn Fn(&Connection<P>, <P as Protocol>::Message) + Send + Sync>;
 pub(crate) type AsyncMessageFn<P> =
     Arc<dyn Fn(Connection<P>, <P as Protocol>::Message) -> LocalBoxFuture + Send + Sync>;
@@ -165,13 +166,16 @@ macro_rules! connection_callbacks {
         /// flush, a client's failed connect attempt.
         pub fn on_error(
             &mut self,
-            f: impl Fn(&$crate::Connection<P>, &$crate::Error) + Send + Sync + 'static,
+            f: impl Fn(&$crate::Connection<P>, &$crate::ConnError) + Send + Sync + 'static,
         ) -> &mut Self {
             self.handlers.on_error = Some(::std::sync::Arc::new(f));
             self
         }
 
-        /// Runs when a connection's send buffer reaches its limit.
+        /// Runs when a connection's send buffer reaches its limit, once per
+        /// episode, on the connection's loop: after the `send` that filled
+        /// it returned (never inside it) and before the connection's next
+        /// message is delivered.
         pub fn on_buffer_full(
             &mut self,
             f: impl Fn(&$crate::Connection<P>) + Send + Sync + 'static,
@@ -199,47 +203,13 @@ macro_rules! connection_callbacks {
 }
 pub(crate) use connection_callbacks;
 
-/// Runs a user callback for `conn`; a panic is logged, reported through
-/// `on_error` and closes the connection. Returns whether it completed.
-pub(crate) fn guard<P: Protocol>(
-    conn: &Connection<P>,
-    callback: &'static str,
-    f: impl FnOnce(),
-) -> bool {
-    match catch(f) {
-        Ok(()) => true,
-        Err(message) => {
-            log::error!(
-                "connection {} ({}): {callback} panicked: {message}",
-                conn.id(),
-                conn.remote_addr()
-            );
-            report(conn, &Error::CallbackPanic { callback, message });
-            conn.close_with_reason(CloseReason::Panic);
-            false
+impl<P: Protocol> Handlers<P> {
+    /// Calls `on_error`, guarding against a panic in it.
+    pub fn report(&self, conn: &Connection<P>, err: &ConnError) {
+        if let Some(cb) = &self.on_error {
+            if let Err(msg) = catch(|| cb(conn, err)) {
+                log::error!("connection {}: on_error panicked: {msg}", conn.id());
+            }
         }
-    }
-}
-
-/// Calls `on_error`, guarding against a panic in it.
-pub(crate) fn report<P: Protocol>(conn: &Connection<P>, err: &Error) {
-    if let Some(cb) = conn.endpoint().handlers.on_error.clone() {
-        if let Err(msg) = catch(|| cb(conn, err)) {
-            log::error!("connection {}: on_error panicked: {msg}", conn.id());
-        }
-    }
-}
-
-/// Calls `on_buffer_full`, guarding against a panic in it.
-pub(crate) fn fire_buffer_full<P: Protocol>(conn: &Connection<P>) {
-    if let Some(cb) = conn.endpoint().handlers.on_buffer_full.clone() {
-        guard(conn, "on_buffer_full", || cb(conn));
-    }
-}
-
-/// Calls `on_buffer_drain`, guarding against a panic in it.
-pub(crate) fn fire_buffer_drain<P: Protocol>(conn: &Connection<P>) {
-    if let Some(cb) = conn.endpoint().handlers.on_buffer_drain.clone() {
-        guard(conn, "on_buffer_drain", || cb(conn));
     }
 }

@@ -3,11 +3,14 @@
 //!
 //! Most users depend on the `lubdub` facade crate, which re-exports this one.
 //!
-//! Inside, a connection is a state machine (`lifecycle`) driven by a thin I/O
-//! shell (`driver`) that reads and writes through a transport (`transport`:
-//! plain TCP; TLS plugs in there), on a per-loop epoll reactor (`reactor`,
-//! `poller`) with the loop's own timers (`event_loop`, `timer_queue`).
-//! docs/architecture.md draws the whole picture.
+//! Inside, a connection is a state machine (`lifecycle`) that takes inputs
+//! and yields events as data; a thin I/O shell (`driver`) feeds it from a
+//! socket through a transport (`transport`: plain TCP or TLS) and hands its
+//! events to a dispatcher (`dispatch`) that runs plugins and callbacks. The
+//! handle (`connection`) only writes to the connection's mailbox
+//! (`mailbox`). Each loop has its own epoll reactor (`reactor`, `poller`)
+//! and timers (`event_loop`, `timer_queue`). docs/architecture.md draws the
+//! whole picture.
 
 mod addr;
 mod client;
@@ -15,6 +18,7 @@ mod client_ctl;
 mod clock;
 mod config;
 mod connection;
+mod dispatch;
 mod driver;
 mod endpoint;
 mod error;
@@ -23,8 +27,9 @@ mod handle;
 mod handlers;
 mod idle_yield;
 mod lifecycle;
+mod limits;
+mod mailbox;
 mod memory;
-mod outbox;
 pub mod plugin;
 mod poller;
 mod reactor;
@@ -45,12 +50,13 @@ pub use client::{Client, EventLoop, LoopHandle};
 pub use clock::monotonic_nanos;
 pub use config::{TlsFiles, WorkerConfig};
 pub use connection::{ConnStats, Connection, SendStatus};
-pub use endpoint::{Backpressure, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
-pub use error::{CloseReason, Error};
+pub use error::{CloseReason, ConfigError, ConnError, Error, Misuse};
 pub use handle::WorkerHandle;
+pub use limits::{Backpressure, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
 pub use plugin::{Flow, Plugin};
 pub use protocol::{
-    Closing, Decoded, Protocol, ProtocolError, Raw, Reject, SessionClose, Start, Wire,
+    Closing, Codec, Decoded, Decoder, Encoder, Protocol, ProtocolError, Raw, Reject, SessionClose,
+    Start, Wire,
 };
 pub use reconnect::{Backoff, ReconnectPolicy};
 pub use timer::Timer;

@@ -160,6 +160,63 @@ impl MemoryBudget {
     }
 }
 
+/// The budget's verdict on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemoryVerdict {
+    /// No pressure, or this connection holds too little to matter.
+    Free,
+    /// Over the budget: stop reading, look again after [`RECHECK`].
+    Hold,
+    /// Back under the budget but still in the episode: read, but look again
+    /// after [`RECHECK`] (the largest may still have to go).
+    Watch,
+    /// Over for too long, and among the largest holders: close.
+    Close {
+        /// What this connection holds, as charged.
+        held: usize,
+        /// The worker's budget.
+        budget: usize,
+    },
+}
+
+/// One connection's charge on its worker's budget, kept by the connection's
+/// task: what it was charged last, in whole units.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryAccount {
+    charge: usize,
+}
+
+impl MemoryAccount {
+    /// Charges `held` bytes (rounded down to whole units) in place of what
+    /// was charged before.
+    pub fn charge(&mut self, budget: &MemoryBudget, held: usize, now: Instant) {
+        let charge = MemoryBudget::charge_for(held);
+        if charge != self.charge {
+            budget.recharge(self.charge, charge, now);
+            self.charge = charge;
+        }
+    }
+
+    /// The budget's verdict on this connection at `now`.
+    pub fn verdict(&self, budget: &MemoryBudget, now: Instant) -> MemoryVerdict {
+        let pressure = budget.is_over() || budget.in_episode();
+        if self.charge == 0 || !pressure {
+            return MemoryVerdict::Free;
+        }
+        if budget.over_too_long(now) && MemoryBudget::class_of(self.charge) == budget.top_class() {
+            return MemoryVerdict::Close {
+                held: self.charge,
+                budget: budget.limit(),
+            };
+        }
+        if budget.is_over() {
+            MemoryVerdict::Hold
+        } else {
+            MemoryVerdict::Watch
+        }
+    }
+}
+
 /// The default budget for a worker: a 64th of the machine's memory, at
 /// least 64 MiB and at most 512 MiB.
 pub fn default_memory_budget() -> usize {

@@ -76,11 +76,14 @@ pub struct ReconnectPolicy {
 impl ReconnectPolicy {
     /// A fresh policy (attempt 0).
     pub fn new(cfg: Backoff) -> Self {
+        // Each policy its own jitter: std's `RandomState` is seeded from the
+        // OS once per process and differs for every instance.
         let rng = cfg.seed.unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            t ^ (crate::connection::next_conn_id().wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                | 1
         });
         ReconnectPolicy {
             cfg,

@@ -2,14 +2,14 @@
 
 use std::time::{Duration, Instant};
 
+use crate::error::Misuse;
 use crate::event_loop::LoopCtx;
 use crate::timer_queue::TimerId;
-use crate::Error;
 
 /// Timers on the current event loop, like Workerman's `Timer`.
 ///
 /// Call these from a running loop: `on_worker_start`, any connection
-/// callback, or another timer. Elsewhere they return [`Error::NoEventLoop`].
+/// callback, or another timer. Elsewhere they return [`Misuse::NoEventLoop`].
 /// A timer belongs to the loop (thread) that added it; callbacks run on that
 /// loop and need not be `Send`.
 ///
@@ -21,12 +21,12 @@ pub struct Timer;
 
 impl Timer {
     /// Runs `f` every `interval`, first at `now + interval`.
-    pub fn add(interval: Duration, f: impl FnMut() + 'static) -> Result<TimerId, Error> {
+    pub fn add(interval: Duration, f: impl FnMut() + 'static) -> Result<TimerId, Misuse> {
         Self::insert(interval, true, Box::new(f))
     }
 
     /// Runs `f` once after `delay`.
-    pub fn once(delay: Duration, f: impl FnOnce() + 'static) -> Result<TimerId, Error> {
+    pub fn once(delay: Duration, f: impl FnOnce() + 'static) -> Result<TimerId, Misuse> {
         let mut f = Some(f);
         Self::insert(
             delay,
@@ -64,8 +64,8 @@ impl Timer {
         interval: Duration,
         repeat: bool,
         f: crate::event_loop::TimerFn,
-    ) -> Result<TimerId, Error> {
-        let ctx = LoopCtx::current().ok_or(Error::NoEventLoop)?;
+    ) -> Result<TimerId, Misuse> {
+        let ctx = LoopCtx::current().ok_or(Misuse::NoEventLoop)?;
         let now = Instant::now();
         // The loop looks at its timers before it next waits: nothing to wake.
         let id = ctx.timers.borrow_mut().add(now, interval, repeat, f);

@@ -9,13 +9,16 @@ use std::time::{Duration, Instant};
 use crate::addr::{IntoListenAddr, ListenAddr};
 use crate::config::{default_name, WorkerConfig};
 use crate::connection::Connection;
+use crate::dispatch::Site;
 use crate::driver::ConnDriver;
-use crate::endpoint::{Backpressure, Endpoint, Limits};
-use crate::error::Error;
+use crate::endpoint::Endpoint;
+use crate::error::{ConfigError, Error};
 use crate::event_loop::{catch, sleep_until, yield_to_reactor, LoopCtx, StopSignal};
 use crate::handle::{WorkerFn, WorkerHandle, WorkerShared};
 use crate::handlers::{connection_callbacks, Handlers};
 use crate::lifecycle::Tenure;
+use crate::limits::Limits;
+use crate::mailbox::{ConnConfig, ConnShared};
 use crate::protocol::Protocol;
 use crate::reactor::Io;
 use crate::timer::Timer;
@@ -46,8 +49,6 @@ pub struct Worker<P: Protocol> {
     count: usize,
     name: String,
     limits: Limits,
-    stop_timeout: Duration,
-    max_connections: Option<usize>,
     handlers: Handlers<P>,
     on_worker_start: Option<WorkerFn<P>>,
     on_worker_stop: Option<WorkerFn<P>>,
@@ -71,9 +72,10 @@ impl<P: Protocol> Worker<P> {
         let listen = addr.into_listen_addr()?;
         let tls_scheme = listen.check_scheme(P::SCHEME, P::TLS_SCHEME)?;
         if let Some(path) = listen.path() {
-            return Err(Error::Address(format!(
+            return Err(ConfigError::Address(format!(
                 "a listen address has no path: `{path}` in `{listen}`"
-            )));
+            ))
+            .into());
         }
         Ok(Worker {
             listen,
@@ -81,8 +83,6 @@ impl<P: Protocol> Worker<P> {
             count: 1,
             name: default_name(),
             limits: Limits::default(),
-            stop_timeout: Duration::from_secs(5),
-            max_connections: None,
             handlers: Handlers::default(),
             on_worker_start: None,
             on_worker_stop: None,
@@ -94,28 +94,15 @@ impl<P: Protocol> Worker<P> {
     /// A worker from deserialized settings.
     pub fn from_config(config: &WorkerConfig, protocol: P) -> Result<Self, Error> {
         if config.count == 0 {
-            return Err(Error::Config("count must be at least 1".into()));
+            return Err(ConfigError::Invalid("count must be at least 1".into()).into());
         }
+        config.limits.check().map_err(ConfigError::Invalid)?;
         let mut w = Self::with_protocol(config.listen.as_str(), protocol)?;
         w.count(config.count)
             .name(&config.name)
-            .send_buffer_size(config.send_buffer_size)
-            .max_package_size(config.max_package_size)
-            .close_timeout(Duration::from_millis(config.close_timeout_ms))
-            .stop_timeout(Duration::from_millis(config.stop_timeout_ms));
-        if let Some(max) = config.max_connections {
-            w.max_connections(max);
-        }
-        if let Some(ms) = config.first_message_timeout_ms {
-            w.first_message_timeout(Duration::from_millis(ms));
-        }
+            .limits(config.limits.clone());
         if let Some(files) = &config.tls {
             w.tls(TlsConfig::from_pem_files(&files.cert, &files.key)?);
-        }
-        w.handshake_timeout(Duration::from_millis(config.handshake_timeout_ms))
-            .backpressure(config.backpressure);
-        if let Some(bytes) = config.memory_budget {
-            w.memory_budget(bytes);
         }
         Ok(w)
     }
@@ -134,31 +121,24 @@ impl<P: Protocol> Worker<P> {
         self
     }
 
-    /// Per-connection send buffer limit in bytes. Default 1 MiB.
-    pub fn send_buffer_size(&mut self, bytes: usize) -> &mut Self {
-        self.limits.send_buffer_size = bytes.max(1);
+    /// Every limit of the worker's connections (send buffer, message size,
+    /// timeouts, backpressure, memory budget, most connections): see
+    /// [`Limits`] for each default and docs/limits.md for what happens at
+    /// each. Replaces the limits set before.
+    ///
+    /// ```no_run
+    /// # use lubdub_worker::{Limits, Worker, Raw};
+    /// let mut worker = Worker::<Raw>::new("tcp://0.0.0.0:1234").unwrap();
+    /// worker.limits(Limits::default().send_buffer_size(64 * 1024));
+    /// ```
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
         self
     }
 
-    /// Largest incomplete message buffered per connection, whatever the
-    /// protocol's own limit. Default 10 MiB.
-    pub fn max_package_size(&mut self, bytes: usize) -> &mut Self {
-        self.limits.max_package_size = bytes.max(1);
-        self
-    }
-
-    /// How long a graceful close may wait to flush. Default 5 s.
-    pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.limits.close_timeout = timeout;
-        self
-    }
-
-    /// Closes connections that have not sent a whole first message within
-    /// `timeout` (a handshake timeout against clients that connect and stay
-    /// silent). Default: none.
-    pub fn first_message_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.limits.first_message_timeout = Some(timeout);
-        self
+    /// The limits the worker will use.
+    pub fn limits_ref(&self) -> &Limits {
+        &self.limits
     }
 
     /// Terminates TLS (1.3 and 1.2, rustls with ring) for every connection,
@@ -168,59 +148,6 @@ impl<P: Protocol> Worker<P> {
     /// before its TLS handshake completes, within the handshake timeout.
     pub fn tls(&mut self, config: TlsConfig) -> &mut Self {
         self.tls = Some(config);
-        self
-    }
-
-    /// What a connection's full send buffer does: pause reading from it
-    /// until it drains ([`Backpressure::PauseRecv`], the default) or keep
-    /// reading and drop sends past the limit ([`Backpressure::Drop`],
-    /// Workerman's behaviour). See docs/limits.md.
-    pub fn backpressure(&mut self, mode: Backpressure) -> &mut Self {
-        self.limits.backpressure = mode;
-        self
-    }
-
-    /// Most bytes the worker's connections may buffer together (incomplete
-    /// input and queued output, charged per connection in 64 KiB units, so
-    /// small buffers do not count). Past it, connections holding 64 KiB or
-    /// more stop reading; if it lasts half a second, the largest holders
-    /// are closed with [`CloseReason::Overload`](crate::CloseReason::Overload).
-    /// Default: [`default_memory_budget`](crate::default_memory_budget)
-    /// (a 64th of the machine's memory, between 64 MiB and 512 MiB).
-    pub fn memory_budget(&mut self, bytes: usize) -> &mut Self {
-        self.limits.memory_budget = bytes.max(crate::memory::UNIT);
-        self
-    }
-
-    /// Closes connections whose protocol handshake (a WebSocket upgrade,
-    /// say) has not finished within `timeout`: slow or silent peers cannot
-    /// hold a socket open before `on_connect`. Default 10 s; protocols
-    /// without a handshake ignore it.
-    pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.limits.handshake_timeout = timeout;
-        self
-    }
-
-    /// Most connections open at once (all loops together; handshaking and
-    /// closing sockets count too, as they hold a descriptor). Connections
-    /// beyond it are accepted and closed at once, without callbacks, and
-    /// counted in [`WorkerHandle::rejected`]. Default: no limit.
-    pub fn max_connections(&mut self, max: usize) -> &mut Self {
-        self.max_connections = Some(max);
-        self
-    }
-
-    /// How long stopping waits for connections to flush before destroying
-    /// them. Default 5 s.
-    pub fn stop_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.stop_timeout = timeout;
-        self
-    }
-
-    /// Messages decoded ahead per connection while an async handler runs.
-    /// Default 64.
-    pub fn async_queue(&mut self, messages: usize) -> &mut Self {
-        self.limits.async_queue = messages.max(1);
         self
     }
 
@@ -252,10 +179,11 @@ impl<P: Protocol> Worker<P> {
     /// Binds and starts the event loops; returns at once with a handle.
     pub fn start(&self) -> Result<WorkerHandle<P>, Error> {
         if self.tls_scheme && self.tls.is_none() {
-            return Err(Error::Config(format!(
+            return Err(ConfigError::Invalid(format!(
                 "`{}` is a TLS address: configure it with worker.tls(TlsConfig::from_pem_files(..))",
                 self.listen
-            )));
+            ))
+            .into());
         }
         let count = self.count;
         let first = bind(self.listen.socket_addr(), count > 1)?;
@@ -264,18 +192,25 @@ impl<P: Protocol> Worker<P> {
         for _ in 1..count {
             listeners.push(bind(local_addr, true)?);
         }
+        let endpoint = Arc::new(Endpoint::new(self.limits.memory_budget));
+        let serving = Arc::new(Serving {
+            config: Arc::new(ConnConfig {
+                protocol: self.protocol.clone(),
+                limits: self.limits.clone(),
+            }),
+            site: Arc::new(Site {
+                handlers: self.handlers.clone(),
+                endpoint: endpoint.clone(),
+            }),
+        });
         let shared = Arc::new(WorkerShared {
             name: self.name.clone(),
             count,
             local_addr,
-            ep: Arc::new(Endpoint::new(
-                self.protocol.clone(),
-                self.handlers.clone(),
-                self.limits.clone(),
-            )),
+            ep: endpoint,
             stop: StopSignal::default(),
-            stop_timeout: self.stop_timeout,
-            max_connections: self.max_connections,
+            stop_timeout: self.limits.stop_timeout,
+            max_connections: self.limits.max_connections,
             rejected: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             on_worker_start: self.on_worker_start.clone(),
@@ -291,9 +226,10 @@ impl<P: Protocol> Worker<P> {
         let mut threads = Vec::with_capacity(count);
         for (idx, listener) in listeners.into_iter().enumerate() {
             let shared = shared.clone();
+            let serving = serving.clone();
             let t = std::thread::Builder::new()
                 .name(format!("{}-{idx}", self.name))
-                .spawn(move || run_loop(shared, idx, listener))?;
+                .spawn(move || run_loop(shared, serving, idx, listener))?;
             threads.push(t);
         }
         *shared
@@ -352,11 +288,23 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, Error> {
     Ok(sock.into())
 }
 
-fn run_loop<P: Protocol>(shared: Arc<WorkerShared<P>>, idx: usize, listener: TcpListener) {
+/// What a worker's loops need to serve connections: their configuration
+/// and the site that runs their events.
+struct Serving<P: Protocol> {
+    config: Arc<ConnConfig<P>>,
+    site: Arc<Site<P>>,
+}
+
+fn run_loop<P: Protocol>(
+    shared: Arc<WorkerShared<P>>,
+    serving: Arc<Serving<P>>,
+    idx: usize,
+    listener: TcpListener,
+) {
     let name = shared.name.clone();
     let stopper = shared.clone();
     if let Err(e) =
-        crate::event_loop::run_event_loop(idx, move |ctx| loop_main(shared, ctx, listener))
+        crate::event_loop::run_event_loop(idx, move |ctx| loop_main(shared, serving, ctx, listener))
     {
         log::error!("worker {name} loop {idx} could not start: {e}; stopping the worker");
         stopper.stop.stop();
@@ -366,6 +314,7 @@ fn run_loop<P: Protocol>(shared: Arc<WorkerShared<P>>, idx: usize, listener: Tcp
 
 async fn loop_main<P: Protocol>(
     shared: Arc<WorkerShared<P>>,
+    serving: Arc<Serving<P>>,
     ctx: Rc<LoopCtx>,
     listener: TcpListener,
 ) {
@@ -383,7 +332,7 @@ async fn loop_main<P: Protocol>(
             return;
         }
     };
-    for plugin in &shared.ep.handlers.plugins {
+    for plugin in &serving.site.handlers.plugins {
         if let Err(msg) = catch(|| plugin.on_worker_start(&handle)) {
             log::error!(
                 "worker {}: plugin on_worker_start panicked: {msg}",
@@ -396,9 +345,13 @@ async fn loop_main<P: Protocol>(
             log::error!("worker {}: on_worker_start panicked: {msg}", shared.name);
         }
     }
-    futures_lite::future::or(accept_loop(&shared, &ctx, &listener), shared.stop.wait()).await;
+    futures_lite::future::or(
+        accept_loop(&shared, &serving, &ctx, &listener),
+        shared.stop.wait(),
+    )
+    .await;
     drop(listener);
-    for plugin in &shared.ep.handlers.plugins {
+    for plugin in &serving.site.handlers.plugins {
         if let Err(msg) = catch(|| plugin.on_worker_stop(&handle)) {
             log::error!(
                 "worker {}: plugin on_worker_stop panicked: {msg}",
@@ -419,7 +372,7 @@ async fn loop_main<P: Protocol>(
         .ep
         .connections
         .iter()
-        .filter(|e| e.value().inner.loop_id == ctx.id)
+        .filter(|e| e.value().loop_index() == ctx.id)
         .map(|e| e.value().clone())
         .collect();
     for conn in &mine {
@@ -441,6 +394,7 @@ async fn loop_main<P: Protocol>(
 
 async fn accept_loop<P: Protocol>(
     shared: &WorkerShared<P>,
+    serving: &Serving<P>,
     ctx: &Rc<LoopCtx>,
     listener: &Io<TcpListener>,
 ) {
@@ -481,7 +435,7 @@ async fn accept_loop<P: Protocol>(
                         continue;
                     }
                 }
-                spawn_connection(shared, ctx, stream, peer);
+                spawn_connection(shared, serving, ctx, stream, peer);
             }
             Err(e)
                 if matches!(
@@ -513,6 +467,7 @@ async fn accept_loop<P: Protocol>(
 
 fn spawn_connection<P: Protocol>(
     shared: &WorkerShared<P>,
+    serving: &Serving<P>,
     ctx: &Rc<LoopCtx>,
     stream: Io<TcpStream>,
     peer: SocketAddr,
@@ -530,19 +485,25 @@ fn spawn_connection<P: Protocol>(
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let new_conn = || {
+        Connection::from_shared(ConnShared::new(
+            serving.config.clone(),
+            peer,
+            local,
+            ctx.id,
+            None,
+        ))
+    };
+    let site = &serving.site;
     let Some(tls) = tls else {
-        let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid, None);
-        ctx.ex
-            .spawn(ConnDriver::new(conn, Tenure::Whole, stream, Plain, ctx))
-            .detach();
+        let driver = ConnDriver::new(new_conn(), Tenure::Whole, site, stream, Plain, ctx);
+        ctx.ex.spawn(driver).detach();
         return;
     };
     match Tls::server(&tls) {
         Ok(transport) => {
-            let conn = Connection::new(shared.ep.clone(), peer, local, ctx.id, ctx.uid, None);
-            ctx.ex
-                .spawn(ConnDriver::new(conn, Tenure::Whole, stream, transport, ctx))
-                .detach();
+            let driver = ConnDriver::new(new_conn(), Tenure::Whole, site, stream, transport, ctx);
+            ctx.ex.spawn(driver).detach();
         }
         Err(e) => log::warn!("worker {}: TLS session for {peer}: {e}", shared.name),
     }

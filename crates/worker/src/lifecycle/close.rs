@@ -1,77 +1,86 @@
 //! The closing side of a connection's state machine: the peer's end, socket
 //! errors, the graceful close (flush, goodbye, half-close, linger), the
-//! exactly-once `on_close`, and the memory budget's closes.
+//! exactly-once `Closed` event, and the memory budget's verdicts.
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{Lifecycle, Phase, SocketAction, Tenure};
-use crate::connection::{FINISHED, NO_LINGER};
-use crate::error::{CloseReason, Error};
-use crate::event_loop::catch;
-use crate::handlers::report;
-use crate::memory::{release, MemoryBudget, RECHECK};
-use crate::protocol::{Closing, Protocol};
+use super::{Event, Lifecycle, MemoryVerdict, Phase, SocketAction, Tenure};
+use crate::error::{CloseReason, ConnError};
+use crate::mailbox::{req, status, Mailbox};
+use crate::memory::{release, RECHECK};
+use crate::protocol::{Closing, Encoder, Protocol};
 
 impl<P: Protocol> Lifecycle<P> {
     /// The peer's FIN: nothing more will come.
-    pub fn on_eof(&mut self, now: Instant) {
+    pub fn handle_eof(&mut self, now: Instant) {
         match self.phase {
             Phase::Lingering => self.finish(self.reason()),
             Phase::Closed => {}
             _ => {
                 self.peer_eof = true;
-                self.conn.set_reason(CloseReason::PeerClosed);
-                self.begin_closing(now);
+                self.close_for(CloseReason::PeerClosed, now);
             }
         }
     }
 
     /// A socket error: report it and close at once.
-    pub fn on_io_error(&mut self, op: &str, e: io::Error) {
+    pub fn handle_io_error(&mut self, op: &str, e: io::Error) {
         if self.phase == Phase::Closed {
             return;
         }
         log::debug!("connection {}: {op} failed: {e}", self.conn.id());
         let kind = e.kind();
-        self.conn.set_reason(CloseReason::Io(kind));
-        report(&self.conn, &Error::Io(e));
+        self.set_reason(CloseReason::Io(kind));
+        self.emit(Event::Error(ConnError::Io(e)));
         self.finish(CloseReason::Io(kind));
     }
 
     /// The stream ended without the transport's own close (a TLS
     /// truncation): reported; the shell then handles it as the peer's FIN.
-    pub fn on_truncation(&mut self) {
+    pub fn handle_truncation(&mut self) {
         log::debug!(
             "connection {} ({}): the peer closed without a TLS close_notify",
             self.conn.id(),
             self.conn.remote_addr()
         );
-        report(
-            &self.conn,
-            &Error::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the peer closed without a TLS close_notify (truncation)",
-            )),
-        );
+        self.emit(Event::Error(ConnError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the peer closed without a TLS close_notify (truncation)",
+        ))));
     }
 
-    pub(super) fn reason(&self) -> CloseReason {
-        self.conn.close_reason().unwrap_or(CloseReason::Local)
+    /// Closes gracefully for `reason` (unless a reason is known already).
+    pub(super) fn close_for(&mut self, reason: CloseReason, now: Instant) {
+        self.set_reason(reason);
+        self.begin_closing(now);
+    }
+
+    /// Refuses further sends, unless this client session's end keeps the
+    /// mailbox open for the next session.
+    fn close_to_sends(&self, mb: &mut Mailbox<P>) {
+        let keep_open = matches!(
+            self.tenure,
+            Tenure::Session {
+                queue_between: true,
+                ..
+            }
+        );
+        if !keep_open {
+            mb.accepting = false;
+        }
     }
 
     /// Stops taking input and queues the protocol's goodbye; the rest of
     /// the close happens as the queue drains.
-    pub(super) fn begin_closing(&mut self, now: Instant) {
+    fn begin_closing(&mut self, now: Instant) {
         if !matches!(self.phase, Phase::New | Phase::Handshake | Phase::Open) {
             return;
         }
         let reason = self.reason();
         {
-            let mut ob = self.conn.outbox();
-            ob.closed = true;
-            let ob = &mut *ob;
+            let mut mb = self.conn.inner.mailbox();
+            self.close_to_sends(&mut mb);
             let closing = match &reason {
                 CloseReason::Local | CloseReason::Custom(_) => Some(Closing::Local {
                     code: None,
@@ -92,29 +101,22 @@ impl<P: Protocol> Lifecycle<P> {
                 _ => None,
             };
             if let Some(closing) = closing {
-                self.conn
-                    .endpoint()
-                    .protocol
-                    .encode_close(&mut ob.encoder, &closing, &mut ob.buf);
+                let mb = &mut *mb;
+                mb.encoder
+                    .encode_close(&self.conn.inner.config.protocol, &closing, &mut mb.queue);
             }
         }
         self.phase = Phase::Closing;
-        self.first_message_deadline = None;
-        let close_timeout = self.conn.endpoint().limits.close_timeout;
+        self.conn.inner.publish(status::CLOSING);
+        let close_timeout = self.conn.inner.config.limits.close_timeout;
         let gone = Self::presumed_gone(&reason);
+        self.no_linger |= gone;
         let rare = self.rare();
-        if reason != CloseReason::PeerClosed {
-            rare.pending.clear();
-        }
         rare.handshake_deadline = None;
-        if gone {
-            // Send what the socket takes now (a goodbye), but wait neither
-            // for a flush nor for the peer's FIN.
-            rare.close_deadline = Some(now);
-            self.conn.inner.flags.fetch_or(NO_LINGER, Ordering::AcqRel);
-        } else {
-            rare.close_deadline = Some(now + close_timeout);
-        }
+        rare.first_message_deadline = None;
+        // Send what the socket takes now (a goodbye), but for a peer
+        // presumed gone wait neither for a flush nor for its FIN.
+        rare.close_deadline = Some(if gone { now } else { now + close_timeout });
     }
 
     /// The close deadline has passed.
@@ -124,7 +126,7 @@ impl<P: Protocol> Lifecycle<P> {
             .is_some_and(|d| now >= d)
     }
 
-    pub(super) fn presumed_gone(reason: &CloseReason) -> bool {
+    fn presumed_gone(reason: &CloseReason) -> bool {
         matches!(
             reason,
             CloseReason::HeartbeatTimeout
@@ -135,11 +137,12 @@ impl<P: Protocol> Lifecycle<P> {
 
     /// After a turn's writes: whether to shut down writing or close, as the
     /// close proceeds (flushed, the peer's FIN, the close deadline).
-    pub fn socket_action(&mut self, now: Instant) -> Option<SocketAction> {
+    pub fn poll_socket_action(&mut self, now: Instant) -> Option<SocketAction> {
         match self.phase {
             Phase::Closing => {
                 let flushed = self.flushed && self.transport_pending == 0;
-                if flushed && !self.async_busy() {
+                let app_done = !self.app_busy && self.app_backlog == 0;
+                if flushed && app_done {
                     if self.peer_eof {
                         // The peer's FIN is in and nothing is left unread:
                         // closing sends our FIN after the flushed bytes, with
@@ -160,7 +163,7 @@ impl<P: Protocol> Lifecycle<P> {
                             "connection {}: close timed out with data unsent",
                             self.conn.id()
                         );
-                        report(&self.conn, &Error::FlushTimeout);
+                        self.emit(Event::Error(ConnError::FlushTimeout));
                         self.finish(CloseReason::FlushTimeout);
                     } else {
                         self.finish(reason);
@@ -170,7 +173,7 @@ impl<P: Protocol> Lifecycle<P> {
                 None
             }
             Phase::Lingering => {
-                let stop = self.conn.flags() & NO_LINGER != 0;
+                let stop = self.no_linger || self.conn.inner.requests() & req::NO_LINGER != 0;
                 if stop || self.close_due(now) {
                     self.finish(self.reason());
                     return Some(SocketAction::Close);
@@ -182,53 +185,44 @@ impl<P: Protocol> Lifecycle<P> {
         }
     }
 
-    /// The application-visible close: `on_close` exactly once (only for a
-    /// connection that reached Open), then out of the map. The socket may
-    /// still linger after this.
-    pub(super) fn announce(&mut self, reason: CloseReason) {
+    /// The application-visible close, once: the episode of dropped sends
+    /// is reported, then `Closed` (only for a connection that reached
+    /// Open). The socket may still linger after this.
+    fn announce(&mut self, reason: CloseReason) {
         if self.announced {
             return;
         }
         self.announced = true;
-        let conn = self.conn.clone();
-        conn.set_reason(reason);
-        let reason = conn.close_reason().unwrap_or(CloseReason::Local);
-        conn.inner.flags.fetch_or(FINISHED, Ordering::AcqRel);
+        self.set_reason(reason);
+        let reason = self.reason();
+        self.conn.inner.publish(status::CLOSED);
         let dropped = {
-            let mut ob = conn.outbox();
-            ob.closed = true;
-            // A client keeps whole messages not yet taken by the writer for
-            // its next session (unless told not to); bytes in flight may be
-            // half-written: dropped.
-            let keep = self.tenure == Tenure::Session
-                && conn.inner.client.as_ref().is_some_and(|c| c.keeps_unsent());
+            let mut mb = self.conn.inner.mailbox();
+            self.close_to_sends(&mut mb);
+            // A client may keep whole messages not yet taken by the writer
+            // for its next session; bytes in flight may be half-written:
+            // dropped.
+            let keep = matches!(
+                self.tenure,
+                Tenure::Session {
+                    keep_unsent: true,
+                    ..
+                }
+            );
             if !keep {
-                release(&mut ob.buf);
+                release(&mut mb.queue);
             }
-            std::mem::take(&mut ob.dropped)
+            std::mem::take(&mut mb.dropped)
         };
         // The episode of dropped sends ends with the connection.
         if let Some(rare) = &mut self.rare {
             rare.drops_since = None;
-            rare.pending.clear();
-            rare.inflight = None;
         }
         self.report_drops(dropped);
         if self.established {
-            log::debug!("connection {} closed: {reason}", conn.id());
-            let handlers = &conn.endpoint().handlers;
-            for plugin in &handlers.plugins {
-                if let Err(msg) = catch(|| plugin.on_close(&conn, &reason)) {
-                    log::error!("connection {}: plugin on_close panicked: {msg}", conn.id());
-                }
-            }
-            if let Some(cb) = &handlers.on_close {
-                if let Err(msg) = catch(|| cb(&conn, &reason)) {
-                    log::error!("connection {}: on_close panicked: {msg}", conn.id());
-                }
-            }
+            log::debug!("connection {} closed: {reason}", self.conn.id());
+            self.emit(Event::Closed(reason));
         }
-        self.map_entry = None;
     }
 
     /// The end: announces the close if not done yet and releases everything.
@@ -238,68 +232,68 @@ impl<P: Protocol> Lifecycle<P> {
         }
         if matches!(reason, CloseReason::FlushTimeout | CloseReason::Overload) {
             // Overrides the close that was under way, if any.
-            self.conn.force_reason(reason.clone());
+            self.rare().reason = Some(reason.clone());
         }
         self.phase = Phase::Closed;
         self.announce(reason);
-        self.conn.outbox().in_flight = 0;
-        self.conn.endpoint().sockets.fetch_sub(1, Ordering::Relaxed);
-        release(&mut self.rbuf);
-        self.rpos = 0;
+        self.conn.inner.mailbox().in_flight = 0;
+        if self.rbuf_lent {
+            // The loop's buffer goes back at the reclaim; nothing is left.
+            self.rpos = self.rend;
+        } else {
+            release(&mut self.rbuf);
+            self.rpos = 0;
+            self.rend = 0;
+        }
         release(&mut self.wbuf);
         self.wpos = 0;
         release(&mut self.wire_out);
-        self.rare = None;
-        self.charge(0, Instant::now());
-    }
-
-    /// Moves this connection's charge on the worker's memory budget.
-    pub(super) fn charge(&mut self, charge: usize, now: Instant) {
-        if charge != self.charge {
-            self.conn
-                .endpoint()
-                .memory
-                .recharge(self.charge, charge, now);
-            self.charge = charge;
+        self.awaiting_verdict = false;
+        if let Some(rare) = &mut self.rare {
+            // What is left to yield stays: the errors and `Closed`.
+            rare.violation = None;
+            rare.drops_since = None;
+            rare.mem_check = None;
+            rare.first_message_deadline = None;
+            rare.handshake_deadline = None;
+            rare.close_deadline = None;
         }
     }
 
-    /// Holds a connection that holds memory while the worker is over its
-    /// budget, and closes it if the worker stays over and it is among the
-    /// largest holders. Returns whether it closed.
-    pub(super) fn enforce_memory_budget(&mut self, now: Instant) -> bool {
-        let budget = &self.conn.endpoint().memory;
-        let pressure = budget.is_over() || budget.in_episode();
-        if self.charge == 0 || !pressure || self.phase == Phase::Lingering {
+    /// The memory budget's verdict on this connection (the shell asks the
+    /// budget each turn, see `crate::memory::MemoryAccount`).
+    pub fn handle_memory(&mut self, verdict: MemoryVerdict, now: Instant) {
+        if matches!(self.phase, Phase::Lingering | Phase::Closed) {
             self.mem_hold = false;
-            if let Some(rare) = &mut self.rare {
-                rare.mem_check = None;
+            return;
+        }
+        let check = match verdict {
+            MemoryVerdict::Free => {
+                self.mem_hold = false;
+                None
             }
-            return false;
+            MemoryVerdict::Hold => {
+                self.mem_hold = true;
+                Some(now + RECHECK)
+            }
+            MemoryVerdict::Watch => {
+                self.mem_hold = false;
+                Some(now + RECHECK)
+            }
+            MemoryVerdict::Close { held, budget } => {
+                log::debug!(
+                    "connection {} ({}): closed over the memory budget, holding {} KiB",
+                    self.conn.id(),
+                    self.conn.remote_addr(),
+                    held >> 10
+                );
+                self.emit(Event::Error(ConnError::Overload { held, budget }));
+                self.finish(CloseReason::Overload);
+                return;
+            }
+        };
+        if check.is_some() || self.rare.is_some() {
+            self.rare().mem_check = check;
         }
-        if budget.over_too_long(now) && MemoryBudget::class_of(self.charge) == budget.top_class() {
-            let (held, limit) = (self.charge, budget.limit());
-            log::debug!(
-                "connection {} ({}): closed over the memory budget, holding {} KiB",
-                self.conn.id(),
-                self.conn.remote_addr(),
-                held >> 10
-            );
-            report(
-                &self.conn,
-                &Error::Overload {
-                    held,
-                    budget: limit,
-                },
-            );
-            self.finish(CloseReason::Overload);
-            return true;
-        }
-        // Over the budget: hold. Back under it but still in the episode
-        // (above the low watermark): read again, but look again soon, as
-        // the largest may still have to go.
-        self.mem_hold = budget.is_over();
-        self.rare().mem_check = Some(now + RECHECK);
-        false
     }
 }

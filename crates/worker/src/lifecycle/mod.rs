@@ -1,25 +1,36 @@
-//! The connection state machine: one connection's whole lifecycle, sans-IO.
+//! The connection state machine: one connection's whole lifecycle, sans-IO,
+//! in the shape of quinn-proto's `Connection`: inputs in, outputs polled as
+//! data.
 //!
-//! [`Lifecycle`] owns everything a connection *is*, from the first byte to the
-//! last callback: its phase, its flags, its place in the connections map,
-//! its socket count, the protocol's decoder, the read and write buffers,
-//! the deadlines, and the exactly-once `on_close`. It never touches a
-//! socket or a real clock. Its inputs are:
+//! [`Lifecycle`] owns everything a connection *is*: its phase, its close
+//! reason, its full-buffer and dropped-send episodes, the protocol's
+//! decoder, the read and write buffers and the deadlines. It never touches a
+//! socket or a real clock, calls no callback, plugin or waker, and touches
+//! no map. Its inputs are:
 //!
-//! * bytes read ([`Lifecycle::on_read`]), the peer's FIN ([`Lifecycle::on_eof`]), a
-//!   socket error ([`Lifecycle::on_io_error`]);
-//! * how many bytes of [`Lifecycle::transmit`] were written ([`Lifecycle::on_written`])
-//!   or that the socket is full ([`Lifecycle::on_write_blocked`]);
-//! * requests from the [`Connection`] handle (send, close, destroy, pause,
-//!   resume), read from its flags and send queue by [`Lifecycle::process`];
+//! * bytes read ([`Lifecycle::handle_read`]), the peer's FIN
+//!   ([`Lifecycle::handle_eof`]), a socket error ([`Lifecycle::handle_io_error`]);
+//! * how much of [`Lifecycle::poll_transmit`] was written
+//!   ([`Lifecycle::handle_written`]) or that the socket is full
+//!   ([`Lifecycle::handle_write_blocked`]);
+//! * the handle's requests (send, close, destroy, pause, resume): the
+//!   connection's mailbox (`crate::mailbox`), read at each step;
+//! * the handshake hook's verdict ([`Lifecycle::handle_verdict`]), the
+//!   application's backlog of async messages ([`Lifecycle::set_app_backlog`])
+//!   and the memory budget's verdict ([`Lifecycle::handle_memory`]);
 //! * the time, `now`, injected into every call that needs it.
 //!
-//! Its outputs are the bytes to write ([`Lifecycle::transmit`]), what to do
-//! with the socket ([`Lifecycle::socket_action`]: shut down writing, close), the
-//! next deadline ([`Lifecycle::next_deadline`]) and the callbacks it fires.
-//! `crate::driver` is the thin I/O shell that feeds it from a real socket
-//! through a `crate::transport::Transport`; the unit tests at the end feed
-//! it by hand, in virtual time.
+//! Its outputs are [`Event`]s ([`Lifecycle::poll_event`]), the bytes to
+//! write ([`Lifecycle::poll_transmit`]), what to do with the socket
+//! ([`Lifecycle::poll_socket_action`]) and the next deadline
+//! ([`Lifecycle::poll_deadline`]). `crate::driver` is the thin I/O shell
+//! that feeds it from a real socket and hands its events to
+//! `crate::dispatch`, which runs plugins and callbacks; the unit tests in
+//! `tests.rs` feed it by hand, in virtual time.
+//!
+//! Messages are decoded lazily, one per [`Lifecycle::poll_event`]: what a
+//! callback does with the previous event (close, pause, a send that fills
+//! the buffer) is seen before the next message is decoded, as in Workerman.
 //!
 //! ```text
 //!            start()
@@ -32,25 +43,23 @@
 //!                          flushed, peer's FIN already in  ┌────┴────┐ flushed
 //!                                                          ▼         ▼
 //!   destroy(), socket error, close timeout ─────────►  Closed ◄── Lingering (our FIN
-//!   (from any phase)                                    peer's FIN,    sent, on_close ran,
+//!   (from any phase)                                    peer's FIN,    sent, Closed event,
 //!                                                       timeout, stop  peer's FIN awaited)
 //! ```
 //!
-//! `on_connect` runs on entering Open; `on_close` runs once, on entering
-//! Lingering or Closed, and only for a connection that reached Open. A
-//! server connection enters the connections map just before `on_connect`
-//! and leaves it just after `on_close`.
+//! [`Event::Connected`] comes on entering Open; [`Event::Closed`] comes once,
+//! on entering Lingering or Closed, and only for a connection that reached
+//! Open.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::connection::{Connection, CLOSE_REQ, DESTROY_REQ, FINISHED, OVER_LIMIT, PAUSED};
-use crate::endpoint::Backpressure;
-use crate::error::CloseReason;
-use crate::handlers::{guard, LocalBoxFuture};
-use crate::memory::{release, MemoryBudget};
-use crate::protocol::{Protocol, ProtocolError, SessionClose, Start, Wire};
+use crate::connection::Connection;
+use crate::error::{CloseReason, ConnError};
+use crate::limits::Backpressure;
+use crate::mailbox::{req, status};
+pub(crate) use crate::memory::MemoryVerdict;
+use crate::protocol::{Decoder, Protocol, ProtocolError};
 
 /// Write buffers larger than this are released once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -59,27 +68,65 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 /// waits for the peer's FIN; past it the socket is closed at once.
 pub(crate) const LINGER_DISCARD_MAX: usize = 64 * 1024;
 
-/// Messages (and other decoded items, and async handler starts) one
-/// connection may take per poll of its task before it yields to the other
-/// connections of its loop, as tokio's cooperative budget does. With at most
-/// `READS_PER_POLL` reads of 64 KiB, this bounds how long one flooding
-/// connection holds the loop.
+/// Messages (and other decoded items) one connection may take per poll of
+/// its task before it yields to the other connections of its loop, as
+/// tokio's cooperative budget does. With at most `READS_PER_POLL` reads of
+/// 64 KiB, this bounds how long one flooding connection holds the loop.
 pub(crate) const MESSAGES_PER_TURN: u32 = 256;
+
+/// While a send buffer stays full, dropped sends are reported at most this often.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a connection's state machine tells the application, in order. The
+/// dispatcher (`crate::dispatch`) runs the plugins, then the callback of the
+/// same name, for each.
+#[derive(Debug)]
+pub(crate) enum Event<P: Protocol> {
+    /// The protocol's handshake finished: the handshake hook decides, and
+    /// its verdict goes back through [`Lifecycle::handle_verdict`]. Nothing
+    /// more is decoded until then.
+    Handshake(P::Handshake),
+    /// Established (after the handshake, if any): `on_connect`.
+    Connected,
+    /// A decoded message: `on_message`.
+    Message(P::Message),
+    /// The send buffer reached its limit (once per episode): `on_buffer_full`.
+    BufferFull,
+    /// The full send buffer was written out: `on_buffer_drain`.
+    BufferDrain,
+    /// Something went wrong on the connection: `on_error`.
+    Error(ConnError),
+    /// The connection closed (exactly once, for a connection that got
+    /// [`Event::Connected`]): `on_close`.
+    Closed(CloseReason),
+}
+
+/// The hook's answer to [`Event::Handshake`].
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Accept: the protocol writes its acceptance; then [`Event::Connected`].
+    Accept,
+    /// Refuse with this answer; the connection closes after flushing it.
+    Reject(crate::protocol::Reject),
+    /// The hook did not answer (it panicked and asked for a close): write
+    /// nothing.
+    Abort,
+}
 
 /// Where a connection is in its life (see the module diagram).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Created; [`Lifecycle::start`] not called yet.
     New,
-    /// The protocol's handshake is under way; `on_connect` has not run.
+    /// The protocol's handshake is under way; not established yet.
     Handshake,
     /// Established: messages flow both ways.
     Open,
     /// No more input is delivered; what is queued (and the protocol's
     /// goodbye) is being flushed.
     Closing,
-    /// Flushed and our FIN sent; `on_close` ran; the peer's FIN is awaited
-    /// (bounded) so our last bytes are not destroyed by a reset.
+    /// Flushed and our FIN sent; the close was announced; the peer's FIN is
+    /// awaited (bounded) so our last bytes are not destroyed by a reset.
     Lingering,
     /// Over: the socket is to be dropped.
     Closed,
@@ -88,17 +135,22 @@ pub(crate) enum Phase {
 /// How much of the connection's life a [`Lifecycle`] owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tenure {
-    /// A server connection: this one session is its whole life. The core
-    /// puts it in the connections map when established, takes it out after
-    /// `on_close`, and drops what is still queued.
+    /// A server connection: this one session is its whole life; what is
+    /// still queued at the end is dropped.
     Whole,
-    /// One session of a client connection: the client's supervisor owns
-    /// the map entry across sessions (a [`MapEntry`]), and whole messages
-    /// still queued at the end are kept for the next session.
-    Session,
+    /// One session of a client connection.
+    Session {
+        /// Whole messages still queued at the end are kept for the next
+        /// session (`Client::keep_unsent`).
+        keep_unsent: bool,
+        /// Sends between sessions queue for the next one (an automatic
+        /// reconnect is coming): the end of this session does not close the
+        /// mailbox to sends.
+        queue_between: bool,
+    },
 }
 
-/// What the shell must do with the socket after a turn.
+/// What the shell must do with the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SocketAction {
     /// Shut down writing (send our FIN) and keep reading until the peer's.
@@ -107,52 +159,27 @@ pub(crate) enum SocketAction {
     Close,
 }
 
-/// A connection's place in its endpoint's connections map: inserted when
-/// created, removed when dropped. The only code that touches the map.
-pub(crate) struct MapEntry<P: Protocol> {
-    conn: Connection<P>,
-}
-
-impl<P: Protocol> MapEntry<P> {
-    pub fn insert(conn: &Connection<P>) -> Self {
-        conn.endpoint().connections.insert(conn.id(), conn.clone());
-        MapEntry { conn: conn.clone() }
-    }
-}
-
-impl<P: Protocol> Drop for MapEntry<P> {
-    fn drop(&mut self) {
-        self.conn.endpoint().connections.remove(&self.conn.id());
-    }
-}
-
-/// The final close of a client connection (its supervisor ends): no more
-/// sends accepted, nothing kept queued.
-pub(crate) fn retire<P: Protocol>(conn: &Connection<P>) {
-    conn.inner.flags.fetch_or(FINISHED, Ordering::AcqRel);
-    let mut ob = conn.outbox();
-    ob.closed = true;
-    release(&mut ob.buf);
-}
-
 /// One connection's lifecycle as a state machine; see the module docs.
 pub(crate) struct Lifecycle<P: Protocol> {
     conn: Connection<P>,
-    /// This connection's own clone of the protocol (decoder state).
-    decoder: P,
+    /// This connection's protocol decoder.
+    decoder: P::Decoder,
     phase: Phase,
     tenure: Tenure,
-    /// Reached Open (so `on_connect` ran and `on_close` is owed).
+    /// Reached Open (so `Connected` was yielded and `Closed` is owed).
     established: bool,
-    /// Set while a server connection is in the map.
-    map_entry: Option<MapEntry<P>>,
-    /// Unconsumed inbound bytes (a partial message), empty and unallocated
-    /// most of the time.
+    /// A `Handshake` event was yielded; its verdict has not come back yet.
+    awaiting_verdict: bool,
+    /// Inbound bytes not consumed yet: most of the time either empty and
+    /// unallocated, or the loop's read buffer, lent for one read
+    /// ([`handle_read`](Self::handle_read), [`reclaim_read_buffer`](Self::reclaim_read_buffer)).
     rbuf: Vec<u8>,
-    /// Where the unconsumed part of `rbuf` starts.
+    /// Where the unconsumed part of `rbuf` starts and ends (a lent buffer
+    /// is longer than what was read into it).
     rpos: usize,
-    /// `rbuf` may hold whole messages not yet delivered (delivery was held).
-    rbuf_undelivered: bool,
+    rend: usize,
+    /// `rbuf` is the loop's buffer, to give back at the end of the read.
+    rbuf_lent: bool,
     /// Bytes the protocol wrote by itself; they go out before the queue.
     wire_out: Vec<u8>,
     /// Bytes being written, taken from `wire_out` or the send queue.
@@ -161,59 +188,65 @@ pub(crate) struct Lifecycle<P: Protocol> {
     /// `wbuf` came from the send queue (and counts as in flight there).
     wbuf_queued: bool,
     write_blocked: bool,
-    /// The last `transmit` found nothing more to write.
+    /// The last `poll_transmit` found nothing more to write.
     flushed: bool,
     announced: bool,
     /// A read returned 0: the peer's FIN came and nothing is left unread.
     peer_eof: bool,
-    first_message_deadline: Option<Instant>,
-    /// The connection flags that hold input back (pause, closing, and the
-    /// full send buffer under `Backpressure::PauseRecv`).
-    hold_mask: u8,
+    /// A full-buffer episode is under way (from `BufferFull` to `BufferDrain`).
+    full: bool,
+    /// Input held back because the worker is over its memory budget.
+    mem_hold: bool,
+    /// Close without waiting for the peer's FIN (a peer presumed gone).
+    no_linger: bool,
     /// What is left of this poll's [`MESSAGES_PER_TURN`].
     budget: u32,
+    /// Messages the application has not handled yet (an async handler's
+    /// queue), and whether it is handling one.
+    app_backlog: u32,
+    app_busy: bool,
     /// Bytes the transport still holds for the peer (TLS records): the
     /// connection is not flushed until they are written.
     transport_pending: usize,
-    /// Bytes charged to the worker's memory budget.
-    charge: usize,
-    /// Input held back because the worker is over its memory budget.
-    mem_hold: bool,
     /// State few connections need, boxed when first needed (see [`Rare`]).
     rare: Option<Box<Rare<P>>>,
 }
 
 /// The part of a connection's state most connections never need, or need
-/// only for a moment: the async handler's queue, a handshake or a close
+/// only for a moment: events waiting to be polled, a handshake or a close
 /// under way, dropped sends, memory pressure. It is boxed on first use, so
 /// an established idle connection does not carry it: measured, this keeps
-/// an idle connection's task under 300 bytes (docs/benchmarks.md, idle
-/// memory).
-pub(super) struct Rare<P: Protocol> {
-    /// Messages waiting for the async handler, and the one it runs.
-    pub pending: VecDeque<P::Message>,
-    pub inflight: Option<LocalBoxFuture>,
+/// an idle connection's task small (docs/benchmarks.md, idle memory).
+struct Rare<P: Protocol> {
+    /// Events produced by inputs, waiting for `poll_event`.
+    events: VecDeque<Event<P>>,
+    /// Why the connection closes, once known (the first reason wins).
+    reason: Option<CloseReason>,
     /// The violation that is closing the connection, for the goodbye.
-    pub violation: Option<ProtocolError>,
+    violation: Option<ProtocolError>,
     /// When the unreported drops of the current full-buffer episode were
     /// first seen.
-    pub drops_since: Option<Instant>,
+    drops_since: Option<Instant>,
     /// When to look at the memory budget again.
-    pub mem_check: Option<Instant>,
-    pub handshake_deadline: Option<Instant>,
-    pub close_deadline: Option<Instant>,
+    mem_check: Option<Instant>,
+    /// When the first whole message must have come
+    /// (`Limits::first_message_timeout`).
+    first_message_deadline: Option<Instant>,
+    handshake_deadline: Option<Instant>,
+    close_deadline: Option<Instant>,
     /// Bytes read and discarded while lingering.
-    pub discarded: usize,
+    discarded: usize,
 }
 
 impl<P: Protocol> Rare<P> {
     fn new() -> Self {
         Rare {
-            pending: VecDeque::new(),
-            inflight: None,
+            events: VecDeque::new(),
+            reason: None,
             violation: None,
             drops_since: None,
             mem_check: None,
+            first_message_deadline: None,
             handshake_deadline: None,
             close_deadline: None,
             discarded: 0,
@@ -222,39 +255,34 @@ impl<P: Protocol> Rare<P> {
 
     /// Holds nothing worth keeping.
     fn is_spent(&self) -> bool {
-        self.pending.is_empty()
-            && self.pending.capacity() == 0
-            && self.inflight.is_none()
+        self.events.is_empty()
+            && self.events.capacity() == 0
+            && self.reason.is_none()
             && self.violation.is_none()
             && self.drops_since.is_none()
             && self.mem_check.is_none()
+            && self.first_message_deadline.is_none()
             && self.handshake_deadline.is_none()
             && self.close_deadline.is_none()
     }
 }
 
 impl<P: Protocol> Lifecycle<P> {
-    /// A core for `conn`, counted as an open socket of its endpoint.
+    /// The state machine of `conn`, for one session of `tenure`.
     pub fn new(conn: Connection<P>, tenure: Tenure) -> Self {
-        let decoder = conn.endpoint().protocol.clone();
-        let hold_mask = CLOSE_REQ
-            | DESTROY_REQ
-            | PAUSED
-            | match conn.endpoint().limits.backpressure {
-                Backpressure::PauseRecv => OVER_LIMIT,
-                Backpressure::Drop => 0,
-            };
-        conn.endpoint().sockets.fetch_add(1, Ordering::Relaxed);
+        let decoder = conn.inner.config.protocol.decoder();
+        conn.inner.publish(status::LIVE);
         Lifecycle {
             conn,
             decoder,
             phase: Phase::New,
             tenure,
             established: false,
-            map_entry: None,
+            awaiting_verdict: false,
             rbuf: Vec::new(),
             rpos: 0,
-            rbuf_undelivered: false,
+            rend: 0,
+            rbuf_lent: false,
             wire_out: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
@@ -263,35 +291,25 @@ impl<P: Protocol> Lifecycle<P> {
             flushed: true,
             announced: false,
             peer_eof: false,
-            first_message_deadline: None,
-            hold_mask,
-            budget: MESSAGES_PER_TURN,
-            transport_pending: 0,
-            charge: 0,
+            full: false,
             mem_hold: false,
+            no_linger: false,
+            budget: MESSAGES_PER_TURN,
+            app_backlog: 0,
+            app_busy: false,
+            transport_pending: 0,
             rare: None,
         }
     }
 
     /// The rarely needed state, boxed now if it was not.
-    pub(super) fn rare(&mut self) -> &mut Rare<P> {
+    fn rare(&mut self) -> &mut Rare<P> {
         self.rare.get_or_insert_with(|| Box::new(Rare::new()))
     }
 
     /// The rarely needed state, if it exists.
-    pub(super) fn rare_ref(&self) -> Option<&Rare<P>> {
+    fn rare_ref(&self) -> Option<&Rare<P>> {
         self.rare.as_deref()
-    }
-
-    /// Messages queued for the async handler.
-    pub(super) fn async_queued(&self) -> usize {
-        self.rare_ref().map_or(0, |r| r.pending.len())
-    }
-
-    /// The async handler runs or has messages queued.
-    pub(super) fn async_busy(&self) -> bool {
-        self.rare_ref()
-            .is_some_and(|r| r.inflight.is_some() || !r.pending.is_empty())
     }
 
     /// Drops the rarely needed state if it holds nothing.
@@ -301,19 +319,18 @@ impl<P: Protocol> Lifecycle<P> {
         }
     }
 
-    /// The connection this core drives.
+    /// Queues an event for [`poll_event`](Self::poll_event).
+    fn emit(&mut self, event: Event<P>) {
+        self.rare().events.push_back(event);
+    }
+
+    /// The connection this state machine drives.
     pub fn conn(&self) -> &Connection<P> {
         &self.conn
     }
 
     pub fn phase(&self) -> Phase {
         self.phase
-    }
-
-    /// A server connection in its endpoint's map, where a stopping worker
-    /// finds it (before Open and while lingering it is not).
-    pub fn in_map(&self) -> bool {
-        self.map_entry.is_some()
     }
 
     /// Whether the connection is a server's (its whole life) or a client's
@@ -326,80 +343,114 @@ impl<P: Protocol> Lifecycle<P> {
         self.phase == Phase::Closed
     }
 
+    /// Whether the connection still takes input for the protocol.
+    fn is_receiving(&self) -> bool {
+        matches!(self.phase, Phase::Handshake | Phase::Open)
+    }
+
     /// The transport is up: the protocol may speak first or announce a
     /// handshake; without one the connection is established at once.
     pub fn start(&mut self, now: Instant) {
         if self.phase != Phase::New {
             return;
         }
-        let limits = &self.conn.endpoint().limits;
-        self.first_message_deadline = limits.first_message_timeout.map(|t| now + t);
+        let limits = &self.conn.inner.config.limits;
+        let first_message = limits.first_message_timeout;
         let handshake_timeout = limits.handshake_timeout;
+        if let Some(t) = first_message {
+            self.rare().first_message_deadline = Some(now + t);
+        }
         let mut asked = None;
-        let mut wire = Wire::new(&mut self.wire_out, &mut asked);
-        match self.decoder.start(&mut wire) {
-            Start::Established => self.establish(),
-            Start::Handshake => {
+        let protocol = &self.conn.inner.config.protocol;
+        let mut wire = crate::protocol::Wire::new(&mut self.wire_out, &mut asked);
+        match self.decoder.start(protocol, &mut wire) {
+            crate::protocol::Start::Established => self.establish(),
+            crate::protocol::Start::Handshake => {
                 self.phase = Phase::Handshake;
                 self.rare().handshake_deadline = Some(now + handshake_timeout);
             }
         }
         if let Some(close) = asked {
-            self.session_close(close);
+            self.close_for(CloseReason::Session(close), now);
         }
     }
 
-    /// The protocol asked to close (after the bytes it wrote).
-    pub(super) fn session_close(&mut self, close: SessionClose) {
-        self.conn.close_with_reason(CloseReason::Session(close));
-    }
-
-    /// Enters Open: into the map (servers), then plugin and user `on_connect`.
+    /// Enters Open and yields `Connected`.
     fn establish(&mut self) {
         self.phase = Phase::Open;
         self.established = true;
         if let Some(rare) = &mut self.rare {
             rare.handshake_deadline = None;
         }
-        self.shed_rare();
-        if self.tenure == Tenure::Whole {
-            self.map_entry = Some(MapEntry::insert(&self.conn));
-        }
-        let conn = &self.conn;
-        let ep = conn.endpoint();
-        for plugin in &ep.handlers.plugins {
-            if !guard(conn, "plugin on_connect", || plugin.on_connect(conn)) {
-                return;
-            }
-        }
-        if let Some(cb) = &ep.handlers.on_connect {
-            guard(conn, "on_connect", || cb(conn));
+        self.emit(Event::Connected);
+    }
+
+    /// The transport has a handshake of its own (TLS) before `start`: it
+    /// must finish within the handshake timeout too.
+    pub fn expect_transport_handshake(&mut self, now: Instant) {
+        if self.phase == Phase::New && self.rare_ref().and_then(|r| r.handshake_deadline).is_none()
+        {
+            let timeout = self.conn.inner.config.limits.handshake_timeout;
+            self.rare().handshake_deadline = Some(now + timeout);
         }
     }
 
-    /// Acts on the handle's requests and the deadlines (other than the
-    /// close deadline, see [`socket_action`](Self::socket_action)), fires
-    /// the send-queue events flagged by other threads and delivers
-    /// messages a pause held back. Returns the flags it acted on.
-    pub fn process(&mut self, now: Instant) -> u8 {
-        let flags = self.conn.flags();
-        if flags & DESTROY_REQ != 0 {
-            if self.phase != Phase::Closed {
-                self.finish(CloseReason::Destroyed);
-            }
-            return flags;
+    /// How many bytes the transport still holds for the peer.
+    pub fn set_transport_pending(&mut self, bytes: usize) {
+        self.transport_pending = bytes;
+    }
+
+    /// The application's backlog: messages an async handler has not taken
+    /// yet, and whether it is running one. Delivery holds at the
+    /// `async_queue` limit; a graceful close waits for the handler.
+    pub fn set_app_backlog(&mut self, queued: usize, busy: bool) {
+        self.app_backlog = u32::try_from(queued).unwrap_or(u32::MAX);
+        self.app_busy = busy;
+    }
+
+    /// Whether the application's backlog is to be dropped: the connection
+    /// closes for a reason other than the peer's FIN (after which what was
+    /// read is still handled), or is closed.
+    pub fn drops_app_backlog(&self) -> bool {
+        match self.phase {
+            Phase::New | Phase::Handshake | Phase::Open => false,
+            Phase::Closing => self.reason() != CloseReason::PeerClosed,
+            Phase::Lingering | Phase::Closed => true,
+        }
+    }
+
+    /// A new poll of the connection's task: renews the message budget.
+    pub fn begin_turn(&mut self) {
+        self.budget = MESSAGES_PER_TURN;
+    }
+
+    /// Whether this poll's message budget is used up (the task must yield,
+    /// with input possibly left to deliver).
+    pub fn budget_spent(&self) -> bool {
+        self.budget == 0
+    }
+
+    /// Acts on the handle's requests and on the deadlines that passed
+    /// (other than the close deadline, see
+    /// [`poll_socket_action`](Self::poll_socket_action)): destroy, close,
+    /// timeouts, and the episode of dropped sends. Events it causes are
+    /// yielded by [`poll_event`](Self::poll_event).
+    pub fn handle_turn(&mut self, now: Instant) {
+        self.handle_requests(now);
+        if self.phase == Phase::Closed {
+            return;
         }
         if self
-            .first_message_deadline
+            .rare_ref()
+            .and_then(|r| r.first_message_deadline)
             .is_some_and(|d| now >= d && self.is_receiving())
         {
-            self.first_message_deadline = None;
+            self.rare().first_message_deadline = None;
             log::debug!(
                 "connection {}: no message within the first-message timeout",
                 self.conn.id()
             );
-            self.conn
-                .close_with_reason(CloseReason::FirstMessageTimeout);
+            self.close_for(CloseReason::FirstMessageTimeout, now);
         }
         if self
             .rare_ref()
@@ -408,22 +459,69 @@ impl<P: Protocol> Lifecycle<P> {
         {
             self.rare().handshake_deadline = None;
             log::debug!("connection {}: handshake timed out", self.conn.id());
-            self.conn.close_with_reason(CloseReason::HandshakeTimeout);
+            self.close_for(CloseReason::HandshakeTimeout, now);
         }
-        if self.conn.flags() & CLOSE_REQ != 0 {
-            self.begin_closing(now);
-        }
-        self.fire_send_events(now);
-        if self.enforce_memory_budget(now) {
-            return flags;
-        }
-        self.redeliver();
-        flags
+        self.track_drops(now);
     }
 
-    /// Whether the connection still takes input for the protocol.
-    fn is_receiving(&self) -> bool {
-        matches!(self.phase, Phase::Handshake | Phase::Open)
+    /// The request bits: destroy and close act at once; a full buffer
+    /// starts an episode.
+    fn handle_requests(&mut self, now: Instant) {
+        let requests = self.conn.inner.requests();
+        if requests & (req::DESTROY | req::CLOSE | req::FULL) == 0 {
+            return;
+        }
+        if requests & req::DESTROY != 0 {
+            if self.phase != Phase::Closed {
+                let reason = self.requested_reason(CloseReason::Destroyed);
+                self.set_reason(reason);
+                self.finish(CloseReason::Destroyed);
+            }
+            return;
+        }
+        if requests & req::CLOSE != 0
+            && matches!(self.phase, Phase::New | Phase::Handshake | Phase::Open)
+        {
+            let reason = self.requested_reason(CloseReason::Local);
+            self.close_for(reason, now);
+        }
+        if requests & req::FULL != 0 && self.conn.inner.take_requests(req::FULL) {
+            self.buffer_filled();
+        }
+    }
+
+    /// The reason the application gave with its close request.
+    fn requested_reason(&self, default: CloseReason) -> CloseReason {
+        self.conn
+            .inner
+            .mailbox()
+            .close_request
+            .clone()
+            .unwrap_or(default)
+    }
+
+    /// Records why the connection closes, unless a reason is known already.
+    fn set_reason(&mut self, reason: CloseReason) {
+        self.rare().reason.get_or_insert(reason);
+    }
+
+    /// Why the connection closes (`Local` until known).
+    fn reason(&self) -> CloseReason {
+        self.rare_ref()
+            .and_then(|r| r.reason.clone())
+            .unwrap_or(CloseReason::Local)
+    }
+
+    /// Whether delivering more input must wait.
+    fn hold_delivery(&self) -> bool {
+        let limits = &self.conn.inner.config.limits;
+        self.conn.inner.requests() & (req::PAUSE | req::CLOSE | req::DESTROY) != 0
+            || (self.full && limits.backpressure == Backpressure::PauseRecv)
+            || self.budget == 0
+            || self.mem_hold
+            || self.awaiting_verdict
+            || self.app_backlog as usize >= limits.async_queue
+            || self.wire_out.len() >= limits.send_buffer_size
     }
 
     /// Whether the shell should read from the socket now: input is wanted
@@ -437,19 +535,15 @@ impl<P: Protocol> Lifecycle<P> {
     }
 
     /// The earliest deadline this connection waits for, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let receiving = self.is_receiving();
-        let first = self.first_message_deadline.filter(|_| receiving);
-        let Some(rare) = self.rare_ref() else {
-            return first;
-        };
+    pub fn poll_deadline(&self) -> Option<Instant> {
+        let rare = self.rare_ref()?;
         [
-            first,
+            rare.first_message_deadline.filter(|_| self.is_receiving()),
             rare.handshake_deadline
                 .filter(|_| matches!(self.phase, Phase::New | Phase::Handshake)),
             rare.close_deadline
                 .filter(|_| matches!(self.phase, Phase::Closing | Phase::Lingering)),
-            rare.drops_since.map(|t| t + output::DROP_REPORT_INTERVAL),
+            rare.drops_since.map(|t| t + DROP_REPORT_INTERVAL),
             rare.mem_check,
         ]
         .into_iter()
@@ -457,75 +551,55 @@ impl<P: Protocol> Lifecycle<P> {
         .min()
     }
 
-    /// Whether another turn has work before the task may sleep: queued
-    /// bytes the socket can take, send events, changed flags, a message for
-    /// the async handler. Clears the queue's `polling` mark when not, so the
-    /// next send wakes the task.
-    ///
-    /// Also the end-of-poll moment the buffers are charged to the worker's
-    /// memory budget (see `crate::memory`).
-    pub fn more_work(&mut self, flags: u8, yield_now: bool, now: Instant) -> bool {
-        let mut ob = self.conn.outbox();
-        let held = self.rbuf.capacity()
-            + self.transport_pending
+    /// Bytes this connection holds: its buffers, what the transport holds,
+    /// the send queue, and what the protocol's session holds. What the
+    /// memory budget charges.
+    pub fn held_bytes(&self) -> usize {
+        let mb = self.conn.inner.mailbox();
+        let own = if self.rbuf_lent {
+            0
+        } else {
+            self.rbuf.capacity()
+        };
+        own + self.transport_pending
             + (self.wbuf.len() - self.wpos)
             + self.wire_out.len()
-            + ob.buf.len();
+            + mb.queue.len()
+            + self.decoder.held_bytes()
+            + crate::protocol::Encoder::held_bytes(&mb.encoder)
+    }
+
+    /// The end of a poll: whether another turn has work before the task may
+    /// sleep (queued bytes the socket can take, a request that came in, an
+    /// event to yield, input a lifted hold lets through). When not, or when
+    /// the task yields, the mailbox's `polling` mark is cleared under the
+    /// same lock, so the next send wakes the task.
+    pub fn end_turn(&mut self, requests_seen: u8, yield_now: bool) -> bool {
+        let input_ready = self.rpos < self.rend && self.is_receiving() && !self.hold_delivery();
+        let events = self.rare_ref().is_some_and(|r| !r.events.is_empty());
+        // The async handler has messages and nothing running: start them.
+        let app_ready = self.app_backlog > 0 && !self.app_busy;
+        let mut mb = self.conn.inner.mailbox();
         let writable = !self.write_blocked;
-        let drops_unseen = ob.dropped > 0 && self.rare_ref().and_then(|r| r.drops_since).is_none();
-        let async_ready = self
-            .rare_ref()
-            .is_some_and(|r| r.inflight.is_none() && !r.pending.is_empty());
+        let drops_unseen = mb.dropped > 0 && self.rare_ref().and_then(|r| r.drops_since).is_none();
         let more = (writable
-            && (!self.wire_out.is_empty() || (self.established && !ob.buf.is_empty())))
-            || ob.full_pending
+            && (!self.wire_out.is_empty() || (self.established && !mb.queue.is_empty())))
             || drops_unseen
-            || self.conn.flags() != flags
-            || async_ready
-            // Input held back by a hold that lifted within the turn (the
-            // async queue drained): deliver it now, no socket edge will.
-            || (self.rbuf_undelivered && !self.hold_delivery());
+            || events
+            || app_ready
+            || input_ready
+            || self.conn.inner.requests() != requests_seen;
         if !more || yield_now {
-            ob.polling = false;
+            mb.polling = false;
         }
-        drop(ob);
-        self.charge(MemoryBudget::charge_for(held), now);
+        drop(mb);
+        self.shed_rare();
         more && !yield_now
     }
 
-    /// The transport has a handshake of its own (TLS) before `start`: it
-    /// must finish within the handshake timeout too.
-    pub fn expect_transport_handshake(&mut self, now: Instant) {
-        if self.phase == Phase::New && self.rare_ref().and_then(|r| r.handshake_deadline).is_none()
-        {
-            let timeout = self.conn.endpoint().limits.handshake_timeout;
-            self.rare().handshake_deadline = Some(now + timeout);
-        }
-    }
-
-    /// How many bytes the transport still holds for the peer.
-    pub fn set_transport_pending(&mut self, bytes: usize) {
-        self.transport_pending = bytes;
-    }
-
-    /// A new poll: registers the task's waker, marks the queue as being
-    /// looked at, and renews the message budget.
-    pub fn begin_turn(&mut self, waker: &std::task::Waker) {
-        self.conn.inner.waker.register(waker);
-        self.conn.outbox().polling = true;
-        self.budget = MESSAGES_PER_TURN;
-    }
-
-    /// Whether this poll's message budget is used up (the task must yield,
-    /// with input possibly left to deliver).
-    pub fn budget_spent(&self) -> bool {
-        self.budget == 0
-    }
-}
-
-impl<P: Protocol> Drop for Lifecycle<P> {
-    fn drop(&mut self) {
-        // Dropped alive (the loop is ending): on_close still runs exactly once.
+    /// The loop is ending with the connection still open: it closes now
+    /// (the `Closed` event is still yielded once).
+    pub fn abandon(&mut self) {
         if self.phase != Phase::Closed {
             self.finish(CloseReason::WorkerStopped);
         }

@@ -1,41 +1,41 @@
 //! The output side of a connection's state machine: what to write (the
 //! protocol's own bytes first, then the send queue once established), what
-//! was written, and the send-queue events.
+//! was written, and the full-buffer and dropped-send episodes.
 
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{Lifecycle, Phase, KEEP_CAPACITY};
+use super::{Event, Lifecycle, Phase, DROP_REPORT_INTERVAL, KEEP_CAPACITY};
 use crate::clock::bump;
-use crate::connection::OVER_LIMIT;
-use crate::error::Error;
-use crate::handlers::{fire_buffer_drain, fire_buffer_full, report};
+use crate::error::ConnError;
 use crate::memory::release;
 use crate::protocol::Protocol;
 
-/// While a send buffer stays full, dropped sends are reported at most this often.
-pub(super) const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-
 impl<P: Protocol> Lifecycle<P> {
-    /// Fires `on_buffer_full` flagged by a send from another thread, and
-    /// keeps the episode of dropped sends: the first drop seen starts it,
-    /// and a report is due a second later if the buffer is still full.
-    pub(super) fn fire_send_events(&mut self, now: Instant) {
-        let (full, dropped) = {
-            let mut ob = self.conn.outbox();
-            (std::mem::take(&mut ob.full_pending), ob.dropped)
-        };
-        if full {
-            fire_buffer_full(&self.conn);
+    /// A send took the queue to its limit: a full-buffer episode starts
+    /// (`BufferFull`), unless one is under way or the queue drained since.
+    pub(super) fn buffer_filled(&mut self) {
+        if self.full || matches!(self.phase, Phase::Lingering | Phase::Closed) {
+            return;
         }
+        let limit = self.conn.inner.config.limits.send_buffer_size;
+        if self.conn.inner.mailbox().queued() < limit {
+            return;
+        }
+        self.full = true;
+        self.emit(Event::BufferFull);
+    }
+
+    /// Keeps the episode of dropped sends: the first drop seen starts it,
+    /// and a report is due a second later if the buffer is still full.
+    pub(super) fn track_drops(&mut self, now: Instant) {
+        let dropped = self.conn.inner.mailbox().dropped;
         if dropped == 0 {
             return;
         }
-        let since = self.rare().drops_since;
-        match since {
+        match self.rare_ref().and_then(|r| r.drops_since) {
             None => self.rare().drops_since = Some(now),
             Some(since) if now >= since + DROP_REPORT_INTERVAL => {
-                let dropped = std::mem::take(&mut self.conn.outbox().dropped);
+                let dropped = std::mem::take(&mut self.conn.inner.mailbox().dropped);
                 self.report_drops(dropped);
                 self.rare().drops_since = None;
             }
@@ -44,23 +44,23 @@ impl<P: Protocol> Lifecycle<P> {
     }
 
     /// Reports `dropped` sends as one error (one per episode).
-    pub(super) fn report_drops(&self, dropped: u64) {
+    pub(super) fn report_drops(&mut self, dropped: u64) {
         if dropped == 0 {
             return;
         }
-        let conn = &self.conn;
-        let limit = conn.endpoint().limits.send_buffer_size;
+        let limit = self.conn.inner.config.limits.send_buffer_size;
         log::debug!(
             "connection {}: {dropped} send(s) dropped, buffer full",
-            conn.id()
+            self.conn.id()
         );
-        report(conn, &Error::SendBufferFull { dropped, limit });
+        self.emit(Event::Error(ConnError::SendBufferFull { dropped, limit }));
     }
 
     /// The next bytes to write, or `None` when everything is written.
     /// The protocol's own bytes go first; the application's queue only
-    /// once the connection is established.
-    pub fn transmit(&mut self) -> Option<&[u8]> {
+    /// once the connection is established. The end of a full-buffer
+    /// episode is found here (`BufferDrain`).
+    pub fn poll_transmit(&mut self) -> Option<&[u8]> {
         if self.wpos < self.wbuf.len() {
             return Some(&self.wbuf[self.wpos..]);
         }
@@ -75,30 +75,23 @@ impl<P: Protocol> Lifecycle<P> {
             self.flushed = false;
             return Some(&self.wbuf);
         }
-        let mut drained = false;
-        let mut dropped = 0;
+        let mut dropped = None;
         if self.established {
-            let mut ob = self.conn.outbox();
-            ob.in_flight = 0;
-            if !ob.buf.is_empty() {
-                std::mem::swap(&mut ob.buf, &mut self.wbuf);
-                ob.in_flight = self.wbuf.len();
-                drop(ob);
+            let mut mb = self.conn.inner.mailbox();
+            mb.in_flight = 0;
+            if !mb.queue.is_empty() {
+                std::mem::swap(&mut mb.queue, &mut self.wbuf);
+                mb.in_flight = self.wbuf.len();
+                drop(mb);
                 self.wbuf_queued = true;
                 self.flushed = false;
                 return Some(&self.wbuf);
             }
-            if ob.buf.capacity() > KEEP_CAPACITY {
-                release(&mut ob.buf);
+            if mb.queue.capacity() > KEEP_CAPACITY {
+                release(&mut mb.queue);
             }
-            if ob.full {
-                ob.full = false;
-                self.conn
-                    .inner
-                    .flags
-                    .fetch_and(!OVER_LIMIT, Ordering::AcqRel);
-                drained = true;
-                dropped = std::mem::take(&mut ob.dropped);
+            if self.full {
+                dropped = Some(std::mem::take(&mut mb.dropped));
             }
         }
         self.flushed = true;
@@ -106,19 +99,20 @@ impl<P: Protocol> Lifecycle<P> {
         if self.wbuf.capacity() > KEEP_CAPACITY {
             release(&mut self.wbuf);
         }
-        if drained {
+        if let Some(dropped) = dropped {
             // The episode ends: its drops are reported, then the drain.
+            self.full = false;
             if let Some(rare) = &mut self.rare {
                 rare.drops_since = None;
             }
             self.report_drops(dropped);
-            fire_buffer_drain(&self.conn);
+            self.emit(Event::BufferDrain);
         }
         None
     }
 
-    /// `n` bytes of what [`transmit`](Self::transmit) returned were written.
-    pub fn on_written(&mut self, n: usize) {
+    /// `n` bytes of what [`poll_transmit`](Self::poll_transmit) returned were written.
+    pub fn handle_written(&mut self, n: usize) {
         self.wpos += n;
         let inner = &self.conn.inner;
         bump(&inner.bytes_out, n as u64);
@@ -129,7 +123,7 @@ impl<P: Protocol> Lifecycle<P> {
     /// The transport's own pending bytes count as in flight too, so the
     /// send buffer limit covers them (a peer that does not read TLS records
     /// cannot grow them without bound).
-    pub fn on_write_blocked(&mut self) {
+    pub fn handle_write_blocked(&mut self) {
         self.write_blocked = true;
         if self.wbuf_queued || self.transport_pending > 0 {
             let unwritten = if self.wbuf_queued {
@@ -137,7 +131,7 @@ impl<P: Protocol> Lifecycle<P> {
             } else {
                 0
             };
-            self.conn.outbox().in_flight = unwritten + self.transport_pending;
+            self.conn.inner.mailbox().in_flight = unwritten + self.transport_pending;
         }
     }
 }

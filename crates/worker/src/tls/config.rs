@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring_provider::default_provider())
@@ -21,7 +21,7 @@ static VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 fn config_error(what: impl std::fmt::Display) -> Error {
-    Error::Config(format!("TLS: {what}"))
+    Error::Config(ConfigError::Tls(what.to_string()))
 }
 
 /// A server's TLS settings: its certificate chain and key (TLS 1.3 and
