@@ -8,21 +8,19 @@ mod common;
 
 use std::time::Duration;
 
+use clap::Parser;
 use lubdub::{Backoff, Client, EventLoop, Text, Timer};
 
+/// A reconnecting text client: sends a line every second, prints the replies.
+#[derive(Parser)]
+struct Cli {
+    /// The server to connect to
+    #[arg(long, value_name = "ADDR", default_value = "text://127.0.0.1:1234")]
+    connect: String,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut connect = "text://127.0.0.1:1234".to_string();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--connect" => connect = args.next().ok_or("--connect needs an address")?,
-            "-h" | "--help" => {
-                println!("usage: client [--connect ADDR]");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
+    let Cli { connect } = Cli::parse();
     common::init_logging(log::LevelFilter::Info)?;
 
     let mut client = Client::<Text>::new(connect.as_str())?;

@@ -15,6 +15,7 @@
 
 mod common;
 
+use clap::Parser;
 use lubdub::hub::{Hub, RedisConfig};
 use lubdub::{Connection, Text, Worker};
 
@@ -27,45 +28,25 @@ fn name_of(c: &Connection<Text>) -> String {
         .unwrap_or_else(|| format!("guest{}", c.id()))
 }
 
+/// A chat that spans nodes over Redis; one text command per line.
+#[derive(Parser)]
+#[command(mut_arg("listen", |a| a.default_value("127.0.0.1:7001")))]
 struct Args {
-    listen: String,
+    #[command(flatten)]
+    listen: common::ListenArgs,
+    /// The Redis server that joins the nodes (`redis://HOST:PORT`); without it the node runs alone
+    #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// This node's name, unique among the nodes
+    #[arg(long, value_name = "NAME", default_value = "n1")]
     node: String,
+    /// How long a dead node's users still read as online, in seconds (the hub's default: 15)
+    #[arg(long, value_name = "SECS")]
     presence_ttl: Option<u64>,
 }
 
-fn args() -> Result<Option<Args>, Box<dyn std::error::Error>> {
-    let mut a = Args {
-        listen: "127.0.0.1:7001".into(),
-        redis: None,
-        node: "n1".into(),
-        presence_ttl: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--listen" => a.listen = it.next().ok_or("--listen needs an address")?,
-            "--redis" => a.redis = Some(it.next().ok_or("--redis needs a URL")?),
-            "--node" => a.node = it.next().ok_or("--node needs a name")?,
-            "--presence-ttl" => {
-                a.presence_ttl = Some(it.next().ok_or("--presence-ttl needs seconds")?.parse()?)
-            }
-            "-h" | "--help" => {
-                println!(
-                    "usage: cluster_chat [--listen ADDR] [--redis URL] [--node NAME] [--presence-ttl SECS]"
-                );
-                return Ok(None);
-            }
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    Ok(Some(a))
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(args) = args()? else {
-        return Ok(());
-    };
+    let args = Args::parse();
     common::init_logging(log::LevelFilter::Info)?;
     let hub = match &args.redis {
         Some(url) => {
@@ -77,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => Hub::<Text>::new(&args.node, Text::new(), None),
     };
-    let mut worker = Worker::<Text>::new(args.listen.as_str())?;
+    let mut worker = Worker::<Text>::new(args.listen.listen.as_str())?;
     worker.name(&args.node).plugin(hub.plugin());
     let h = hub.clone();
     // Async: `dm` and `who` ask Redis; one connection's commands still run

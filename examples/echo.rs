@@ -5,16 +5,25 @@
 
 mod common;
 
+use clap::Parser;
 use common::log_limited;
 use log::Level;
 use lubdub::{Backpressure, Text, Worker};
 
+/// A text echo server: every line comes back.
+#[derive(Parser)]
+#[command(mut_arg("listen", |a| a.default_value("text://127.0.0.1:1234")))]
+struct Cli {
+    #[command(flatten)]
+    server: common::ServerArgs,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(common::ServerArgs { listen, count, tls }) =
-        common::server_args("echo", "text://127.0.0.1:1234")?
-    else {
-        return Ok(());
-    };
+    let common::ServerArgs {
+        listen: common::ListenArgs { listen },
+        count,
+        tls,
+    } = Cli::parse().server;
     common::init_logging(log::LevelFilter::Info)?;
 
     let mut worker = Worker::<Text>::new(listen.as_str())?;

@@ -5,16 +5,25 @@
 
 mod common;
 
+use clap::Parser;
 use common::log_limited;
 use log::Level;
 use lubdub::{Backpressure, Frame, Worker};
 
+/// A Workerman Frame echo server: every payload comes back in a frame.
+#[derive(Parser)]
+#[command(mut_arg("listen", |a| a.default_value("frame://127.0.0.1:1235")))]
+struct Cli {
+    #[command(flatten)]
+    server: common::ServerArgs,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(common::ServerArgs { listen, count, tls }) =
-        common::server_args("frame_echo", "frame://127.0.0.1:1235")?
-    else {
-        return Ok(());
-    };
+    let common::ServerArgs {
+        listen: common::ListenArgs { listen },
+        count,
+        tls,
+    } = Cli::parse().server;
     common::init_logging(log::LevelFilter::Info)?;
 
     let mut worker = Worker::<Frame>::new(listen.as_str())?;

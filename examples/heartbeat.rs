@@ -8,18 +8,8 @@
 //! cargo run --example heartbeat -- --protocol packet --demo
 //! ```
 //!
-//! Options:
-//!
-//! * `--listen ADDR`: listen address, default `127.0.0.1:1234`;
-//! * `--check-interval SECS`: sweep period, default 10;
-//! * `--timeout SECS`: close after this much inbound silence, default 55;
-//! * `--ping-interval SECS`: turn server pings on (RTT per connection);
-//! * `--ack-timeout SECS`: how long a server ping may go unanswered, default 5;
-//! * `--protocol text|frame|packet|ws`: default `text`; `ws` is WebSocket,
-//!   where the server pings (browsers answer pings but cannot send them);
-//! * `--demo`: run a healthy and a silent client against the server with
-//!   short settings, report, exit;
-//! * `-v`: debug logs of the worker too.
+//! `--help` lists the flags (the fields of `Opts` below), with their
+//! defaults: Workerman's 10 s sweep and 55 s timeout on 127.0.0.1:1234.
 //!
 //! With the text protocol, try `nc 127.0.0.1 1234`: type `ping` and get
 //! `pong`; any line counts as life; say nothing for 55 s and the server says
@@ -34,6 +24,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::{Parser, ValueEnum};
 use common::log_limited;
 use log::Level;
 use lubdub::heartbeat::{
@@ -45,7 +36,7 @@ use lubdub::{Client, CloseReason, Connection, EventLoop, Protocol, Worker, Worke
 use lubdub::{Frame, PacketCodec};
 use lubdub::{TlsClientConfig, Ws};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Proto {
     Text,
     Frame,
@@ -53,85 +44,45 @@ enum Proto {
     Ws,
 }
 
-#[derive(Debug, Clone)]
+/// lubdub's heartbeat: Workerman's idle sweep, ping/pong, server pings with
+/// RTT, and a client that keeps itself alive.
+#[derive(Debug, Clone, Parser)]
+#[command(mut_arg("listen", |a| a.default_value("127.0.0.1:1234")))]
 struct Opts {
-    listen: String,
+    #[command(flatten)]
+    listen: common::ListenArgs,
+    /// Sweep for silent connections every SECS
+    #[arg(long = "check-interval", value_name = "SECS", default_value = "10", value_parser = secs)]
     check: Duration,
+    /// Close a connection after SECS of inbound silence
+    #[arg(long, value_name = "SECS", default_value = "55", value_parser = secs)]
     timeout: Duration,
+    /// Ping from the server every SECS and measure each round trip (default: off; ws: a third of --timeout)
+    #[arg(long = "ping-interval", value_name = "SECS", value_parser = secs)]
     ping: Option<Duration>,
+    /// How long a server ping may go unanswered
+    #[arg(long = "ack-timeout", value_name = "SECS", default_value = "5", value_parser = secs)]
     ack: Duration,
+    /// The protocol served; over ws the server pings (browsers answer pings but cannot send them)
+    #[arg(long, value_enum, default_value_t = Proto::Text)]
     protocol: Proto,
+    /// Run a healthy and a silent client against the server with short settings, report, exit
+    #[arg(long)]
     demo: bool,
+    /// Debug logs of the worker too
+    #[arg(short, long)]
     verbose: bool,
-    /// `--tls-cert`/`--tls-key` or `--tls-self-signed`.
-    tls_cert: Option<String>,
-    tls_key: Option<String>,
-    tls_self_signed: bool,
+    #[command(flatten)]
+    tls: common::TlsArgs,
 }
 
-const USAGE: &str = "usage: heartbeat [--listen ADDR] [--check-interval SECS] [--timeout SECS] \
-[--ping-interval SECS] [--ack-timeout SECS] [--protocol text|frame|packet|ws] [--demo] [-v] \
-[--tls-cert PEM --tls-key PEM | --tls-self-signed]";
-
-fn secs(v: Option<String>, flag: &str) -> Result<Duration, String> {
-    let v = v.ok_or(format!("{flag} needs a number of seconds"))?;
-    let s: f64 = v
-        .parse()
-        .map_err(|_| format!("{flag}: not a number: {v}"))?;
+/// A positive, finite number of seconds, fractions allowed.
+fn secs(v: &str) -> Result<Duration, String> {
+    let s: f64 = v.parse().map_err(|_| format!("not a number: {v}"))?;
     if !(s.is_finite() && s > 0.0) {
-        return Err(format!("{flag}: must be positive: {v}"));
+        return Err(format!("must be positive: {v}"));
     }
     Ok(Duration::from_secs_f64(s))
-}
-
-fn parse() -> Result<Option<Opts>, String> {
-    let mut o = Opts {
-        listen: "127.0.0.1:1234".into(),
-        check: Duration::from_secs(10),
-        timeout: Duration::from_secs(55),
-        ping: None,
-        ack: Duration::from_secs(5),
-        protocol: Proto::Text,
-        demo: false,
-        verbose: false,
-        tls_cert: None,
-        tls_key: None,
-        tls_self_signed: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--listen" => o.listen = args.next().ok_or("--listen needs an address")?,
-            "--check-interval" => o.check = secs(args.next(), &a)?,
-            "--timeout" => o.timeout = secs(args.next(), &a)?,
-            "--ping-interval" => o.ping = Some(secs(args.next(), &a)?),
-            "--ack-timeout" => o.ack = secs(args.next(), &a)?,
-            "--protocol" => {
-                o.protocol = match args.next().as_deref() {
-                    Some("text") => Proto::Text,
-                    Some("frame") => Proto::Frame,
-                    Some("packet") => Proto::Packet,
-                    Some("ws") => Proto::Ws,
-                    other => {
-                        return Err(format!(
-                            "--protocol: text, frame, packet or ws, not {other:?}"
-                        ))
-                    }
-                }
-            }
-            "--demo" => o.demo = true,
-            "--tls-cert" => o.tls_cert = Some(args.next().ok_or("--tls-cert needs a PEM file")?),
-            "--tls-key" => o.tls_key = Some(args.next().ok_or("--tls-key needs a PEM file")?),
-            "--tls-self-signed" => o.tls_self_signed = true,
-            "-v" | "--verbose" => o.verbose = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
-    }
-    Ok(Some(o))
 }
 
 fn init_logging(verbose: bool) -> Result<(), fern::InitError> {
@@ -159,14 +110,7 @@ fn init_logging(verbose: bool) -> Result<(), fern::InitError> {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse() {
-        Ok(Some(o)) => o,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let opts = Opts::parse();
     if let Err(e) = init_logging(opts.verbose) {
         eprintln!("logging: {e}");
         return ExitCode::FAILURE;
@@ -229,7 +173,7 @@ where
     let mut opts = opts.clone();
     if opts.demo {
         // Short settings so the demo ends in seconds.
-        opts.listen = "127.0.0.1:0".into();
+        opts.listen.listen = "127.0.0.1:0".into();
         opts.check = Duration::from_millis(250);
         opts.timeout = Duration::from_millis(1500);
     }
@@ -257,14 +201,9 @@ where
 
     let (close_tx, closes) = mpsc::channel();
     let close_tx = Mutex::new(close_tx);
-    let mut worker = Worker::<P>::new(opts.listen.as_str())?;
+    let mut worker = Worker::<P>::new(opts.listen.listen.as_str())?;
     worker.name("heartbeat").plugin(hb);
-    let tls = common::TlsArgs {
-        cert: opts.tls_cert.clone(),
-        key: opts.tls_key.clone(),
-        self_signed: opts.tls_self_signed,
-    }
-    .config_and_cert()?;
+    let tls = opts.tls.config_and_cert()?;
     // The demo's client trusts exactly the certificate made here.
     let mut client_ca = None;
     if let Some((config, cert)) = tls {

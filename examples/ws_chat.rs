@@ -15,6 +15,7 @@ mod common;
 
 use std::sync::Arc;
 
+use clap::Parser;
 use common::log_limited;
 use log::Level;
 use lubdub::ws::{Message, Reject, WebSocketHooks, Ws, WsConfig};
@@ -95,12 +96,20 @@ fn broadcast(worker: &WorkerHandle<Ws>, text: &str) {
     }
 }
 
+/// A WebSocket chat with its own page on /.
+#[derive(Parser)]
+#[command(mut_arg("listen", |a| a.default_value("ws://127.0.0.1:8080")))]
+struct Cli {
+    #[command(flatten)]
+    server: common::ServerArgs,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(common::ServerArgs { listen, count, tls }) =
-        common::server_args("ws_chat", "ws://127.0.0.1:8080")?
-    else {
-        return Ok(());
-    };
+    let common::ServerArgs {
+        listen: common::ListenArgs { listen },
+        count,
+        tls,
+    } = Cli::parse().server;
     common::init_logging(log::LevelFilter::Info)?;
 
     let ws = Ws::server(WsConfig::default()).serve_http(|req| {

@@ -5,17 +5,26 @@
 
 mod common;
 
+use clap::Parser;
 use common::log_limited;
 use log::Level;
 use lubdub::ws::{Message, Ws, WsConfig};
 use lubdub::{Backpressure, Worker};
 
+/// A WebSocket echo server: every text and binary message comes back.
+#[derive(Parser)]
+#[command(mut_arg("listen", |a| a.default_value("ws://127.0.0.1:8081")))]
+struct Cli {
+    #[command(flatten)]
+    server: common::ServerArgs,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Some(common::ServerArgs { listen, count, tls }) =
-        common::server_args("ws_echo", "ws://127.0.0.1:8081")?
-    else {
-        return Ok(());
-    };
+    let common::ServerArgs {
+        listen: common::ListenArgs { listen },
+        count,
+        tls,
+    } = Cli::parse().server;
     common::init_logging(log::LevelFilter::Info)?;
 
     // `LUBDUB_WS_DEFLATE=1` turns permessage-deflate on (the tests do).

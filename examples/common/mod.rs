@@ -1,5 +1,6 @@
-//! Logging set-up shared by the examples (libraries log through `log` only),
-//! with a rate-limited path for what peers can trigger in numbers.
+//! What the examples share: their common flags (`clap`), logging set-up
+//! (libraries log through `log` only), and a rate-limited path for what
+//! peers can trigger in numbers.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,20 +18,46 @@ pub fn init_logging(level: log::LevelFilter) -> Result<(), fern::InitError> {
     Ok(())
 }
 
-/// `--listen ADDR`, `--count N` and the TLS flags of the server examples.
+/// `--listen ADDR`, shared by the server examples. Each gives its own
+/// default: `#[command(mut_arg("listen", |a| a.default_value("...")))]`.
+#[derive(clap::Args, Debug, Clone)]
 #[allow(dead_code)] // not every example that shares this module uses it
-pub struct ServerArgs {
+pub struct ListenArgs {
+    /// The address to listen on
+    #[arg(long, value_name = "ADDR", required = false)]
     pub listen: String,
+}
+
+/// `--listen ADDR`, `--count N` and the TLS flags of the server examples.
+#[derive(clap::Args)]
+#[allow(dead_code)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// How many event-loop threads serve the address (Workerman's `count`)
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub count: usize,
+    #[command(flatten)]
     pub tls: TlsArgs,
 }
 
-/// `--tls-cert PEM --tls-key PEM`, or `--tls-self-signed`.
-#[derive(Default)]
+/// `--tls-cert PEM --tls-key PEM`, or `--tls-self-signed`; none: no TLS.
+#[derive(clap::Args, Debug, Clone)]
 #[allow(dead_code)]
 pub struct TlsArgs {
+    /// Speak TLS with this certificate chain (PEM file; needs --tls-key)
+    #[arg(
+        long = "tls-cert",
+        value_name = "PEM",
+        requires = "key",
+        conflicts_with = "self_signed"
+    )]
     pub cert: Option<String>,
+    /// The private key of --tls-cert (PEM file)
+    #[arg(long = "tls-key", value_name = "PEM", requires = "cert")]
     pub key: Option<String>,
+    /// Speak TLS with a certificate for 127.0.0.1 and localhost made at start
+    #[arg(long = "tls-self-signed")]
     pub self_signed: bool,
 }
 
@@ -39,25 +66,7 @@ pub struct TlsArgs {
 pub type ServerTls = (lubdub::TlsConfig, Option<String>);
 
 #[allow(dead_code)]
-pub const TLS_USAGE: &str = "[--tls-cert PEM --tls-key PEM | --tls-self-signed]";
-
-#[allow(dead_code)]
 impl TlsArgs {
-    /// Takes `arg` (and its value from `args`) if it is a TLS flag.
-    pub fn take(
-        &mut self,
-        arg: &str,
-        args: &mut impl Iterator<Item = String>,
-    ) -> Result<bool, Box<dyn std::error::Error>> {
-        match arg {
-            "--tls-cert" => self.cert = Some(args.next().ok_or("--tls-cert needs a PEM file")?),
-            "--tls-key" => self.key = Some(args.next().ok_or("--tls-key needs a PEM file")?),
-            "--tls-self-signed" => self.self_signed = true,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
     /// The TLS configuration the flags ask for, if any. A self-signed
     /// certificate for 127.0.0.1 and localhost is made at start with
     /// `rcgen`, and its SHA-256 fingerprint printed, so a browser or client
@@ -92,36 +101,6 @@ impl TlsArgs {
             _ => Err("use --tls-cert PEM with --tls-key PEM, or --tls-self-signed alone".into()),
         }
     }
-}
-
-/// Parses `[--listen ADDR] [--count N]` and the TLS flags (defaults:
-/// `default_listen`, 1, no TLS); `None` after printing usage for `-h`/`--help`.
-#[allow(dead_code)]
-pub fn server_args(
-    example: &str,
-    default_listen: &str,
-) -> Result<Option<ServerArgs>, Box<dyn std::error::Error>> {
-    let mut out = ServerArgs {
-        listen: default_listen.to_string(),
-        count: 1,
-        tls: TlsArgs::default(),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if out.tls.take(&arg, &mut args)? {
-            continue;
-        }
-        match arg.as_str() {
-            "--listen" => out.listen = args.next().ok_or("--listen needs an address")?,
-            "--count" => out.count = args.next().ok_or("--count needs a number")?.parse()?,
-            "-h" | "--help" => {
-                println!("usage: {example} [--listen ADDR] [--count N] {TLS_USAGE}");
-                return Ok(None);
-            }
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    Ok(Some(out))
 }
 
 /// At most this many rate-limited lines a second; the rest are counted.
