@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use lubdub_protocol::{Decoded, ProtocolError, Session};
+use lubdub_protocol::{Decoded, Decoder, Encoder, ProtocolError, Session};
 use lubdub_ws::{DeflateConfig, Message, Ws, WsConfig};
 
 fn deflate_cfg(d: DeflateConfig) -> WsConfig {
@@ -231,6 +231,28 @@ fn round_trip(client_cfg: WsConfig, server_cfg: WsConfig, messages: &[Message]) 
         wire_bytes += up.len() + down.len();
     }
     (wire_bytes, head)
+}
+
+#[test]
+fn held_bytes_report_the_zlib_state_once_deflate_is_negotiated() {
+    let cfg = deflate_cfg(DeflateConfig::default());
+    assert_eq!(
+        Session::new(Ws::server(cfg.clone())).held_bytes(),
+        0,
+        "nothing before the handshake"
+    );
+    let (client, server, head) = connected(cfg.clone(), cfg);
+    assert!(head.contains("permessage-deflate"), "{head}");
+    for s in [&client, &server] {
+        // At least zlib's 32 KiB window each way.
+        assert!(s.decoder.held_bytes() >= 1 << 15, "{:?}", s.decoder);
+        assert!(s.encoder.held_bytes() >= 1 << 15, "{:?}", s.encoder);
+    }
+    let (client, server, _) = connected(WsConfig::default(), WsConfig::default());
+    for s in [&client, &server] {
+        assert_eq!(s.decoder.held_bytes(), 0);
+        assert_eq!(s.encoder.held_bytes(), 0);
+    }
 }
 
 fn sample_messages() -> Vec<Message> {

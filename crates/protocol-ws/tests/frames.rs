@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use lubdub_protocol::{Closing, Decoded, ProtocolError, Session, SessionClose};
+use lubdub_protocol::{Closing, Decoded, Decoder, ProtocolError, Session, SessionClose};
 use lubdub_ws::{Message, Ws, WsConfig};
 
 fn server() -> Session<Ws> {
@@ -458,6 +458,53 @@ fn payload_arriving_in_pieces_is_consumed_as_it_comes() {
     }
     assert_eq!(pos, bytes.len());
     assert_eq!(got, Some(Message::Binary(payload)));
+}
+
+#[test]
+fn held_bytes_count_a_message_being_reassembled_until_it_is_delivered() {
+    let mut s = server();
+    assert_eq!(s.decoder.held_bytes(), 0, "idle");
+
+    // A fragmented message: every piece received is held until the last.
+    let pieces = [
+        masked(false, 0x2, &[1; 1000]),
+        masked(false, 0x0, &[2; 1000]),
+        masked(true, 0x0, &[3; 1000]),
+    ];
+    for (i, piece) in pieces[..2].iter().enumerate() {
+        assert_eq!(s.decode(piece).unwrap(), Decoded::Consumed(piece.len()));
+        let held = s.decoder.held_bytes();
+        assert!(held >= (i + 1) * 1000, "after piece {i}: {held}");
+        assert_eq!(s.held_bytes(), held, "no encoder state without deflate");
+    }
+    let Decoded::Message { msg, .. } = s.decode(&pieces[2]).unwrap() else {
+        panic!("the last piece ends the message");
+    };
+    assert_eq!(msg.as_bytes().len(), 3000);
+    assert_eq!(s.decoder.held_bytes(), 0, "delivered");
+
+    // One large frame arriving 16 KiB at a time: its payload so far is held.
+    let payload = vec![7u8; 200_000];
+    let bytes = masked(true, 0x2, &payload);
+    let header = bytes.len() - payload.len();
+    let mut pos = 0;
+    loop {
+        let end = (pos + 16 * 1024).min(bytes.len());
+        match s.decode(&bytes[pos..end]).unwrap() {
+            Decoded::Consumed(n) => {
+                pos += n;
+                let held = s.decoder.held_bytes();
+                assert!(held >= pos - header, "{held} held after {pos} bytes");
+            }
+            Decoded::Message { msg, consumed } => {
+                assert_eq!(pos + consumed, bytes.len());
+                assert_eq!(msg, Message::Binary(payload));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(s.decoder.held_bytes(), 0, "delivered");
 }
 
 #[test]
