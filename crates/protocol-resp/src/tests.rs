@@ -557,6 +557,39 @@ fn without_setup_the_session_is_established_at_once() {
 }
 
 #[test]
+fn each_session_of_one_resp_keeps_its_own_decoding_state() {
+    // Half a reply scanned in one session leaves another's scan alone.
+    let p = Resp::new();
+    let (mut a, mut b) = (session(p.clone()), session(p));
+    let reply = b"*2\r\n:1\r\n:2\r\n";
+    assert_eq!(decode(&mut a, &reply[..8]).unwrap(), Decoded::Incomplete);
+    assert_eq!(one(&mut b, b":7\r\n"), Value::Integer(7));
+    assert_eq!(
+        one(&mut a, reply),
+        Value::Array(vec![Value::Integer(1), Value::Integer(2)])
+    );
+    // A finished setup in one session: the next session sets up again.
+    let p = Resp::new().password("pw");
+    let mut a = session(p.clone());
+    assert_eq!(a.start(), Start::Handshake);
+    a.wire.take();
+    assert!(matches!(
+        decode(&mut a, b"+OK\r\n").unwrap(),
+        Decoded::Handshake { .. }
+    ));
+    let mut b = session(p);
+    assert_eq!(b.start(), Start::Handshake);
+    assert_eq!(b.wire.take(), Cmd::new("AUTH").arg("pw").to_bytes());
+    assert_eq!(
+        decode(&mut b, b"+OK\r\n").unwrap(),
+        Decoded::Handshake {
+            data: vec![Value::Simple("OK".into())],
+            consumed: 5
+        }
+    );
+}
+
+#[test]
 fn an_address_path_selects_the_database() {
     let p = Resp::new();
     let mut c = session(p.for_client("127.0.0.1:6379", "/").unwrap());
