@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lubdub_frame::{Decoded, Endian, LengthField, Protocol, WireBuf};
+use lubdub_frame::{Codec, Decoded, Endian, LengthField, Session};
 use lubdub_fuzz::{feed_both, split_input};
 
 /// Builds a layout from 6 configuration bytes.
@@ -51,33 +51,30 @@ fuzz_target!(|data: &[u8]| {
         // A decoded message always re-encodes to a frame of the same size
         // that decodes to the same message.
         let mut again = Vec::new();
-        lf.encode(&mut (), msg, &mut again)
+        lf.encode(msg, &mut again)
             .expect("re-encode a decoded message");
         assert_eq!(again.len(), *consumed);
         assert_eq!(&again[lf.num_skip()..], &msg[..]);
-        let mut wire = WireBuf::default();
+        let mut s = Session::new(lf.clone());
         assert_eq!(
-            wire.decode(&mut lf.clone(), &again)
-                .expect("decode re-encoded"),
+            s.decode(&again).expect("decode re-encoded"),
             Decoded::Message {
                 msg: msg.clone(),
                 consumed: *consumed
             }
         );
-        assert!(wire.out.is_empty() && wire.close.is_none());
+        assert!(s.wire.out.is_empty() && s.wire.close.is_none());
     }
 
     // Encode the raw stream as a message: Ok round-trips, Err appends nothing.
     let mut out = vec![0x55];
-    match lf.encode(&mut (), stream, &mut out) {
+    match lf.encode(stream, &mut out) {
         Ok(()) => {
             let frame = &out[1..];
             assert!(frame.len() <= lf.max_frame_length());
-            let mut wire = WireBuf::default();
-            let decoded = wire
-                .decode(&mut lf.clone(), frame)
-                .expect("decode own encoding");
-            assert!(wire.out.is_empty() && wire.close.is_none());
+            let mut s = Session::new(lf.clone());
+            let decoded = s.decode(frame).expect("decode own encoding");
+            assert!(s.wire.out.is_empty() && s.wire.close.is_none());
             match decoded {
                 Decoded::Message { msg, consumed } => {
                     assert_eq!(consumed, frame.len());

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lubdub_frame::{Packet, PacketCodec, Protocol};
+use lubdub_frame::{Codec, Packet, PacketCodec};
 use lubdub_fuzz::{feed_both, split_input};
 
 /// Pops values in the order `ops` says; checks the cursor invariants and
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         for (pkt, consumed) in &fed.msgs {
             let before = again.len();
             codec
-                .encode(&mut (), pkt, &mut again)
+                .encode(pkt, &mut again)
                 .expect("re-encode a decoded packet");
             assert_eq!(again.len() - before, *consumed);
             let mut p = pkt.clone();

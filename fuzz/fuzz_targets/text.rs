@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use lubdub_fuzz::{feed_both, split_input};
-use lubdub_protocol::{Decoded, Protocol, ProtocolError, WireBuf};
+use lubdub_protocol::{Codec, Decoded, ProtocolError, Session};
 use lubdub_text::{Text, TextBytes};
 
 fuzz_target!(|data: &[u8]| {
@@ -34,10 +34,9 @@ fuzz_target!(|data: &[u8]| {
         pos += consumed;
         // So every decoded line survives a round trip.
         let mut again = Vec::new();
-        if bytes.encode(&mut (), line, &mut again).is_ok() {
-            let mut wire = WireBuf::default();
+        if bytes.encode(line, &mut again).is_ok() {
             assert_eq!(
-                wire.decode(&mut bytes.clone(), &again).unwrap(),
+                Session::new(bytes.clone()).decode(&again).unwrap(),
                 Decoded::Message {
                     msg: line.clone(),
                     consumed: again.len()

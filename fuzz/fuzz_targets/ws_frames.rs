@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use lubdub_fuzz::split_input;
 use lubdub_fuzz::ws::{feed_ws, feed_ws_both};
-use lubdub_protocol::Protocol;
+use lubdub_protocol::Session;
 use lubdub_ws::{DeflateConfig, Message, Role, Ws, WsConfig};
 
 /// The configuration for an input: bits 3.. of its first byte (bits 0-2
@@ -98,10 +98,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(pings, pongs, "pongs do not answer the pings");
     }
     // What was decoded, encoded again by the peer, decodes the same.
-    let mut enc = peer.encoder();
+    let mut sender = Session::new(peer);
     let mut again = Vec::new();
     for m in &fed.msgs {
-        peer.encode(&mut enc, m, &mut again)
+        sender
+            .encode_into(m, &mut again)
             .expect("re-encode a decoded message");
     }
     let round = feed_ws(ws, &again, &[usize::MAX]);

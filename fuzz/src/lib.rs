@@ -1,7 +1,7 @@
 //! Helpers shared by the fuzz targets: split an input into chunk sizes and a
 //! stream, and feed the stream to a decoder per the decode contract.
 
-use lubdub_protocol::{Decoded, Protocol, ProtocolError, SessionClose, WireBuf};
+use lubdub_protocol::{Decoded, Protocol, ProtocolError, Session, SessionClose};
 
 pub mod ws;
 
@@ -65,14 +65,15 @@ fn check_consumed(what: &str, n: usize, len: usize) {
     assert!(n <= len, "{what} consumed {n} of {len}");
 }
 
-/// Feeds `stream` in `cuts`-sized chunks (cycled): the slice given to
-/// `decode` starts at the first unconsumed byte and only grows until
-/// something is consumed. Asserts `0 < consumed <= len` for every message,
-/// [`Decoded::Consumed`] and handshake. Stops at the first error, or once
-/// the protocol asks to close (the connection decodes nothing after that).
-pub fn feed<P: Protocol>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P::Message> {
+/// Feeds `stream` to a fresh session of `proto` in `cuts`-sized chunks
+/// (cycled): the slice given to `decode` starts at the first unconsumed
+/// byte and only grows until something is consumed. Asserts
+/// `0 < consumed <= len` for every message, [`Decoded::Consumed`] and
+/// handshake. Stops at the first error, or once the protocol asks to close
+/// (the connection decodes nothing after that).
+pub fn feed<P: Protocol>(proto: &P, stream: &[u8], cuts: &[usize]) -> Fed<P::Message> {
+    let mut session = Session::new(proto.clone());
     let mut buf: Vec<u8> = Vec::new();
-    let mut wire = WireBuf::default();
     let mut fed = Fed {
         msgs: Vec::new(),
         skipped: 0,
@@ -89,7 +90,7 @@ pub fn feed<P: Protocol>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P:
         buf.extend_from_slice(&stream[pos..end]);
         pos = end;
         loop {
-            let used = match wire.decode(proto, &buf) {
+            let used = match session.decode(&buf) {
                 Ok(Decoded::Message { msg, consumed }) => {
                     check_consumed("message", consumed, buf.len());
                     fed.msgs.push((msg, consumed));
@@ -112,17 +113,17 @@ pub fn feed<P: Protocol>(proto: &mut P, stream: &[u8], cuts: &[usize]) -> Fed<P:
                 }
             };
             buf.drain(..used);
-            if wire.close.is_some() {
+            if session.wire.close.is_some() {
                 break 'feed;
             }
         }
     }
-    fed.wire_out = wire.take();
-    fed.close = wire.close.take();
+    fed.wire_out = session.wire.take();
+    fed.close = session.wire.close.take();
     fed
 }
 
-/// Feeds the stream twice, chunked and whole (with a fresh clone each
+/// Feeds the stream twice, chunked and whole (with a fresh session each
 /// time), and asserts both give the same messages and the same error kind.
 ///
 /// For protocols without a voice of their own (text lines, length-prefixed
@@ -132,8 +133,8 @@ pub fn feed_both<P: Protocol>(proto: &P, stream: &[u8], cuts: &[usize]) -> Fed<P
 where
     P::Message: PartialEq + std::fmt::Debug,
 {
-    let chunked = feed(&mut proto.clone(), stream, cuts);
-    let whole = feed(&mut proto.clone(), stream, &[usize::MAX]);
+    let chunked = feed(proto, stream, cuts);
+    let whole = feed(proto, stream, &[usize::MAX]);
     for fed in [&chunked, &whole] {
         assert!(
             fed.wire_out.is_empty(),

@@ -6,7 +6,7 @@
 //! module feeds a [`Ws`] as a connection does and compares what does not
 //! depend on the split.
 
-use lubdub_protocol::{Decoded, Protocol, ProtocolError, SessionClose, Start, WireBuf};
+use lubdub_protocol::{Decoded, ProtocolError, Session, SessionClose, Start};
 use lubdub_ws::{Handshake, Message, Role, Ws};
 
 /// Bytes in a client-role fuzz input that stand for the
@@ -98,7 +98,7 @@ fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Feeds `stream` to a fresh clone of `template` in `cuts`-sized chunks
+/// Feeds `stream` to a fresh session of `template` in `cuts`-sized chunks
 /// (cycled), as a connection would: `start` first (a client writes its
 /// request), the slice handed to `decode` starts at the first unconsumed
 /// byte and only grows until something is consumed, a handshake is
@@ -108,14 +108,12 @@ fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 /// handshake consumed exactly a head (up to its blank line), and that
 /// pings and pongs carry at most 125 bytes.
 pub fn feed_ws(template: &Ws, stream: &[u8], cuts: &[usize]) -> WsFed {
-    let mut proto = template.clone();
-    let mut encoder = proto.encoder();
-    let mut wire = WireBuf::default();
-    let handshake = proto.start(&mut wire.wire()) == Start::Handshake;
-    let accept = match (proto.role(), handshake) {
-        (Role::Client, true) => match expected_accept(&wire.out) {
+    let mut session = Session::new(template.clone());
+    let handshake = session.start() == Start::Handshake;
+    let accept = match (template.role(), handshake) {
+        (Role::Client, true) => match expected_accept(&session.wire.out) {
             Some(accept) => Some(accept),
-            None => panic!("the client wrote no key: {:?}", wire.out),
+            None => panic!("the client wrote no key: {:?}", session.wire.out),
         },
         _ => None,
     };
@@ -142,7 +140,7 @@ pub fn feed_ws(template: &Ws, stream: &[u8], cuts: &[usize]) -> WsFed {
         buf.extend_from_slice(&stream[pos..end]);
         pos = end;
         loop {
-            let used = match wire.decode(&mut proto, &buf) {
+            let used = match session.decode(&buf) {
                 Ok(Decoded::Message { msg, consumed }) => {
                     check_consumed("message", consumed, buf.len());
                     if msg.is_control() {
@@ -163,7 +161,7 @@ pub fn feed_ws(template: &Ws, stream: &[u8], cuts: &[usize]) -> WsFed {
                         "a handshake that does not end at a blank line"
                     );
                     assert!(fed.handshakes.is_empty(), "a second handshake");
-                    proto.accept(&data, &mut encoder, &mut wire.wire());
+                    session.accept(&data);
                     fed.handshakes.push(data);
                     consumed
                 }
@@ -175,13 +173,13 @@ pub fn feed_ws(template: &Ws, stream: &[u8], cuts: &[usize]) -> WsFed {
             };
             fed.consumed += used;
             buf.drain(..used);
-            if wire.close.is_some() {
+            if session.wire.close.is_some() {
                 break 'feed;
             }
         }
     }
-    fed.wire_out = wire.take();
-    fed.close = wire.close.take();
+    fed.wire_out = session.wire.take();
+    fed.close = session.wire.close.take();
     fed
 }
 

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::Instant;
 
-use lubdub_protocol::{Decoded, Protocol, WireBuf};
+use lubdub_protocol::{Decoded, Session};
 use lubdub_resp::{Cmd, Resp};
 
 const N: u32 = 2_000_000;
@@ -42,11 +42,10 @@ fn main() {
             b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n",
         ),
     ];
-    let mut resp = Resp::new();
-    let mut wire = WireBuf::default();
+    let mut resp = Session::new(Resp::new());
     for (label, bytes) in replies {
         per_item(&format!("decode {label}"), || {
-            match wire.decode(&mut resp, black_box(bytes)) {
+            match resp.decode(black_box(bytes)) {
                 Ok(Decoded::Message { msg, .. }) => {
                     black_box(msg);
                 }
@@ -69,7 +68,7 @@ fn main() {
     let cmd = Cmd::new("SET").arg("key").arg("value");
     per_item("encode a built Cmd SET key value", || {
         out.clear();
-        resp.encode(&mut (), black_box(&cmd), &mut out).unwrap();
+        resp.encode_into(black_box(&cmd), &mut out).unwrap();
         black_box(&out);
     });
     per_item("build + encode Cmd PUBLISH news <64 B>", || {
@@ -77,7 +76,7 @@ fn main() {
         let cmd = Cmd::new("PUBLISH")
             .arg("news")
             .arg(black_box(&[7u8; 64][..]));
-        resp.encode(&mut (), &cmd, &mut out).unwrap();
+        resp.encode_into(&cmd, &mut out).unwrap();
         black_box(&out);
     });
 

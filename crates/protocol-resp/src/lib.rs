@@ -105,7 +105,7 @@ mod value;
 
 use std::fmt;
 
-use lubdub_protocol::{Decoded, Protocol, ProtocolError, Start, Wire};
+use lubdub_protocol::{Decoded, Decoder, Encoder, Protocol, ProtocolError, Start, Wire};
 
 pub use cmd::{Arg, Cmd};
 pub use value::{PubSub, SubscriptionKind, Value, VerbatimFormat};
@@ -193,6 +193,10 @@ impl From<RespError> for ProtocolError {
 /// The RESP client protocol: sends [`Cmd`]s, receives [`Value`]s (replies,
 /// and pub/sub messages or RESP3 pushes). RESP2 unless made with
 /// [`resp3`](Self::resp3). Scheme `redis`, `rediss` over TLS.
+///
+/// A `Resp` is configuration only (limits, authentication, setup
+/// commands), shared by every connection: each connection decodes with its
+/// own [`RespDecoder`] and encodes with a [`RespEncoder`].
 #[derive(Clone, Default)]
 pub struct Resp {
     config: RespConfig,
@@ -201,12 +205,28 @@ pub struct Resp {
     auth: Option<(Option<Vec<u8>>, Vec<u8>)>,
     database: Option<u32>,
     setup: Vec<Cmd>,
-    // Per-session decoding state (each session decodes with its own clone).
+}
+
+/// One connection's RESP decoding state: how far the reply at the front of
+/// the read buffer was scanned, and during session setup the setup commands
+/// whose replies are still due and the replies so far.
+///
+/// The reply being scanned stays in the connection's read buffer; what the
+/// decoder keeps besides is one counter per open aggregate (at most
+/// [`RespConfig::max_depth`]) and the setup replies, so its
+/// [`held_bytes`](Decoder::held_bytes) is the default 0.
+#[derive(Debug, Default)]
+pub struct RespDecoder {
     scanner: scan::Scanner,
     /// Names of the setup commands whose replies are still due.
     awaiting: Vec<String>,
     setup_replies: Vec<Value>,
 }
+
+/// RESP's encoding side: a [`Cmd`] encodes the same on every connection,
+/// so there is nothing per connection to keep.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RespEncoder;
 
 impl Resp {
     /// RESP2 with the default limits: what every Redis speaks.
@@ -301,7 +321,9 @@ impl Resp {
             max_elements: self.config.max_elements,
         }
     }
+}
 
+impl RespDecoder {
     /// One setup reply arrived: keep it, and finish the handshake with the last.
     fn setup_reply(
         &mut self,
@@ -343,7 +365,7 @@ impl fmt::Debug for Resp {
                     .map(|c| String::from_utf8_lossy(c.name()).into_owned())
                     .collect::<Vec<_>>(),
             )
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -352,10 +374,17 @@ impl Protocol for Resp {
     const TLS_SCHEME: Option<&'static str> = Some("rediss");
     type Message = Value;
     type Outgoing = Cmd;
-    type Encoder = ();
     type Handshake = Vec<Value>;
+    type Decoder = RespDecoder;
+    type Encoder = RespEncoder;
 
-    fn encoder(&self) {}
+    fn decoder(&self) -> RespDecoder {
+        RespDecoder::default()
+    }
+
+    fn encoder(&self) -> RespEncoder {
+        RespEncoder
+    }
 
     /// A path selects the database: `redis://127.0.0.1:6379/2`.
     fn for_client(&self, _host: &str, path_and_query: &str) -> Result<Self, ProtocolError> {
@@ -370,10 +399,12 @@ impl Protocol for Resp {
             )),
         }
     }
+}
 
+impl Decoder<Resp> for RespDecoder {
     /// Writes the setup commands, if any: their replies are the handshake.
-    fn start(&mut self, wire: &mut Wire<'_>) -> Start {
-        let cmds = self.setup_commands();
+    fn start(&mut self, resp: &Resp, wire: &mut Wire<'_>) -> Start {
+        let cmds = resp.setup_commands();
         if cmds.is_empty() {
             return Start::Established;
         }
@@ -389,15 +420,16 @@ impl Protocol for Resp {
 
     fn decode(
         &mut self,
+        resp: &Resp,
         src: &[u8],
         _wire: &mut Wire<'_>,
     ) -> Result<Decoded<Value, Vec<Value>>, ProtocolError> {
-        let limits = self.limits();
-        let Some(len) = self.scanner.scan(src, &limits, self.resp3)? else {
+        let limits = resp.limits();
+        let Some(len) = self.scanner.scan(src, &limits, resp.resp3)? else {
             return Ok(Decoded::Incomplete);
         };
         let frame = &src[..len];
-        let value = if self.resp3 {
+        let value = if resp.resp3 {
             value::decode_resp3(frame)?
         } else {
             value::decode_resp2(frame)?
@@ -410,9 +442,11 @@ impl Protocol for Resp {
         }
         self.setup_reply(value, len)
     }
+}
 
+impl Encoder<Resp> for RespEncoder {
     #[inline]
-    fn encode(&self, _: &mut (), cmd: &Cmd, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    fn encode(&mut self, _: &Resp, cmd: &Cmd, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         cmd.encode_to(dst);
         Ok(())
     }

@@ -1,22 +1,27 @@
 //! Decoding, encoding and session setup without a socket.
 
 use super::*;
-use lubdub_protocol::WireBuf;
+use lubdub_protocol::Session;
 use proptest::prelude::*;
 
 type Step = Result<Decoded<Value, Vec<Value>>, ProtocolError>;
 
-fn decode(p: &mut Resp, src: &[u8]) -> Step {
-    let mut wire = WireBuf::default();
-    let result = wire.decode(p, src);
-    assert!(wire.out.is_empty(), "wrote {:?} on the wire", wire.out);
-    assert!(wire.close.is_none(), "asked to close");
+/// A session of `p`, as one connection has.
+fn session(p: Resp) -> Session<Resp> {
+    Session::new(p)
+}
+
+/// Decodes `src`, which must write nothing on the wire nor ask to close.
+fn decode(s: &mut Session<Resp>, src: &[u8]) -> Step {
+    let result = s.decode(src);
+    assert!(s.wire.out.is_empty(), "wrote {:?} on the wire", s.wire.out);
+    assert!(s.wire.close.is_none(), "asked to close");
     result
 }
 
 /// The one reply that is all of `src`.
-fn one(p: &mut Resp, src: &[u8]) -> Value {
-    match decode(p, src) {
+fn one(s: &mut Session<Resp>, src: &[u8]) -> Value {
+    match decode(s, src) {
         Ok(Decoded::Message { msg, consumed }) => {
             assert_eq!(consumed, src.len(), "{:?}", src.escape_ascii().to_string());
             msg
@@ -26,11 +31,11 @@ fn one(p: &mut Resp, src: &[u8]) -> Value {
 }
 
 fn resp2(src: &[u8]) -> Value {
-    one(&mut Resp::new(), src)
+    one(&mut session(Resp::new()), src)
 }
 
 fn resp3(src: &[u8]) -> Value {
-    one(&mut Resp::resp3(), src)
+    one(&mut session(Resp::resp3()), src)
 }
 
 fn bulk(s: &str) -> Value {
@@ -39,14 +44,14 @@ fn bulk(s: &str) -> Value {
 
 /// Decodes `stream` fed in the given chunks, as a connection does: the
 /// replies, and whether it ended in a protocol error.
-fn decode_chunks(mut p: Resp, chunks: &[&[u8]]) -> (Vec<Value>, bool) {
+fn decode_chunks(p: Resp, chunks: &[&[u8]]) -> (Vec<Value>, bool) {
+    let mut s = session(p);
     let mut buf = Vec::new();
     let mut out = Vec::new();
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         loop {
-            let mut wire = WireBuf::default();
-            match wire.decode(&mut p, &buf) {
+            match s.decode(&buf) {
                 Ok(Decoded::Incomplete) => break,
                 Ok(Decoded::Message { msg, consumed }) => {
                     assert!(consumed > 0 && consumed <= buf.len());
@@ -283,7 +288,7 @@ fn errors_and_invalid_utf8() {
         [Value::Error("ERR no".into()), Value::Simple("OK".into())]
     );
     // simple strings and errors are text
-    let mut p = Resp::new();
+    let mut p = session(Resp::new());
     assert!(matches!(
         decode(&mut p, b"+ok\xff\r\n"),
         Err(ProtocolError::InvalidData {
@@ -291,8 +296,8 @@ fn errors_and_invalid_utf8() {
             offset: 3
         })
     ));
-    assert!(decode(&mut Resp::new(), b"-\xff\r\n").is_err());
-    assert!(decode(&mut Resp::resp3(), b"!1\r\n\xff\r\n").is_err());
+    assert!(decode(&mut session(Resp::new()), b"-\xff\r\n").is_err());
+    assert!(decode(&mut session(Resp::resp3()), b"!1\r\n\xff\r\n").is_err());
 }
 
 #[test]
@@ -311,7 +316,7 @@ fn garbage_is_a_protocol_error() {
         b"%1\r\n+a\r\n:1\r\n",
     ] {
         assert!(
-            decode(&mut Resp::new(), src).is_err(),
+            decode(&mut session(Resp::new()), src).is_err(),
             "{}",
             src.escape_ascii()
         );
@@ -327,7 +332,7 @@ fn garbage_is_a_protocol_error() {
         b"HELLO 3\r\n",
     ] {
         assert!(
-            decode(&mut Resp::resp3(), src).is_err(),
+            decode(&mut session(Resp::resp3()), src).is_err(),
             "{}",
             src.escape_ascii()
         );
@@ -354,16 +359,16 @@ fn every_split_point_yields_the_same_replies() {
 #[test]
 fn a_huge_announced_bulk_waits_or_is_refused_without_allocating_it() {
     // Within the limit: nothing but the header is read, the decoder waits.
-    let mut p = Resp::new().with_config(RespConfig {
+    let mut p = session(Resp::new().with_config(RespConfig {
         max_reply_len: usize::MAX,
         ..RespConfig::default()
-    });
+    }));
     assert_eq!(
         decode(&mut p, b"$1000000000000\r\nabc").unwrap(),
         Decoded::Incomplete
     );
     // Over it: refused from the header alone.
-    let mut p = Resp::new();
+    let mut p = session(Resp::new());
     match decode(&mut p, b"$536870912\r\n") {
         Err(ProtocolError::TooLarge { len, max }) => {
             assert_eq!(max, DEFAULT_MAX_REPLY_LEN as u64);
@@ -372,17 +377,18 @@ fn a_huge_announced_bulk_waits_or_is_refused_without_allocating_it() {
         other => panic!("{other:?}"),
     }
     // An element count over the limit is refused from its header as well.
-    let err = decode(&mut Resp::new(), b"*4194305\r\n").unwrap_err();
+    let err = decode(&mut session(Resp::new()), b"*4194305\r\n").unwrap_err();
     assert!(err.to_string().contains("elements"), "{err}");
-    assert!(decode(&mut Resp::new(), b"*4194304\r\n").unwrap() == Decoded::Incomplete);
+    assert!(decode(&mut session(Resp::new()), b"*4194304\r\n").unwrap() == Decoded::Incomplete);
 }
 
 #[test]
 fn a_long_line_is_refused_at_the_limit() {
-    let mut p = Resp::new().with_config(RespConfig {
+    let short = Resp::new().with_config(RespConfig {
         max_reply_len: 16,
         ..RespConfig::default()
     });
+    let mut p = session(short.clone());
     assert_eq!(
         decode(&mut p, b"+0123456789abcd").unwrap(),
         Decoded::Incomplete
@@ -391,10 +397,7 @@ fn a_long_line_is_refused_at_the_limit() {
         decode(&mut p, b"+0123456789abcde"),
         Err(ProtocolError::TooLarge { len: 16, max: 16 })
     ));
-    let mut p = Resp::new().with_config(RespConfig {
-        max_reply_len: 16,
-        ..RespConfig::default()
-    });
+    let mut p = session(short);
     assert_eq!(
         one(&mut p, b"+0123456789abc\r\n"),
         Value::Simple("0123456789abc".into())
@@ -406,11 +409,11 @@ fn deep_nesting_is_refused_and_never_overflows_the_stack() {
     // 100,000 levels: redis-protocol alone would recurse that deep.
     let mut deep = b"*1\r\n".repeat(100_000);
     deep.extend_from_slice(b":1\r\n");
-    let err = decode(&mut Resp::new(), &deep).unwrap_err();
+    let err = decode(&mut session(Resp::new()), &deep).unwrap_err();
     assert!(err.to_string().contains("nesting"), "{err}");
     let mut deep = b">1\r\n".repeat(100_000);
     deep.extend_from_slice(b"_\r\n");
-    let err = decode(&mut Resp::resp3(), &deep).unwrap_err();
+    let err = decode(&mut session(Resp::resp3()), &deep).unwrap_err();
     assert!(err.to_string().contains("nesting"), "{err}");
     // The deepest reply allowed decodes on a thread with a small stack
     // (unoptimised, as tests run).
@@ -419,7 +422,7 @@ fn deep_nesting_is_refused_and_never_overflows_the_stack() {
     let t = std::thread::Builder::new()
         .stack_size(256 * 1024)
         .spawn(move || {
-            let mut v = one(&mut Resp::new(), &max);
+            let mut v = one(&mut session(Resp::new()), &max);
             let mut depth = 0;
             while let Value::Array(mut items) = v {
                 v = items.pop().unwrap();
@@ -431,7 +434,7 @@ fn deep_nesting_is_refused_and_never_overflows_the_stack() {
     assert_eq!(t.join().unwrap(), (DEFAULT_MAX_DEPTH, Value::Integer(1)));
     let mut over = b"*1\r\n".repeat(DEFAULT_MAX_DEPTH + 1);
     over.extend_from_slice(b":1\r\n");
-    assert!(decode(&mut Resp::new(), &over).is_err());
+    assert!(decode(&mut session(Resp::new()), &over).is_err());
 }
 
 #[test]
@@ -444,7 +447,7 @@ fn commands_encode_as_redis_protocol_does() {
     let mut want = vec![0; frame.encode_len(false)];
     encode_borrowed(&mut want, &frame, false).unwrap();
     let mut got = b"queued".to_vec();
-    Resp::new().encode(&mut (), &cmd, &mut got).unwrap();
+    session(Resp::new()).encode_into(&cmd, &mut got).unwrap();
     assert_eq!(&got[6..], want);
 }
 
@@ -456,15 +459,14 @@ fn setup_commands_start_each_session_and_form_the_handshake() {
         .setup(Cmd::new("CLIENT").arg("SETNAME").arg("lubdub"));
     let debug = format!("{p:?}");
     assert!(!debug.contains("s3cret"), "{debug}");
-    let mut session = p.clone();
-    let mut wire = WireBuf::default();
-    assert_eq!(session.start(&mut wire.wire()), Start::Handshake);
+    let mut session = session(p.clone());
+    assert_eq!(session.start(), Start::Handshake);
     let mut want = Cmd::new("HELLO")
         .args(["3", "AUTH", "app", "s3cret"])
         .to_bytes();
     want.extend(Cmd::new("SELECT").arg("2").to_bytes());
     want.extend(Cmd::new("CLIENT").args(["SETNAME", "lubdub"]).to_bytes());
-    assert_eq!(wire.take(), want);
+    assert_eq!(session.wire.take(), want);
 
     let hello = b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n";
     assert_eq!(
@@ -506,11 +508,10 @@ fn setup_commands_start_each_session_and_form_the_handshake() {
 
 #[test]
 fn a_setup_error_fails_the_session() {
-    let mut session = Resp::new().password("wrong").database(1);
-    let mut wire = WireBuf::default();
-    assert_eq!(session.start(&mut wire.wire()), Start::Handshake);
+    let mut session = session(Resp::new().password("wrong").database(1));
+    assert_eq!(session.start(), Start::Handshake);
     assert_eq!(
-        wire.take(),
+        session.wire.take(),
         [
             Cmd::new("AUTH").arg("wrong").to_bytes(),
             Cmd::new("SELECT").arg(1).to_bytes()
@@ -539,19 +540,16 @@ fn a_setup_error_fails_the_session() {
 
 #[test]
 fn without_setup_the_session_is_established_at_once() {
-    let mut p = Resp::new();
-    let mut wire = WireBuf::default();
-    assert_eq!(p.start(&mut wire.wire()), Start::Established);
-    assert!(wire.out.is_empty());
-    let mut wire = WireBuf::default();
-    let mut p = Resp::new().password("pw");
-    p.start(&mut wire.wire());
-    assert_eq!(wire.take(), Cmd::new("AUTH").arg("pw").to_bytes());
-    let mut wire = WireBuf::default();
-    let mut p = Resp::resp3().password("pw");
-    p.start(&mut wire.wire());
+    let mut p = session(Resp::new());
+    assert_eq!(p.start(), Start::Established);
+    assert!(p.wire.out.is_empty());
+    let mut p = session(Resp::new().password("pw"));
+    p.start();
+    assert_eq!(p.wire.take(), Cmd::new("AUTH").arg("pw").to_bytes());
+    let mut p = session(Resp::resp3().password("pw"));
+    p.start();
     assert_eq!(
-        wire.take(),
+        p.wire.take(),
         Cmd::new("HELLO")
             .args(["3", "AUTH", "default", "pw"])
             .to_bytes()
@@ -559,14 +557,47 @@ fn without_setup_the_session_is_established_at_once() {
 }
 
 #[test]
+fn each_session_of_one_resp_keeps_its_own_decoding_state() {
+    // Half a reply scanned in one session leaves another's scan alone.
+    let p = Resp::new();
+    let (mut a, mut b) = (session(p.clone()), session(p));
+    let reply = b"*2\r\n:1\r\n:2\r\n";
+    assert_eq!(decode(&mut a, &reply[..8]).unwrap(), Decoded::Incomplete);
+    assert_eq!(one(&mut b, b":7\r\n"), Value::Integer(7));
+    assert_eq!(
+        one(&mut a, reply),
+        Value::Array(vec![Value::Integer(1), Value::Integer(2)])
+    );
+    // A finished setup in one session: the next session sets up again.
+    let p = Resp::new().password("pw");
+    let mut a = session(p.clone());
+    assert_eq!(a.start(), Start::Handshake);
+    a.wire.take();
+    assert!(matches!(
+        decode(&mut a, b"+OK\r\n").unwrap(),
+        Decoded::Handshake { .. }
+    ));
+    let mut b = session(p);
+    assert_eq!(b.start(), Start::Handshake);
+    assert_eq!(b.wire.take(), Cmd::new("AUTH").arg("pw").to_bytes());
+    assert_eq!(
+        decode(&mut b, b"+OK\r\n").unwrap(),
+        Decoded::Handshake {
+            data: vec![Value::Simple("OK".into())],
+            consumed: 5
+        }
+    );
+}
+
+#[test]
 fn an_address_path_selects_the_database() {
     let p = Resp::new();
-    let mut wire = WireBuf::default();
-    let mut c = p.for_client("127.0.0.1:6379", "/").unwrap();
-    assert_eq!(c.start(&mut wire.wire()), Start::Established);
-    let mut c = p.for_client("127.0.0.1:6379", "/3").unwrap();
-    assert_eq!(c.start(&mut wire.wire()), Start::Handshake);
-    assert_eq!(wire.take(), Cmd::new("SELECT").arg(3).to_bytes());
+    let mut c = session(p.for_client("127.0.0.1:6379", "/").unwrap());
+    assert_eq!(c.start(), Start::Established);
+    assert!(c.wire.out.is_empty());
+    let mut c = session(p.for_client("127.0.0.1:6379", "/3").unwrap());
+    assert_eq!(c.start(), Start::Handshake);
+    assert_eq!(c.wire.take(), Cmd::new("SELECT").arg(3).to_bytes());
     assert!(p.for_client("h:1", "/x").is_err());
     assert!(p.for_client("h:1", "/1?a=b").is_err());
 }
@@ -682,7 +713,7 @@ proptest! {
     #[test]
     fn agrees_with_redis_protocol_alone(soup in resp_soup()) {
         let theirs = redis_protocol::resp2::decode::decode(&soup);
-        match decode(&mut Resp::new(), &soup) {
+        match decode(&mut session(Resp::new()), &soup) {
             Ok(Decoded::Message { msg, consumed }) => {
                 let (frame, used) = theirs.unwrap().unwrap();
                 prop_assert_eq!(consumed, used);

@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use lubdub_protocol::{Decoded, ProtocolError, WireBuf};
+use lubdub_protocol::{Decoded, ProtocolError, Session};
 use lubdub_resp::{Resp, RespConfig, Value};
 
 struct Counting;
@@ -43,19 +43,19 @@ static ALLOCATOR: Counting = Counting;
 
 type Step = Result<Decoded<Value, Vec<Value>>, ProtocolError>;
 
-/// Decodes `src` with `p` and returns the result and the bytes requested.
-fn measure(p: &mut Resp, src: &[u8]) -> (Step, usize) {
-    let mut wire = WireBuf::default();
+/// Decodes `src` in session `s` and returns the result and the bytes
+/// requested.
+fn measure(s: &mut Session<Resp>, src: &[u8]) -> (Step, usize) {
     REQUESTED.with(|r| r.set(0));
-    let result = wire.decode(p, src);
+    let result = s.decode(src);
     (result, REQUESTED.with(Cell::get))
 }
 
-fn unlimited() -> Resp {
-    Resp::new().with_config(RespConfig {
+fn unlimited() -> Session<Resp> {
+    Session::new(Resp::new().with_config(RespConfig {
         max_reply_len: usize::MAX,
         ..RespConfig::default()
-    })
+    }))
 }
 
 #[test]
@@ -70,14 +70,14 @@ fn an_announced_terabyte_bulk_allocates_nothing_while_waiting() {
 fn announced_element_counts_allocate_nothing_while_waiting() {
     // Within the limit (4,194,304 elements) but not there yet: the scanner
     // keeps one counter per open level and nothing per announced element.
-    let mut p = Resp::new();
+    let mut p = Session::new(Resp::new());
     let mut src = b"*4000000\r\n".to_vec();
     src.extend(b":1\r\n".repeat(10));
     let (result, bytes) = measure(&mut p, &src);
     assert_eq!(result.unwrap(), Decoded::Incomplete);
     assert!(bytes <= 64, "{bytes} bytes for one open level");
     // 64 nested levels of a big announced count each
-    let mut p = Resp::new();
+    let mut p = Session::new(Resp::new());
     let src = b"*65000\r\n".repeat(64);
     let (result, bytes) = measure(&mut p, &src);
     assert_eq!(result.unwrap(), Decoded::Incomplete);
@@ -86,7 +86,7 @@ fn announced_element_counts_allocate_nothing_while_waiting() {
 
 #[test]
 fn a_whole_reply_allocates_in_proportion_to_its_bytes() {
-    let mut p = Resp::new();
+    let mut p = Session::new(Resp::new());
     let mut src = b"*1000\r\n".to_vec();
     src.extend(b"$3\r\nabc\r\n".repeat(1000));
     let (result, bytes) = measure(&mut p, &src);

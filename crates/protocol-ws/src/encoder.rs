@@ -16,7 +16,7 @@ use crate::Message;
 /// role (client frames are masked), the negotiated compressor, and whether
 /// the handshake is done and the close frame written.
 ///
-/// [`Protocol::encode_close`](lubdub_protocol::Protocol::encode_close)
+/// [`Encoder::encode_close`](lubdub_protocol::Encoder::encode_close)
 /// writes, for each reason to close:
 ///
 /// | [`Closing`] | close frame written |

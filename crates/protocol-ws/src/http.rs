@@ -67,7 +67,7 @@ pub(crate) struct Upgrade {
 
 /// An HTTP request as the server received it: a WebSocket upgrade or a
 /// plain request ([`is_upgrade`](Self::is_upgrade) is false) for an HTTP
-/// handler to answer through `Protocol::reject`.
+/// handler to answer through `Decoder::reject`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub(crate) method: String,

@@ -8,11 +8,16 @@
 //! | `Message` (received) | [`Message`]: `Text`, `Binary`, `Pong`, and `Ping` if [`WsConfig::deliver_pings`] |
 //! | `Outgoing` (sent) | [`Message`]: `Ping`/`Pong` send control frames (a heartbeat pings this way) |
 //! | `Handshake` | [`Handshake`]: the client's [`Request`] (server) or the server's [`Response`] (client) |
+//! | `Decoder` | [`WsDecoder`]: handshake progress, then the frame decoder (reassembly, inflater) |
 //! | `Encoder` | [`WsEncoder`]: masking (client), compressor, close state |
+//!
+//! A [`Ws`] is configuration shared by every connection; each connection
+//! gets its own [`WsDecoder`] and [`WsEncoder`] ([`Protocol::decoder`],
+//! [`Protocol::encoder`]), or both at once in a [`Session`].
 //!
 //! # A connection's life
 //!
-//! 1. [`Protocol::start`] returns [`Start::Handshake`]; the client role
+//! 1. [`Decoder::start`] returns [`Start::Handshake`]; the client role
 //!    writes its upgrade request to the wire.
 //! 2. `decode` waits for the whole HTTP head (at most
 //!    [`WsConfig::max_header_size`]), parses it with `httparse` and returns
@@ -21,13 +26,13 @@
 //!    answers a bad upgrade request with an HTTP error itself (see the
 //!    [`handshake`] module); a request that is no upgrade at all is
 //!    delivered with [`Request::is_upgrade`] false, for an HTTP handler to
-//!    answer through [`Protocol::reject`] (any status, a `200` page
-//!    included), or `426` if the hook calls [`Protocol::accept`].
-//! 3. [`Protocol::accept`] writes `101 Switching Protocols` (server) and
+//!    answer through [`Decoder::reject`] (any status, a `200` page
+//!    included), or `426` if the hook calls [`Decoder::accept`].
+//! 3. [`Decoder::accept`] writes `101 Switching Protocols` (server) and
 //!    sets up the encoder and decoder for what was negotiated.
 //! 4. Frames. Pings are answered with pongs on the wire; a close frame
 //!    asks the connection to close with [`SessionClose::by_peer`], and
-//!    [`Protocol::encode_close`] writes the echo (see [`WsEncoder`] for the
+//!    [`Encoder::encode_close`] writes the echo (see [`WsEncoder`] for the
 //!    close code of every [`Closing`]).
 //!
 //! Limits: [`WsConfig`] (10 MiB messages and frames, 16 KiB heads by
@@ -38,48 +43,46 @@
 //! # Example: a client and a server, no sockets
 //!
 //! ```
-//! use lubdub_protocol::{Closing, Decoded, Protocol, Start, WireBuf};
-//! use lubdub_ws::{Handshake, Message, Ws, WsConfig};
+//! use lubdub_protocol::{Closing, Decoded, Session, Start};
+//! use lubdub_ws::{Message, Ws, WsConfig};
 //!
-//! let mut client = Ws::client(WsConfig::default(), "example.com", "/chat?room=1").unwrap();
-//! let mut server = Ws::default();
-//! let (mut client_enc, mut server_enc) = (client.encoder(), server.encoder());
-//! let (mut c_wire, mut s_wire) = (WireBuf::default(), WireBuf::default());
+//! let ws = Ws::client(WsConfig::default(), "example.com", "/chat?room=1").unwrap();
+//! let mut client = Session::new(ws);
+//! let mut server = Session::new(Ws::default());
 //!
 //! // The client speaks first: its upgrade request.
-//! assert_eq!(client.start(&mut c_wire.wire()), Start::Handshake);
-//! assert_eq!(server.start(&mut s_wire.wire()), Start::Handshake);
-//! let request = c_wire.take();
-//! let Decoded::Handshake { data, consumed } = s_wire.decode(&mut server, &request).unwrap() else {
+//! assert_eq!(client.start(), Start::Handshake);
+//! assert_eq!(server.start(), Start::Handshake);
+//! let request = client.wire.take();
+//! let Decoded::Handshake { data, consumed } = server.decode(&request).unwrap() else {
 //!     panic!("a whole request");
 //! };
 //! assert_eq!(consumed, request.len());
 //! let req = data.request().unwrap();
 //! assert!(req.is_upgrade());
 //! assert_eq!((req.path(), req.query()), ("/chat", Some("room=1")));
-//! server.accept(&data, &mut server_enc, &mut s_wire.wire());
+//! server.accept(&data);
 //!
 //! // The client checks the 101 and is established too.
-//! let response = s_wire.take();
-//! let Decoded::Handshake { data, .. } = c_wire.decode(&mut client, &response).unwrap() else {
+//! let response = server.wire.take();
+//! let Decoded::Handshake { data, .. } = client.decode(&response).unwrap() else {
 //!     panic!("a whole response");
 //! };
-//! client.accept(&data, &mut client_enc, &mut c_wire.wire());
+//! client.accept(&data);
+//! assert!(client.decoder.is_established() && server.decoder.is_established());
 //!
 //! // Client frames are masked, server frames are not.
-//! let mut bytes = Vec::new();
-//! client.encode(&mut client_enc, &Message::from("hello"), &mut bytes).unwrap();
+//! let bytes = client.encode(&Message::from("hello")).unwrap();
 //! assert_eq!(
-//!     s_wire.decode(&mut server, &bytes).unwrap(),
+//!     server.decode(&bytes).unwrap(),
 //!     Decoded::Message { msg: Message::Text("hello".into()), consumed: bytes.len() }
 //! );
 //!
 //! // The server closes: 1000, then the client reports the peer's close.
-//! let mut bye = Vec::new();
-//! server.encode_close(&mut server_enc, &Closing::Local { code: None, reason: "" }, &mut bye);
+//! let bye = server.encode_close(&Closing::Local { code: None, reason: "" });
 //! assert_eq!(bye, [0x88, 0x02, 0x03, 0xe8]);
-//! assert_eq!(c_wire.decode(&mut client, &bye).unwrap(), Decoded::Consumed(4));
-//! assert_eq!(c_wire.close.unwrap().code, 1000);
+//! assert_eq!(client.decode(&bye).unwrap(), Decoded::Consumed(4));
+//! assert_eq!(client.wire.close.unwrap().code, 1000);
 //! ```
 //!
 //! # For fuzzing and tests

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use lubdub_protocol::{Decoded, Protocol, ProtocolError, WireBuf};
+use lubdub_protocol::{Decoded, Decoder, Encoder, ProtocolError, Session};
 use lubdub_ws::{DeflateConfig, Message, Ws, WsConfig};
 
 fn deflate_cfg(d: DeflateConfig) -> WsConfig {
@@ -20,35 +20,23 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn rfc_7692_hello_compressed() {
-    let ws = Ws::server_without_handshake(deflate_cfg(DeflateConfig::default()));
-    let mut enc = ws.encoder();
-    let mut out = Vec::new();
-    ws.encode(&mut enc, &Message::from("Hello"), &mut out)
-        .unwrap();
+    let mut s = established(deflate_cfg(DeflateConfig::default()), false);
+    let out = s.encode(&Message::from("Hello")).unwrap();
     assert_eq!(hex(&out), "c1 07 f2 48 cd c9 c9 07 00");
 }
 
 #[test]
 fn rfc_7692_context_takeover_shrinks_the_second_hello() {
-    let ws = Ws::server_without_handshake(deflate_cfg(DeflateConfig::default()));
-    let mut enc = ws.encoder();
-    let mut first = Vec::new();
-    ws.encode(&mut enc, &Message::from("Hello"), &mut first)
-        .unwrap();
-    let mut second = Vec::new();
-    ws.encode(&mut enc, &Message::from("Hello"), &mut second)
-        .unwrap();
+    let mut s = established(deflate_cfg(DeflateConfig::default()), false);
+    let _first = s.encode(&Message::from("Hello")).unwrap();
+    let second = s.encode(&Message::from("Hello")).unwrap();
     assert_eq!(hex(&second), "c1 05 f2 00 11 00 00");
 
     // Without context takeover both messages compress the same.
     let cfg = deflate_cfg(DeflateConfig::default().server_no_context_takeover(true));
-    let ws = Ws::server_without_handshake(cfg);
-    let mut enc = ws.encoder();
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    ws.encode(&mut enc, &Message::from("Hello"), &mut a)
-        .unwrap();
-    ws.encode(&mut enc, &Message::from("Hello"), &mut b)
-        .unwrap();
+    let mut s = established(cfg, false);
+    let a = s.encode(&Message::from("Hello")).unwrap();
+    let b = s.encode(&Message::from("Hello")).unwrap();
     assert_eq!(a, b);
 }
 
@@ -88,8 +76,8 @@ fn rfc_7692_examples_decode() {
         ),
     ];
     for (what, bytes) in cases {
-        let mut ws = Ws::client_without_handshake(deflate_cfg(DeflateConfig::default()));
-        let r = run(&mut ws, bytes);
+        let mut s = established(deflate_cfg(DeflateConfig::default()), true);
+        let r = run(&mut s, bytes);
         assert_eq!(
             r.messages,
             [Message::Text("Hello".into())],
@@ -99,36 +87,34 @@ fn rfc_7692_examples_decode() {
         assert_eq!(r.consumed, bytes.len(), "{what}");
     }
     // Two messages sharing a context: the second is a back-reference.
-    let mut ws = Ws::client_without_handshake(deflate_cfg(DeflateConfig::default()));
+    let mut s = established(deflate_cfg(DeflateConfig::default()), true);
     let bytes = [
         0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00,
         0x00,
     ];
-    let r = run(&mut ws, &bytes);
+    let r = run(&mut s, &bytes);
     assert_eq!(
         r.messages,
         [Message::Text("Hello".into()), Message::Text("Hello".into())]
     );
     // A message after one with BFINAL still inflates.
-    let mut ws = Ws::client_without_handshake(deflate_cfg(DeflateConfig::default()));
+    let mut s = established(deflate_cfg(DeflateConfig::default()), true);
     let bytes = [
         0xc1, 0x08, 0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00, 0xc1, 0x07, 0xf2, 0x48, 0xcd,
         0xc9, 0xc9, 0x07, 0x00,
     ];
-    let r = run(&mut ws, &bytes);
+    let r = run(&mut s, &bytes);
     assert_eq!(r.messages.len(), 2, "{:?}", r.error);
 }
 
 /// The server's `Sec-WebSocket-Extensions` answer to `offer`, if any.
 fn negotiate(offer: &str, server: DeflateConfig) -> Option<String> {
-    let mut ws = Ws::server(deflate_cfg(server));
+    let mut s = Session::new(Ws::server(deflate_cfg(server)));
     let req = request_with(&format!("Sec-WebSocket-Extensions: {offer}\r\n"));
-    let (result, _) = server_handshake(&mut ws, &req);
+    let (result, _) = server_handshake(&mut s, &req);
     let (data, _) = result.unwrap();
-    let mut wire = WireBuf::default();
-    let mut enc = ws.encoder();
-    ws.accept(&data, &mut enc, &mut wire.wire());
-    let res = String::from_utf8(wire.out).unwrap();
+    s.accept(&data);
+    let res = String::from_utf8(s.wire.take()).unwrap();
     let answer = res
         .lines()
         .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "))
@@ -137,7 +123,7 @@ fn negotiate(offer: &str, server: DeflateConfig) -> Option<String> {
     let eight_bits = answer
         .as_deref()
         .is_some_and(|a| a.contains("server_max_window_bits=8"));
-    assert_eq!(answer.is_some() && !eight_bits, enc.compresses());
+    assert_eq!(answer.is_some() && !eight_bits, s.encoder.compresses());
     answer
 }
 
@@ -226,27 +212,47 @@ fn server_negotiation_variants() {
 
 #[test]
 fn a_server_without_deflate_ignores_the_offer() {
-    let mut ws = Ws::default();
+    let mut s = Session::new(Ws::default());
     let req = request_with("Sec-WebSocket-Extensions: permessage-deflate\r\n");
-    let (result, _) = server_handshake(&mut ws, &req);
+    let (result, _) = server_handshake(&mut s, &req);
     assert!(!result.unwrap().0.request().unwrap().deflate());
 }
 
 fn round_trip(client_cfg: WsConfig, server_cfg: WsConfig, messages: &[Message]) -> (usize, String) {
-    let (mut client, mut cenc, mut server, mut senc, head) = connected(client_cfg, server_cfg);
+    let (mut client, mut server, head) = connected(client_cfg, server_cfg);
     let mut wire_bytes = 0;
     for msg in messages {
-        let mut up = Vec::new();
-        client.encode(&mut cenc, msg, &mut up).unwrap();
+        let up = client.encode(msg).unwrap();
         let r = run(&mut server, &up);
         assert_eq!(r.messages, std::slice::from_ref(msg));
-        let mut down = Vec::new();
-        server.encode(&mut senc, msg, &mut down).unwrap();
+        let down = server.encode(msg).unwrap();
         let r = run(&mut client, &down);
         assert_eq!(r.messages, std::slice::from_ref(msg));
         wire_bytes += up.len() + down.len();
     }
     (wire_bytes, head)
+}
+
+#[test]
+fn held_bytes_report_the_zlib_state_once_deflate_is_negotiated() {
+    let cfg = deflate_cfg(DeflateConfig::default());
+    assert_eq!(
+        Session::new(Ws::server(cfg.clone())).held_bytes(),
+        0,
+        "nothing before the handshake"
+    );
+    let (client, server, head) = connected(cfg.clone(), cfg);
+    assert!(head.contains("permessage-deflate"), "{head}");
+    for s in [&client, &server] {
+        // At least zlib's 32 KiB window each way.
+        assert!(s.decoder.held_bytes() >= 1 << 15, "{:?}", s.decoder);
+        assert!(s.encoder.held_bytes() >= 1 << 15, "{:?}", s.encoder);
+    }
+    let (client, server, _) = connected(WsConfig::default(), WsConfig::default());
+    for s in [&client, &server] {
+        assert_eq!(s.decoder.held_bytes(), 0);
+        assert_eq!(s.encoder.held_bytes(), 0);
+    }
 }
 
 fn sample_messages() -> Vec<Message> {
@@ -310,15 +316,10 @@ fn context_takeover_makes_repeats_cheaper() {
     let json =
         Message::from(r#"{"type":"update","id":12345,"values":[1,2,3,4,5],"name":"lubdub"}"#);
     let size = |cfg: DeflateConfig| {
-        let ws = Ws::server_without_handshake(deflate_cfg(cfg));
-        let mut enc = ws.encoder();
-        let mut sizes = Vec::new();
-        for _ in 0..2 {
-            let mut out = Vec::new();
-            ws.encode(&mut enc, &json, &mut out).unwrap();
-            sizes.push(out.len());
-        }
-        sizes
+        let mut s = established(deflate_cfg(cfg), false);
+        (0..2)
+            .map(|_| s.encode(&json).unwrap().len())
+            .collect::<Vec<_>>()
     };
     let with = size(DeflateConfig::default());
     assert!(with[1] < with[0] / 3, "{with:?}");
@@ -328,24 +329,18 @@ fn context_takeover_makes_repeats_cheaper() {
 
 #[test]
 fn the_threshold_leaves_small_messages_uncompressed() {
-    let ws = Ws::server_without_handshake(deflate_cfg(DeflateConfig::default().threshold(10)));
-    let mut enc = ws.encoder();
-    let mut out = Vec::new();
-    ws.encode(&mut enc, &Message::from("short"), &mut out)
-        .unwrap();
+    let mut s = established(deflate_cfg(DeflateConfig::default().threshold(10)), false);
+    let out = s.encode(&Message::from("short")).unwrap();
     assert_eq!(out[0], 0x81, "no RSV1");
-    out.clear();
-    ws.encode(&mut enc, &Message::from("long enough"), &mut out)
-        .unwrap();
+    let out = s.encode(&Message::from("long enough")).unwrap();
     assert_eq!(out[0], 0xc1);
 }
 
-fn client_with_answer(answer: &str) -> Result<Ws, ProtocolError> {
+fn client_with_answer(answer: &str) -> Result<Session<Ws>, ProtocolError> {
     let cfg = deflate_cfg(DeflateConfig::default());
-    let mut ws = Ws::client(cfg, "h", "/").unwrap();
-    let mut wire = WireBuf::default();
-    ws.start(&mut wire.wire());
-    let req = String::from_utf8(wire.take()).unwrap();
+    let mut s = Session::new(Ws::client(cfg, "h", "/").unwrap());
+    s.start();
+    let req = String::from_utf8(s.wire.take()).unwrap();
     assert!(
         req.contains(
             "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
@@ -360,8 +355,8 @@ fn client_with_answer(answer: &str) -> Result<Ws, ProtocolError> {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: {answer}\r\n\r\n",
         lubdub_ws::handshake::accept_key(key)
     );
-    match wire.decode(&mut ws, res.as_bytes())? {
-        Decoded::Handshake { .. } => Ok(ws),
+    match s.decode(res.as_bytes())? {
+        Decoded::Handshake { .. } => Ok(s),
         other => panic!("{other:?}"),
     }
 }
@@ -391,10 +386,9 @@ fn client_checks_the_servers_answer() {
 #[test]
 fn an_8_bit_client_window_means_sending_uncompressed() {
     let cfg = deflate_cfg(DeflateConfig::default());
-    let mut ws = Ws::client(cfg, "h", "/").unwrap();
-    let mut wire = WireBuf::default();
-    ws.start(&mut wire.wire());
-    let req = String::from_utf8(wire.take()).unwrap();
+    let mut s = Session::new(Ws::client(cfg, "h", "/").unwrap());
+    s.start();
+    let req = String::from_utf8(s.wire.take()).unwrap();
     let key = req
         .lines()
         .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
@@ -403,19 +397,16 @@ fn an_8_bit_client_window_means_sending_uncompressed() {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=8\r\n\r\n",
         lubdub_ws::handshake::accept_key(key)
     );
-    let Decoded::Handshake { data, .. } = wire.decode(&mut ws, res.as_bytes()).unwrap() else {
+    let Decoded::Handshake { data, .. } = s.decode(res.as_bytes()).unwrap() else {
         panic!()
     };
-    let mut enc = ws.encoder();
-    ws.accept(&data, &mut enc, &mut wire.wire());
-    assert!(!enc.compresses());
-    let mut out = Vec::new();
-    ws.encode(&mut enc, &Message::from("Hello"), &mut out)
-        .unwrap();
+    s.accept(&data);
+    assert!(!s.encoder.compresses());
+    let out = s.encode(&Message::from("Hello")).unwrap();
     assert_eq!(out[0], 0x81);
     // It still inflates what the server compresses.
     let r = run(
-        &mut ws,
+        &mut s,
         &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
     );
     assert_eq!(r.messages, [Message::Text("Hello".into())]);
@@ -460,20 +451,12 @@ fn deflate_violations_and_their_close_codes() {
 #[test]
 fn inflated_size_is_limited() {
     let cfg = deflate_cfg(DeflateConfig::default()).max_message_size(1000);
-    let sender = Ws::client_without_handshake(deflate_cfg(DeflateConfig::default()));
-    let mut enc = sender.encoder();
-    let mut ok = Vec::new();
-    sender
-        .encode(&mut enc, &Message::Binary(vec![0; 1000]), &mut ok)
-        .unwrap();
-    let r = run(&mut Ws::server_without_handshake(cfg.clone()), &ok);
+    let sender = || established(deflate_cfg(DeflateConfig::default()), true);
+    let ok = sender().encode(&Message::Binary(vec![0; 1000])).unwrap();
+    let r = run(&mut established(cfg.clone(), false), &ok);
     assert_eq!(r.messages, [Message::Binary(vec![0; 1000])]);
 
-    let mut enc = sender.encoder();
-    let mut over = Vec::new();
-    sender
-        .encode(&mut enc, &Message::Binary(vec![0; 1001]), &mut over)
-        .unwrap();
+    let over = sender().encode(&Message::Binary(vec![0; 1001])).unwrap();
     assert!(over.len() < 50);
     let (err, close) = violation_with(cfg, false, &over);
     assert!(

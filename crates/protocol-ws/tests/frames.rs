@@ -4,34 +4,29 @@
 mod common;
 
 use common::*;
-use lubdub_protocol::{Closing, Decoded, Protocol, ProtocolError, SessionClose, WireBuf};
+use lubdub_protocol::{Closing, Decoded, Decoder, ProtocolError, Session, SessionClose};
 use lubdub_ws::{Message, Ws, WsConfig};
 
-fn server() -> Ws {
-    Ws::server_without_handshake(WsConfig::default())
+fn server() -> Session<Ws> {
+    established(WsConfig::default(), false)
 }
 
-fn client() -> Ws {
-    Ws::client_without_handshake(WsConfig::default())
+fn client() -> Session<Ws> {
+    established(WsConfig::default(), true)
 }
 
 #[test]
 fn rfc_unmasked_text_hello() {
     let bytes = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
-    let mut wire = WireBuf::default();
     assert_eq!(
-        wire.decode(&mut client(), &bytes).unwrap(),
+        client().decode(&bytes).unwrap(),
         Decoded::Message {
             msg: Message::Text("Hello".into()),
             consumed: 7
         }
     );
     // And the server encodes exactly these bytes.
-    let ws = server();
-    let mut out = Vec::new();
-    ws.encode(&mut ws.encoder(), &Message::from("Hello"), &mut out)
-        .unwrap();
-    assert_eq!(out, bytes);
+    assert_eq!(server().encode(&Message::from("Hello")).unwrap(), bytes);
 }
 
 #[test]
@@ -48,11 +43,10 @@ fn rfc_masked_text_hello() {
 #[test]
 fn rfc_fragmented_text() {
     let bytes = [0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f];
-    let mut ws = client();
-    let mut wire = WireBuf::default();
-    assert_eq!(wire.decode(&mut ws, &bytes).unwrap(), Decoded::Consumed(5));
+    let mut s = client();
+    assert_eq!(s.decode(&bytes).unwrap(), Decoded::Consumed(5));
     assert_eq!(
-        wire.decode(&mut ws, &bytes[5..]).unwrap(),
+        s.decode(&bytes[5..]).unwrap(),
         Decoded::Message {
             msg: Message::Text("Hello".into()),
             consumed: 4
@@ -88,8 +82,8 @@ fn rfc_masked_pong_is_delivered() {
 
 #[test]
 fn pings_are_delivered_when_configured_and_answered_still() {
-    let mut ws = Ws::server_without_handshake(WsConfig::default().deliver_pings(true));
-    let r = run(&mut ws, &masked(true, 0x9, b"beat"));
+    let mut s = established(WsConfig::default().deliver_pings(true), false);
+    let r = run(&mut s, &masked(true, 0x9, b"beat"));
     assert_eq!(r.messages, [Message::Ping(b"beat".to_vec())]);
     assert_eq!(payload_of(&r.wire.out), b"beat");
 }
@@ -101,14 +95,7 @@ fn rfc_16_and_64_bit_lengths() {
         (65536, vec![0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]),
     ] {
         let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-        let ws = server();
-        let mut out = Vec::new();
-        ws.encode(
-            &mut ws.encoder(),
-            &Message::Binary(payload.clone()),
-            &mut out,
-        )
-        .unwrap();
+        let out = server().encode(&Message::Binary(payload.clone())).unwrap();
         assert_eq!(out[..header.len()], header[..]);
         assert_eq!(out.len(), header.len() + len);
         let r = run(&mut client(), &out);
@@ -121,13 +108,10 @@ fn rfc_16_and_64_bit_lengths() {
 
 #[test]
 fn client_frames_are_masked_with_a_fresh_key_each() {
-    let ws = client();
-    let mut enc = ws.encoder();
+    let mut s = client();
     let mut keys = Vec::new();
     for _ in 0..8 {
-        let mut out = Vec::new();
-        ws.encode(&mut enc, &Message::from("Hello"), &mut out)
-            .unwrap();
+        let out = s.encode(&Message::from("Hello")).unwrap();
         assert_eq!(out[0], 0x81);
         assert_eq!(out[1], 0x85);
         assert_eq!(payload_of(&out), b"Hello");
@@ -140,17 +124,17 @@ fn client_frames_are_masked_with_a_fresh_key_each() {
 
 #[test]
 fn oversize_control_messages_are_refused_without_writing() {
-    let ws = server();
     let mut out = vec![1, 2, 3];
-    let err = ws
-        .encode(&mut ws.encoder(), &Message::Ping(vec![0; 126]), &mut out)
+    let err = server()
+        .encode_into(&Message::Ping(vec![0; 126]), &mut out)
         .unwrap_err();
     assert!(matches!(
         err,
         ProtocolError::TooLarge { len: 126, max: 125 }
     ));
     assert_eq!(out, [1, 2, 3]);
-    ws.encode(&mut ws.encoder(), &Message::Pong(vec![0; 125]), &mut out)
+    server()
+        .encode_into(&Message::Pong(vec![0; 125]), &mut out)
         .unwrap();
     assert_eq!(&out[3..5], &[0x8a, 125]);
 }
@@ -295,8 +279,8 @@ fn a_server_frame_must_not_be_masked() {
 
 #[test]
 fn unmasked_client_frames_are_accepted_when_configured() {
-    let mut ws = Ws::server_without_handshake(WsConfig::default().accept_unmasked_frames(true));
-    let r = run(&mut ws, &unmasked(true, 0x1, b"hi"));
+    let mut s = established(WsConfig::default().accept_unmasked_frames(true), false);
+    let r = run(&mut s, &unmasked(true, 0x1, b"hi"));
     assert_eq!(r.messages, [Message::Text("hi".into())]);
 }
 
@@ -305,7 +289,7 @@ fn message_limit_counts_all_fragments() {
     let cfg = WsConfig::default().max_message_size(10);
     let mut ok = masked(false, 0x2, &[1; 5]);
     ok.extend(masked(true, 0x0, &[2; 5]));
-    let r = run(&mut Ws::server_without_handshake(cfg.clone()), &ok);
+    let r = run(&mut established(cfg.clone(), false), &ok);
     assert_eq!(r.messages.len(), 1);
 
     let mut over = masked(false, 0x2, &[1; 6]);
@@ -336,14 +320,12 @@ fn valid_close_codes_are_reported_and_echoed() {
     ] {
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice("bye ☺".as_bytes());
-        let mut ws = server();
-        let mut enc = ws.encoder();
-        let r = run(&mut ws, &masked(true, 0x8, &payload));
+        let mut s = server();
+        let r = run(&mut s, &masked(true, 0x8, &payload));
         assert!(r.error.is_none(), "{code}");
         assert_eq!(r.wire.close, Some(SessionClose::by_peer(code, "bye ☺")));
-        let mut echo = Vec::new();
         let session = r.wire.close.unwrap();
-        ws.encode_close(&mut enc, &Closing::Session(&session), &mut echo);
+        let echo = s.encode_close(&Closing::Session(&session));
         assert_eq!(echo, [0x88, 0x02, (code >> 8) as u8, code as u8], "{code}");
     }
 }
@@ -361,13 +343,11 @@ fn invalid_close_codes_are_protocol_errors() {
 
 #[test]
 fn an_empty_close_reports_1005_and_is_echoed_empty() {
-    let mut ws = server();
-    let mut enc = ws.encoder();
-    let r = run(&mut ws, &masked(true, 0x8, b""));
+    let mut s = server();
+    let r = run(&mut s, &masked(true, 0x8, b""));
     let session = r.wire.close.unwrap();
     assert_eq!(session, SessionClose::by_peer(1005, ""));
-    let mut echo = Vec::new();
-    ws.encode_close(&mut enc, &Closing::Session(&session), &mut echo);
+    let echo = s.encode_close(&Closing::Session(&session));
     assert_eq!(echo, [0x88, 0x00]);
 }
 
@@ -376,19 +356,12 @@ fn nothing_is_decoded_after_a_close_frame() {
     let mut bytes = masked(true, 0x8, &1000u16.to_be_bytes());
     let close_len = bytes.len();
     bytes.extend(masked(true, 0x1, b"late"));
-    let mut ws = server();
-    let mut wire = WireBuf::default();
-    assert_eq!(
-        wire.decode(&mut ws, &bytes).unwrap(),
-        Decoded::Consumed(close_len)
-    );
+    let mut s = server();
+    assert_eq!(s.decode(&bytes).unwrap(), Decoded::Consumed(close_len));
     let rest = &bytes[close_len..];
-    assert_eq!(
-        wire.decode(&mut ws, rest).unwrap(),
-        Decoded::Consumed(rest.len())
-    );
-    assert_eq!(wire.decode(&mut ws, &[]).unwrap(), Decoded::Incomplete);
-    assert!(wire.out.is_empty());
+    assert_eq!(s.decode(rest).unwrap(), Decoded::Consumed(rest.len()));
+    assert_eq!(s.decode(&[]).unwrap(), Decoded::Incomplete);
+    assert!(s.wire.out.is_empty());
 }
 
 #[test]
@@ -432,60 +405,46 @@ fn encode_close_codes_for_every_reason() {
         ),
     ];
     for (closing, expected) in cases {
-        let ws = server();
-        let mut out = Vec::new();
-        ws.encode_close(&mut ws.encoder(), &closing, &mut out);
-        assert_eq!(out, expected, "{closing:?}");
+        assert_eq!(server().encode_close(&closing), expected, "{closing:?}");
     }
-    let ws = server();
-    let mut out = Vec::new();
-    ws.encode_close(&mut ws.encoder(), &Closing::Timeout, &mut out);
-    assert_eq!(close_code(&out), 1001);
-    out.clear();
-    ws.encode_close(&mut ws.encoder(), &Closing::Violation(&err), &mut out);
+    assert_eq!(close_code(&server().encode_close(&Closing::Timeout)), 1001);
+    let out = server().encode_close(&Closing::Violation(&err));
     assert_eq!(close_code(&out), 1009);
 }
 
 #[test]
 fn one_close_frame_per_connection_and_nothing_after_it() {
-    let ws = server();
-    let mut enc = ws.encoder();
-    let mut out = Vec::new();
-    ws.encode_close(&mut enc, &Closing::GoingAway, &mut out);
+    let mut s = server();
+    let mut out = s.encode_close(&Closing::GoingAway);
     let first = out.len();
-    ws.encode_close(&mut enc, &Closing::InternalError, &mut out);
+    out.extend(s.encode_close(&Closing::InternalError));
     assert_eq!(out.len(), first);
-    assert!(enc.close_sent());
-    assert!(ws
-        .encode(&mut enc, &Message::from("late"), &mut out)
-        .is_err());
+    assert!(s.encoder.close_sent());
+    assert!(s.encode_into(&Message::from("late"), &mut out).is_err());
     assert_eq!(out.len(), first);
 }
 
 #[test]
 fn no_close_frame_before_the_handshake_is_accepted() {
-    let ws = Ws::default();
-    let mut enc = ws.encoder();
-    let mut out = Vec::new();
+    let mut s = Session::new(Ws::default());
     let err = ProtocolError::Malformed("bad request");
-    ws.encode_close(&mut enc, &Closing::Violation(&err), &mut out);
+    let out = s.encode_close(&Closing::Violation(&err));
     assert!(out.is_empty());
-    assert!(!enc.is_established());
+    assert!(!s.encoder.is_established());
 }
 
 #[test]
 fn payload_arriving_in_pieces_is_consumed_as_it_comes() {
     let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
     let bytes = masked(true, 0x2, &payload);
-    let mut ws = server();
-    let mut wire = WireBuf::default();
+    let mut s = server();
     let mut pos = 0;
     let mut got = None;
     // Feed 100 bytes at a time: every call consumes what it was given.
     let mut end = 0;
     while got.is_none() {
         end = (end + 100).min(bytes.len());
-        match wire.decode(&mut ws, &bytes[pos..end]).unwrap() {
+        match s.decode(&bytes[pos..end]).unwrap() {
             Decoded::Consumed(n) => {
                 assert_eq!(pos + n, end, "a partial payload is consumed whole");
                 pos += n;
@@ -499,6 +458,53 @@ fn payload_arriving_in_pieces_is_consumed_as_it_comes() {
     }
     assert_eq!(pos, bytes.len());
     assert_eq!(got, Some(Message::Binary(payload)));
+}
+
+#[test]
+fn held_bytes_count_a_message_being_reassembled_until_it_is_delivered() {
+    let mut s = server();
+    assert_eq!(s.decoder.held_bytes(), 0, "idle");
+
+    // A fragmented message: every piece received is held until the last.
+    let pieces = [
+        masked(false, 0x2, &[1; 1000]),
+        masked(false, 0x0, &[2; 1000]),
+        masked(true, 0x0, &[3; 1000]),
+    ];
+    for (i, piece) in pieces[..2].iter().enumerate() {
+        assert_eq!(s.decode(piece).unwrap(), Decoded::Consumed(piece.len()));
+        let held = s.decoder.held_bytes();
+        assert!(held >= (i + 1) * 1000, "after piece {i}: {held}");
+        assert_eq!(s.held_bytes(), held, "no encoder state without deflate");
+    }
+    let Decoded::Message { msg, .. } = s.decode(&pieces[2]).unwrap() else {
+        panic!("the last piece ends the message");
+    };
+    assert_eq!(msg.as_bytes().len(), 3000);
+    assert_eq!(s.decoder.held_bytes(), 0, "delivered");
+
+    // One large frame arriving 16 KiB at a time: its payload so far is held.
+    let payload = vec![7u8; 200_000];
+    let bytes = masked(true, 0x2, &payload);
+    let header = bytes.len() - payload.len();
+    let mut pos = 0;
+    loop {
+        let end = (pos + 16 * 1024).min(bytes.len());
+        match s.decode(&bytes[pos..end]).unwrap() {
+            Decoded::Consumed(n) => {
+                pos += n;
+                let held = s.decoder.held_bytes();
+                assert!(held >= pos - header, "{held} held after {pos} bytes");
+            }
+            Decoded::Message { msg, consumed } => {
+                assert_eq!(pos + consumed, bytes.len());
+                assert_eq!(msg, Message::Binary(payload));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(s.decoder.held_bytes(), 0, "delivered");
 }
 
 #[test]

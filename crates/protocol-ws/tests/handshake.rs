@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use lubdub_protocol::{Decoded, Protocol, ProtocolError, Reject, Start, WireBuf};
+use lubdub_protocol::{Decoded, Protocol, ProtocolError, Reject, Session, Start, WireBuf};
 use lubdub_ws::{Handshake, Message, Ws, WsConfig};
 
 fn text(wire: &WireBuf) -> String {
@@ -12,12 +12,11 @@ fn text(wire: &WireBuf) -> String {
 
 #[test]
 fn an_upgrade_request_is_delivered_then_accepted() {
-    let mut ws = Ws::default();
-    let mut wire = WireBuf::default();
-    assert_eq!(ws.start(&mut wire.wire()), Start::Handshake);
+    let mut s = Session::new(Ws::default());
+    assert_eq!(s.start(), Start::Handshake);
     let req =
         request_with("Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n");
-    let (result, wire) = server_handshake(&mut ws, &req);
+    let (result, wire) = server_handshake(&mut s, &req);
     let (data, consumed) = result.unwrap();
     assert_eq!(consumed, req.len());
     assert!(
@@ -37,16 +36,14 @@ fn an_upgrade_request_is_delivered_then_accepted() {
     assert_eq!(r.subprotocol(), None, "the server configured none");
     assert!(r.headers().any(|(n, _)| n == "Sec-WebSocket-Key"));
 
-    let mut enc = ws.encoder();
-    let mut wire = WireBuf::default();
-    ws.accept(&data, &mut enc, &mut wire.wire());
+    s.accept(&data);
     assert_eq!(
-        text(&wire),
+        text(&s.wire),
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
     );
-    assert!(ws.is_established() && enc.is_established());
-    assert!(wire.close.is_none());
+    assert!(s.decoder.is_established() && s.encoder.is_established());
+    assert!(s.wire.close.is_none());
 }
 
 #[test]
@@ -54,29 +51,23 @@ fn frames_pipelined_behind_the_request_are_not_lost() {
     let mut bytes = request_with("");
     let head_len = bytes.len();
     bytes.extend(masked(true, 0x1, b"early"));
-    let mut ws = Ws::default();
-    let (result, _) = server_handshake(&mut ws, &bytes);
+    let mut s = Session::new(Ws::default());
+    let (result, _) = server_handshake(&mut s, &bytes);
     let (data, consumed) = result.unwrap();
     assert_eq!(consumed, head_len);
-    let mut enc = ws.encoder();
-    ws.accept(&data, &mut enc, &mut WireBuf::default().wire());
-    let r = run(&mut ws, &bytes[consumed..]);
+    s.accept(&data);
+    let r = run(&mut s, &bytes[consumed..]);
     assert_eq!(r.messages, [Message::Text("early".into())]);
 }
 
 #[test]
 fn a_request_trickled_one_byte_at_a_time() {
     let req = request_with("");
-    let mut ws = Ws::default();
-    let mut wire = WireBuf::default();
+    let mut s = Session::new(Ws::default());
     for n in 1..req.len() {
-        assert_eq!(
-            wire.decode(&mut ws, &req[..n]).unwrap(),
-            Decoded::Incomplete,
-            "at {n}"
-        );
+        assert_eq!(s.decode(&req[..n]).unwrap(), Decoded::Incomplete, "at {n}");
     }
-    match wire.decode(&mut ws, &req).unwrap() {
+    match s.decode(&req).unwrap() {
         Decoded::Handshake { data, consumed } => {
             assert_eq!(consumed, req.len());
             assert!(data.request().unwrap().is_upgrade());
@@ -91,11 +82,10 @@ fn oversize_headers_get_431_once_the_maximum_has_arrived() {
     let filler = "X-Filler: ".to_string() + &"a".repeat(100) + "\r\n";
     let mut big = request_with(&filler.repeat(1000));
     big.truncate(100 * 1024);
-    let mut ws = Ws::default();
-    let mut wire = WireBuf::default();
+    let mut s = Session::new(Ws::default());
     let mut failed_at = None;
     for end in (1024..=big.len()).step_by(1024) {
-        match wire.decode(&mut ws, &big[..end]) {
+        match s.decode(&big[..end]) {
             Ok(Decoded::Incomplete) => {}
             Err(e) => {
                 assert!(
@@ -113,25 +103,24 @@ fn oversize_headers_get_431_once_the_maximum_has_arrived() {
         Some(16 * 1024),
         "decided after max_header_size bytes"
     );
-    assert!(text(&wire).starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
-    assert!(text(&wire).contains("Connection: close\r\n"));
+    assert!(text(&s.wire).starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+    assert!(text(&s.wire).contains("Connection: close\r\n"));
 }
 
 #[test]
 fn too_many_header_lines_get_431() {
-    let mut ws = Ws::server(WsConfig::default().max_headers(8));
-    let (result, wire) = server_handshake(&mut ws, &request_with(&"A: b\r\n".repeat(10)));
+    let mut s = Session::new(Ws::server(WsConfig::default().max_headers(8)));
+    let (result, wire) = server_handshake(&mut s, &request_with(&"A: b\r\n".repeat(10)));
     assert!(result.is_err());
     assert!(text(&wire).starts_with("HTTP/1.1 431 "));
 }
 
 fn refused(request: &[u8]) -> (ProtocolError, String) {
-    let mut ws = Ws::default();
-    let (result, wire) = server_handshake(&mut ws, request);
+    let mut s = Session::new(Ws::default());
+    let (result, wire) = server_handshake(&mut s, request);
     let err = result.expect_err("refused");
     // Decoding stops after a refusal.
-    let mut w = WireBuf::default();
-    assert_eq!(w.decode(&mut ws, b"more").unwrap(), Decoded::Consumed(4));
+    assert_eq!(s.decode(b"more").unwrap(), Decoded::Consumed(4));
     (err, text(&wire))
 }
 
@@ -188,16 +177,16 @@ fn connection_and_upgrade_tokens_are_case_insensitive_lists() {
         .unwrap()
         .replace("Connection: Upgrade", "connection: keep-alive, UPGRADE")
         .replace("Upgrade: websocket", "upgrade: WebSocket");
-    let mut ws = Ws::default();
-    let (result, _) = server_handshake(&mut ws, req.as_bytes());
+    let mut s = Session::new(Ws::default());
+    let (result, _) = server_handshake(&mut s, req.as_bytes());
     assert!(result.unwrap().0.request().unwrap().is_upgrade());
 }
 
 #[test]
 fn a_plain_request_goes_to_the_hook_and_reject_answers_it() {
     let req = b"GET /index.html?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
-    let mut ws = Ws::default();
-    let (result, wire) = server_handshake(&mut ws, req);
+    let mut s = Session::new(Ws::default());
+    let (result, wire) = server_handshake(&mut s, req);
     let (data, consumed) = result.unwrap();
     assert_eq!(consumed, req.len());
     assert!(wire.out.is_empty());
@@ -208,99 +197,89 @@ fn a_plain_request_goes_to_the_hook_and_reject_answers_it() {
     let page = Reject::new(200)
         .header("Content-Type", "text/html")
         .body("<h1>hi</h1>");
-    let mut wire = WireBuf::default();
-    ws.reject(&data, &page, &mut wire.wire());
+    s.reject(&data, &page);
     assert_eq!(
-        text(&wire),
+        text(&s.wire),
         "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 11\r\nConnection: close\r\n\r\n<h1>hi</h1>"
     );
-    assert_eq!(wire.close.as_ref().map(|c| c.code), Some(200));
+    assert_eq!(s.wire.close.as_ref().map(|c| c.code), Some(200));
 }
 
 #[test]
 fn accepting_a_plain_request_answers_426() {
-    let mut ws = Ws::default();
-    let (result, _) = server_handshake(&mut ws, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut s = Session::new(Ws::default());
+    let (result, _) = server_handshake(&mut s, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     let (data, _) = result.unwrap();
-    let mut enc = ws.encoder();
-    let mut wire = WireBuf::default();
-    ws.accept(&data, &mut enc, &mut wire.wire());
-    assert!(text(&wire).starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
-    assert!(wire.close.is_some());
-    assert!(!enc.is_established() && !ws.is_established());
+    s.accept(&data);
+    assert!(text(&s.wire).starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+    assert!(s.wire.close.is_some());
+    assert!(!s.encoder.is_established() && !s.decoder.is_established());
 }
 
 #[test]
 fn rejecting_an_upgrade_writes_the_response_and_closes() {
-    let mut ws = Ws::default();
-    let (result, _) = server_handshake(&mut ws, &request_with(""));
+    let mut s = Session::new(Ws::default());
+    let (result, _) = server_handshake(&mut s, &request_with(""));
     let (data, _) = result.unwrap();
-    let mut wire = WireBuf::default();
-    ws.reject(
+    s.reject(
         &data,
         &Reject::new(403).header("X-Why", "banned").body("no"),
-        &mut wire.wire(),
     );
     assert_eq!(
-        text(&wire),
+        text(&s.wire),
         "HTTP/1.1 403 Forbidden\r\nX-Why: banned\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno"
     );
-    let close = wire.close.unwrap();
+    let close = s.wire.close.take().unwrap();
     assert_eq!((close.code, close.by_peer), (403, false));
     // Nothing after a refusal is decoded.
-    let mut w = WireBuf::default();
     assert_eq!(
-        w.decode(&mut ws, &masked(true, 1, b"x")).unwrap(),
+        s.decode(&masked(true, 1, b"x")).unwrap(),
         Decoded::Consumed(7)
     );
 }
 
 #[test]
 fn a_head_request_is_answered_without_a_body() {
-    let mut ws = Ws::default();
-    let (result, _) = server_handshake(&mut ws, b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut s = Session::new(Ws::default());
+    let (result, _) = server_handshake(&mut s, b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
     let (data, _) = result.unwrap();
-    let mut wire = WireBuf::default();
-    ws.reject(&data, &Reject::new(404).body("missing"), &mut wire.wire());
-    assert!(text(&wire).ends_with("Content-Length: 7\r\nConnection: close\r\n\r\n"));
+    s.reject(&data, &Reject::new(404).body("missing"));
+    assert!(text(&s.wire).ends_with("Content-Length: 7\r\nConnection: close\r\n\r\n"));
 }
 
 #[test]
 fn the_server_picks_its_preferred_offered_subprotocol() {
     let cfg = WsConfig::default().subprotocols(["v3", "v2", "v1"]);
-    let mut ws = Ws::server(cfg.clone());
+    let mut s = Session::new(Ws::server(cfg.clone()));
     let req = request_with("Sec-WebSocket-Protocol: v1\r\nSec-WebSocket-Protocol: v2, other\r\n");
-    let (result, _) = server_handshake(&mut ws, &req);
+    let (result, _) = server_handshake(&mut s, &req);
     let (data, _) = result.unwrap();
     assert_eq!(data.request().unwrap().subprotocol(), Some("v2"));
-    let mut wire = WireBuf::default();
-    ws.accept(&data, &mut ws.encoder(), &mut wire.wire());
-    assert!(text(&wire).contains("\r\nSec-WebSocket-Protocol: v2\r\n"));
+    s.accept(&data);
+    assert!(text(&s.wire).contains("\r\nSec-WebSocket-Protocol: v2\r\n"));
 
-    let mut ws = Ws::server(cfg);
-    let (result, _) = server_handshake(&mut ws, &request_with("Sec-WebSocket-Protocol: x\r\n"));
+    let mut s = Session::new(Ws::server(cfg));
+    let (result, _) = server_handshake(&mut s, &request_with("Sec-WebSocket-Protocol: x\r\n"));
     let (data, _) = result.unwrap();
-    let mut wire = WireBuf::default();
-    ws.accept(&data, &mut ws.encoder(), &mut wire.wire());
-    assert!(!text(&wire).contains("Sec-WebSocket-Protocol"));
+    s.accept(&data);
+    assert!(!text(&s.wire).contains("Sec-WebSocket-Protocol"));
 }
 
 // ---- client role ----
 
-fn client_request(ws: &mut Ws) -> String {
-    let mut wire = WireBuf::default();
-    assert_eq!(ws.start(&mut wire.wire()), Start::Handshake);
-    text(&wire)
+/// A client session's upgrade request, taken from its wire.
+fn client_request(s: &mut Session<Ws>) -> String {
+    assert_eq!(s.start(), Start::Handshake);
+    String::from_utf8(s.wire.take()).unwrap()
 }
 
 /// The server's 101 for a client request, computed by the server side.
 fn answer(request: &str, server_cfg: WsConfig) -> String {
-    let mut server = Ws::server(server_cfg);
+    let mut server = Session::new(Ws::server(server_cfg));
     let (result, _) = server_handshake(&mut server, request.as_bytes());
     let (data, _) = result.unwrap();
-    let mut wire = WireBuf::default();
-    server.accept(&data, &mut server.encoder(), &mut wire.wire());
-    text(&wire)
+    server.accept(&data);
+    text(&server.wire)
 }
 
 fn key_of(request: &str) -> &str {
@@ -313,11 +292,11 @@ fn key_of(request: &str) -> &str {
 #[test]
 fn the_client_writes_an_upgrade_request_with_a_fresh_key() {
     let cfg = WsConfig::default().subprotocols(["a", "b"]);
-    let mut ws = Ws::client(cfg, "example.com:8080", "/chat?x=y")
+    let ws = Ws::client(cfg, "example.com:8080", "/chat?x=y")
         .unwrap()
         .with_header("Origin", "http://example.com")
         .unwrap();
-    let req = client_request(&mut ws);
+    let req = client_request(&mut Session::new(ws.clone()));
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut parsed = httparse::Request::new(&mut headers);
     assert_eq!(
@@ -349,7 +328,7 @@ fn the_client_writes_an_upgrade_request_with_a_fresh_key() {
         .decode(h("Sec-WebSocket-Key").unwrap())
         .unwrap();
     assert_eq!(key.len(), 16);
-    let again = client_request(&mut ws.clone());
+    let again = client_request(&mut Session::new(ws));
     assert_ne!(
         key_of(&again),
         key_of(&req),
@@ -370,13 +349,12 @@ fn client_constructor_refuses_header_injection() {
 #[test]
 fn the_client_accepts_a_101_and_keeps_frames_behind_it() {
     let cfg = WsConfig::default().subprotocols(["b", "a"]);
-    let mut ws = Ws::client(cfg, "h", "/").unwrap();
-    let req = client_request(&mut ws);
+    let mut s = Session::new(Ws::client(cfg, "h", "/").unwrap());
+    let req = client_request(&mut s);
     let res = answer(&req, WsConfig::default().subprotocols(["a"]));
     let mut bytes = res.clone().into_bytes();
     bytes.extend(unmasked(true, 0x1, b"welcome"));
-    let mut wire = WireBuf::default();
-    let Decoded::Handshake { data, consumed } = wire.decode(&mut ws, &bytes).unwrap() else {
+    let Decoded::Handshake { data, consumed } = s.decode(&bytes).unwrap() else {
         panic!()
     };
     assert_eq!(consumed, res.len());
@@ -384,20 +362,19 @@ fn the_client_accepts_a_101_and_keeps_frames_behind_it() {
     assert_eq!(response.status(), 101);
     assert_eq!(response.subprotocol(), Some("a"));
     assert!(!response.deflate());
-    let mut enc = ws.encoder();
-    ws.accept(&data, &mut enc, &mut wire.wire());
-    assert!(wire.out.is_empty(), "a client writes nothing on accept");
-    let r = run(&mut ws, &bytes[consumed..]);
+    s.accept(&data);
+    assert!(s.wire.out.is_empty(), "a client writes nothing on accept");
+    let r = run(&mut s, &bytes[consumed..]);
     assert_eq!(r.messages, [Message::Text("welcome".into())]);
 }
 
 fn client_error(response: impl Fn(&str) -> String) -> ProtocolError {
-    let mut ws = Ws::client(WsConfig::default().subprotocols(["a"]), "h", "/").unwrap();
-    let req = client_request(&mut ws);
+    let mut s =
+        Session::new(Ws::client(WsConfig::default().subprotocols(["a"]), "h", "/").unwrap());
+    let req = client_request(&mut s);
     let res = response(&req);
-    let mut wire = WireBuf::default();
-    let err = wire.decode(&mut ws, res.as_bytes()).unwrap_err();
-    assert!(wire.out.is_empty());
+    let err = s.decode(res.as_bytes()).unwrap_err();
+    assert!(s.wire.out.is_empty());
     err
 }
 
@@ -456,57 +433,49 @@ fn the_client_refuses_a_bad_101() {
 
 #[test]
 fn the_other_roles_handshake_is_not_accepted() {
-    let mut server = Ws::default();
+    let mut server = Session::new(Ws::default());
     let (result, _) = server_handshake(&mut server, &request_with(""));
     let (data, _) = result.unwrap();
-    let mut client = Ws::client(WsConfig::default(), "h", "/").unwrap();
-    let mut wire = WireBuf::default();
-    let mut enc = client.encoder();
-    client.accept(&data, &mut enc, &mut wire.wire());
-    assert!(wire.close.is_some());
-    assert!(!client.is_established() && !enc.is_established());
+    let mut client = Session::new(Ws::client(WsConfig::default(), "h", "/").unwrap());
+    client.accept(&data);
+    assert!(client.wire.close.is_some());
+    assert!(!client.decoder.is_established() && !client.encoder.is_established());
     assert!(matches!(data, Handshake::Request(_)));
 }
 
 #[test]
 fn a_reject_with_an_informational_status_becomes_500() {
-    let mut ws = Ws::default();
-    let (result, _) = server_handshake(&mut ws, &request_with(""));
+    let mut s = Session::new(Ws::default());
+    let (result, _) = server_handshake(&mut s, &request_with(""));
     let (data, _) = result.unwrap();
-    let mut wire = WireBuf::default();
-    ws.reject(&data, &Reject::new(101), &mut wire.wire());
-    assert!(text(&wire).starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
+    s.reject(&data, &Reject::new(101));
+    assert!(text(&s.wire).starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
 }
 
 #[test]
 fn a_client_rejecting_the_response_writes_nothing_and_closes() {
-    let mut ws = Ws::client(WsConfig::default(), "h", "/").unwrap();
-    let req = client_request(&mut ws);
+    let mut s = Session::new(Ws::client(WsConfig::default(), "h", "/").unwrap());
+    let req = client_request(&mut s);
     let res = answer(&req, WsConfig::default());
-    let mut wire = WireBuf::default();
-    let Decoded::Handshake { data, .. } = wire.decode(&mut ws, res.as_bytes()).unwrap() else {
+    let Decoded::Handshake { data, .. } = s.decode(res.as_bytes()).unwrap() else {
         panic!()
     };
-    ws.reject(&data, &Reject::new(403), &mut wire.wire());
-    assert!(wire.out.is_empty());
-    assert_eq!(wire.close.map(|c| c.code), Some(403));
-    assert!(!ws.is_established());
+    s.reject(&data, &Reject::new(403));
+    assert!(s.wire.out.is_empty());
+    assert_eq!(s.wire.close.as_ref().map(|c| c.code), Some(403));
+    assert!(!s.decoder.is_established());
 }
 
 #[test]
-fn a_clone_starts_before_the_handshake() {
-    let mut ws = Ws::default();
-    let (result, _) = server_handshake(&mut ws, &request_with(""));
-    ws.accept(
-        &result.unwrap().0,
-        &mut ws.encoder(),
-        &mut WireBuf::default().wire(),
-    );
-    assert!(ws.is_established());
-    let mut fresh = ws.clone();
-    assert!(!fresh.is_established());
+fn a_new_session_of_a_used_ws_starts_before_the_handshake() {
+    let mut s = Session::new(Ws::default());
+    let (result, _) = server_handshake(&mut s, &request_with(""));
+    s.accept(&result.unwrap().0);
+    assert!(s.decoder.is_established());
+    let mut fresh = Session::new(s.protocol.clone());
+    assert!(!fresh.decoder.is_established());
     let (result, _) = server_handshake(&mut fresh, &request_with(""));
-    assert!(result.is_ok(), "the clone reads a handshake again");
+    assert!(result.is_ok(), "the new session reads a handshake again");
 }
 
 #[test]
@@ -519,39 +488,36 @@ fn a_plain_request_is_answered_by_the_page_handler_or_goes_to_the_hook() {
         })
     });
     for (method, body) in [("GET", "<p>hi</p>"), ("HEAD", "")] {
-        let mut page = ws.clone();
-        let mut wire = WireBuf::default();
-        page.start(&mut wire.wire());
+        let mut page = Session::new(ws.clone());
+        page.start();
         let get = format!("{method} / HTTP/1.1\r\nHost: x\r\n\r\n");
-        let got = wire.decode(&mut page, get.as_bytes()).unwrap();
+        let got = page.decode(get.as_bytes()).unwrap();
         assert_eq!(got, Decoded::Consumed(get.len()), "answered, no hook");
-        let out = text(&wire);
+        let out = text(&page.wire);
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
         assert!(out.contains("Content-Type: text/html\r\n"), "{out}");
         assert!(out.contains("Content-Length: 9\r\n"), "{out}");
         assert!(out.ends_with(&format!("\r\n\r\n{body}")), "{out}");
-        assert_eq!(wire.close.as_ref().map(|c| c.code), Some(200));
+        assert_eq!(page.wire.close.as_ref().map(|c| c.code), Some(200));
     }
     // A path the handler does not serve goes to the hook as a plain request.
-    let mut other = ws.clone();
-    let mut wire = WireBuf::default();
-    other.start(&mut wire.wire());
+    let mut other = Session::new(ws);
+    other.start();
     let get = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
-    let Ok(Decoded::Handshake { data, .. }) = wire.decode(&mut other, get) else {
+    let Ok(Decoded::Handshake { data, .. }) = other.decode(get) else {
         panic!("not handed to the hook");
     };
     assert!(!data.request().unwrap().is_upgrade());
-    assert!(wire.out.is_empty());
+    assert!(other.wire.out.is_empty());
 }
 
 #[test]
 fn for_client_switches_a_server_template_to_the_client_role() {
     let server = Ws::server(WsConfig::default());
-    let mut client = server.for_client("example.com:8080", "/chat?x=y").unwrap();
-    assert_eq!(client.role(), lubdub_ws::Role::Client);
-    let mut wire = WireBuf::default();
-    client.start(&mut wire.wire());
-    let req = text(&wire);
+    let mut client = Session::new(server.for_client("example.com:8080", "/chat?x=y").unwrap());
+    assert_eq!(client.protocol.role(), lubdub_ws::Role::Client);
+    client.start();
+    let req = text(&client.wire);
     assert!(req.starts_with("GET /chat?x=y HTTP/1.1\r\n"), "{req}");
     assert!(req.contains("Host: example.com:8080\r\n"), "{req}");
     assert!(server.for_client("bad host", "/").is_err());

@@ -5,15 +5,15 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
-use lubdub_protocol::{Closing, Decoded, Protocol, SessionClose, WireBuf};
-use lubdub_ws::{Message, Ws, WsConfig, WsEncoder};
+use lubdub_protocol::{Closing, Decoded, Session, SessionClose};
+use lubdub_ws::{Message, Ws, WsConfig};
 use tungstenite::Message as TMessage;
 
-/// One of our `Ws` on the far side of a byte pipe: what the other side
-/// writes is decoded at once, and what ours answers is queued for reading.
+/// One of our `Ws` sessions on the far side of a byte pipe: what the other
+/// side writes is decoded at once, and what ours answers is queued for
+/// reading.
 struct Pipe {
-    ws: Ws,
-    enc: WsEncoder,
+    s: Session<Ws>,
     input: Vec<u8>,
     output: VecDeque<u8>,
     received: Vec<Message>,
@@ -23,10 +23,8 @@ struct Pipe {
 
 impl Pipe {
     fn new(ws: Ws, echo: bool) -> Self {
-        let enc = ws.encoder();
         Pipe {
-            ws,
-            enc,
+            s: Session::new(ws),
             input: Vec::new(),
             output: VecDeque::new(),
             received: Vec::new(),
@@ -36,31 +34,28 @@ impl Pipe {
     }
 
     fn start(&mut self) {
-        let mut wire = WireBuf::default();
-        self.ws.start(&mut wire.wire());
-        self.output.extend(wire.take());
+        self.s.start();
+        self.output.extend(self.s.wire.take());
     }
 
     fn send(&mut self, msg: &Message) {
-        let mut out = Vec::new();
-        self.ws.encode(&mut self.enc, msg, &mut out).unwrap();
+        let out = self.s.encode(msg).unwrap();
         self.output.extend(out);
     }
 
     /// Decodes everything that arrived, as a connection would.
     fn pump(&mut self) {
-        let mut wire = WireBuf::default();
         while self.close.is_none() {
             let mut extra = Vec::new();
-            let used = match wire.decode(&mut self.ws, &self.input) {
+            let used = match self.s.decode(&self.input) {
                 Ok(Decoded::Incomplete) => break,
                 Ok(Decoded::Handshake { data, consumed }) => {
-                    self.ws.accept(&data, &mut self.enc, &mut wire.wire());
+                    self.s.accept(&data);
                     consumed
                 }
                 Ok(Decoded::Message { msg, consumed }) => {
                     if self.echo && !msg.is_control() {
-                        self.ws.encode(&mut self.enc, &msg, &mut extra).unwrap();
+                        self.s.encode_into(&msg, &mut extra).unwrap();
                     }
                     self.received.push(msg);
                     consumed
@@ -69,12 +64,10 @@ impl Pipe {
                 Err(e) => panic!("our side refused: {e}"),
             };
             self.input.drain(..used);
-            self.output.extend(wire.take());
+            self.output.extend(self.s.wire.take());
             self.output.extend(extra);
-            if let Some(close) = wire.close.take() {
-                let mut echo = Vec::new();
-                self.ws
-                    .encode_close(&mut self.enc, &Closing::Session(&close), &mut echo);
+            if let Some(close) = self.s.wire.close.take() {
+                let echo = self.s.encode_close(&Closing::Session(&close));
                 self.output.extend(echo);
                 self.close = Some(close);
             }
@@ -176,7 +169,7 @@ fn our_client_against_tungstenite_server() {
     let mut pipe = Pipe::new(client, false);
     pipe.start();
     let mut server = tungstenite::accept(pipe).expect("tungstenite accepted our request");
-    assert!(server.get_ref().ws.is_established());
+    assert!(server.get_ref().s.decoder.is_established());
 
     server.get_mut().send(&Message::from("from lubdub"));
     server.get_mut().send(&Message::Binary(vec![1, 2, 3]));

@@ -4,15 +4,14 @@
 mod common;
 
 use common::*;
-use lubdub_protocol::{Decoded, Protocol, WireBuf};
+use lubdub_protocol::{Decoded, Session};
 use lubdub_ws::{DeflateConfig, Message, Ws, WsConfig};
 use proptest::prelude::*;
 
 /// Feeds `bytes` in `chunks` into a growing buffer, as a connection does:
 /// the buffer holds every unconsumed byte; decode runs until Incomplete.
 /// Checks the contract on every call. Returns the messages until an error.
-fn feed(ws: &mut Ws, bytes: &[u8], cuts: &[usize]) -> (Vec<Message>, bool) {
-    let mut wire = WireBuf::default();
+fn feed(s: &mut Session<Ws>, bytes: &[u8], cuts: &[usize]) -> (Vec<Message>, bool) {
     let mut start = 0;
     let mut messages = Vec::new();
     let mut ends: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
@@ -21,7 +20,7 @@ fn feed(ws: &mut Ws, bytes: &[u8], cuts: &[usize]) -> (Vec<Message>, bool) {
     for end in ends {
         loop {
             let src = &bytes[start..end];
-            let consumed = match wire.decode(ws, src) {
+            let consumed = match s.decode(src) {
                 Err(_) => return (messages, true),
                 Ok(Decoded::Incomplete) => break,
                 Ok(Decoded::Message { msg, consumed }) => {
@@ -30,8 +29,7 @@ fn feed(ws: &mut Ws, bytes: &[u8], cuts: &[usize]) -> (Vec<Message>, bool) {
                 }
                 Ok(Decoded::Consumed(n)) => n,
                 Ok(Decoded::Handshake { data, consumed }) => {
-                    let mut enc = ws.encoder();
-                    ws.accept(&data, &mut enc, &mut wire.wire());
+                    s.accept(&data);
                     consumed
                 }
             };
@@ -41,7 +39,7 @@ fn feed(ws: &mut Ws, bytes: &[u8], cuts: &[usize]) -> (Vec<Message>, bool) {
                 src.len()
             );
             start += consumed;
-            if wire.close.is_some() {
+            if s.wire.close.is_some() {
                 return (messages, false);
             }
         }
@@ -71,12 +69,12 @@ proptest! {
     ) {
         let cfg = if deflate { WsConfig::default().deflate(DeflateConfig::default()) } else { WsConfig::default() };
         let cfg = cfg.max_message_size(1000).max_frame_size(500).max_header_size(300);
-        let mut ws = match role {
+        let mut s = Session::new(match role {
             0 => Ws::server(cfg),
             1 => Ws::server_without_handshake(cfg),
             _ => Ws::client_without_handshake(cfg),
-        };
-        feed(&mut ws, &bytes, &cuts);
+        });
+        feed(&mut s, &bytes, &cuts);
     }
 
     #[test]
@@ -87,8 +85,8 @@ proptest! {
     ) {
         let mut input = request_with(&format!("Sec-WebSocket-Extensions: permessage-deflate; {extra}\r\n"));
         input.extend(bytes);
-        let mut ws = Ws::server(WsConfig::default().deflate(DeflateConfig::default()));
-        feed(&mut ws, &input, &cuts);
+        let mut s = Session::new(Ws::server(WsConfig::default().deflate(DeflateConfig::default())));
+        feed(&mut s, &input, &cuts);
     }
 
     #[test]
@@ -100,13 +98,12 @@ proptest! {
     ) {
         let d = DeflateConfig::default().client_no_context_takeover(no_takeover);
         let cfg = if deflate { WsConfig::default().deflate(d) } else { WsConfig::default() };
-        let client = Ws::client_without_handshake(cfg.clone());
-        let mut enc = client.encoder();
+        let mut client = established(cfg.clone(), true);
         let mut bytes = Vec::new();
         for m in &messages {
-            client.encode(&mut enc, m, &mut bytes).unwrap();
+            client.encode_into(m, &mut bytes).unwrap();
         }
-        let (got, failed) = feed(&mut Ws::server_without_handshake(cfg), &bytes, &cuts);
+        let (got, failed) = feed(&mut established(cfg, false), &bytes, &cuts);
         prop_assert!(!failed);
         prop_assert_eq!(got, messages);
     }
@@ -132,7 +129,7 @@ proptest! {
                 bytes.extend(masked(true, 0xA, b"p"));
             }
         }
-        let (got, failed) = feed(&mut Ws::server_without_handshake(WsConfig::default()), &bytes, &cuts);
+        let (got, failed) = feed(&mut established(WsConfig::default(), false), &bytes, &cuts);
         prop_assert!(!failed);
         let mut expected = vec![Message::Pong(b"p".to_vec()); pieces.len() - 1];
         expected.push(Message::Binary(payload));

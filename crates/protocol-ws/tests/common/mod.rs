@@ -2,7 +2,7 @@
 //! the crate's encoder, and decode loops as a connection would run them.
 #![allow(dead_code)]
 
-use lubdub_protocol::{Closing, Decoded, Protocol, ProtocolError, WireBuf};
+use lubdub_protocol::{Closing, Decoded, ProtocolError, Session, WireBuf};
 use lubdub_ws::{Handshake, Message, Ws, WsConfig};
 
 /// A frame as RFC 6455 §5.2 lays it out, built by hand.
@@ -74,15 +74,26 @@ pub struct Run {
     pub messages: Vec<Message>,
     pub consumed: usize,
     pub error: Option<ProtocolError>,
+    /// What the session wrote on its own during this run, and the close it
+    /// asked for.
     pub wire: WireBuf,
 }
 
 /// Decodes `bytes` as a connection would: until Incomplete, an error, or a
-/// close request (after which a connection stops decoding).
-pub fn run(ws: &mut Ws, bytes: &[u8]) -> Run {
+/// close request (after which a connection stops decoding). What the
+/// session writes on its own during the run goes to [`Run::wire`]; what its
+/// wire held before stays there.
+pub fn run(s: &mut Session<Ws>, bytes: &[u8]) -> Run {
+    let earlier = std::mem::take(&mut s.wire);
+    let mut r = decode_until_stop(s, bytes);
+    r.wire = std::mem::replace(&mut s.wire, earlier);
+    r
+}
+
+fn decode_until_stop(s: &mut Session<Ws>, bytes: &[u8]) -> Run {
     let mut r = Run::default();
     loop {
-        match r.wire.decode(ws, &bytes[r.consumed..]) {
+        match s.decode(&bytes[r.consumed..]) {
             Err(e) => {
                 r.error = Some(e);
                 return r;
@@ -99,10 +110,19 @@ pub fn run(ws: &mut Ws, bytes: &[u8]) -> Run {
             }
             Ok(Decoded::Handshake { .. }) => panic!("unexpected handshake"),
         }
-        if r.wire.close.is_some() {
+        if s.wire.close.is_some() {
             return r;
         }
     }
+}
+
+/// A session of a server (or a client) already past the handshake.
+pub fn established(config: WsConfig, client_role: bool) -> Session<Ws> {
+    Session::new(if client_role {
+        Ws::client_without_handshake(config)
+    } else {
+        Ws::server_without_handshake(config)
+    })
 }
 
 /// An established server decoding `bytes` must fail: the error and the
@@ -112,18 +132,12 @@ pub fn violation_with(
     client_role: bool,
     bytes: &[u8],
 ) -> (ProtocolError, Vec<u8>) {
-    let mut ws = if client_role {
-        Ws::client_without_handshake(config)
-    } else {
-        Ws::server_without_handshake(config)
-    };
-    let mut enc = ws.encoder();
-    let r = run(&mut ws, bytes);
+    let mut s = established(config, client_role);
+    let r = run(&mut s, bytes);
     let Some(err) = r.error else {
         panic!("no error for {bytes:02x?}: {:?}", r.messages);
     };
-    let mut out = Vec::new();
-    ws.encode_close(&mut enc, &Closing::Violation(&err), &mut out);
+    let out = s.encode_close(&Closing::Violation(&err));
     (err, out)
 }
 
@@ -148,45 +162,39 @@ pub fn request_with(extra: &str) -> Vec<u8> {
 }
 
 /// Runs a server's handshake on `request`: the handshake data and what
-/// the server wrote, or the error and what it wrote.
+/// the server wrote (taken from the session's wire), or the error and what
+/// it wrote.
 pub fn server_handshake(
-    ws: &mut Ws,
+    s: &mut Session<Ws>,
     request: &[u8],
 ) -> (Result<(Handshake, usize), ProtocolError>, WireBuf) {
-    let mut wire = WireBuf::default();
-    let r = match wire.decode(ws, request) {
+    let r = match s.decode(request) {
         Ok(Decoded::Handshake { data, consumed }) => Ok((data, consumed)),
         Ok(other) => panic!("not a handshake: {other:?}"),
         Err(e) => Err(e),
     };
-    (r, wire)
+    (r, std::mem::take(&mut s.wire))
 }
 
-/// A client and a server, both through the handshake: (client, client
-/// encoder, server, server encoder, the server's 101 head).
-pub fn connected(
-    client_cfg: WsConfig,
-    server_cfg: WsConfig,
-) -> (Ws, lubdub_ws::WsEncoder, Ws, lubdub_ws::WsEncoder, String) {
-    let mut client = Ws::client(client_cfg, "localhost:8080", "/ws").unwrap();
-    let mut server = Ws::server(server_cfg);
-    let (mut cenc, mut senc) = (client.encoder(), server.encoder());
-    let mut cw = WireBuf::default();
-    let mut sw = WireBuf::default();
-    client.start(&mut cw.wire());
-    server.start(&mut sw.wire());
-    let req = cw.take();
-    let Ok(Decoded::Handshake { data, consumed }) = sw.decode(&mut server, &req) else {
+/// A client and a server session, both through the handshake, with their
+/// wires empty: (client, server, the server's 101 head).
+pub fn connected(client_cfg: WsConfig, server_cfg: WsConfig) -> (Session<Ws>, Session<Ws>, String) {
+    let mut client = Session::new(Ws::client(client_cfg, "localhost:8080", "/ws").unwrap());
+    let mut server = Session::new(Ws::server(server_cfg));
+    client.start();
+    server.start();
+    let req = client.wire.take();
+    let Ok(Decoded::Handshake { data, consumed }) = server.decode(&req) else {
         panic!("server handshake failed")
     };
     assert_eq!(consumed, req.len());
-    server.accept(&data, &mut senc, &mut sw.wire());
-    let res = sw.take();
-    let Ok(Decoded::Handshake { data, consumed }) = cw.decode(&mut client, &res) else {
+    server.accept(&data);
+    let res = server.wire.take();
+    let Ok(Decoded::Handshake { data, consumed }) = client.decode(&res) else {
         panic!("client handshake failed")
     };
     assert_eq!(consumed, res.len());
-    client.accept(&data, &mut cenc, &mut cw.wire());
-    assert!(client.is_established() && server.is_established());
-    (client, cenc, server, senc, String::from_utf8(res).unwrap())
+    client.accept(&data);
+    assert!(client.decoder.is_established() && server.decoder.is_established());
+    (client, server, String::from_utf8(res).unwrap())
 }
