@@ -8,7 +8,7 @@ mod common;
 use clap::Parser;
 use common::log_limited;
 use log::Level;
-use lubdub::{Backpressure, Text, Worker};
+use lubdub::{Backpressure, Limits, Text, Worker};
 
 /// A text echo server: every line comes back.
 #[derive(Parser)]
@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     worker
         .count(count)
         .name("echo")
-        .backpressure(Backpressure::PauseRecv);
+        .limits(Limits::default().backpressure(Backpressure::PauseRecv));
     worker.on_connect(|conn| {
         log_limited!(
             Level::Info,

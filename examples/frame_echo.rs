@@ -8,7 +8,7 @@ mod common;
 use clap::Parser;
 use common::log_limited;
 use log::Level;
-use lubdub::{Backpressure, Frame, Worker};
+use lubdub::{Backpressure, Frame, Limits, Worker};
 
 /// A Workerman Frame echo server: every payload comes back in a frame.
 #[derive(Parser)]
@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     worker
         .count(count)
         .name("frame-echo")
-        .backpressure(Backpressure::PauseRecv);
+        .limits(Limits::default().backpressure(Backpressure::PauseRecv));
     worker.on_message(|conn, payload| {
         let _ = conn.send(&payload);
     });

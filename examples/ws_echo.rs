@@ -9,7 +9,7 @@ use clap::Parser;
 use common::log_limited;
 use log::Level;
 use lubdub::ws::{Message, Ws, WsConfig};
-use lubdub::{Backpressure, Worker};
+use lubdub::{Backpressure, Limits, Worker};
 
 /// A WebSocket echo server: every text and binary message comes back.
 #[derive(Parser)]
@@ -32,17 +32,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("LUBDUB_WS_DEFLATE").is_some() {
         config = config.deflate(Default::default());
     }
+    let mut limits = Limits::default().backpressure(Backpressure::PauseRecv);
     if let Some(max) = std::env::var("LUBDUB_WS_MAX_MESSAGE")
         .ok()
         .and_then(|v| v.parse().ok())
     {
+        // The worker's message limit counts what the session reassembles
+        // too: raise both.
         config = config.max_message_size(max).max_frame_size(max);
+        limits = limits.max_package_size(max);
     }
     let mut worker = Worker::with_protocol(listen.as_str(), Ws::server(config))?;
-    worker
-        .count(count)
-        .name("ws-echo")
-        .backpressure(Backpressure::PauseRecv);
+    worker.count(count).name("ws-echo").limits(limits);
     worker.on_message(|conn, msg| {
         if let Message::Text(_) | Message::Binary(_) = msg {
             let _ = conn.send(&msg);

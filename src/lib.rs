@@ -19,7 +19,8 @@
 //!
 //! This crate re-exports the member crates:
 //! * [`lubdub_worker`]: `Worker`, `Connection`, `Client`, `Timer`;
-//! * [`protocol`] (`lubdub-protocol`): the sans-IO `Protocol` trait;
+//! * [`protocol`] (`lubdub-protocol`): the sans-IO `Protocol` trait, its
+//!   per-connection `Decoder` and `Encoder` sessions, and `Codec`;
 //! * [`lubdub_text`]: Workerman's Text protocol ([`Text`], [`TextBytes`]);
 //! * [`lubdub_frame`]: binary length-prefixed protocols ([`Frame`],
 //!   [`LengthField`], the C# seed's [`PacketCodec`] and [`Packet`]);
@@ -27,10 +28,11 @@
 
 pub use lubdub_worker::{
     default_memory_budget, plugin, protocol, Backoff, Backpressure, Client, CloseReason, Closing,
-    ConnStats, Connection, Decoded, Error, EventLoop, Flow, IntoListenAddr, Limits, ListenAddr,
-    LoopHandle, Plugin, Protocol, ProtocolError, Raw, ReconnectPolicy, Reject, SendStatus,
-    SessionClose, Start, Timer, TimerId, TlsClientConfig, TlsConfig, TlsFiles, Wire, Worker,
-    WorkerConfig, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+    Codec, ConfigError, ConnError, ConnStats, Connection, Decoded, Decoder, Encoder, Error,
+    EventLoop, Flow, IntoListenAddr, Limits, ListenAddr, LoopHandle, Misuse, Plugin, Protocol,
+    ProtocolError, Raw, ReconnectPolicy, Reject, SendStatus, SessionClose, Start, Timer, TimerId,
+    TlsClientConfig, TlsConfig, TlsFiles, Wire, Worker, WorkerConfig, WorkerHandle,
+    DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
 };
 
 pub use lubdub_text::{Text, TextBytes, TextConfig};

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use lubdub::{Backpressure, Text, Worker};
+use lubdub::{Backpressure, Limits, Text, Worker};
 
 /// Generous: the second echo comes back in milliseconds when it works.
 const WAIT: Duration = Duration::from_secs(20);
@@ -17,7 +17,11 @@ const WAIT: Duration = Duration::from_secs(20);
 /// `second` and returns what came back for it.
 fn second_echo_after_a_line_of(n: usize, send_buffer: usize, mode: Backpressure) -> String {
     let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
-    w.send_buffer_size(send_buffer).backpressure(mode);
+    w.limits(
+        Limits::default()
+            .send_buffer_size(send_buffer)
+            .backpressure(mode),
+    );
     w.on_message(|c, m| {
         let _ = c.send(&m);
     });

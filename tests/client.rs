@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{recv, wait_until};
 use lubdub::{
-    Backoff, Client, CloseReason, Connection, Error, EventLoop, LoopHandle, ReconnectPolicy, Text,
-    Timer, Worker, WorkerHandle,
+    Backoff, Client, CloseReason, ConfigError, ConnError, Connection, Error, EventLoop, LoopHandle,
+    Misuse, ReconnectPolicy, Text, Timer, Worker, WorkerHandle,
 };
 
 fn echo_server(addr: &str) -> WorkerHandle<Text> {
@@ -103,12 +103,12 @@ fn refused_connects_back_off_with_growing_jittered_delays_then_give_up() {
         client.auto_reconnect(policy);
         client.on_error(move |_, e| {
             let ev = match e {
-                Error::ConnectFailed { addr: a, source } => {
+                ConnError::ConnectFailed { addr: a, source } => {
                     assert_eq!(a, &addr, "the error names the address");
                     assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
                     "failed".to_string()
                 }
-                Error::ReconnectGaveUp { attempts } => format!("gave up {attempts}"),
+                ConnError::ReconnectGaveUp { attempts } => format!("gave up {attempts}"),
                 other => format!("other {other}"),
             };
             tx.send((Instant::now(), ev)).unwrap();
@@ -403,7 +403,7 @@ fn connect_timeout_is_reported_as_a_connect_failure() {
         let mut client = Client::<Text>::new(addr).unwrap();
         client.connect_timeout(Duration::from_millis(300));
         client.on_error(move |_, e| {
-            if let Error::ConnectFailed { source, .. } = e {
+            if let ConnError::ConnectFailed { source, .. } = e {
                 tx.send(source.kind()).unwrap();
             }
         });
@@ -425,9 +425,12 @@ fn connect_timeout_is_reported_as_a_connect_failure() {
 #[test]
 fn client_off_a_loop_is_an_error() {
     let client = Client::<Text>::new("text://127.0.0.1:9").unwrap();
-    assert!(matches!(client.connect(), Err(Error::NoEventLoop)));
+    assert!(matches!(
+        client.connect(),
+        Err(Error::Misuse(Misuse::NoEventLoop))
+    ));
     assert!(matches!(
         Client::<Text>::new("frame://127.0.0.1:9"),
-        Err(Error::SchemeMismatch { .. })
+        Err(Error::Config(ConfigError::SchemeMismatch { .. }))
     ));
 }

@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use std::sync::mpsc;
 
 use common::{recv, WAIT};
-use lubdub::{CloseReason, Error, Frame, Packet, PacketCodec, ProtocolError, Worker, WorkerHandle};
+use lubdub::{
+    CloseReason, ConnError, Frame, Packet, PacketCodec, ProtocolError, Worker, WorkerHandle,
+};
 
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut v = ((payload.len() + 4) as u32).to_be_bytes().to_vec();
@@ -166,7 +168,7 @@ fn oversized_frame_is_refused_before_allocation() {
     let (tx, rx) = mpsc::channel();
     let mut w = Worker::with_protocol("frame://127.0.0.1:0", Frame::with_max_length(1024)).unwrap();
     w.on_error(move |_, e| {
-        let is_too_large = matches!(e, Error::Protocol(ProtocolError::TooLarge { .. }));
+        let is_too_large = matches!(e, ConnError::Protocol(ProtocolError::TooLarge { .. }));
         tx.send(is_too_large).unwrap()
     });
     w.on_close(|_, r| assert_eq!(*r, CloseReason::Protocol));

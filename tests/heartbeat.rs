@@ -33,7 +33,9 @@ use lubdub::heartbeat::{
     unix_ms, AckSample, Heartbeat, HeartbeatHandle, PacketHeartbeat, RoundTrip, TextHeartbeat,
 };
 use lubdub::Text;
-use lubdub::{Client, CloseReason, Connection, EventLoop, Plugin, Protocol, Worker, WorkerHandle};
+use lubdub::{
+    Client, CloseReason, Connection, EventLoop, Limits, Plugin, Protocol, Worker, WorkerHandle,
+};
 use lubdub::{Packet, PacketCodec};
 
 /// The longest stall of one thread (or of the whole process) the tests
@@ -236,9 +238,12 @@ fn peer_that_stops_reading_but_still_talks_is_alive_a_mute_one_is_not() {
         .check_interval(check)
         .timeout(timeout);
     let mut w = text_worker();
-    w.send_buffer_size(64 * 1024)
-        .close_timeout(close_timeout)
-        .on_error(|_, _| {});
+    w.limits(
+        Limits::default()
+            .send_buffer_size(64 * 1024)
+            .close_timeout(close_timeout),
+    )
+    .on_error(|_, _| {});
     let (tx, flood_rx) = mpsc::channel::<u64>();
     w.plugin(FloodOn {
         chunk: "x".repeat(16 * 1024),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{recv, wait_until, LineClient, WAIT};
-use lubdub::{CloseReason, Error, Raw, SendStatus, Text, Timer, Worker, WorkerHandle};
+use lubdub::{CloseReason, ConnError, Limits, Raw, SendStatus, Text, Timer, Worker, WorkerHandle};
 
 fn echo() -> Worker<Text> {
     let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
@@ -90,7 +90,7 @@ fn slow_sender_one_byte_at_a_time() {
 fn silent_connections_hit_the_first_message_timeout() {
     let (tx, rx) = mpsc::channel();
     let mut w = echo();
-    w.first_message_timeout(Duration::from_millis(200));
+    w.limits(Limits::default().first_message_timeout(Some(Duration::from_millis(200))));
     w.on_close(move |_, r| tx.send(r.clone()).unwrap());
     let h = w.start().unwrap();
     let mut talker = LineClient::connect(h.local_addr());
@@ -112,7 +112,7 @@ fn silent_connections_hit_the_first_message_timeout() {
 #[test]
 fn max_connections_refuses_the_excess_and_recovers() {
     let mut w = echo();
-    w.max_connections(3);
+    w.limits(Limits::default().max_connections(Some(3)));
     let h = w.start().unwrap();
     let mut ok: Vec<LineClient> = (0..3)
         .map(|i| {
@@ -141,7 +141,7 @@ fn per_connection_max_package_size() {
     w.on_error(move |_, e| {
         tx.send(matches!(
             e,
-            Error::Protocol(lubdub::ProtocolError::TooLarge { len: 22, max: 16 })
+            ConnError::Protocol(lubdub::ProtocolError::TooLarge { len: 22, max: 16 })
         ))
         .unwrap()
     });
@@ -161,12 +161,12 @@ fn a_reader_that_never_reads_while_we_push_100_mb() {
     const TOTAL: usize = 100 * 1024 * 1024;
     let (tx, rx) = mpsc::channel::<String>();
     let mut w = Worker::<Raw>::new("tcp://127.0.0.1:0").unwrap();
-    w.close_timeout(Duration::from_millis(300));
+    w.limits(Limits::default().close_timeout(Duration::from_millis(300)));
     let t = tx.clone();
     w.on_buffer_full(move |_| t.send("full".into()).unwrap());
     let t = tx.clone();
     w.on_error(move |_, e| {
-        if matches!(e, Error::FlushTimeout) {
+        if matches!(e, ConnError::FlushTimeout) {
             t.send("flush timeout".into()).unwrap();
         }
     });
@@ -309,7 +309,7 @@ fn panics_in_every_callback_kind_leave_the_worker_serving() {
     }
     let errors = Arc::new(AtomicUsize::new(0));
     let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
-    w.send_buffer_size(8).plugin(Bomb);
+    w.limits(Limits::default().send_buffer_size(8)).plugin(Bomb);
     w.on_worker_start(|_| {
         Timer::once(Duration::from_millis(1), || panic!("timer")).unwrap();
         panic!("worker start");
@@ -511,8 +511,11 @@ fn a_presumed_dead_peer_is_closed_without_waiting_for_a_flush() {
     // at once, not after the 30 s close timeout it would spend flushing.
     let (tx, rx) = mpsc::channel();
     let mut w = Worker::<Raw>::new("tcp://127.0.0.1:0").unwrap();
-    w.first_message_timeout(Duration::from_millis(300))
-        .close_timeout(Duration::from_secs(30));
+    w.limits(
+        Limits::default()
+            .first_message_timeout(Some(Duration::from_millis(300)))
+            .close_timeout(Duration::from_secs(30)),
+    );
     w.on_connect(|c| {
         let chunk = vec![1u8; 64 * 1024];
         while c.send(&chunk).is_queued() {}

@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{recv, wait_until, LineClient, WAIT};
-use lubdub::{Backpressure, CloseReason, Error, Text, Worker};
+use lubdub::{Backpressure, CloseReason, ConnError, Limits, Text, Worker};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -128,7 +128,11 @@ fn a_peer_that_never_reads_stops_being_read_from() {
     let _serial = serial();
     for mode in [Backpressure::PauseRecv, Backpressure::Drop] {
         let mut w = echo_worker();
-        w.backpressure(mode).send_buffer_size(64 * 1024);
+        w.limits(
+            Limits::default()
+                .backpressure(mode)
+                .send_buffer_size(64 * 1024),
+        );
         let h = w.start().unwrap();
         // Requests of 1 KiB, written without ever reading a reply.
         let mut s = TcpStream::connect(h.local_addr()).unwrap();
@@ -181,12 +185,15 @@ fn a_million_dropped_sends_make_a_bounded_number_of_reports_and_log_lines() {
     let dropped = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel();
     let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
-    w.backpressure(Backpressure::Drop)
-        .send_buffer_size(64 * 1024);
+    w.limits(
+        Limits::default()
+            .backpressure(Backpressure::Drop)
+            .send_buffer_size(64 * 1024),
+    );
     {
         let (reports, dropped) = (reports.clone(), dropped.clone());
         w.on_error(move |_, e| {
-            if let Error::SendBufferFull { dropped: n, .. } = e {
+            if let ConnError::SendBufferFull { dropped: n, .. } = e {
                 reports.fetch_add(1, Ordering::Relaxed);
                 dropped.fetch_add(*n, Ordering::Relaxed);
             }
@@ -230,7 +237,7 @@ fn over_the_memory_budget_the_largest_holders_close_and_small_ones_are_served() 
     let _serial = serial();
     let (tx, rx) = mpsc::channel();
     let mut w = echo_worker();
-    w.memory_budget(4 << 20);
+    w.limits(Limits::default().memory_budget(4 << 20));
     w.on_close(move |_, r| {
         let _ = tx.send(r.clone());
     });

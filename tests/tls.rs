@@ -573,7 +573,7 @@ fn reload_tls_gives_new_handshakes_the_new_certificate_and_keeps_open_connection
         .unwrap();
     assert!(matches!(
         plain.reload_tls(new_leaf.server_config()),
-        Err(lubdub::Error::InvalidState(_))
+        Err(lubdub::Misuse::InvalidState(_))
     ));
     plain.stop_and_wait();
 }

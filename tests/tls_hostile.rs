@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lubdub::{CloseReason, Error, Raw, SendStatus, Timer, Worker};
+use lubdub::{CloseReason, ConnError, Limits, Raw, SendStatus, Timer, Worker};
 use tls_support::{
     client_hello, client_session, handshake, pki, queued_tls, recv, rss_kib, run_child_test,
     set_linger_zero, unacked_bytes, wait_until, Ev, TlsEcho, TlsLineClient, WAIT,
@@ -187,7 +187,7 @@ fn a_stalled_handshake_is_closed_by_the_handshake_timeout() {
     // A stall of one thread (1 s) plus scheduling noise (1 s).
     const SLACK: Duration = Duration::from_secs(2);
     let (ca, server, mut healthy, healthy_id) = server_and_healthy_client(|w| {
-        w.handshake_timeout(TIMEOUT);
+        w.limits(Limits::default().handshake_timeout(TIMEOUT));
     });
     let hello = client_hello(&ca.rustls_config());
     let cases: [(&str, &[u8]); 3] = [
@@ -463,14 +463,14 @@ fn push_100_mb_to_a_tls_peer_that_never_reads_child() {
     let (tx, rx) = mpsc::channel::<String>();
     let mut w = Worker::<Raw>::new("tcp://127.0.0.1:0").unwrap();
     w.tls(leaf.server_config())
-        .close_timeout(Duration::from_millis(300));
+        .limits(Limits::default().close_timeout(Duration::from_millis(300)));
     let t = tx.clone();
     w.on_buffer_full(move |_| {
         let _ = t.send("full".into());
     });
     let t = tx.clone();
     w.on_error(move |_, e| {
-        if matches!(e, Error::FlushTimeout) {
+        if matches!(e, ConnError::FlushTimeout) {
             let _ = t.send("flush timeout".into());
         }
     });

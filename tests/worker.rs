@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{recv, wait_until, LineClient, WAIT};
 use lubdub::{
-    Backpressure, CloseReason, Error, ListenAddr, Raw, SendStatus, Text, Timer, Worker,
-    WorkerConfig,
+    Backpressure, CloseReason, ConfigError, ConnError, Error, Limits, ListenAddr, Misuse, Raw,
+    SendStatus, Text, Timer, Worker, WorkerConfig,
 };
 
 fn echo_worker() -> Worker<Text> {
@@ -185,7 +185,10 @@ fn over_long_line_closes_only_that_connection_with_an_error() {
         let tx2 = tx.clone();
         w.on_error(move |c, e| {
             let tx = &tx2;
-            let too_large = matches!(e, Error::Protocol(lubdub::ProtocolError::TooLarge { .. }));
+            let too_large = matches!(
+                e,
+                ConnError::Protocol(lubdub::ProtocolError::TooLarge { .. })
+            );
             tx.send((c.id(), format!("error {too_large}"))).unwrap();
         });
         w.on_close(move |c, r| tx.send((c.id(), format!("close {r:?}"))).unwrap());
@@ -213,7 +216,7 @@ fn invalid_utf8_is_a_protocol_error_and_closes() {
     w.on_error(move |_, e| {
         tx.send(matches!(
             e,
-            Error::Protocol(lubdub::ProtocolError::InvalidData {
+            ConnError::Protocol(lubdub::ProtocolError::InvalidData {
                 expected: "UTF-8",
                 ..
             })
@@ -238,7 +241,11 @@ fn send_buffer_limit_full_then_drain_with_a_client_that_stops_reading() {
     let mut w = Worker::<Raw>::new("tcp://127.0.0.1:0").unwrap();
     // Workerman's drop-and-report; `PauseRecv` (the default) is tested in
     // tests/overload.rs.
-    w.send_buffer_size(LIMIT).backpressure(Backpressure::Drop);
+    w.limits(
+        Limits::default()
+            .send_buffer_size(LIMIT)
+            .backpressure(Backpressure::Drop),
+    );
     {
         let tx1 = tx.clone();
         w.on_buffer_full(move |c| {
@@ -250,7 +257,7 @@ fn send_buffer_limit_full_then_drain_with_a_client_that_stops_reading() {
         w.on_buffer_drain(move |c| tx2.send(format!("drain {}", c.send_buffer_len())).unwrap());
         let dropped = dropped.clone();
         w.on_error(move |_, e| {
-            if let Error::SendBufferFull { dropped: n, limit } = e {
+            if let ConnError::SendBufferFull { dropped: n, limit } = e {
                 assert_eq!(*limit, LIMIT);
                 dropped.fetch_add(*n as usize, Ordering::SeqCst);
             }
@@ -290,16 +297,20 @@ fn send_buffer_limit_full_then_drain_with_a_client_that_stops_reading() {
     s.set_read_timeout(Some(WAIT)).unwrap();
     s.write_all(b"go").unwrap();
     // kernel buffers absorb megabytes first, so full/drain may alternate
-    // before the client-side window closes for good
+    // before the client-side window closes for good. `on_buffer_full` runs
+    // on the connection's loop after the send that filled the buffer
+    // returned (here after the timer's turn), never inside `send`.
     let mut fulls = 0;
-    let queued_msg = loop {
+    let mut queued_msg = None;
+    while fulls == 0 || queued_msg.is_none() {
         let ev = recv(&rx);
         match ev.as_str() {
             "full true" => fulls += 1,
             e if e.starts_with("drain") => {}
-            _ => break ev,
+            _ => queued_msg = Some(ev),
         }
-    };
+    }
+    let queued_msg = queued_msg.unwrap();
     assert!(fulls >= 1, "on_buffer_full fired");
     let queued: usize = queued_msg
         .strip_prefix("queued ")
@@ -338,7 +349,7 @@ fn panic_in_a_callback_closes_that_connection_only() {
         let tx2 = tx.clone();
         w.on_error(move |_, e| {
             let tx = &tx2;
-            if let Error::CallbackPanic { callback, message } = e {
+            if let ConnError::CallbackPanic { callback, message } = e {
                 tx.send(format!("{callback}: {message}")).unwrap();
             }
         });
@@ -392,7 +403,11 @@ fn graceful_stop_delivers_queued_data() {
     const SIZE: usize = 4 * 1024 * 1024;
     let (tx, rx) = mpsc::channel();
     let mut w = Worker::<Raw>::new("tcp://127.0.0.1:0").unwrap();
-    w.send_buffer_size(SIZE * 2).stop_timeout(WAIT);
+    w.limits(
+        Limits::default()
+            .send_buffer_size(SIZE * 2)
+            .stop_timeout(WAIT),
+    );
     w.on_message(move |c, _| {
         // queue far more than the socket buffers hold, then report
         let payload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
@@ -547,10 +562,13 @@ fn ipv6_port_zero_count_and_config() {
     h.stop_and_wait();
 
     let cfg: WorkerConfig = serde_json::from_str(
-        r#"{"listen": "text://127.0.0.1:0", "count": 1, "name": "cfg", "send_buffer_size": 1000}"#,
+        r#"{"listen": "text://127.0.0.1:0", "count": 1, "name": "cfg",
+            "limits": {"send_buffer_size": 1000, "close_timeout_ms": 250}}"#,
     )
     .unwrap();
     let mut w = Worker::from_config(&cfg, Text::new()).unwrap();
+    assert_eq!(w.limits_ref().send_buffer_size, 1000);
+    assert_eq!(w.limits_ref().close_timeout, Duration::from_millis(250));
     w.on_message(|c, m| {
         let _ = c.send(&m);
     });
@@ -561,10 +579,10 @@ fn ipv6_port_zero_count_and_config() {
 
     assert!(matches!(
         Worker::<Text>::new("frame://127.0.0.1:0"),
-        Err(Error::SchemeMismatch {
+        Err(Error::Config(ConfigError::SchemeMismatch {
             expected: "text",
             ..
-        })
+        }))
     ));
     let typed: ListenAddr = "127.0.0.1:0"
         .parse::<std::net::SocketAddr>()
@@ -619,11 +637,11 @@ fn context_stats_and_last_activity() {
 fn timer_outside_a_loop_is_an_error() {
     assert!(matches!(
         Timer::add(Duration::from_secs(1), || {}),
-        Err(Error::NoEventLoop)
+        Err(Misuse::NoEventLoop)
     ));
     assert!(matches!(
         Timer::once(Duration::ZERO, || {}),
-        Err(Error::NoEventLoop)
+        Err(Misuse::NoEventLoop)
     ));
     assert!(!Timer::del(
         lubdub_worker::timer_queue::TimerQueue::<()>::new().add(
@@ -936,7 +954,7 @@ fn run_until_signal_child() {
         return;
     }
     let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
-    w.send_buffer_size(32 * 1024 * 1024);
+    w.limits(Limits::default().send_buffer_size(32 * 1024 * 1024));
     w.on_worker_start(|h| println!("PORT {}", h.local_addr().port()));
     w.on_worker_stop(|_| println!("STOPPED"));
     w.on_message(|c, m| {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{recv, WAIT};
 use lubdub::ws::{DeflateConfig, Message, WsConfig};
-use lubdub::{Error, ProtocolError};
+use lubdub::{ConnError, Limits, ProtocolError};
 use ws_raw::deflate::bomb;
 use ws_raw::*;
 
@@ -179,7 +179,7 @@ fn frames_right_behind_the_upgrade_request_are_decoded_after_it() {
 fn a_stalled_upgrade_is_closed_by_the_handshake_timeout() {
     const TIMEOUT: Duration = Duration::from_millis(300);
     let mut w = echo_worker(WsConfig::default());
-    w.handshake_timeout(TIMEOUT);
+    w.limits(Limits::default().handshake_timeout(TIMEOUT));
     let h = w.start().unwrap();
     let addr = h.local_addr();
     let mut healthy = RawClient::connect(addr);
@@ -263,7 +263,7 @@ fn endless_fragments_end_with_1009_at_max_message_size() {
     let (tx, rx) = mpsc::channel();
     let mut w = echo_worker(WsConfig::default().max_message_size(MAX));
     w.on_error(move |_, e| {
-        if let Error::Protocol(ProtocolError::TooLarge { len, max }) = e {
+        if let ConnError::Protocol(ProtocolError::TooLarge { len, max }) = e {
             let _ = tx.send((*len, *max));
         }
     });
@@ -360,7 +360,7 @@ fn a_deflate_bomb_is_1009_and_never_inflated() {
             .deflate(DeflateConfig::default()),
     );
     w.on_error(move |_, e| {
-        if let Error::Protocol(ProtocolError::TooLarge { len, max }) = e {
+        if let ConnError::Protocol(ProtocolError::TooLarge { len, max }) = e {
             let _ = tx.send((*len, *max));
         }
     });
@@ -488,9 +488,12 @@ fn a_stopping_worker_closes_handshaking_open_and_lingering_connections_at_once()
     const LONG: Duration = Duration::from_secs(60);
     let (closes_tx, closes) = mpsc::channel();
     let mut w = echo_worker(WsConfig::default());
-    w.stop_timeout(LONG)
-        .close_timeout(LONG)
-        .handshake_timeout(LONG);
+    w.limits(
+        Limits::default()
+            .stop_timeout(LONG)
+            .close_timeout(LONG)
+            .handshake_timeout(LONG),
+    );
     w.on_message(|c, m| {
         if m == Message::Text("bye".into()) {
             c.close();

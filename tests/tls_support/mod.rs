@@ -682,7 +682,7 @@ impl TlsEcho {
         }
         w.on_error(move |c, e| {
             let kind = match e {
-                lubdub::Error::Io(io) => Some(io.kind()),
+                lubdub::ConnError::Io(io) => Some(io.kind()),
                 _ => None,
             };
             send(Ev::Error(c.id(), e.to_string(), kind))
@@ -795,7 +795,7 @@ pub fn tls_text_client(
         }
         client.on_error(move |c, e| {
             let kind = match e {
-                lubdub::Error::Io(io) => Some(io.kind()),
+                lubdub::ConnError::Io(io) => Some(io.kind()),
                 _ => None,
             };
             send(Ev::Error(c.id(), e.to_string(), kind))

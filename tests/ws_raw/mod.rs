@@ -14,7 +14,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use lubdub::ws::{Message, Ws, WsConfig};
-use lubdub::{Backpressure, Worker, WorkerHandle};
+use lubdub::{Backpressure, Limits, Worker, WorkerHandle, DEFAULT_MAX_PACKAGE_SIZE};
 
 use crate::common::WAIT;
 use deflate::{Agreed, Compressor, Inflater};
@@ -38,8 +38,15 @@ const MAX_INFLATED: usize = 64 << 20;
 /// and binary messages come back as they came, pings are answered by the
 /// protocol, backpressure pauses reading.
 pub fn echo_worker(config: WsConfig) -> Worker<Ws> {
+    // The worker's message limit counts what the WebSocket session
+    // reassembles: it follows a raised `max_message_size`.
+    let max = config.max_message_size.max(DEFAULT_MAX_PACKAGE_SIZE);
     let mut w = Worker::with_protocol("ws://127.0.0.1:0", Ws::server(config)).unwrap();
-    w.name("ws-echo").backpressure(Backpressure::PauseRecv);
+    w.name("ws-echo").limits(
+        Limits::default()
+            .backpressure(Backpressure::PauseRecv)
+            .max_package_size(max),
+    );
     w.on_message(|c, m| {
         if let Message::Text(_) | Message::Binary(_) = m {
             let _ = c.send(&m);

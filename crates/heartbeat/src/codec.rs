@@ -569,7 +569,7 @@ impl HeartbeatCodec<PacketCodec> for PacketHeartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lubdub_frame::{Decoded, Frame, WireBuf};
+    use lubdub_frame::{Codec, Decoded, Frame};
 
     fn text(codec: &TextHeartbeat, line: &str) -> Option<Beat<'static>> {
         let s: &'static str = Box::leak(line.to_string().into_boxed_str());
@@ -715,11 +715,10 @@ mod tests {
         let c = FrameHeartbeat::new();
         let mut wire = Vec::new();
         HeartbeatCodec::<Frame>::encode(&c, &Beat::Ping(Ping::default()), &mut |p: &[u8]| {
-            Frame::new().encode(&mut (), p, &mut wire).unwrap()
+            Codec::encode(&Frame::new(), p, &mut wire).unwrap()
         });
         assert_eq!(wire, b"\x00\x00\x00\x08ping");
-        let Decoded::Message { msg, .. } =
-            WireBuf::default().decode(&mut Frame::new(), &wire).unwrap()
+        let Decoded::Message { msg, .. } = Codec::decode(&Frame::new(), &mut (), &wire).unwrap()
         else {
             panic!()
         };
@@ -770,7 +769,7 @@ mod tests {
     fn packet_wire(c: &PacketHeartbeat, beat: &Beat<'_>) -> Vec<u8> {
         let mut wire = Vec::new();
         HeartbeatCodec::<PacketCodec>::encode(c, beat, &mut |p: &Packet| {
-            PacketCodec::new().encode(&mut (), p, &mut wire).unwrap()
+            Codec::encode(&PacketCodec::new(), p, &mut wire).unwrap()
         });
         wire
     }

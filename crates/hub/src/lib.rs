@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use lubdub_worker::plugin::Plugin;
-use lubdub_worker::{CloseReason, Connection, Protocol, SendStatus, WorkerHandle};
+use lubdub_worker::{CloseReason, Connection, Encoder, Protocol, SendStatus, WorkerHandle};
 
 pub use id::GlobalConnId;
 pub use query::Query;
@@ -341,7 +341,7 @@ impl<P: Protocol> Hub<P> {
     fn encode(&self, msg: &P::Outgoing) -> Option<Vec<u8>> {
         let mut bytes = Vec::new();
         let mut encoder = self.inner.protocol.encoder();
-        match self.inner.protocol.encode(&mut encoder, msg, &mut bytes) {
+        match encoder.encode(&self.inner.protocol, msg, &mut bytes) {
             Ok(()) => Some(bytes),
             Err(e) => {
                 log::warn!("hub: a message could not be encoded: {e}");

@@ -37,7 +37,9 @@ use std::time::Duration;
 
 use event_listener::Event;
 use lubdub_resp::{Cmd, PubSub, Resp, Value};
-use lubdub_worker::{Backoff, Client, Connection, Error, SendStatus, Timer};
+use lubdub_worker::{
+    Backoff, Client, ConfigError, ConnError, Connection, Error, SendStatus, Timer,
+};
 
 use crate::registry::Change;
 use crate::{wire, Backplane, BoxFuture, Delivery, GlobalConnId, Query, Target};
@@ -170,9 +172,9 @@ impl RedisBackplane {
     /// plugin starts on the worker.
     pub fn new(cfg: RedisConfig) -> Result<Self, Error> {
         if cfg.node.is_empty() || cfg.node.contains(':') {
-            return Err(Error::Config(
-                "a hub node name is non-empty and has no ':'".into(),
-            ));
+            return Err(
+                ConfigError::Invalid("a hub node name is non-empty and has no ':'".into()).into(),
+            );
         }
         // Fail early on a bad address.
         Client::with_protocol(cfg.url.as_str(), Resp::new())?;
@@ -446,9 +448,9 @@ impl Shared {
     /// An error on a connection to Redis: a failed connect is expected
     /// while Redis is down (the outage is logged once); anything else, a
     /// reply that is not RESP, say, is logged at warn, once per outage.
-    fn connection_error(&self, e: &Error) {
+    fn connection_error(&self, e: &ConnError) {
         match e {
-            Error::ConnectFailed { .. } => log::debug!("hub {}: redis: {e}", self.node()),
+            ConnError::ConnectFailed { .. } => log::debug!("hub {}: redis: {e}", self.node()),
             _ => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     log::warn!("hub {}: redis at {}: {e}", self.node(), self.cfg.url);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use lubdub_hub::{GlobalConnId, Hub};
 use lubdub_text::Text;
-use lubdub_worker::{Worker, WorkerHandle};
+use lubdub_worker::{Limits, Worker, WorkerHandle};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -215,4 +215,93 @@ fn a_member_that_never_reads_does_not_block_the_group() {
     assert!(hub.stats().delivered >= 5_000);
     drop(mute);
     h.stop_and_wait();
+}
+
+/// The deadlock of issue 19: a room broadcast holds the room's lock while
+/// it queues on every member; a member that stopped reading fills its send
+/// buffer during that broadcast, and its `on_buffer_full` takes the same
+/// lock (it leaves the room, and tells the room). When `send` ran
+/// `on_buffer_full` inside itself (on the connection's own loop), the loop
+/// locked itself and never served anyone again. Now the callback runs after
+/// the broadcast, before the member's next message.
+#[test]
+fn on_buffer_full_may_leave_and_broadcast_to_the_room_being_broadcast_to() {
+    let hub = Hub::<Text>::local();
+    let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
+    // One loop: the broadcaster and the non-reader share it, so the
+    // non-reader's buffer fills inside the broadcaster's `on_message`.
+    w.count(1)
+        .limits(Limits::default().send_buffer_size(512 * 1024))
+        .plugin(hub.plugin());
+    let (full_tx, full_rx) = mpsc::channel::<u64>();
+    {
+        let h = hub.clone();
+        w.on_buffer_full(move |c| {
+            // Both take the room's lock that a broadcast holds.
+            h.leave(c, "room");
+            h.send_to_group("room", &format!("{} left: too slow", c.id()), &[]);
+            let _ = full_tx.send(c.id());
+        });
+    }
+    let h = hub.clone();
+    w.on_message(move |c, line| match line.split_once(' ') {
+        Some(("say", text)) => {
+            h.send_to_group("room", text, &[]);
+        }
+        _ => {
+            h.join(c, "room");
+            let _ = c.send("ok");
+        }
+    });
+    let handle = w.start().unwrap();
+    let a = handle.local_addr();
+    let mut healthy = Peer::new(a);
+    healthy.cmd("join");
+    let mut mute = Peer::new(a);
+    mute.cmd("join");
+    socket2::SockRef::from(&mute.w)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut says = 0;
+        loop {
+            let line = healthy.line();
+            if line.ends_with("left: too slow") {
+                return (healthy, says, line);
+            }
+            says += 1;
+        }
+    });
+    // Broadcasts, 80 KiB at a time (the healthy member's queue drains
+    // between batches and stays far under its limit), until the mute
+    // member's buffer fills (its socket buffers first: a few MB). A locked
+    // loop stops reading the broadcaster: its writes then time out and the
+    // test fails instead of hanging.
+    let mut broadcaster = Peer::new(a);
+    broadcaster.w.set_write_timeout(Some(WAIT)).unwrap();
+    let text = "x".repeat(8 * 1024);
+    let mut sent = 0;
+    let left = loop {
+        for _ in 0..10 {
+            broadcaster.send(&format!("say {text}"));
+        }
+        sent += 10;
+        if let Ok(id) = full_rx.recv_timeout(Duration::from_millis(20)) {
+            break id;
+        }
+        assert!(sent < 10_000, "the mute member's buffer never filled");
+    };
+    let (mut healthy, says, notice) = reader.join().unwrap();
+    assert_eq!(notice, format!("{left} left: too slow"));
+    assert!(says > 0 && says <= sent);
+    // The loop goes on serving the room, without the mute member.
+    broadcaster.send("say still here");
+    loop {
+        if healthy.line() == "still here" {
+            break;
+        }
+    }
+    assert!(full_rx.try_recv().is_err(), "one episode, one callback");
+    drop(mute);
+    handle.stop_and_wait();
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use lubdub_resp::{Cmd, PubSub, Resp, RespError, SubscriptionKind, Value};
 use lubdub_worker::{
-    Backoff, Client, CloseReason, Connection, Error, EventLoop, LoopHandle, ProtocolError,
+    Backoff, Client, CloseReason, ConnError, Connection, EventLoop, LoopHandle, ProtocolError,
 };
 
 /// Generous bound for any event a test awaits (loaded 2-core CI machine).
@@ -388,7 +388,7 @@ fn authentication_and_database_selection() {
         });
         client.on_error(move |_, e| {
             let setup = match e {
-                Error::Protocol(ProtocolError::Other(inner)) => {
+                ConnError::Protocol(ProtocolError::Other(inner)) => {
                     inner.downcast_ref::<RespError>().cloned()
                 }
                 _ => None,
@@ -437,7 +437,7 @@ fn a_server_answering_garbage_is_a_protocol_error_then_a_reconnect() {
             ..Backoff::default()
         });
         client.on_error(move |_, e| {
-            let protocol = matches!(e, Error::Protocol(ProtocolError::Malformed(_)));
+            let protocol = matches!(e, ConnError::Protocol(ProtocolError::Malformed(_)));
             let _ = err_tx.send((protocol, e.to_string()));
         });
         client.on_close(move |_, reason| {

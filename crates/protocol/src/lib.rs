@@ -101,7 +101,7 @@ mod wire;
 pub use codec::{Codec, CodecDecoder, CodecEncoder};
 pub use error::ProtocolError;
 pub use raw::Raw;
-pub use session::Session;
+pub use session::{DecodedAll, Session};
 pub use wire::{Closing, Reject, SessionClose, Start, Wire, WireBuf};
 
 /// The result of one [`Decoder::decode`] call.

@@ -3,6 +3,13 @@
 
 use crate::{Closing, Decoded, Decoder, Encoder, Protocol, ProtocolError, Reject, Start, WireBuf};
 
+/// What [`Session::decode_all`] found: the items in order and the bytes
+/// they used.
+pub type DecodedAll<P> = (
+    Vec<Decoded<<P as Protocol>::Message, <P as Protocol>::Handshake>>,
+    usize,
+);
+
 /// A protocol value with one connection's [`Decoder`] and [`Encoder`] and a
 /// [`WireBuf`] catching what the protocol says on its own: what a lubdub
 /// connection does with a protocol, minus the socket.
@@ -53,10 +60,7 @@ impl<P: Protocol> Session<P> {
     /// Decodes items from the front of `src` until it holds nothing whole;
     /// returns the messages and handshakes in order, and the bytes consumed.
     /// Stops at the first error, or once the protocol asked to close.
-    pub fn decode_all(
-        &mut self,
-        src: &[u8],
-    ) -> Result<(Vec<Decoded<P::Message, P::Handshake>>, usize), ProtocolError> {
+    pub fn decode_all(&mut self, src: &[u8]) -> Result<DecodedAll<P>, ProtocolError> {
         let mut pos = 0;
         let mut items = Vec::new();
         while self.wire.close.is_none() {

@@ -110,7 +110,15 @@ impl<P: Protocol> Lifecycle<P> {
     /// Decodes items at `rpos` until one is worth an event; consumed
     /// control items only cost budget.
     fn decode_next(&mut self, now: Instant) -> Option<Event<P>> {
-        while self.is_receiving() && !self.hold_delivery() {
+        self.held_input = false;
+        loop {
+            if !self.is_receiving() {
+                return None;
+            }
+            if self.hold_delivery() {
+                self.held_input = self.rpos < self.rend;
+                return None;
+            }
             let rest = &self.rbuf[self.rpos..self.rend];
             let mut asked = None;
             let protocol = &self.conn.inner.config.protocol;
@@ -186,13 +194,14 @@ impl<P: Protocol> Lifecycle<P> {
                 return event;
             }
             if event.is_some() {
+                // More may follow at `rpos`: the next poll decodes it.
+                self.held_input = self.rpos < self.rend;
                 return event;
             }
             if consumed == 0 {
-                break;
+                return None;
             }
         }
-        None
     }
 
     /// `n` bytes at `rpos` were used; an own buffer emptied is freed.

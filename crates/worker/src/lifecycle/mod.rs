@@ -180,6 +180,9 @@ pub(crate) struct Lifecycle<P: Protocol> {
     rend: usize,
     /// `rbuf` is the loop's buffer, to give back at the end of the read.
     rbuf_lent: bool,
+    /// Decoding stopped on a hold, not on an incomplete item: the bytes at
+    /// `rpos` may hold whole messages to deliver once the hold lifts.
+    held_input: bool,
     /// Bytes the protocol wrote by itself; they go out before the queue.
     wire_out: Vec<u8>,
     /// Bytes being written, taken from `wire_out` or the send queue.
@@ -283,6 +286,7 @@ impl<P: Protocol> Lifecycle<P> {
             rpos: 0,
             rend: 0,
             rbuf_lent: false,
+            held_input: false,
             wire_out: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
@@ -575,7 +579,7 @@ impl<P: Protocol> Lifecycle<P> {
     /// the task yields, the mailbox's `polling` mark is cleared under the
     /// same lock, so the next send wakes the task.
     pub fn end_turn(&mut self, requests_seen: u8, yield_now: bool) -> bool {
-        let input_ready = self.rpos < self.rend && self.is_receiving() && !self.hold_delivery();
+        let input_ready = self.held_input && self.is_receiving() && !self.hold_delivery();
         let events = self.rare_ref().is_some_and(|r| !r.events.is_empty());
         // The async handler has messages and nothing running: start them.
         let app_ready = self.app_backlog > 0 && !self.app_busy;

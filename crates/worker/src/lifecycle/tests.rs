@@ -455,6 +455,19 @@ fn messages_split_across_reads_arrive_whole_and_in_order() {
 }
 
 #[test]
+fn a_partial_message_waits_for_bytes_without_asking_for_another_turn() {
+    let mut h = Harness::server().started();
+    h.events();
+    h.read("hel");
+    assert!(!h.end(), "nothing to do until more bytes come");
+    h.read("lo\nwor");
+    assert_eq!(h.events(), ["msg hello"]);
+    assert!(!h.end());
+    h.read("ld\n");
+    assert_eq!(h.events(), ["msg world"]);
+}
+
+#[test]
 fn sends_of_a_turn_leave_in_one_write() {
     let mut h = Harness::server().started();
     h.read("send x\nsend y\n");
