@@ -199,6 +199,11 @@ fn known_word(word: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().len() == 1 {
+        // No words at all: the usage, as `--help` prints it.
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     let child = cli.command.as_ref().is_some_and(Command::is_child);
     let res = match &cli.command {
