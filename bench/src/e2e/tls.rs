@@ -14,7 +14,7 @@ use crate::load::tcp::{round_trip, Unit};
 use crate::load::tls::{self as load, TlsClient};
 use crate::load::ws::WsUnit;
 use crate::peers::nginx;
-use crate::peers::serve::feed_then_flush;
+use crate::peers::serve::echo_framed;
 use crate::peers::tls::{lubdub_text, lubdub_ws, tokio_tls_server, Kind};
 use crate::pki::{server_config, Pki};
 use crate::report::Window;
@@ -124,7 +124,7 @@ fn a_tls_server_that_corrupts_a_reply_fails_the_run() {
                 tokio::spawn(async move {
                     let tls = acceptor.accept(sock).await.unwrap();
                     let mut framed = Framed::new(tls, LinesCodec::new());
-                    feed_then_flush(&mut framed, |l: String| Some(l.replacen('c', "x", 1))).await;
+                    echo_framed(&mut framed, |l: String| l.replacen('c', "x", 1)).await;
                 });
             }
         });

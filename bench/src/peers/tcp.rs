@@ -27,7 +27,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec, LinesCodec};
 
 use crate::child::Server;
 use crate::peers::serve::{
-    accept_each, feed_then_flush, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
+    accept_each, echo_framed, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
 };
 use crate::peers::sweep::{self, PeerRegistry};
 use crate::report::Impl;
@@ -198,16 +198,19 @@ fn run_tokio(proto: Proto, count: usize, report_conns: bool, sweep: Option<usize
                 match proto {
                     Proto::Text => {
                         let codec = LinesCodec::new_with_max_length(MAX_MESSAGE);
-                        let mut framed = Framed::new(sock, codec);
                         match &registry {
-                            None => feed_then_flush(&mut framed, Some::<String>).await,
+                            None => {
+                                echo_framed(&mut Framed::new(sock, codec), |line: String| line)
+                                    .await
+                            }
                             Some(reg) => {
                                 // What a tokio user's heartbeat keeps: the
                                 // time of the last line, in a shared map.
                                 let (id, state) = reg.register();
-                                feed_then_flush(&mut framed, |line: String| {
+                                let mut framed = Framed::new(sock, codec);
+                                echo_framed(&mut framed, |line: String| {
                                     state.touch();
-                                    Some(line)
+                                    line
                                 })
                                 .await;
                                 reg.unregister(id);
@@ -215,8 +218,11 @@ fn run_tokio(proto: Proto, count: usize, report_conns: bool, sweep: Option<usize
                         }
                     }
                     Proto::Frame => {
-                        let mut framed = Framed::new(sock, tokio_frame_codec());
-                        feed_then_flush(&mut framed, |m: BytesMut| Some(m.freeze())).await
+                        echo_framed(
+                            &mut Framed::new(sock, tokio_frame_codec()),
+                            BytesMut::freeze,
+                        )
+                        .await
                     }
                 }
                 if let Some(l) = &live {

@@ -31,7 +31,7 @@ use tokio_util::codec::{Framed, LinesCodec};
 
 use crate::child::Server;
 use crate::peers::serve::{
-    accept_each, feed_then_flush, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
+    accept_each, echo_framed, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
 };
 use crate::peers::ws::echo_tungstenite;
 use crate::pki::{server_config, Pki};
@@ -187,7 +187,7 @@ pub async fn tokio_tls_server(
             match kind {
                 Kind::Text => {
                     let mut framed = Framed::new(tls, LinesCodec::new_with_max_length(MAX_MESSAGE));
-                    feed_then_flush(&mut framed, Some::<String>).await;
+                    echo_framed(&mut framed, |line: String| line).await;
                     let _ = framed.get_mut().shutdown().await;
                 }
                 Kind::Ws => {

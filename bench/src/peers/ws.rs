@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use anyhow::{bail, Result};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use lubdub::ws::{DeflateConfig, Message, Ws, WsConfig};
 use lubdub::{Backpressure, Worker};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -42,7 +43,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::child::Server;
 use crate::peers::serve::{
-    accept_each, feed_then_flush, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
+    accept_each, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
 };
 
 /// A WebSocket server implementation.
@@ -220,18 +221,44 @@ fn serve_tokio(imp: WsImpl, report_conns: bool, read_buffer: Option<usize>) -> R
 
 /// The tungstenite echo: each text or binary message fed back, every
 /// message that is already readable fed too, one flush when nothing more
-/// is ready ([`feed_then_flush`]). Pings are answered and the close
-/// handshake is done by tungstenite itself (on the next flush). Over TCP,
-/// or TLS (`peers/tls.rs`, the `wss-echo` peer).
+/// is ready (`peers/serve.rs`'s `echo_framed` pattern). Pings are answered
+/// and the close handshake is done by tungstenite itself (on the next
+/// flush). Over TCP, or TLS (`peers/tls.rs`, the `wss-echo` peer).
 pub async fn echo_tungstenite<S>(mut ws: WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    feed_then_flush(&mut ws, |msg: TMessage| match msg {
-        TMessage::Text(_) | TMessage::Binary(_) => Some(msg),
-        _ => None,
-    })
-    .await
+    async fn reply<S: AsyncRead + AsyncWrite + Unpin>(
+        ws: &mut WebSocketStream<S>,
+        msg: TMessage,
+    ) -> bool {
+        match msg {
+            TMessage::Text(_) | TMessage::Binary(_) => ws.feed(msg).await.is_ok(),
+            _ => true,
+        }
+    }
+    while let Some(Ok(msg)) = ws.next().await {
+        if !reply(&mut ws, msg).await {
+            return;
+        }
+        loop {
+            match ws.next().now_or_never() {
+                Some(Some(Ok(msg))) => {
+                    if !reply(&mut ws, msg).await {
+                        return;
+                    }
+                }
+                Some(_) => {
+                    let _ = ws.flush().await;
+                    return;
+                }
+                None => break,
+            }
+        }
+        if ws.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// One fastwebsockets connection, as its `echo_server` example serves it
@@ -402,7 +429,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FlushOnIdle<S> {
 mod tests {
     use super::*;
     use clap::Parser as _;
-    use futures_util::FutureExt as _;
     use tokio::io::AsyncReadExt;
 
     fn rt() -> tokio::runtime::Runtime {
