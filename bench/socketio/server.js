@@ -1,5 +1,6 @@
-// The Socket.IO peer of lubdub-bench's hub scenarios (bench/src/hub.rs):
-// one Socket.IO 4 node with @socket.io/redis-adapter on the Redis at
+// The Socket.IO peer of lubdub-bench's hub scenarios
+// (bench/src/scenarios/hub.rs, started by bench/src/peers/hub.rs): one
+// Socket.IO 4 node with @socket.io/redis-adapter on the Redis at
 // REDIS_URL, WebSocket transport only, listening on a free loopback port.
 //
 //   node server.js REDIS_URL      -> prints "port N" once it listens

@@ -1,10 +1,13 @@
-//! Child processes: each server (and each timer measurement) runs in its own
-//! process, a re-exec of this binary with a hidden subcommand. The child
-//! reports on stdout, one `key value` pair a line; it is killed on drop, so
-//! no error path (nor a panic) can leave one running.
+//! Child processes: each server (and each timer measurement, client, healthy
+//! client or attacker) runs in its own process, a re-exec of this binary
+//! with a hidden subcommand; Redis and the Socket.IO nodes are other
+//! programs run the same way. The child reports on stdout, one `key value`
+//! pair a line; it is killed on drop, so no error path (nor a panic) can
+//! leave one running.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -12,12 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 /// The runner's `--wrap-server CMD`: a command prefix for every server
 /// child (`valgrind --tool=callgrind ...`, say).
 pub static SERVER_WRAP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// A running child process and the lines it prints.
 pub struct Child {
     child: std::process::Child,
     pid: u32,
@@ -29,6 +33,7 @@ pub struct Child {
     /// The child's stdin, if it was spawned with [`Child::spawn_piped`].
     stdin: Option<ChildStdin>,
     reader: Option<JoinHandle<()>>,
+    /// How errors name it: "child `serve tokio text`", "redis-server".
     what: String,
 }
 
@@ -58,17 +63,34 @@ impl Child {
                     exe.to_string_lossy().into_owned(),
                 ];
                 full.extend(args.iter().cloned());
-                Self::spawn_cmd(Command::new("sh").args(&full), args, false)
+                Self::spawn_cmd(Command::new("sh").args(&full), described(args), false)
             }
         }
     }
 
-    fn spawn_with(args: &[String], piped: bool) -> Result<Child> {
-        let exe = std::env::current_exe()?;
-        Self::spawn_cmd(Command::new(exe).args(args), args, piped)
+    /// Runs another program (`redis-server`, `node`), named `what` in
+    /// errors, SIGKILLed when the runner dies (as this binary's children
+    /// ask for themselves); `install` says how to get it when it cannot be
+    /// started.
+    pub fn spawn_program(cmd: &mut Command, what: &str, install: &str) -> Result<Child> {
+        // SAFETY: prctl is async-signal-safe; it runs in the forked child
+        // before exec and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        Self::spawn_cmd(cmd, what.to_owned(), false)
+            .map_err(|e| anyhow!("cannot run {what} ({e}): {install}"))
     }
 
-    fn spawn_cmd(cmd: &mut Command, args: &[String], piped: bool) -> Result<Child> {
+    fn spawn_with(args: &[String], piped: bool) -> Result<Child> {
+        let exe = std::env::current_exe()?;
+        Self::spawn_cmd(Command::new(exe).args(args), described(args), piped)
+    }
+
+    fn spawn_cmd(cmd: &mut Command, what: String, piped: bool) -> Result<Child> {
         let mut child = cmd
             .stdin(if piped { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
@@ -112,14 +134,14 @@ impl Child {
             stats,
             stdin,
             reader: Some(reader),
-            what: args.join(" "),
+            what,
         })
     }
 
     /// Writes `line` and a newline to the child's stdin.
     pub fn send_line(&mut self, line: &str) -> Result<()> {
         let Some(stdin) = self.stdin.as_mut() else {
-            bail!("child `{}` has no stdin pipe", self.what);
+            bail!("{} has no stdin pipe", self.what);
         };
         writeln!(stdin, "{line}")?;
         stdin.flush()?;
@@ -136,6 +158,7 @@ impl Child {
         self.stats.lock().unwrap().get(key).cloned()
     }
 
+    /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -145,36 +168,65 @@ impl Child {
         self.conns.clone()
     }
 
-    /// Waits for a `key value` line and returns the value.
+    /// Waits for a `key value` line and returns the value; an `error MSG`
+    /// line first fails with MSG.
     pub fn expect(&mut self, key: &str, timeout: Duration) -> Result<String> {
+        let what = format!("`{key}`");
+        self.wait_for(&what, timeout, |line| {
+            if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(' ')) {
+                return Some(Ok(v.trim().to_string()));
+            }
+            line.strip_prefix("error ").map(|msg| Err(msg.to_owned()))
+        })
+    }
+
+    /// Waits for a line `pick` accepts (`Some(Ok)`) or refuses (`Some(Err)`,
+    /// the child failed); `wanted` names what is awaited in errors, which
+    /// also list the lines passed over.
+    pub fn wait_for<T>(
+        &mut self,
+        wanted: &str,
+        timeout: Duration,
+        pick: impl Fn(&str) -> Option<Result<T, String>>,
+    ) -> Result<T> {
         let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let seen_lines = |seen: &[String]| {
+            if seen.is_empty() {
+                String::new()
+            } else {
+                format!("; it printed:\n{}", seen.join("\n"))
+            }
+        };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(' ')) {
-                        return Ok(v.trim().to_string());
-                    }
-                    if let Some(msg) = line.strip_prefix("error ") {
-                        bail!("child `{}` failed: {msg}", self.what);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    bail!(
-                        "child `{}` did not report `{key}` within {timeout:?}",
-                        self.what
-                    )
-                }
+                Ok(line) => match pick(&line) {
+                    Some(Ok(v)) => return Ok(v),
+                    Some(Err(msg)) => bail!("{} failed: {msg}", self.what),
+                    None => seen.push(line),
+                },
+                Err(RecvTimeoutError::Timeout) => bail!(
+                    "{} did not report {wanted} within {timeout:?}{}",
+                    self.what,
+                    seen_lines(&seen)
+                ),
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.try_wait().ok().flatten();
                     bail!(
-                        "child `{}` exited before reporting `{key}` ({status:?})",
-                        self.what
+                        "{} exited before reporting {wanted} ({status:?}){}",
+                        self.what,
+                        seen_lines(&seen)
                     )
                 }
             }
         }
     }
+}
+
+/// How errors name a child of this binary run with `args`.
+fn described(args: &[String]) -> String {
+    format!("child `{}`", args.join(" "))
 }
 
 impl Drop for Child {
@@ -190,13 +242,17 @@ impl Drop for Child {
 
 /// A running server child and the port it listens on (127.0.0.1).
 pub struct Server {
+    /// The server's process.
     pub child: Child,
+    /// Its port on 127.0.0.1.
     pub port: u16,
     /// The child's `nofile` line: soft limit before, soft limit, hard limit.
     pub nofile: String,
 }
 
 impl Server {
+    /// Starts a server child with `args` (see [`Child::spawn_server`]) and
+    /// waits for its `nofile` and `port` lines.
     pub fn start(args: &[String]) -> Result<Server> {
         let mut child = Child::spawn_server(args)?;
         // A wrapped server (valgrind...) starts slowly.
@@ -210,7 +266,34 @@ impl Server {
         })
     }
 
+    /// Where it listens.
     pub fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+/// Where a child process runs: `--cpu C` pins it, `--nice N` sets its
+/// priority (the attack scenario's children).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct Placement {
+    /// CPU to pin the whole process to.
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
+    /// Nice value of the process (below 0 needs root or CAP_SYS_NICE).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub nice: Option<i32>,
+}
+
+impl Placement {
+    /// The options on a child's command line.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(cpu) = self.cpu {
+            a.extend(["--cpu".into(), cpu.to_string()]);
+        }
+        if let Some(nice) = self.nice {
+            a.extend(["--nice".into(), nice.to_string()]);
+        }
+        a
     }
 }

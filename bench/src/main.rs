@@ -8,114 +8,207 @@
 //! cargo run --release -p lubdub-bench -- list
 //! ```
 //!
-//! Every server runs in its own process (this binary re-executed with the
-//! hidden `serve` subcommand), driven by one load generator inside the
-//! runner; see docs/benchmarks.md for the method.
+//! Every server runs in its own process (this binary re-executed with a
+//! hidden subcommand such as `serve`), driven by a load generator inside
+//! the runner; see docs/benchmarks.md for the method.
+//!
+//! The floors, each importing only from those below it:
+//!
+//! 1. `report`, `sys`, `child`, `payload`, `pki`: the shared vocabulary
+//!    (configuration, rows, medians, formatting) and process plumbing;
+//! 2. `load/` (the load generators) and `peers/` (the servers and what
+//!    they are compared with, in child processes);
+//! 3. `scenarios/`: the scenarios, one file per family;
+//! 4. `scenarios.rs`, the registry, and this file: the command line.
 
-mod attack;
-mod attackers;
 mod child;
-mod clients;
-mod healthy;
-mod hub;
-mod hub_wire;
-mod loadgen;
+#[cfg(test)]
+mod e2e;
+mod load;
+mod payload;
+mod peers;
+mod pki;
+mod report;
 mod scenarios;
-mod servers;
-mod sweep;
 mod sys;
-mod timers;
-mod tls;
-mod ws;
-mod ws_load;
-mod ws_peers;
 
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
 
-use crate::loadgen::Window;
-use crate::scenarios::{Config, Outcome, SCENARIOS};
+use crate::load::attackers::AttackerOpts;
+use crate::load::healthy::HealthyOpts;
+use crate::peers::client::ClientOpts;
+use crate::peers::hub::{HubLocalOpts, HubNodeOpts};
+use crate::peers::tcp::ServeOpts;
+use crate::peers::timers::TimerOpts;
+use crate::peers::tls::TlsServeOpts;
+use crate::peers::ws::WsServeOpts;
+use crate::report::{Config, Outcome, Window, LOADGEN_CPU, SERVER_CPU};
+use crate::scenarios::runs::{NOISY, NOISY_RUNS, TOTAL_RUNS};
+use crate::scenarios::SCENARIOS;
 
-const USAGE: &str = "\
-usage: lubdub-bench <all | tls | ws | hub | SCENARIO...> [options]
-       lubdub-bench list
+/// lubdub side by side with the tokio code a Rust user would write instead.
+///
+/// `all`: every scenario but `attack` and the TLS, WebSocket and hub ones;
+/// `tls`, `ws`, `hub`: the TLS, WebSocket and hub scenarios.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lubdub-bench",
+    bin_name = "lubdub-bench",
+    args_conflicts_with_subcommands = true,
+    after_help = scenario_list()
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunOptions,
+}
 
-`all`: every scenario but `attack` and the TLS, WebSocket and hub ones;
-`tls`, `ws`, `hub`: the TLS, WebSocket and hub scenarios.
+/// The runner's options.
+#[derive(Debug, Args)]
+struct RunOptions {
+    /// `all`, `tls`, `ws`, `hub` or scenario names (listed below)
+    #[arg(value_name = "SCENARIO", value_parser = known_word)]
+    names: Vec<String>,
+    /// Runs per implementation, alternating (default 3; --quick: 1)
+    #[arg(long, value_name = "N")]
+    runs: Option<usize>,
+    /// Short smoke version (short windows, fewer connections/timers)
+    #[arg(long)]
+    quick: bool,
+    /// Warm-up before each measured window (default 0.5)
+    #[arg(long, value_name = "SECS")]
+    warmup: Option<f64>,
+    /// Measured window (default 3)
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Do not pin server and load generator to separate CPUs
+    #[arg(long)]
+    no_pin: bool,
+    /// Before each run, wait at most this long for other processes to
+    /// leave the CPUs alone (default 60; --quick: 5)
+    #[arg(long, value_name = "SECS")]
+    max_wait: Option<f64>,
+    /// Repeat a run disturbed by other processes up to N times
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    retries: usize,
+    /// Run `sh -c CMD` at the start of each measured window of the
+    /// throughput scenarios, {pid} = server pid, {secs} = window length
+    /// (e.g. --attach 'perf stat -e syscalls:sys_enter_epoll_wait -p {pid} -- sleep {secs}')
+    #[arg(long, value_name = "CMD")]
+    attach: Option<String>,
+    /// Attack scenario: only these attacks, optionally sized, e.g.
+    /// longline=50,storm (slowloris, longline, nonreader, invalid, storm)
+    #[arg(long, value_name = "LIST")]
+    attacks: Option<String>,
+    /// Attack scenario: seconds before, during, after (default 3,10,10)
+    #[arg(long, value_name = "B,D,A")]
+    attack_phases: Option<String>,
+    /// Start every server child as `CMD <server command line>` (same pid),
+    /// e.g. --wrap-server 'valgrind --tool=callgrind --cache-sim=yes'
+    #[arg(long, value_name = "CMD")]
+    wrap_server: Option<String>,
+}
 
-options:
-  --runs N          runs per implementation, alternating (default 3; --quick: 1)
-  --quick           short smoke version (short windows, fewer connections/timers)
-  --warmup SECS     warm-up before each measured window (default 0.5)
-  --duration SECS   measured window (default 3)
-  --no-pin          do not pin server and load generator to separate CPUs
-  --max-wait SECS   before each run, wait at most this long for other processes
-                    to leave the CPUs alone (default 60; --quick: 5)
-  --retries N       repeat a run disturbed by other processes up to N times (default 2)
-  --attach CMD      run `sh -c CMD` at the start of each measured window of the
-                    throughput scenarios, {pid} = server pid, {secs} = window length
-                    (e.g. --attach 'perf stat -e syscalls:sys_enter_epoll_wait -p {pid} -- sleep {secs}')
-  --attacks LIST    attack scenario: only these attacks, optionally sized, e.g.
-                    longline=50,storm (slowloris, longline, nonreader, invalid, storm)
-  --attack-phases B,D,A  attack scenario: seconds before, during, after (default 3,10,10)
-  --wrap-server CMD start every server child as `CMD <server command line>` (same pid),
-                    e.g. --wrap-server 'valgrind --tool=callgrind --cache-sim=yes'
-";
+/// The subcommands: `list`, and the children the runner starts.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the scenarios
+    List,
+    /// A TCP server (lubdub or the tokio peer)
+    #[command(hide = true)]
+    Serve(ServeOpts),
+    /// A TLS server (lubdub or tokio-rustls)
+    #[command(hide = true)]
+    ServeTls(TlsServeOpts),
+    /// A WebSocket server (lubdub, tungstenite or fastwebsockets)
+    #[command(hide = true)]
+    WsServe(WsServeOpts),
+    /// The timer measurement of one implementation
+    #[command(hide = true)]
+    TimersChild(TimerOpts),
+    /// The client side of one implementation
+    #[command(hide = true)]
+    ClientChild(ClientOpts),
+    /// The attack scenario's healthy clients
+    #[command(hide = true)]
+    HealthyChild(HealthyOpts),
+    /// One attacker of the attack scenario
+    #[command(hide = true)]
+    AttackChild(AttackerOpts),
+    /// The hub-fanout-local server
+    #[command(hide = true)]
+    HubLocalServe(HubLocalOpts),
+    /// A lubdub hub cluster node
+    #[command(hide = true)]
+    HubNode(HubNodeOpts),
+}
 
-/// Parses the value after flag `flag`.
-pub(crate) fn next_num<'a, T: std::str::FromStr>(
-    it: &mut impl Iterator<Item = &'a String>,
-    flag: &str,
-) -> Result<T> {
-    let v = it.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
-    v.parse()
-        .map_err(|_| anyhow!("{flag}: {v:?} is not a valid value"))
+impl Command {
+    /// Runs the subcommand.
+    fn run(&self) -> Result<()> {
+        match self {
+            Command::List => {
+                for s in SCENARIOS {
+                    println!("{:<10} {}", s.name, s.about);
+                }
+                Ok(())
+            }
+            Command::Serve(o) => peers::tcp::serve(o),
+            Command::ServeTls(o) => peers::tls::serve(o),
+            Command::WsServe(o) => peers::ws::serve(o),
+            Command::TimersChild(o) => peers::timers::child_main(o),
+            Command::ClientChild(o) => peers::client::child_main(o),
+            Command::HealthyChild(o) => load::healthy::child_main(o),
+            Command::AttackChild(o) => load::attackers::child_main(o),
+            Command::HubLocalServe(o) => peers::hub::serve_local(o),
+            Command::HubNode(o) => peers::hub::serve_node(o),
+        }
+    }
+
+    /// Whether it is a child of the runner, which reads its stdout.
+    fn is_child(&self) -> bool {
+        !matches!(self, Command::List)
+    }
+}
+
+/// The `--help` text after the options: the scenarios.
+fn scenario_list() -> String {
+    let mut s = String::from("Scenarios:\n");
+    for sc in SCENARIOS {
+        s.push_str(&format!("  {:<10} {}\n", sc.name, sc.about));
+    }
+    s
+}
+
+/// Accepts a group or a scenario name.
+fn known_word(word: &str) -> Result<String, String> {
+    if scenarios::is_known(word) {
+        return Ok(word.to_owned());
+    }
+    let known: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
+    Err(format!(
+        "unknown scenario {word:?}; known: all, tls, ws, hub, {}",
+        known.join(", ")
+    ))
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let child = matches!(
-        args.first().map(String::as_str),
-        Some(
-            "serve"
-                | "serve-tls"
-                | "ws-serve"
-                | "timers-child"
-                | "client-child"
-                | "healthy-child"
-                | "attack-child"
-                | "hub-local-serve"
-                | "hub-node"
-        )
-    );
-    let res = match args.first().map(String::as_str) {
-        Some("serve") => servers::ServeOpts::from_args(&args[1..]).and_then(|o| servers::serve(&o)),
-        Some("serve-tls") => tls::servers::serve_main(&args[1..]),
-        Some("timers-child") => timers::child_main(&args[1..]),
-        Some("client-child") => clients::child_main(&args[1..]),
-        Some("healthy-child") => healthy::healthy_main(&args[1..]),
-        Some("attack-child") => attackers::attack_main(&args[1..]),
-        Some("ws-serve") => {
-            ws_peers::WsServeOpts::from_args(&args[1..]).and_then(|o| ws_peers::serve(&o))
-        }
-        Some("hub-local-serve") => hub::local_serve_main(&args[1..]),
-        Some("hub-node") => hub::node_main(&args[1..]),
-        Some("list") => {
-            for s in SCENARIOS {
-                println!("{:<10} {}", s.name, s.about);
-            }
-            Ok(())
-        }
-        None | Some("-h" | "--help" | "help") => {
-            print!("{USAGE}\nscenarios:\n");
-            for s in SCENARIOS {
-                println!("  {:<10} {}", s.name, s.about);
-            }
-            Ok(())
-        }
-        Some(_) => runner(&args),
+    if std::env::args_os().len() == 1 {
+        // No words at all: the usage, as `--help` prints it.
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::parse();
+    let child = cli.command.as_ref().is_some_and(Command::is_child);
+    let res = match &cli.command {
+        Some(c) => c.run(),
+        None => runner(&cli.run),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,95 +223,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn runner(args: &[String]) -> Result<()> {
-    let mut names: Vec<&str> = Vec::new();
-    let mut runs: Option<usize> = None;
-    let mut quick = false;
-    let mut warmup: Option<f64> = None;
-    let mut duration: Option<f64> = None;
-    let mut pin = true;
-    let mut max_wait: Option<f64> = None;
-    let mut retries = 2;
-    let mut attacks: Option<String> = None;
-    let mut attack_phases: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => runs = Some(next_num(&mut it, a)?),
-            "--quick" => quick = true,
-            "--warmup" => warmup = Some(next_num(&mut it, a)?),
-            "--duration" => duration = Some(next_num(&mut it, a)?),
-            "--no-pin" => pin = false,
-            "--max-wait" => max_wait = Some(next_num(&mut it, a)?),
-            "--retries" => retries = next_num(&mut it, a)?,
-            "--attach" => {
-                let cmd = it
-                    .next()
-                    .ok_or_else(|| anyhow!("--attach needs a command"))?;
-                let _ = loadgen::ATTACH.set(cmd.clone());
-            }
-            "--attacks" => {
-                attacks = Some(
-                    it.next()
-                        .ok_or_else(|| anyhow!("--attacks needs a list"))?
-                        .clone(),
-                )
-            }
-            "--attack-phases" => {
-                attack_phases = Some(
-                    it.next()
-                        .ok_or_else(|| anyhow!("--attack-phases needs B,D,A"))?
-                        .clone(),
-                )
-            }
-            "--wrap-server" => {
-                let cmd = it
-                    .next()
-                    .ok_or_else(|| anyhow!("--wrap-server needs a command"))?;
-                let _ = child::SERVER_WRAP.set(cmd.clone());
-            }
-            "all" => names.extend(SCENARIOS.iter().filter(|s| s.in_all).map(|s| s.name)),
-            "tls" => names.extend(tls::GROUP),
-            "ws" => names.extend(ws::GROUP),
-            "hub" => names.extend(
-                SCENARIOS
-                    .iter()
-                    .filter(|s| s.name.starts_with("hub-"))
-                    .map(|s| s.name),
-            ),
-            flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
-            name => {
-                if !SCENARIOS.iter().any(|s| s.name == name) {
-                    let known: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
-                    bail!(
-                        "unknown scenario {name:?}; known: all, {}",
-                        known.join(", ")
-                    );
-                }
-                names.push(name);
-            }
-        }
-    }
-    if names.is_empty() {
-        bail!("no scenario given\n{USAGE}");
-    }
-    names.dedup();
-    hub::preflight(&names)?;
-
-    let fd = sys::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
-    let cpus = sys::online_cpus();
-    let pin = pin && cpus >= 2;
+/// The configuration the options make.
+fn config(o: &RunOptions, fd: sys::FdLimit) -> Config {
+    let quick = o.quick;
     let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
-    let cfg = Config {
-        runs: runs.unwrap_or(if quick { 1 } else { 3 }).max(1),
+    Config {
+        runs: o.runs.unwrap_or(if quick { 1 } else { 3 }).max(1),
         quick,
-        attacks,
-        attack_phases,
+        attacks: o.attacks.clone(),
+        attack_phases: o.attack_phases.clone(),
         window: Window {
-            warmup: secs(warmup.unwrap_or(if quick { 0.2 } else { 0.5 })),
-            measure: secs(duration.unwrap_or(if quick { 0.5 } else { 3.0 })),
+            warmup: secs(o.warmup.unwrap_or(if quick { 0.2 } else { 0.5 })),
+            measure: secs(o.duration.unwrap_or(if quick { 0.5 } else { 3.0 })),
         },
-        pin,
+        pin: !o.no_pin && sys::online_cpus() >= 2,
         conns: 100,
         depth: 16,
         many_conns: if quick { 2_000 } else { 10_000 },
@@ -226,23 +244,35 @@ fn runner(args: &[String]) -> Result<()> {
         timer_ops: if quick { 100_000 } else { 1_000_000 },
         churners: 32,
         fd,
-        max_wait: secs(max_wait.unwrap_or(if quick { 5.0 } else { 60.0 })),
-        retries,
-    };
+        max_wait: secs(o.max_wait.unwrap_or(if quick { 5.0 } else { 60.0 })),
+        retries: o.retries,
+    }
+}
+
+/// Runs the scenarios `o` names and prints the table.
+fn runner(o: &RunOptions) -> Result<()> {
+    if o.names.is_empty() {
+        bail!("no scenario given (see --help)");
+    }
+    if let Some(cmd) = &o.attach {
+        let _ = load::measure::ATTACH.set(cmd.clone());
+    }
+    if let Some(cmd) = &o.wrap_server {
+        let _ = child::SERVER_WRAP.set(cmd.clone());
+    }
+    let selected = scenarios::select(&o.names);
+    let names: Vec<&str> = selected.iter().map(|s| s.name).collect();
+    scenarios::hub::preflight(&names)?;
+
+    let fd = sys::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
+    let cfg = config(o, fd);
     for name in &names {
         let needs = match *name {
             "idle-mem" | "sweep" | "tls-idle-mem" => cfg.idle_conns,
             "echo-10k" => cfg.many_conns,
             _ => continue,
         };
-        if needs as u64 + 64 > fd.soft {
-            bail!(
-                "{name} needs {} fds but RLIMIT_NOFILE is {} (hard {})",
-                needs + 64,
-                fd.soft,
-                fd.hard
-            );
-        }
+        cfg.check_fds(name, needs)?;
     }
 
     let mut header = vec![
@@ -251,12 +281,10 @@ fn runner(args: &[String]) -> Result<()> {
             "runs: {} per implementation, alternating lubdub/tokio; window {:?} after {:?} warm-up",
             cfg.runs, cfg.window.measure, cfg.window.warmup
         ),
-        if pin {
+        if cfg.pin {
             format!(
-                "pinning: count=1 servers on CPU {}, load generator on CPU {} (sched_setaffinity); \
-                 count=2 scenarios unpinned",
-                scenarios::SERVER_CPU,
-                scenarios::LOADGEN_CPU
+                "pinning: count=1 servers on CPU {SERVER_CPU}, load generator on CPU {LOADGEN_CPU} \
+                 (sched_setaffinity); count=2 scenarios unpinned"
             )
         } else {
             "pinning: off".to_string()
@@ -266,7 +294,7 @@ fn runner(args: &[String]) -> Result<()> {
             fd.soft_before, fd.soft, fd.hard
         ),
     ];
-    if quick {
+    if cfg.quick {
         header.push("quick mode: smoke numbers only, not for comparison".into());
     }
     for h in &header {
@@ -276,11 +304,7 @@ fn runner(args: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut outcome = Outcome::default();
     let mut failures = Vec::new();
-    for name in &names {
-        let s = SCENARIOS
-            .iter()
-            .find(|s| s.name == *name)
-            .expect("checked above");
+    for s in &selected {
         eprintln!("== {}: {}", s.name, s.about);
         if let Err(e) = (s.run)(&cfg, &mut outcome) {
             eprintln!("!! {} failed: {e:#}", s.name);
@@ -293,7 +317,7 @@ fn runner(args: &[String]) -> Result<()> {
         println!("{h}");
     }
     println!();
-    print!("{}", scenarios::table(&outcome.rows));
+    print!("{}", report::table(&outcome.rows));
     println!();
     println!(
         "ratio: lubdub/peer for throughput, peer/lubdub for costs (time, memory); \
@@ -302,12 +326,11 @@ fn runner(args: &[String]) -> Result<()> {
     for n in &outcome.notes {
         println!("{n}");
     }
-    let noisy = scenarios::NOISY_RUNS.load(std::sync::atomic::Ordering::Relaxed);
-    let total = scenarios::TOTAL_RUNS.load(std::sync::atomic::Ordering::Relaxed);
+    let noisy = NOISY_RUNS.load(Ordering::Relaxed);
+    let total = TOTAL_RUNS.load(Ordering::Relaxed);
     println!(
-        "quiet machine: {} of {total} runs kept had other processes above {:.0}% of a CPU",
-        noisy,
-        scenarios::NOISY * 100.0
+        "quiet machine: {noisy} of {total} runs kept had other processes above {:.0}% of a CPU",
+        NOISY * 100.0
     );
     for f in &failures {
         println!("FAILED {f}");
@@ -317,5 +340,41 @@ fn runner(args: &[String]) -> Result<()> {
         Ok(())
     } else {
         bail!("{} scenario(s) failed", failures.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runner's words and options parse as before the move to clap,
+    /// and the children's command lines are subcommands.
+    #[test]
+    fn command_lines_parse() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "lubdub-bench",
+            "echo-1",
+            "tls",
+            "--runs",
+            "5",
+            "--quick",
+            "--attack-phases",
+            "1,2,3",
+            "--wrap-server",
+            "valgrind --tool=callgrind",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.names, ["echo-1", "tls"]);
+        assert_eq!(cli.run.runs, Some(5));
+        assert!(cli.run.quick);
+        assert!(Cli::try_parse_from(["lubdub-bench", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["lubdub-bench", "all", "--bogus"]).is_err());
+        let serve = Cli::try_parse_from(["lubdub-bench", "serve", "tokio", "text", "--count", "2"])
+            .unwrap();
+        assert!(matches!(serve.command, Some(Command::Serve(ref o)) if o.count == 2));
+        let list = Cli::try_parse_from(["lubdub-bench", "list"]).unwrap();
+        assert!(matches!(list.command, Some(Command::List)));
     }
 }

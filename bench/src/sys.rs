@@ -35,8 +35,11 @@ pub fn online_cpus() -> usize {
 /// The fd limit before and after raising the soft limit to the hard limit.
 #[derive(Debug, Clone, Copy)]
 pub struct FdLimit {
+    /// The soft limit the process started with.
     pub soft_before: u64,
+    /// The soft limit now.
     pub soft: u64,
+    /// The hard limit.
     pub hard: u64,
 }
 
@@ -176,20 +179,50 @@ pub fn machine_busy() -> io::Result<std::time::Duration> {
     Ok(std::time::Duration::from_nanos(busy * 1_000_000_000 / hz))
 }
 
+/// CPU time (user + system) of `who` (`RUSAGE_SELF`, `RUSAGE_CHILDREN`), µs
+/// precision.
+fn rusage_cpu(who: libc::c_int) -> std::time::Duration {
+    // SAFETY: getrusage writes into a local struct.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time (user + system) of this process so far, µs precision.
+pub fn own_cpu() -> std::time::Duration {
+    rusage_cpu(libc::RUSAGE_SELF)
+}
+
 /// CPU time (user + system) of this process, and of its reaped children.
 pub fn self_and_children_cpu() -> std::time::Duration {
-    let get = |who| {
-        // SAFETY: getrusage writes into a local struct.
-        unsafe {
-            let mut ru: libc::rusage = std::mem::zeroed();
-            libc::getrusage(who, &mut ru);
-            let tv = |t: libc::timeval| {
-                std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
-            };
-            tv(ru.ru_utime) + tv(ru.ru_stime)
-        }
-    };
-    get(libc::RUSAGE_SELF) + get(libc::RUSAGE_CHILDREN)
+    own_cpu() + rusage_cpu(libc::RUSAGE_CHILDREN)
+}
+
+/// CPU time of the calling thread so far.
+pub fn thread_cpu() -> std::time::Duration {
+    // SAFETY: clock_gettime writes into a local timespec.
+    unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+/// Applies a child's `--cpu C` (pin) and `--nice N`, before it creates any
+/// thread (they inherit both).
+pub fn place(cpu: Option<usize>, nice: Option<i32>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(cpu) = cpu {
+        pin_current_thread(cpu).context("pinning")?;
+    }
+    if let Some(nice) = nice {
+        set_nice(nice).context("setpriority")?;
+    }
+    Ok(())
 }
 
 /// Asks the kernel to SIGKILL this process when its parent dies, so a

@@ -1,4 +1,4 @@
-//! The servers under test, each run in its own child process:
+//! The TCP servers under test, each run in its own child process:
 //! `lubdub-bench serve <lubdub|tokio> <text|frame> [--count N] [--cpu C] [--report-conns] [--sweep N] [--attack]`.
 //!
 //! The child prints `nofile <soft-before> <soft> <hard>` and then
@@ -7,102 +7,94 @@
 //! heartbeat registry of its connections (lubdub: the heartbeat plugin;
 //! tokio: per-connection state in maps) and, once it holds N connections,
 //! times sweep passes over them and prints a `sweep ...` line (see
-//! `sweep.rs`). With `--attack` (text only) the lubdub server is the
-//! `attack` scenario's (see `attack.rs`); the tokio peer is the same as
-//! without it. It runs until the runner kills it.
+//! `peers/sweep.rs`). With `--attack` (text only) the lubdub server is the
+//! `attack` scenario's ([`lubdub_attack_worker`]); the tokio peer is the
+//! same as without it. It runs until the runner kills it.
 //!
 //! Both implementations do the same thing: decode a message, hand an owned
 //! copy to user code, encode it back, and write the replies of one read
 //! batch with one write. TCP_NODELAY is set on accepted sockets by both.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use bytes::BytesMut;
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use lubdub::{Protocol, Text, Worker, WorkerHandle};
+use lubdub::{Text, Worker};
 use lubdub_frame::Frame;
-use tokio::net::TcpListener;
-use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec, LinesCodec};
+use tokio_util::codec::{Framed, LengthDelimitedCodec, LinesCodec};
 
-use crate::sweep::{self, PeerRegistry};
-use crate::sys;
-
-/// Largest message either side accepts: lubdub's default maximum package
-/// size (10 MiB), applied to the tokio codecs too.
-pub const MAX_MESSAGE: usize = 10 * 1024 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Impl {
-    Lubdub,
-    Tokio,
-}
-
-impl Impl {
-    pub fn name(self) -> &'static str {
-        match self {
-            Impl::Lubdub => "lubdub",
-            Impl::Tokio => "tokio",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Impl> {
-        match s {
-            "lubdub" => Ok(Impl::Lubdub),
-            "tokio" => Ok(Impl::Tokio),
-            _ => bail!("unknown implementation {s:?} (lubdub, tokio)"),
-        }
-    }
-}
+use crate::child::Server;
+use crate::peers::serve::{
+    accept_each, echo_framed, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
+};
+use crate::peers::sweep::{self, PeerRegistry};
+use crate::report::Impl;
 
 /// Wire protocol of a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Proto {
     /// Workerman Text: `\n`-terminated lines. tokio peer: `LinesCodec`.
     Text,
     /// Workerman Frame: u32 BE length counting itself, then the payload.
-    /// tokio peer: [`tokio_frame_codec`].
+    /// tokio peer: `tokio_frame_codec`.
     Frame,
 }
 
 impl Proto {
+    /// The name on command lines.
     pub fn name(self) -> &'static str {
         match self {
             Proto::Text => "text",
             Proto::Frame => "frame",
         }
     }
-
-    pub fn parse(s: &str) -> Result<Proto> {
-        match s {
-            "text" => Ok(Proto::Text),
-            "frame" => Ok(Proto::Frame),
-            _ => bail!("unknown protocol {s:?} (text, frame)"),
-        }
-    }
 }
 
-#[derive(Debug, Clone)]
+/// The command line of a `serve` child.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
 pub struct ServeOpts {
+    /// lubdub's server, or the tokio peer.
+    #[arg(value_enum)]
     pub imp: Impl,
+    /// The wire protocol.
+    #[arg(value_enum)]
     pub proto: Proto,
     /// Event-loop threads (lubdub `count`; tokio: 1 = current_thread
     /// runtime, more = multi_thread runtime with that many workers).
+    #[arg(long, default_value_t = 1)]
     pub count: usize,
     /// CPU to pin the whole server process to.
+    #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,
     /// Print `conns <n>` every 50 ms.
+    #[arg(long)]
     pub report_conns: bool,
-    /// Keep a heartbeat registry and time sweeps over this many connections.
+    /// Keep a heartbeat registry and time sweeps over this many
+    /// connections (text only).
+    #[arg(long, value_name = "N", conflicts_with = "attack")]
     pub sweep: Option<usize>,
     /// The `attack` scenario's server: lubdub configured by
-    /// [`crate::attack::lubdub_attack_worker`]; the tokio peer unchanged.
+    /// `lubdub_attack_worker`; the tokio peer unchanged (text only).
+    #[arg(long)]
     pub attack: bool,
 }
 
 impl ServeOpts {
+    /// A plain echo server: no conns reports, no sweep, not the attack's.
+    pub fn echo(imp: Impl, proto: Proto, count: usize, cpu: Option<usize>) -> ServeOpts {
+        ServeOpts {
+            imp,
+            proto,
+            count,
+            cpu,
+            report_conns: false,
+            sweep: None,
+            attack: false,
+        }
+    }
+
     /// The command line that makes a child run this server.
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec![
@@ -129,40 +121,9 @@ impl ServeOpts {
         a
     }
 
-    pub fn from_args(args: &[String]) -> Result<ServeOpts> {
-        let [imp, proto, rest @ ..] = args else {
-            bail!(
-                "usage: serve <lubdub|tokio> <text|frame> [--count N] [--cpu C] [--report-conns] \
-                 [--sweep N] [--attack]"
-            );
-        };
-        let mut o = ServeOpts {
-            imp: Impl::parse(imp)?,
-            proto: Proto::parse(proto)?,
-            count: 1,
-            cpu: None,
-            report_conns: false,
-            sweep: None,
-            attack: false,
-        };
-        let mut it = rest.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--count" => o.count = crate::next_num(&mut it, a)?,
-                "--cpu" => o.cpu = Some(crate::next_num(&mut it, a)?),
-                "--report-conns" => o.report_conns = true,
-                "--sweep" => o.sweep = Some(crate::next_num(&mut it, a)?),
-                "--attack" => o.attack = true,
-                _ => bail!("serve: unknown argument {a:?}"),
-            }
-        }
-        if (o.sweep.is_some() || o.attack) && o.proto != Proto::Text {
-            bail!("serve: --sweep and --attack need the text protocol");
-        }
-        if o.sweep.is_some() && o.attack {
-            bail!("serve: --sweep and --attack do not go together");
-        }
-        Ok(o)
+    /// Starts this server in a child process.
+    pub fn start(&self) -> Result<Server> {
+        Server::start(&self.to_args())
     }
 }
 
@@ -188,17 +149,14 @@ fn install_busy_timers(w: &mut Worker<Text>) {
     });
 }
 
-/// Entry point of a server child.
+/// Entry point of a `serve` child.
 pub fn serve(o: &ServeOpts) -> Result<()> {
-    sys::die_with_parent();
-    let lim = sys::raise_fd_limit()?;
-    println!("nofile {} {} {}", lim.soft_before, lim.soft, lim.hard);
-    if let Some(cpu) = o.cpu {
-        // Before any thread is created: they all inherit the mask.
-        sys::pin_current_thread(cpu)?;
+    if (o.sweep.is_some() || o.attack) && o.proto != Proto::Text {
+        bail!("serve: --sweep and --attack need the text protocol");
     }
+    start_server_child(o.cpu)?;
     match (o.imp, o.proto) {
-        (Impl::Lubdub, Proto::Text) if o.attack => crate::attack::serve_lubdub(),
+        (Impl::Lubdub, Proto::Text) if o.attack => serve_attack(),
         (Impl::Lubdub, Proto::Text) => {
             let mut w = Worker::<Text>::new("text://127.0.0.1:0")?;
             w.count(o.count).name("bench");
@@ -223,16 +181,57 @@ pub fn serve(o: &ServeOpts) -> Result<()> {
     }
 }
 
-pub(crate) fn run_lubdub<P: Protocol>(h: &WorkerHandle<P>, report_conns: bool) -> Result<()> {
-    println!("port {}", h.local_addr().port());
-    if report_conns {
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            println!("conns {}", h.connections().len());
-        }
-    }
-    h.wait();
-    Ok(())
+fn run_tokio(proto: Proto, count: usize, report_conns: bool, sweep: Option<usize>) -> Result<()> {
+    run_tokio_peer(count, report_conns, |listener, live| async move {
+        let registry = sweep.map(|n| {
+            let reg = Arc::new(PeerRegistry::default());
+            tokio::spawn(sweep::tokio_sweeper(reg.clone(), n));
+            reg
+        });
+        accept_each(listener, "tokio server", |sock| {
+            let live = live.clone();
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                if let Some(l) = &live {
+                    l.fetch_add(1, Ordering::Relaxed);
+                }
+                match proto {
+                    Proto::Text => {
+                        let codec = LinesCodec::new_with_max_length(MAX_MESSAGE);
+                        match &registry {
+                            None => {
+                                echo_framed(&mut Framed::new(sock, codec), |line: String| line)
+                                    .await
+                            }
+                            Some(reg) => {
+                                // What a tokio user's heartbeat keeps: the
+                                // time of the last line, in a shared map.
+                                let (id, state) = reg.register();
+                                let mut framed = Framed::new(sock, codec);
+                                echo_framed(&mut framed, |line: String| {
+                                    state.touch();
+                                    line
+                                })
+                                .await;
+                                reg.unregister(id);
+                            }
+                        }
+                    }
+                    Proto::Frame => {
+                        echo_framed(
+                            &mut Framed::new(sock, tokio_frame_codec()),
+                            BytesMut::freeze,
+                        )
+                        .await
+                    }
+                }
+                if let Some(l) = &live {
+                    l.fetch_sub(1, Ordering::Relaxed);
+                }
+            });
+        })
+        .await
+    })
 }
 
 /// The tokio codec for Workerman's Frame: a 4-byte big-endian length that
@@ -250,120 +249,47 @@ pub fn tokio_frame_codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-fn run_tokio(proto: Proto, count: usize, report_conns: bool, sweep: Option<usize>) -> Result<()> {
-    let rt = if count <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(count)
-            .enable_all()
-            .build()?
-    };
-    rt.block_on(async move {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        println!("port {}", listener.local_addr()?.port());
-        let live = report_conns.then(|| Arc::new(AtomicUsize::new(0)));
-        if let Some(live) = live.clone() {
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    println!("conns {}", live.load(Ordering::Relaxed));
-                }
-            });
-        }
-        let registry = sweep.map(|n| {
-            let reg = Arc::new(PeerRegistry::default());
-            tokio::spawn(sweep::tokio_sweeper(reg.clone(), n));
-            reg
-        });
-        let mut warned = false;
-        loop {
-            let (sock, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    if !warned {
-                        eprintln!("tokio server: accept failed: {e}; retrying");
-                        warned = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = sock.set_nodelay(true);
-            let live = live.clone();
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                if let Some(l) = &live {
-                    l.fetch_add(1, Ordering::Relaxed);
-                }
-                match proto {
-                    Proto::Text => {
-                        let codec = LinesCodec::new_with_max_length(MAX_MESSAGE);
-                        match &registry {
-                            None => echo(&mut Framed::new(sock, codec), |line: String| line).await,
-                            Some(reg) => {
-                                // What a tokio user's heartbeat keeps: the
-                                // time of the last line, in a shared map.
-                                let (id, state) = reg.register();
-                                let mut framed = Framed::new(sock, codec);
-                                echo(&mut framed, |line: String| {
-                                    state.touch();
-                                    line
-                                })
-                                .await;
-                                reg.unregister(id);
-                            }
-                        }
-                    }
-                    Proto::Frame => {
-                        echo(
-                            &mut Framed::new(sock, tokio_frame_codec()),
-                            BytesMut::freeze,
-                        )
-                        .await
-                    }
-                }
-                if let Some(l) = &live {
-                    l.fetch_sub(1, Ordering::Relaxed);
-                }
-            });
-        }
-    })
+/// The lubdub server of the `attack` scenario, configured in this one
+/// place: `examples/echo.rs`'s server (Text protocol, one event loop,
+/// lubdub's defaults), each setting spelled out. Switch a new setting (a
+/// backpressure mode, a memory budget...) on here, one line, and every
+/// `attack` run uses it.
+pub fn lubdub_attack_worker() -> Result<Worker<Text>> {
+    // The protocol's own line limit: 10 MiB, `\n` included (Text's default,
+    // the tokio peer's `LinesCodec::new_with_max_length`).
+    let text = Text::with_max_length(MAX_MESSAGE);
+    let mut w = Worker::with_protocol("text://127.0.0.1:0", text)?;
+    w.count(1) // examples/echo.rs: `--count`, default 1
+        .name("attack")
+        .max_package_size(MAX_MESSAGE) // default: 10 MiB
+        .send_buffer_size(lubdub::DEFAULT_SEND_BUFFER_SIZE) // default: 1 MiB per connection
+        .close_timeout(Duration::from_secs(5)) // default
+        .stop_timeout(Duration::from_secs(5)) // default
+        .backpressure(lubdub::Backpressure::PauseRecv) // default, as examples/echo.rs
+        .memory_budget(lubdub::default_memory_budget()); // default: RAM / 64, 64..512 MiB
+                                                         // Off, as in examples/echo.rs: max_connections, first_message_timeout.
+    Ok(w)
 }
 
-/// The echo a tokio user writes: take each decoded message and send it
-/// back, feeding every message that is already readable and flushing once
-/// the stream has nothing more ready (what `StreamExt::forward` does), so a
-/// batch of pipelined requests is answered with one write, as lubdub does.
-/// Over TCP, or TLS (`tls/servers.rs`).
-pub(crate) async fn echo<T, C, Out>(framed: &mut Framed<T, C>, reply: impl Fn(C::Item) -> Out)
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    C: Decoder + Encoder<Out>,
-{
-    while let Some(Ok(msg)) = framed.next().await {
-        if framed.feed(reply(msg)).await.is_err() {
-            return;
-        }
-        loop {
-            match framed.next().now_or_never() {
-                Some(Some(Ok(msg))) => {
-                    if framed.feed(reply(msg)).await.is_err() {
-                        return;
-                    }
-                }
-                Some(_) => {
-                    let _ = framed.flush().await;
-                    return;
-                }
-                None => break,
-            }
-        }
-        if framed.flush().await.is_err() {
-            return;
-        }
+/// `serve lubdub text --attack`: [`lubdub_attack_worker`] echoing lines,
+/// as `examples/echo.rs` does. The example's callbacks only log, and no
+/// logger is installed here (the `log` macros are then no-ops), so
+/// `on_error` just counts: the child prints `stat errors N` every 200 ms.
+fn serve_attack() -> Result<()> {
+    let mut w = lubdub_attack_worker()?;
+    let errors = Arc::new(AtomicU64::new(0));
+    let e2 = errors.clone();
+    w.on_message(|conn, line: String| {
+        let _ = conn.send(&line);
+    });
+    w.on_error(move |_, _| {
+        e2.fetch_add(1, Ordering::Relaxed);
+    });
+    let h = w.start()?;
+    println!("port {}", h.local_addr().port());
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        println!("stat errors {}", errors.load(Ordering::Relaxed));
     }
 }
 
@@ -371,8 +297,10 @@ where
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use clap::Parser as _;
     use lubdub::protocol::WireBuf;
-    use lubdub::Decoded;
+    use lubdub::{Decoded, Protocol};
+    use tokio_util::codec::{Decoder, Encoder};
 
     /// The tokio peer's codec and lubdub's Frame put identical bytes on the
     /// wire and decode each other's output.
@@ -405,5 +333,29 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn serve_arguments_round_trip_and_keep_their_shape() {
+        let o = ServeOpts {
+            sweep: Some(10),
+            report_conns: true,
+            ..ServeOpts::echo(Impl::Tokio, Proto::Text, 2, Some(0))
+        };
+        let args = o.to_args();
+        // `--wrap-server bench/scripts/ab-against.sh` relies on this shape.
+        assert_eq!(args[..3], ["serve", "tokio", "text"]);
+        assert_eq!(ServeOpts::try_parse_from(&args).unwrap(), o);
+        let attack = ServeOpts {
+            attack: true,
+            ..ServeOpts::echo(Impl::Lubdub, Proto::Text, 1, None)
+        };
+        assert_eq!(ServeOpts::try_parse_from(attack.to_args()).unwrap(), attack);
+        assert!(
+            ServeOpts::try_parse_from(["serve", "lubdub", "text", "--sweep", "1", "--attack"])
+                .is_err(),
+            "--sweep and --attack do not go together"
+        );
+        assert!(ServeOpts::try_parse_from(["serve", "nginx", "text"]).is_err());
     }
 }

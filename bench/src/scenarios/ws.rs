@@ -1,29 +1,18 @@
-//! The WebSocket scenarios (`ws` runs them all): lubdub's WebSocket
-//! server next to tokio-tungstenite and fastwebsockets, each in its own
-//! process (`ws_peers.rs`), driven by the load generator's WebSocket mode
-//! (`ws_load.rs`). See docs/benchmarks.md, "WebSocket".
+//! The WebSocket scenarios (the `ws` group): lubdub's WebSocket server
+//! next to tokio-tungstenite and fastwebsockets, each in its own process
+//! (`peers/ws.rs`), driven by the load generator's WebSocket mode
+//! (`load/ws.rs`). See docs/benchmarks.md, "WebSocket".
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::child::Server;
-use crate::loadgen;
-use crate::scenarios::{
-    alternate, bytes, describe, median, push_rate_rows, rate_metrics, Better, Config, Outcome, Row,
-};
-use crate::servers::Impl;
-use crate::ws_load::{self, WsUnit};
-use crate::ws_peers::{WsImpl, WsServeOpts};
-
-/// The scenarios `ws` stands for, in order.
-pub const GROUP: &[&str] = &[
-    "ws-echo-32",
-    "ws-echo-4k",
-    "ws-handshakes",
-    "ws-idle-mem",
-    "ws-deflate",
-];
+use crate::load::measure;
+use crate::load::ws::{self, WsUnit};
+use crate::peers::ws::{WsImpl, WsServeOpts};
+use crate::report::{bytes, median, size_name, Better, Config, Impl, Outcome};
+use crate::scenarios::runs::{alternate, describe, rate_metrics};
 
 /// Target of `ws-idle-mem`: bytes of server RSS per idle WebSocket connection.
 pub const IDLE_TARGET: f64 = 1.5 * 1024.0;
@@ -33,6 +22,7 @@ pub const IDLE_TARGET: f64 = 1.5 * 1024.0;
 /// what a tuned peer does (docs/benchmarks.md, "WebSocket").
 const TUNGSTENITE_READ_BUFFER: &str = "LUBDUB_BENCH_TUNGSTENITE_READ_BUFFER";
 
+/// A `ws-serve` child of `imp`, pinned as `cfg` says.
 fn start(cfg: &Config, imp: WsImpl, deflate: bool, report: bool) -> Result<Server> {
     let read_buffer = match std::env::var(TUNGSTENITE_READ_BUFFER) {
         Ok(v) if imp == WsImpl::Tungstenite => Some(
@@ -41,24 +31,14 @@ fn start(cfg: &Config, imp: WsImpl, deflate: bool, report: bool) -> Result<Serve
         ),
         _ => None,
     };
-    Server::start(
-        &WsServeOpts {
-            imp,
-            deflate,
-            cpu: cfg.server_cpu(1),
-            report_conns: report,
-            read_buffer,
-        }
-        .to_args(),
-    )
-}
-
-fn size_name(payload: usize) -> String {
-    if payload >= 1024 {
-        format!("{}k", payload / 1024)
-    } else {
-        payload.to_string()
+    WsServeOpts {
+        imp,
+        deflate,
+        cpu: cfg.server_cpu(1),
+        report_conns: report,
+        read_buffer,
     }
+    .start()
 }
 
 /// `ws-echo-32`, `ws-echo-4k`: pipelined text echo, lubdub against each
@@ -75,8 +55,8 @@ pub fn echo(cfg: &Config, out: &mut Outcome, payload: usize) -> Result<()> {
             let server = start(cfg, which, false, false)?;
             let (addr, pid) = (server.addr(), server.child.pid());
             let limit = cfg.limit() + Duration::from_millis(cfg.conns as u64 * 2);
-            let t = loadgen::run(cfg.loadgen_cpu(1), limit, || {
-                ws_load::pipelined(addr, pid, cfg.conns, cfg.depth, unit, cfg.window)
+            let t = measure::run(cfg.loadgen_cpu(1), limit, || {
+                ws::pipelined(addr, pid, cfg.conns, cfg.depth, unit, cfg.window)
             })?;
             Ok((rate_metrics(&t), describe(&t, "msg/s")))
         })?;
@@ -87,7 +67,7 @@ pub fn echo(cfg: &Config, out: &mut Outcome, payload: usize) -> Result<()> {
             cfg.depth,
             peer.label()
         );
-        push_rate_rows(out, label, "msg/s", &l, &p);
+        out.rate_rows(label, "msg/s", &l, &p);
     }
     Ok(())
 }
@@ -101,8 +81,8 @@ pub fn handshakes(cfg: &Config, out: &mut Outcome) -> Result<()> {
         };
         let server = start(cfg, which, false, false)?;
         let (addr, pid) = (server.addr(), server.child.pid());
-        let t = loadgen::run(cfg.loadgen_cpu(1), cfg.limit(), || {
-            ws_load::handshakes(addr, pid, cfg.churners, cfg.window)
+        let t = measure::run(cfg.loadgen_cpu(1), cfg.limit(), || {
+            ws::handshakes(addr, pid, cfg.churners, cfg.window)
         })?;
         Ok((rate_metrics(&t), describe(&t, "handshakes/s")))
     })?;
@@ -110,7 +90,7 @@ pub fn handshakes(cfg: &Config, out: &mut Outcome) -> Result<()> {
         "ws handshakes, {} churners: connect + upgrade + close handshake, vs tokio-tungstenite",
         cfg.churners
     );
-    push_rate_rows(out, label, "conn/s", &l, &p);
+    out.rate_rows(label, "conn/s", &l, &p);
     Ok(())
 }
 
@@ -118,14 +98,7 @@ pub fn handshakes(cfg: &Config, out: &mut Outcome) -> Result<()> {
 /// tungstenite.
 pub fn idle_mem(cfg: &Config, out: &mut Outcome) -> Result<()> {
     let n = cfg.idle_conns;
-    if n as u64 + 64 > cfg.fd.soft {
-        bail!(
-            "ws-idle-mem needs {} fds but RLIMIT_NOFILE is {} (hard {})",
-            n + 64,
-            cfg.fd.soft,
-            cfg.fd.hard
-        );
-    }
+    cfg.check_fds("ws-idle-mem", n)?;
     let unit = WsUnit::text(32);
     let [l, p] = alternate(cfg, "ws-idle-mem vs tungstenite", 1, |imp| {
         let which = match imp {
@@ -138,21 +111,16 @@ pub fn idle_mem(cfg: &Config, out: &mut Outcome) -> Result<()> {
             server.child.pid(),
             server.child.conns_handle(),
         );
-        let r = loadgen::run(cfg.loadgen_cpu(1), Duration::from_secs(120), || {
-            ws_load::idle(addr, pid, reported, n, unit)
+        let r = measure::run(cfg.loadgen_cpu(1), Duration::from_secs(120), || {
+            ws::idle(addr, pid, &reported, n, unit)
         })?;
         drop(server);
         Ok(r.outcome("idle WebSocket"))
     })?;
-    out.rows.push(Row {
-        label: format!(
-            "ws idle memory, {n} upgraded conns, server RSS per conn vs tokio-tungstenite (bytes)"
-        ),
-        unit: "B",
-        better: Better::Lower,
-        lubdub: l[0].clone(),
-        peer: p[0].clone(),
-    });
+    let label = format!(
+        "ws idle memory, {n} upgraded conns, server RSS per conn vs tokio-tungstenite (bytes)"
+    );
+    out.row(label, "B", Better::Lower, &l[0], &p[0]);
     let m = median(&l[0]);
     out.notes.push(format!(
         "ws-idle-mem: target <= 1.5 KiB (1536 B) per idle WebSocket connection; lubdub median \
@@ -180,8 +148,8 @@ pub fn deflate(cfg: &Config, out: &mut Outcome) -> Result<()> {
             let server = start(cfg, WsImpl::Lubdub, on, false)?;
             let (addr, pid) = (server.addr(), server.child.pid());
             let limit = cfg.limit() + Duration::from_millis(cfg.conns as u64 * 2);
-            let r = loadgen::run(cfg.loadgen_cpu(1), limit, || {
-                ws_load::deflate_pipelined(addr, pid, cfg.conns, cfg.depth, payload, on, cfg.window)
+            let r = measure::run(cfg.loadgen_cpu(1), limit, || {
+                ws::deflate_pipelined(addr, pid, cfg.conns, cfg.depth, payload, on, cfg.window)
             })?;
             if on {
                 ratios.push(r.wire_ratio);
@@ -202,7 +170,7 @@ pub fn deflate(cfg: &Config, out: &mut Outcome) -> Result<()> {
             cfg.conns,
             cfg.depth
         );
-        push_rate_rows(out, label, "msg/s", &l, &p);
+        out.rate_rows(label, "msg/s", &l, &p);
         out.notes.push(format!(
             "ws-deflate {}: server CPU per message {:.2} us with deflate, {:.2} us without \
              ({:.1}x); replies on the wire at {:.0}% of their size",
@@ -214,23 +182,4 @@ pub fn deflate(cfg: &Config, out: &mut Outcome) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::scenarios::SCENARIOS;
-
-    /// `ws` names every `ws-*` scenario, and none of them is in `all`.
-    #[test]
-    fn the_ws_group_is_every_ws_scenario_and_none_is_in_all() {
-        let ws: Vec<_> = SCENARIOS
-            .iter()
-            .filter(|s| s.name.starts_with("ws-"))
-            .collect();
-        assert_eq!(
-            ws.iter().map(|s| s.name).collect::<Vec<_>>(),
-            super::GROUP.to_vec()
-        );
-        assert!(ws.iter().all(|s| !s.in_all));
-    }
 }

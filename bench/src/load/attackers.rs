@@ -1,22 +1,116 @@
 //! The attackers of the `attack` scenario, one child process per attack:
 //! `lubdub-bench attack-child <kind> --port P --n N [--cpu C] [--nice N]`
-//! (see [`attack_main`] and [`Attack`] for the kinds).
+//! (see [`child_main`] and [`Attack`] for the kinds).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::attack::{place, Attack};
-use crate::healthy::PING;
-use crate::loadgen::{connect_from, Unit};
-use crate::scenarios::bytes;
+use crate::child::Placement;
+use crate::load::connect::connect_from;
+use crate::load::healthy::PING;
+use crate::load::tcp::Unit;
+use crate::report::bytes;
 use crate::sys;
+
+/// One kind of attacker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attack {
+    /// `n` connections, each sending one byte (never a newline) a second.
+    Slowloris,
+    /// `n` connections each writing a line without end, 64 KiB a write, as
+    /// fast as the server takes it; reconnecting when the server cuts it.
+    #[value(name = "longline")]
+    LongLine,
+    /// `n` connections writing valid 32-byte lines as fast as they can and
+    /// never reading a reply.
+    #[value(name = "nonreader")]
+    NonReader,
+    /// `n` loops of: connect, send a valid line and a line of invalid
+    /// UTF-8, wait (at most 2 s) for the server to close, close.
+    Invalid,
+    /// `n` loops of: connect, close at once (every other one with a reset,
+    /// `SO_LINGER` 0).
+    Storm,
+}
+
+impl Attack {
+    /// Every attack, in the order of the full plan.
+    pub const ALL: [Attack; 5] = [
+        Attack::Slowloris,
+        Attack::LongLine,
+        Attack::NonReader,
+        Attack::Invalid,
+        Attack::Storm,
+    ];
+
+    /// The name on command lines and in `--attacks`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::Slowloris => "slowloris",
+            Attack::LongLine => "longline",
+            Attack::NonReader => "nonreader",
+            Attack::Invalid => "invalid",
+            Attack::Storm => "storm",
+        }
+    }
+
+    /// The attack called `s`.
+    pub fn parse(s: &str) -> Result<Attack> {
+        Attack::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| anyhow!("unknown attack {s:?}"))
+    }
+
+    /// Each attack connects from its own /16 of loopback addresses
+    /// (127.10.0.0/16, 127.11.0.0/16, ...), a new address per connection in
+    /// turn, so no attack runs out of ephemeral ports.
+    pub fn source(self, seq: u64) -> IpAddr {
+        let net = 10 + self as u8;
+        let k = seq as u16;
+        Ipv4Addr::new(127, net, (k >> 8) as u8, k as u8).into()
+    }
+}
+
+/// The command line of an `attack-child`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
+pub struct AttackerOpts {
+    /// The attack.
+    #[arg(value_enum)]
+    pub kind: Attack,
+    /// The server's port on 127.0.0.1.
+    #[arg(long)]
+    pub port: u16,
+    /// Connections, or concurrent loops, of the attack.
+    #[arg(long, default_value_t = 1)]
+    pub n: usize,
+    /// Where the process runs.
+    #[command(flatten)]
+    pub placement: Placement,
+}
+
+impl AttackerOpts {
+    /// The command line that makes a child run this attack.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "attack-child".to_string(),
+            self.kind.name().into(),
+            "--port".into(),
+            self.port.to_string(),
+            "--n".into(),
+            self.n.to_string(),
+        ];
+        a.extend(self.placement.to_args());
+        a
+    }
+}
 
 /// What an attacker process counts.
 #[derive(Default)]
@@ -55,23 +149,11 @@ const CONNECTS_IN_FLIGHT: usize = 64;
 /// Entry point of `attack-child <kind> --port P --n N`: runs the attack
 /// until its stdin reaches end-of-file (or 120 s passed), then prints
 /// `result <counters>` and exits, leaving the kernel to close its sockets.
-pub fn attack_main(args: &[String]) -> Result<()> {
+pub fn child_main(o: &AttackerOpts) -> Result<()> {
     sys::die_with_parent();
     sys::raise_fd_limit()?;
-    let [kind, rest @ ..] = args else {
-        bail!("usage: attack-child <kind> --port P --n N");
-    };
-    let kind = Attack::parse(kind)?;
-    let (mut port, mut n) = (0u16, 1usize);
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--port" => port = crate::next_num(&mut it, a)?,
-            "--n" => n = crate::next_num(&mut it, a)?,
-            "--cpu" | "--nice" => place(a, &mut it)?,
-            _ => bail!("attack-child: unknown argument {a:?}"),
-        }
-    }
+    sys::place(o.placement.cpu, o.placement.nice)?;
+    let (kind, port, n) = (o.kind, o.port, o.n);
     if port == 0 || n == 0 {
         bail!("attack-child: --port and --n must be non-zero");
     }
@@ -290,18 +372,23 @@ fn reset_on_close(s: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
 
     #[test]
     fn attack_names_round_trip_and_sources_differ() {
-        let all = [
-            Attack::Slowloris,
-            Attack::LongLine,
-            Attack::NonReader,
-            Attack::Invalid,
-            Attack::Storm,
-        ];
+        let all = Attack::ALL;
         for a in all {
             assert_eq!(Attack::parse(a.name()).unwrap(), a);
+            let o = AttackerOpts {
+                kind: a,
+                port: 9,
+                n: 3,
+                placement: Placement {
+                    cpu: Some(1),
+                    nice: None,
+                },
+            };
+            assert_eq!(AttackerOpts::try_parse_from(o.to_args()).unwrap(), o);
         }
         assert!(Attack::parse("nope").is_err());
         let s: std::collections::HashSet<_> = all.iter().map(|a| a.source(1)).collect();

@@ -9,11 +9,15 @@ use lubdub::{Text, TlsConfig, Worker};
 use tokio::net::TcpListener;
 use tokio_util::codec::{Framed, LinesCodec};
 
-use super::load::{self, TlsClient};
-use super::servers::{lubdub_text, lubdub_ws, tokio_tls_server, Kind};
-use super::{nginx, server_config, Pki};
-use crate::loadgen::{self, Unit, Window};
-use crate::ws_load::WsUnit;
+use crate::load::measure;
+use crate::load::tcp::{round_trip, Unit};
+use crate::load::tls::{self as load, TlsClient};
+use crate::load::ws::WsUnit;
+use crate::peers::nginx;
+use crate::peers::serve::echo_framed;
+use crate::peers::tls::{lubdub_text, lubdub_ws, tokio_tls_server, Kind};
+use crate::pki::{server_config, Pki};
+use crate::report::Window;
 
 const WINDOW: Window = Window {
     warmup: Duration::from_millis(50),
@@ -28,7 +32,7 @@ fn me() -> u32 {
 fn on_loadgen<T: Send, Fut: std::future::Future<Output = anyhow::Result<T>>>(
     f: impl FnOnce() -> Fut + Send,
 ) -> anyhow::Result<T> {
-    loadgen::run(None, Duration::from_secs(60), f)
+    measure::run(None, Duration::from_secs(60), f)
 }
 
 /// Pipelined echo, ping-pong, handshake churn and connects from many
@@ -44,14 +48,14 @@ async fn drive_text(client: &TlsClient, addr: std::net::SocketAddr) -> anyhow::R
     let (t, _) = load::handshakes(client, addr, me(), 2, Unit::text(32), WINDOW).await?;
     assert!(t.per_sec > 0.0, "handshake churn completed cycles");
     let mut many = load::connect_many(client, addr, 3, 2, true).await?;
-    loadgen::round_trip(&mut many[2], Unit::text(32), 2, 0).await?;
+    round_trip(&mut many[2], Unit::text(32), 2, 0).await?;
     Ok(())
 }
 
 #[test]
 fn tls_load_drives_lubdub_tls_and_tokio_rustls() {
     let pki = Pki::generate().unwrap();
-    let client = pki.client().unwrap();
+    let client = TlsClient::trusting(&pki).unwrap();
 
     let h = lubdub_text(TlsConfig::from_pem_files(&pki.cert, &pki.key).unwrap())
         .unwrap()
@@ -76,7 +80,7 @@ fn tls_load_drives_lubdub_tls_and_tokio_rustls() {
 #[test]
 fn wss_load_drives_lubdub_ws_and_tokio_tungstenite() {
     let pki = Pki::generate().unwrap();
-    let client = pki.client().unwrap();
+    let client = TlsClient::trusting(&pki).unwrap();
     let unit = WsUnit::text(32);
 
     let h = lubdub_ws(TlsConfig::from_pem_files(&pki.cert, &pki.key).unwrap())
@@ -107,7 +111,7 @@ fn wss_load_drives_lubdub_ws_and_tokio_tungstenite() {
 #[test]
 fn a_tls_server_that_corrupts_a_reply_fails_the_run() {
     let pki = Pki::generate().unwrap();
-    let client = pki.client().unwrap();
+    let client = TlsClient::trusting(&pki).unwrap();
     let config = server_config(&pki.cert, &pki.key).unwrap();
     let r = on_loadgen(|| async {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -120,7 +124,7 @@ fn a_tls_server_that_corrupts_a_reply_fails_the_run() {
                 tokio::spawn(async move {
                     let tls = acceptor.accept(sock).await.unwrap();
                     let mut framed = Framed::new(tls, LinesCodec::new());
-                    crate::servers::echo(&mut framed, |l: String| l.replacen('c', "x", 1)).await;
+                    echo_framed(&mut framed, |l: String| l.replacen('c', "x", 1)).await;
                 });
             }
         });
@@ -139,7 +143,7 @@ fn a_tls_server_that_corrupts_a_reply_fails_the_run() {
 fn nginx_terminates_tls_in_front_of_plain_lubdub() {
     let bin = nginx::NginxBin::find().unwrap();
     let pki = Pki::generate().unwrap();
-    let client = pki.client().unwrap();
+    let client = TlsClient::trusting(&pki).unwrap();
     let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
     w.on_message(|conn, line: String| {
         let _ = conn.send(&line);

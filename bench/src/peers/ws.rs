@@ -2,7 +2,7 @@
 //! process: `lubdub-bench ws-serve <lubdub|tungstenite|fastwebsockets>
 //! [--deflate] [--cpu C] [--report-conns]`.
 //!
-//! Like `serve` (see `servers.rs`), the child prints `nofile ...` and
+//! Like `serve` (see `peers/tcp.rs`), the child prints `nofile ...` and
 //! `port <port>`, and with `--report-conns` a `conns <n>` line every 50 ms.
 //! Every server echoes each text or binary message back as it came, on
 //! any path, with a 10 MiB message and frame limit, and sets TCP_NODELAY.
@@ -14,7 +14,7 @@
 //!   takeover, 15-bit windows), as `LUBDUB_WS_DEFLATE=1` does there.
 //! * **tungstenite**: `tokio_tungstenite::accept_async_with_config` on a
 //!   current_thread runtime, one task per connection, feeding replies and
-//!   flushing once nothing more is ready (as `servers.rs`'s text peer).
+//!   flushing once nothing more is ready (`peers/serve.rs`).
 //!   tungstenite 0.30 has no permessage-deflate: `--deflate` is refused.
 //! * **fastwebsockets**: its `echo_server` example: hyper's HTTP/1 server
 //!   `with_upgrades()`, `fastwebsockets::upgrade::upgrade`, a
@@ -30,30 +30,36 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use lubdub::ws::{DeflateConfig, Message, Ws, WsConfig};
 use lubdub::{Backpressure, Worker};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as TMessage;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::servers::MAX_MESSAGE;
-use crate::sys;
+use crate::child::Server;
+use crate::peers::serve::{
+    accept_each, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
+};
 
 /// A WebSocket server implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WsImpl {
+    /// lubdub's WebSocket server.
     Lubdub,
+    /// tokio-tungstenite.
     Tungstenite,
+    /// fastwebsockets behind hyper.
+    #[value(name = "fastwebsockets")]
     FastWebSockets,
 }
 
 impl WsImpl {
+    /// The name on command lines.
     pub fn name(self) -> &'static str {
         match self {
             WsImpl::Lubdub => "lubdub",
@@ -70,29 +76,26 @@ impl WsImpl {
             WsImpl::FastWebSockets => "fastwebsockets",
         }
     }
-
-    pub fn parse(s: &str) -> Result<WsImpl> {
-        match s {
-            "lubdub" => Ok(WsImpl::Lubdub),
-            "tungstenite" => Ok(WsImpl::Tungstenite),
-            "fastwebsockets" => Ok(WsImpl::FastWebSockets),
-            _ => bail!("unknown WebSocket server {s:?} (lubdub, tungstenite, fastwebsockets)"),
-        }
-    }
 }
 
-/// Options of a `ws-serve` child.
-#[derive(Debug, Clone)]
+/// The command line of a `ws-serve` child.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
 pub struct WsServeOpts {
+    /// The server.
+    #[arg(value_enum)]
     pub imp: WsImpl,
     /// permessage-deflate on (lubdub only).
+    #[arg(long)]
     pub deflate: bool,
     /// CPU to pin the whole server process to.
+    #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,
     /// Print `conns <n>` every 50 ms.
+    #[arg(long)]
     pub report_conns: bool,
     /// tungstenite only: `WebSocketConfig::read_buffer_size` instead of
     /// its default (128 KiB), for a tuned peer (not used by the scenarios).
+    #[arg(long, value_name = "BYTES")]
     pub read_buffer: Option<usize>,
 }
 
@@ -117,52 +120,31 @@ impl WsServeOpts {
         a
     }
 
-    pub fn from_args(args: &[String]) -> Result<WsServeOpts> {
-        let [imp, rest @ ..] = args else {
-            bail!(
-                "usage: ws-serve <lubdub|tungstenite|fastwebsockets> [--deflate] [--cpu C] \
-                 [--report-conns] [--read-buffer BYTES]"
-            );
-        };
-        let mut o = WsServeOpts {
-            imp: WsImpl::parse(imp)?,
-            deflate: false,
-            cpu: None,
-            report_conns: false,
-            read_buffer: None,
-        };
-        let mut it = rest.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--deflate" => o.deflate = true,
-                "--cpu" => o.cpu = Some(crate::next_num(&mut it, a)?),
-                "--report-conns" => o.report_conns = true,
-                "--read-buffer" => o.read_buffer = Some(crate::next_num(&mut it, a)?),
-                _ => bail!("ws-serve: unknown argument {a:?}"),
-            }
-        }
-        if o.deflate && o.imp != WsImpl::Lubdub {
+    /// Fails for options the chosen server does not have.
+    pub fn check(&self) -> Result<()> {
+        if self.deflate && self.imp != WsImpl::Lubdub {
             bail!(
                 "ws-serve: --deflate is for lubdub only ({} has no permessage-deflate)",
-                o.imp.label()
+                self.imp.label()
             );
         }
-        if o.read_buffer.is_some() && o.imp != WsImpl::Tungstenite {
+        if self.read_buffer.is_some() && self.imp != WsImpl::Tungstenite {
             bail!("ws-serve: --read-buffer is for tungstenite only");
         }
-        Ok(o)
+        Ok(())
+    }
+
+    /// Starts this server in a child process.
+    pub fn start(&self) -> Result<Server> {
+        self.check()?;
+        Server::start(&self.to_args())
     }
 }
 
 /// Entry point of a `ws-serve` child.
 pub fn serve(o: &WsServeOpts) -> Result<()> {
-    sys::die_with_parent();
-    let lim = sys::raise_fd_limit()?;
-    println!("nofile {} {} {}", lim.soft_before, lim.soft, lim.hard);
-    if let Some(cpu) = o.cpu {
-        // Before any thread is created: they all inherit the mask.
-        sys::pin_current_thread(cpu)?;
-    }
+    o.check()?;
+    start_server_child(o.cpu)?;
     match o.imp {
         WsImpl::Lubdub => serve_lubdub(o.deflate, o.report_conns),
         peer => serve_tokio(peer, o.report_conns, o.read_buffer),
@@ -191,16 +173,7 @@ fn serve_lubdub(deflate: bool, report_conns: bool) -> Result<()> {
             let _ = conn.send(&msg);
         }
     });
-    let h = w.start()?;
-    println!("port {}", h.local_addr().port());
-    if report_conns {
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            println!("conns {}", h.connections().len());
-        }
-    }
-    h.wait();
-    Ok(())
+    run_lubdub(&w.start()?, report_conns)
 }
 
 /// The tungstenite peer's configuration: defaults, limits as lubdub's,
@@ -216,36 +189,10 @@ pub fn tungstenite_config(read_buffer: Option<usize>) -> WebSocketConfig {
 }
 
 fn serve_tokio(imp: WsImpl, report_conns: bool, read_buffer: Option<usize>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        println!("port {}", listener.local_addr()?.port());
-        let live = Arc::new(AtomicUsize::new(0));
-        if report_conns {
-            let live = live.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    println!("conns {}", live.load(Ordering::Relaxed));
-                }
-            });
-        }
-        let mut warned = false;
-        loop {
-            let (sock, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    if !warned {
-                        eprintln!("{} server: accept failed: {e}; retrying", imp.name());
-                        warned = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = sock.set_nodelay(true);
+    run_tokio_peer(1, report_conns, |listener, live| async move {
+        let live = live.unwrap_or_default();
+        let who = format!("{} server", imp.name());
+        accept_each(listener, &who, |sock| {
             let live = live.clone();
             match imp {
                 WsImpl::Tungstenite => {
@@ -267,16 +214,17 @@ fn serve_tokio(imp: WsImpl, report_conns: bool, read_buffer: Option<usize>) -> R
                 }
                 WsImpl::Lubdub => unreachable!("lubdub is served by serve_lubdub"),
             }
-        }
+        })
+        .await
     })
 }
 
 /// The tungstenite echo: each text or binary message fed back, every
 /// message that is already readable fed too, one flush when nothing more
-/// is ready (`servers::echo`'s pattern). Pings are answered and the close
-/// handshake is done by tungstenite itself (on the next flush). Over TCP,
-/// or TLS (`tls/servers.rs`, the `wss-echo` peer).
-pub(crate) async fn echo_tungstenite<S>(mut ws: WebSocketStream<S>)
+/// is ready (`peers/serve.rs`'s `echo_framed` pattern). Pings are answered
+/// and the close handshake is done by tungstenite itself (on the next
+/// flush). Over TCP, or TLS (`peers/tls.rs`, the `wss-echo` peer).
+pub async fn echo_tungstenite<S>(mut ws: WebSocketStream<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -315,7 +263,7 @@ where
 
 /// One fastwebsockets connection, as its `echo_server` example serves it
 /// (hyper HTTP/1 with upgrades), plus [`FlushOnIdle`].
-pub(crate) async fn fastwebsockets_conn(sock: TcpStream, live: Arc<AtomicUsize>) {
+pub async fn fastwebsockets_conn(sock: TcpStream, live: Arc<AtomicUsize>) {
     use http_body_util::Empty;
     use hyper::body::{Bytes, Incoming};
     use hyper::{Request, Response};
@@ -384,6 +332,7 @@ pub struct FlushOnIdle<S> {
 const FLUSH_ABOVE: usize = 64 * 1024;
 
 impl<S: AsyncWrite + Unpin> FlushOnIdle<S> {
+    /// Buffers the writes to `inner`.
     pub fn new(inner: S) -> Self {
         FlushOnIdle {
             inner,
@@ -479,6 +428,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FlushOnIdle<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
     use tokio::io::AsyncReadExt;
 
     fn rt() -> tokio::runtime::Runtime {
@@ -517,12 +467,21 @@ mod tests {
 
     #[test]
     fn deflate_is_refused_for_peers_without_it() {
-        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(WsServeOpts::from_args(&args(&["tungstenite", "--deflate"])).is_err());
-        let o = WsServeOpts::from_args(&args(&["lubdub", "--deflate", "--cpu", "0"])).unwrap();
+        let parse = |v: &[&str]| WsServeOpts::try_parse_from(v).unwrap();
+        assert!(parse(&["ws-serve", "tungstenite", "--deflate"])
+            .check()
+            .is_err());
+        assert!(parse(&["ws-serve", "lubdub", "--read-buffer", "9"])
+            .check()
+            .is_err());
+        let o = parse(&["ws-serve", "lubdub", "--deflate", "--cpu", "0"]);
+        assert!(o.check().is_ok());
         assert_eq!(
             o.to_args(),
-            args(&["ws-serve", "lubdub", "--deflate", "--cpu", "0"])
+            ["ws-serve", "lubdub", "--deflate", "--cpu", "0"]
         );
+        let fast = parse(&["ws-serve", "fastwebsockets"]);
+        assert_eq!(fast.imp, WsImpl::FastWebSockets);
+        assert_eq!(WsServeOpts::try_parse_from(fast.to_args()).unwrap(), fast);
     }
 }

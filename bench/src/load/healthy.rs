@@ -1,6 +1,6 @@
 //! The healthy clients of the `attack` scenario, a child process:
 //! `lubdub-bench healthy-child --port P [--conns N] [--interval-ms I] [--cpu C] [--nice N]`
-//! (see [`healthy_main`]).
+//! (see [`child_main`]).
 
 use std::cell::RefCell;
 use std::io::BufRead as _;
@@ -15,14 +15,48 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::attack::place;
-use crate::loadgen::Unit;
+use crate::child::Placement;
+use crate::load::tcp::Unit;
 use crate::sys;
 
 /// A reply later than this counts as lost (and the connection is redone).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes per healthy ping, `\n` included.
-pub(crate) const PING: usize = 32;
+pub const PING: usize = 32;
+
+/// The command line of a `healthy-child`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
+pub struct HealthyOpts {
+    /// The server's port on 127.0.0.1.
+    #[arg(long)]
+    pub port: u16,
+    /// Healthy connections.
+    #[arg(long, default_value_t = 50)]
+    pub conns: usize,
+    /// Period of each connection's pings, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub interval_ms: u64,
+    /// Where the process runs.
+    #[command(flatten)]
+    pub placement: Placement,
+}
+
+impl HealthyOpts {
+    /// The command line that makes a child run these healthy clients.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "healthy-child".to_string(),
+            "--port".into(),
+            self.port.to_string(),
+            "--conns".into(),
+            self.conns.to_string(),
+            "--interval-ms".into(),
+            self.interval_ms.to_string(),
+        ];
+        a.extend(self.placement.to_args());
+        a
+    }
+}
 
 /// Per-phase latency histograms (µs) and losses of the healthy clients.
 struct HealthyStats {
@@ -52,20 +86,11 @@ struct HealthyStats {
 /// *raw* from the write instead of the due time). A ping is lost when its
 /// reply is not back within 10 s or differs, when the server closes the
 /// connection, or when no connection could be made for it.
-pub fn healthy_main(args: &[String]) -> Result<()> {
+pub fn child_main(o: &HealthyOpts) -> Result<()> {
     sys::die_with_parent();
     sys::raise_fd_limit()?;
-    let (mut port, mut conns, mut interval_ms) = (0u16, 50usize, 10u64);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--port" => port = crate::next_num(&mut it, a)?,
-            "--conns" => conns = crate::next_num(&mut it, a)?,
-            "--interval-ms" => interval_ms = crate::next_num(&mut it, a)?,
-            "--cpu" | "--nice" => place(a, &mut it)?,
-            _ => bail!("healthy-child: unknown argument {a:?}"),
-        }
-    }
+    sys::place(o.placement.cpu, o.placement.nice)?;
+    let (port, conns, interval_ms) = (o.port, o.conns, o.interval_ms);
     if port == 0 || conns == 0 || interval_ms == 0 {
         bail!("healthy-child: --port, --conns and --interval-ms must be non-zero");
     }
@@ -289,6 +314,26 @@ async fn healthy_conn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn healthy_arguments_round_trip() {
+        let o = HealthyOpts {
+            port: 9,
+            conns: 3,
+            interval_ms: 7,
+            placement: Placement {
+                cpu: Some(1),
+                nice: Some(-10),
+            },
+        };
+        let args = o.to_args();
+        assert_eq!(HealthyOpts::try_parse_from(&args).unwrap(), o);
+        assert!(
+            HealthyOpts::try_parse_from(["healthy-child"]).is_err(),
+            "--port needed"
+        );
+    }
 
     #[test]
     fn a_held_back_ping_counts_from_its_due_time_an_on_time_one_from_its_write() {

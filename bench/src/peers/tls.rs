@@ -2,7 +2,7 @@
 //! `lubdub-bench serve-tls <lubdub|tokio> <text|ws> --cert PEM --key PEM [--cpu C] [--report-conns]`.
 //!
 //! The child prints `nofile ...` and `port <port>` as `serve` does (see
-//! `servers.rs`), with `--report-conns` a `conns <n>` line every 50 ms
+//! `peers/tcp.rs`), with `--report-conns` a `conns <n>` line every 50 ms
 //! (connections whose handshake is done, on both sides), and serves until
 //! it is killed.
 //!
@@ -10,7 +10,7 @@
 //! * lubdub, ws: `examples/ws_echo.rs`'s worker on `wss://` (lubdub-ws,
 //!   permessage-deflate off, `Backpressure::PauseRecv`), same TLS config.
 //! * tokio, text: current_thread runtime, `TlsAcceptor` (tokio-rustls,
-//!   same rustls and settings, see `server_config`), then `echo-1`'s
+//!   same rustls and settings, see `pki::server_config`), then `echo-1`'s
 //!   `Framed<_, LinesCodec>` echo over the TLS stream, and a
 //!   `shutdown()` at its end (close_notify, as lubdub sends).
 //! * tokio, ws: the same acceptor, then `tokio_tungstenite::accept_async`
@@ -19,9 +19,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use lubdub::ws::{Message, WsConfig};
 use lubdub::{Backpressure, Text, TlsConfig, Worker, Ws};
 use rustls::ServerConfig;
@@ -30,12 +29,16 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Framed, LinesCodec};
 
-use crate::servers::{echo, run_lubdub, Impl, MAX_MESSAGE};
-use crate::sys;
-use crate::ws_peers::echo_tungstenite;
+use crate::child::Server;
+use crate::peers::serve::{
+    accept_each, echo_framed, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
+};
+use crate::peers::ws::echo_tungstenite;
+use crate::pki::{server_config, Pki};
+use crate::report::Impl;
 
 /// What a TLS server speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     /// Text lines.
     Text,
@@ -44,34 +47,52 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The name on command lines.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Text => "text",
             Kind::Ws => "ws",
         }
     }
-
-    pub fn parse(s: &str) -> Result<Kind> {
-        match s {
-            "text" => Ok(Kind::Text),
-            "ws" => Ok(Kind::Ws),
-            _ => bail!("unknown TLS server kind {s:?} (text, ws)"),
-        }
-    }
 }
 
 /// The command line of a `serve-tls` child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
 pub struct TlsServeOpts {
+    /// lubdub's server, or the tokio peer.
+    #[arg(value_enum)]
     pub imp: Impl,
+    /// What it speaks.
+    #[arg(value_enum)]
     pub kind: Kind,
+    /// The certificate chain to present, PEM.
+    #[arg(long, value_name = "PEM")]
     pub cert: PathBuf,
+    /// Its private key, PEM.
+    #[arg(long, value_name = "PEM")]
     pub key: PathBuf,
+    /// CPU to pin the whole server process to.
+    #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,
+    /// Print `conns <n>` (handshakes done) every 50 ms.
+    #[arg(long)]
     pub report_conns: bool,
 }
 
 impl TlsServeOpts {
+    /// A server of `imp` speaking `kind`, presenting `pki`'s certificate.
+    pub fn new(pki: &Pki, imp: Impl, kind: Kind, cpu: Option<usize>, report_conns: bool) -> Self {
+        TlsServeOpts {
+            imp,
+            kind,
+            cert: pki.cert.clone(),
+            key: pki.key.clone(),
+            cpu,
+            report_conns,
+        }
+    }
+
+    /// The command line that makes a child run this server.
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec![
             "serve-tls".to_string(),
@@ -91,50 +112,15 @@ impl TlsServeOpts {
         a
     }
 
-    pub fn from_args(args: &[String]) -> Result<TlsServeOpts> {
-        let [imp, kind, rest @ ..] = args else {
-            bail!(
-                "usage: serve-tls <lubdub|tokio> <text|ws> --cert PEM --key PEM [--cpu C] [--report-conns]"
-            );
-        };
-        let (mut cert, mut key) = (None, None);
-        let mut o = TlsServeOpts {
-            imp: Impl::parse(imp)?,
-            kind: Kind::parse(kind)?,
-            cert: PathBuf::new(),
-            key: PathBuf::new(),
-            cpu: None,
-            report_conns: false,
-        };
-        let mut it = rest.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--cert" => cert = it.next().map(PathBuf::from),
-                "--key" => key = it.next().map(PathBuf::from),
-                "--cpu" => o.cpu = Some(crate::next_num(&mut it, a)?),
-                "--report-conns" => o.report_conns = true,
-                _ => bail!("serve-tls: unknown argument {a:?}"),
-            }
-        }
-        let (Some(cert), Some(key)) = (cert, key) else {
-            bail!("serve-tls: --cert PEM and --key PEM are required");
-        };
-        o.cert = cert;
-        o.key = key;
-        Ok(o)
+    /// Starts this server in a child process.
+    pub fn start(&self) -> Result<Server> {
+        Server::start(&self.to_args())
     }
 }
 
 /// Entry point of a `serve-tls` child.
-pub fn serve_main(args: &[String]) -> Result<()> {
-    let o = TlsServeOpts::from_args(args)?;
-    sys::die_with_parent();
-    let lim = sys::raise_fd_limit()?;
-    println!("nofile {} {} {}", lim.soft_before, lim.soft, lim.hard);
-    if let Some(cpu) = o.cpu {
-        // Before any thread is created: they all inherit the mask.
-        sys::pin_current_thread(cpu)?;
-    }
+pub fn serve(o: &TlsServeOpts) -> Result<()> {
+    start_server_child(o.cpu)?;
     match o.imp {
         Impl::Lubdub => {
             let tls = TlsConfig::from_pem_files(&o.cert, &o.key)?;
@@ -144,23 +130,9 @@ pub fn serve_main(args: &[String]) -> Result<()> {
             }
         }
         Impl::Tokio => {
-            let config = super::server_config(&o.cert, &o.key)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await?;
-                println!("port {}", listener.local_addr()?.port());
-                let live = o.report_conns.then(|| Arc::new(AtomicUsize::new(0)));
-                if let Some(live) = live.clone() {
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            println!("conns {}", live.load(Ordering::Relaxed));
-                        }
-                    });
-                }
-                tokio_tls_server(listener, o.kind, config, live).await
+            let config = server_config(&o.cert, &o.key)?;
+            run_tokio_peer(1, o.report_conns, |listener, live| {
+                tokio_tls_server(listener, o.kind, config, live)
             })
         }
     }
@@ -203,20 +175,7 @@ pub async fn tokio_tls_server(
     live: Option<Arc<AtomicUsize>>,
 ) -> Result<()> {
     let acceptor = TlsAcceptor::from(config);
-    let mut warned = false;
-    loop {
-        let (sock, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                if !warned {
-                    eprintln!("tokio TLS server: accept failed: {e}; retrying");
-                    warned = true;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = sock.set_nodelay(true);
+    accept_each(listener, "tokio TLS server", |sock| {
         let (acceptor, live) = (acceptor.clone(), live.clone());
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(sock).await else {
@@ -228,7 +187,7 @@ pub async fn tokio_tls_server(
             match kind {
                 Kind::Text => {
                     let mut framed = Framed::new(tls, LinesCodec::new_with_max_length(MAX_MESSAGE));
-                    echo(&mut framed, |line: String| line).await;
+                    echo_framed(&mut framed, |line: String| line).await;
                     let _ = framed.get_mut().shutdown().await;
                 }
                 Kind::Ws => {
@@ -241,12 +200,14 @@ pub async fn tokio_tls_server(
                 l.fetch_sub(1, Ordering::Relaxed);
             }
         });
-    }
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
 
     #[test]
     fn serve_tls_arguments_round_trip() {
@@ -260,10 +221,9 @@ mod tests {
         };
         let args = o.to_args();
         assert_eq!(args[0], "serve-tls");
-        let back = TlsServeOpts::from_args(&args[1..]).unwrap();
-        assert_eq!(back.to_args(), args);
+        assert_eq!(TlsServeOpts::try_parse_from(&args).unwrap(), o);
         assert!(
-            TlsServeOpts::from_args(&args[1..3]).is_err(),
+            TlsServeOpts::try_parse_from(&args[..3]).is_err(),
             "cert and key required"
         );
     }

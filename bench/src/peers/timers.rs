@@ -22,34 +22,58 @@ use anyhow::{anyhow, bail, Result};
 use lubdub::{Text, Timer, Worker};
 use tokio_util::time::DelayQueue;
 
-use crate::servers::Impl;
+use crate::report::Impl;
 use crate::sys;
 
 const FAR: Duration = Duration::from_secs(3600);
 
+/// The command line of a `timers-child`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
+pub struct TimerOpts {
+    /// lubdub's timers, or tokio's `DelayQueue`.
+    #[arg(value_enum)]
+    pub imp: Impl,
+    /// Timers added and deleted per pattern.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub n: usize,
+    /// CPU to pin the process to.
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
+}
+
+impl TimerOpts {
+    /// The command line that makes a child run this measurement.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "timers-child".to_string(),
+            self.imp.name().into(),
+            "--n".into(),
+            self.n.to_string(),
+        ];
+        if let Some(cpu) = self.cpu {
+            a.extend(["--cpu".into(), cpu.to_string()]);
+        }
+        a
+    }
+}
+
+/// What a timer child measured: ns per add + delete in each pattern.
 #[derive(Debug, Clone, Copy)]
 pub struct TimerResult {
+    /// Add one, delete it, repeat.
     pub interleaved_ns: f64,
+    /// Add all, then delete them all.
     pub bulk_ns: f64,
 }
 
 /// Entry point of a timer child.
-pub fn child_main(args: &[String]) -> Result<()> {
+pub fn child_main(o: &TimerOpts) -> Result<()> {
     sys::die_with_parent();
-    let [imp, rest @ ..] = args else {
-        bail!("usage: timers-child <lubdub|tokio> --n N [--cpu C]");
-    };
-    let imp = Impl::parse(imp)?;
-    let mut n = 1_000_000usize;
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--n" => n = crate::next_num(&mut it, a)?,
-            "--cpu" => sys::pin_current_thread(crate::next_num(&mut it, a)?)?,
-            _ => bail!("timers: unknown argument {a:?}"),
-        }
+    if let Some(cpu) = o.cpu {
+        sys::pin_current_thread(cpu)?;
     }
-    let r = match imp {
+    let n = o.n;
+    let r = match o.imp {
         Impl::Lubdub => lubdub_timers(n)?,
         Impl::Tokio => tokio_timers(n)?,
     };
@@ -154,4 +178,20 @@ fn tokio_timers(n: usize) -> Result<TimerResult> {
             bulk_ns,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn timer_arguments_round_trip() {
+        let o = TimerOpts {
+            imp: Impl::Tokio,
+            n: 1000,
+            cpu: Some(0),
+        };
+        assert_eq!(TimerOpts::try_parse_from(o.to_args()).unwrap(), o);
+    }
 }

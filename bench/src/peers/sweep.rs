@@ -58,7 +58,7 @@ use dashmap::DashMap;
 use lubdub::heartbeat::{Heartbeat, IdleSweep, SweepConfig, TextHeartbeat};
 use lubdub::{Connection, Text, Timer, TimerId, Worker, WorkerHandle};
 
-use crate::scenarios::median;
+use crate::report::median;
 
 /// Interval between two passes.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -275,6 +275,7 @@ impl PeerRegistry {
         (id, st)
     }
 
+    /// Removes connection `id` (its task ended).
     pub fn unregister(&self, id: u64) {
         self.locked
             .lock()

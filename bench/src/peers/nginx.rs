@@ -25,11 +25,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::sys;
+
 const INSTALL: &str = "apt-get install -y nginx libnginx-mod-stream";
 
 /// An nginx binary able to terminate TLS in its stream module.
 #[derive(Debug, Clone)]
 pub struct NginxBin {
+    /// Where it is.
     pub path: PathBuf,
     /// `nginx/1.22.1`.
     pub version: String,
@@ -205,17 +208,10 @@ impl Nginx {
             unsafe {
                 cmd.pre_exec(move || {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    if let Some(cpu) = cpu {
-                        let mut set: libc::cpu_set_t = std::mem::zeroed();
-                        libc::CPU_ZERO(&mut set);
-                        libc::CPU_SET(cpu, &mut set);
-                        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-                            != 0
-                        {
-                            return Err(std::io::Error::last_os_error());
-                        }
+                    match cpu {
+                        Some(cpu) => sys::pin_current_thread(cpu),
+                        None => Ok(()),
                     }
-                    Ok(())
                 });
             }
             let child = cmd
@@ -271,6 +267,7 @@ impl Nginx {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

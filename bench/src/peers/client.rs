@@ -18,7 +18,7 @@
 //!   leave in one write.
 //! * tokio: a current_thread runtime, one task per connection holding a
 //!   `Framed<TcpStream, LinesCodec>`; it feeds a line per reply and flushes
-//!   once nothing more is ready, like the echo peer in `servers.rs`.
+//!   once nothing more is ready, like the echo peer (`peers/serve.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -30,8 +30,9 @@ use lubdub::{Client, EventLoop, LoopHandle, Text, Timer};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LinesCodec};
 
-use crate::loadgen::{Unit, SAMPLE};
-use crate::servers::Impl;
+use crate::payload::{fill_pattern, SAMPLE};
+use crate::peers::serve::MAX_MESSAGE;
+use crate::report::Impl;
 use crate::sys;
 
 /// Bytes on the wire per line, `\n` included.
@@ -39,18 +40,34 @@ const LINE: usize = 32;
 /// Longest wait for the replies still owed after the window.
 const DRAIN: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+/// The command line of a `client-child`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
 pub struct ClientOpts {
+    /// lubdub's `Client`, or the tokio client.
+    #[arg(value_enum)]
     pub imp: Impl,
+    /// The server's port on 127.0.0.1.
+    #[arg(long)]
     pub port: u16,
+    /// Connections.
+    #[arg(long, default_value_t = 100)]
     pub conns: usize,
+    /// Lines in flight per connection.
+    #[arg(long, default_value_t = 16)]
     pub depth: usize,
-    pub warmup: Duration,
-    pub measure: Duration,
+    /// Warm-up before the window, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub warmup_ms: u64,
+    /// The measured window, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub measure_ms: u64,
+    /// CPU to pin the process to.
+    #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,
 }
 
 impl ClientOpts {
+    /// The command line that makes a child run this client.
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec![
             "client-child".to_string(),
@@ -62,9 +79,9 @@ impl ClientOpts {
             "--depth".into(),
             self.depth.to_string(),
             "--warmup-ms".into(),
-            self.warmup.as_millis().to_string(),
+            self.warmup_ms.to_string(),
             "--measure-ms".into(),
-            self.measure.as_millis().to_string(),
+            self.measure_ms.to_string(),
         ];
         if let Some(cpu) = self.cpu {
             a.extend(["--cpu".into(), cpu.to_string()]);
@@ -72,35 +89,12 @@ impl ClientOpts {
         a
     }
 
-    fn from_args(args: &[String]) -> Result<ClientOpts> {
-        let [imp, rest @ ..] = args else {
-            bail!("usage: client-child <lubdub|tokio> --port P [--conns N] [--depth D] [--warmup-ms W] [--measure-ms M] [--cpu C]");
-        };
-        let mut o = ClientOpts {
-            imp: Impl::parse(imp)?,
-            port: 0,
-            conns: 100,
-            depth: 16,
-            warmup: Duration::from_millis(500),
-            measure: Duration::from_secs(3),
-            cpu: None,
-        };
-        let mut it = rest.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--port" => o.port = crate::next_num(&mut it, a)?,
-                "--conns" => o.conns = crate::next_num(&mut it, a)?,
-                "--depth" => o.depth = crate::next_num(&mut it, a)?,
-                "--warmup-ms" => o.warmup = Duration::from_millis(crate::next_num(&mut it, a)?),
-                "--measure-ms" => o.measure = Duration::from_millis(crate::next_num(&mut it, a)?),
-                "--cpu" => o.cpu = Some(crate::next_num(&mut it, a)?),
-                _ => bail!("client: unknown argument {a:?}"),
-            }
-        }
-        if o.port == 0 || o.conns == 0 || o.depth == 0 {
-            bail!("client: --port, --conns and --depth must be non-zero");
-        }
-        Ok(o)
+    fn warmup(&self) -> Duration {
+        Duration::from_millis(self.warmup_ms)
+    }
+
+    fn measure(&self) -> Duration {
+        Duration::from_millis(self.measure_ms)
     }
 }
 
@@ -109,21 +103,24 @@ impl ClientOpts {
 pub struct ClientResult {
     /// Replies completed within the window.
     pub replies: u64,
+    /// The window's length.
     pub secs: f64,
     /// CPU time of the client process within the window.
     pub cpu_secs: f64,
 }
 
 /// Entry point of a client child.
-pub fn child_main(args: &[String]) -> Result<()> {
+pub fn child_main(o: &ClientOpts) -> Result<()> {
     sys::die_with_parent();
-    let o = ClientOpts::from_args(args)?;
+    if o.port == 0 || o.conns == 0 || o.depth == 0 {
+        bail!("client: --port, --conns and --depth must be non-zero");
+    }
     if let Some(cpu) = o.cpu {
         sys::pin_current_thread(cpu)?;
     }
     let r = match o.imp {
-        Impl::Lubdub => lubdub_client(&o),
-        Impl::Tokio => tokio_client(&o),
+        Impl::Lubdub => lubdub_client(o),
+        Impl::Tokio => tokio_client(o),
     };
     match r {
         Ok(r) => {
@@ -135,18 +132,6 @@ pub fn child_main(args: &[String]) -> Result<()> {
             Err(e)
         }
     }
-}
-
-/// CPU time (user + system) of this process so far, µs precision.
-fn own_cpu() -> Duration {
-    // SAFETY: getrusage fills a local struct.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// The window's start and end marks and the run's outcome, shared by the
@@ -166,7 +151,7 @@ impl Run {
         let m = (
             self.completed.load(Ordering::Relaxed),
             Instant::now(),
-            own_cpu(),
+            sys::own_cpu(),
         );
         self.marks.lock().unwrap().push(m);
     }
@@ -193,7 +178,7 @@ impl Run {
 
 /// Checks reply `seq` of connection `id`: its length, and its content one
 /// reply in [`SAMPLE`].
-fn check_reply(unit: Unit, id: u32, seq: u64, line: &str, scratch: &mut [u8; LINE]) -> Result<()> {
+fn check_reply(id: u32, seq: u64, line: &str, scratch: &mut [u8; LINE]) -> Result<()> {
     if line.len() != LINE - 1 {
         bail!(
             "connection {id}: reply {seq} is {} bytes, not {}",
@@ -202,7 +187,7 @@ fn check_reply(unit: Unit, id: u32, seq: u64, line: &str, scratch: &mut [u8; LIN
         );
     }
     if seq.is_multiple_of(SAMPLE) {
-        unit.fill(id, seq, scratch);
+        fill_pattern(id, seq, &mut scratch[..LINE - 1]);
         if line.as_bytes() != &scratch[..LINE - 1] {
             bail!("connection {id}: reply {seq} differs from what was sent: {line:?}");
         }
@@ -211,9 +196,9 @@ fn check_reply(unit: Unit, id: u32, seq: u64, line: &str, scratch: &mut [u8; LIN
 }
 
 /// Line `seq` of connection `id` without its `\n`, in `buf`.
-fn line(unit: Unit, id: u32, seq: u64, buf: &mut [u8; LINE]) -> &str {
-    unit.fill(id, seq, buf);
-    // The unit pattern is ASCII.
+fn line(id: u32, seq: u64, buf: &mut [u8; LINE]) -> &str {
+    fill_pattern(id, seq, &mut buf[..LINE - 1]);
+    // The pattern is ASCII.
     std::str::from_utf8(&buf[..LINE - 1]).expect("ASCII line")
 }
 
@@ -226,14 +211,13 @@ struct ConnCounters {
 }
 
 fn lubdub_client(o: &ClientOpts) -> Result<ClientResult> {
-    let unit = Unit::text(LINE);
     let run = Arc::new(Run::default());
     let counters: Arc<Vec<ConnCounters>> =
         Arc::new((0..o.conns).map(|_| ConnCounters::default()).collect());
     let base = Arc::new(AtomicU64::new(0));
     let handle: Arc<OnceLock<LoopHandle>> = Arc::new(OnceLock::new());
     let connected = Arc::new(AtomicUsize::new(0));
-    let (conns, depth, warmup, measure) = (o.conns, o.depth, o.warmup, o.measure);
+    let (conns, depth, warmup, measure) = (o.conns, o.depth, o.warmup(), o.measure());
 
     let mut client = Client::<Text>::new(format!("text://127.0.0.1:{}", o.port).as_str())?;
     client.connect_timeout(Duration::from_secs(10));
@@ -244,7 +228,7 @@ fn lubdub_client(o: &ClientOpts) -> Result<ClientResult> {
             let i = (conn.id() - base.load(Ordering::Relaxed)) as usize;
             let mut buf = [0u8; LINE];
             for seq in 0..depth as u64 {
-                let _ = conn.send(line(unit, i as u32, seq, &mut buf));
+                let _ = conn.send(line(i as u32, seq, &mut buf));
             }
             counters[i].sent.store(depth as u64, Ordering::Relaxed);
             if connected.fetch_add(1, Ordering::Relaxed) + 1 == conns {
@@ -283,7 +267,7 @@ fn lubdub_client(o: &ClientOpts) -> Result<ClientResult> {
             let seq = c.recv.load(Ordering::Relaxed);
             c.recv.store(seq + 1, Ordering::Relaxed);
             let mut buf = [0u8; LINE];
-            if let Err(e) = check_reply(unit, i as u32, seq, &reply, &mut buf) {
+            if let Err(e) = check_reply(i as u32, seq, &reply, &mut buf) {
                 run.fail(e.to_string());
                 if let Some(h) = handle.get() {
                     h.stop();
@@ -293,7 +277,7 @@ fn lubdub_client(o: &ClientOpts) -> Result<ClientResult> {
             run.completed.fetch_add(1, Ordering::Relaxed);
             let sent = c.sent.load(Ordering::Relaxed);
             if !run.stop.load(Ordering::Relaxed) {
-                let _ = conn.send(line(unit, i as u32, sent, &mut buf));
+                let _ = conn.send(line(i as u32, sent, &mut buf));
                 c.sent.store(sent + 1, Ordering::Relaxed);
             } else if seq + 1 == sent && run.drained.fetch_add(1, Ordering::Relaxed) + 1 == conns {
                 if let Some(h) = handle.get() {
@@ -342,25 +326,21 @@ fn lubdub_client(o: &ClientOpts) -> Result<ClientResult> {
 }
 
 fn tokio_client(o: &ClientOpts) -> Result<ClientResult> {
-    let unit = Unit::text(LINE);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (port, conns, depth, warmup, measure) = (o.port, o.conns, o.depth, o.warmup, o.measure);
+    let (port, conns, depth, warmup, measure) = (o.port, o.conns, o.depth, o.warmup(), o.measure());
     rt.block_on(async move {
         let run = Arc::new(Run::default());
         let mut framed = Vec::with_capacity(conns);
         for _ in 0..conns {
             let s = TcpStream::connect(("127.0.0.1", port)).await?;
             s.set_nodelay(true)?;
-            framed.push(Framed::new(
-                s,
-                LinesCodec::new_with_max_length(10 * 1024 * 1024),
-            ));
+            framed.push(Framed::new(s, LinesCodec::new_with_max_length(MAX_MESSAGE)));
         }
         let mut set = tokio::task::JoinSet::new();
         for (i, f) in framed.into_iter().enumerate() {
-            set.spawn(tokio_conn(f, unit, i as u32, depth, run.clone()));
+            set.spawn(tokio_conn(f, i as u32, depth, run.clone()));
         }
         tokio::time::sleep(warmup).await;
         run.mark();
@@ -383,19 +363,18 @@ fn tokio_client(o: &ClientOpts) -> Result<ClientResult> {
 }
 
 /// One tokio connection: `depth` lines out, then a line per reply. Like the
-/// echo peer in `servers.rs`, it handles every reply that is already
+/// echo peer (`peers/serve.rs`), it handles every reply that is already
 /// decoded or readable and flushes once nothing more is ready, so a batch
 /// of replies is answered with one write.
 async fn tokio_conn(
     mut f: Framed<TcpStream, LinesCodec>,
-    unit: Unit,
     id: u32,
     depth: usize,
     run: Arc<Run>,
 ) -> Result<()> {
     let mut buf = [0u8; LINE];
     for seq in 0..depth as u64 {
-        f.feed(line(unit, id, seq, &mut buf)).await?;
+        f.feed(line(id, seq, &mut buf)).await?;
     }
     SinkExt::<&str>::flush(&mut f).await?;
     let (mut sent, mut recv) = (depth as u64, 0u64);
@@ -403,11 +382,11 @@ async fn tokio_conn(
     let mut next = f.next().await;
     loop {
         let reply = next.ok_or_else(closed)??;
-        check_reply(unit, id, recv, &reply, &mut buf)?;
+        check_reply(id, recv, &reply, &mut buf)?;
         recv += 1;
         run.completed.fetch_add(1, Ordering::Relaxed);
         if !run.stop.load(Ordering::Relaxed) {
-            f.feed(line(unit, id, sent, &mut buf)).await?;
+            f.feed(line(id, sent, &mut buf)).await?;
             sent += 1;
         } else if recv == sent {
             SinkExt::<&str>::flush(&mut f).await?;
@@ -426,20 +405,34 @@ async fn tokio_conn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn client_arguments_round_trip() {
+        let o = ClientOpts {
+            imp: Impl::Lubdub,
+            port: 9,
+            conns: 3,
+            depth: 2,
+            warmup_ms: 10,
+            measure_ms: 20,
+            cpu: None,
+        };
+        assert_eq!(ClientOpts::try_parse_from(o.to_args()).unwrap(), o);
+    }
 
     /// A reply passes only with the right length and, one in `SAMPLE`, the
     /// bytes that were sent for its position.
     #[test]
     fn replies_are_checked_for_length_and_sampled_content() {
-        let unit = Unit::text(LINE);
         let mut buf = [0u8; LINE];
         let mut scratch = [0u8; LINE];
-        let good = line(unit, 3, SAMPLE, &mut buf).to_string();
-        assert!(check_reply(unit, 3, SAMPLE, &good, &mut scratch).is_ok());
+        let good = line(3, SAMPLE, &mut buf).to_string();
+        assert!(check_reply(3, SAMPLE, &good, &mut scratch).is_ok());
         // The line of another position, where content is compared.
-        assert!(check_reply(unit, 3, 0, &good, &mut scratch).is_err());
+        assert!(check_reply(3, 0, &good, &mut scratch).is_err());
         // Where content is not compared, the length still is.
-        assert!(check_reply(unit, 3, 1, &good, &mut scratch).is_ok());
-        assert!(check_reply(unit, 3, 1, &good[1..], &mut scratch).is_err());
+        assert!(check_reply(3, 1, &good, &mut scratch).is_ok());
+        assert!(check_reply(3, 1, &good[1..], &mut scratch).is_err());
     }
 }

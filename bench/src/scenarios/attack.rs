@@ -4,14 +4,15 @@
 //! Every party is its own process (this binary re-executed):
 //!
 //! * the server: `serve lubdub text --attack` (the worker built by
-//!   [`lubdub_attack_worker`], the one place where its settings live) or
+//!   `peers::tcp::lubdub_attack_worker`, the one place where its settings
+//!   live) or
 //!   `serve tokio text` (`Framed<TcpStream, LinesCodec>` with the same
 //!   10 MiB line limit);
 //! * the healthy clients: `healthy-child --port P --conns 50 --interval-ms 10`
-//!   (`healthy.rs`): each connection sends a 32-byte line every 10 ms
+//!   (`load/healthy.rs`): each connection sends a 32-byte line every 10 ms
 //!   (waiting for the reply first) and times it;
-//! * one process per attack ([`Attack`]): `attack-child <kind> --port P --n N`
-//!   (`attackers.rs`).
+//! * one process per attack (`Attack`): `attack-child <kind> --port P --n N`
+//!   (`load/attackers.rs`).
 //!
 //! The runner ([`attack`]) starts the server and the healthy clients, waits
 //! out the *before* phase, starts the attackers, waits out the *during*
@@ -22,78 +23,32 @@
 //! RSS and open descriptors every 100 ms; CPU time, VmRSS and VmHWM are
 //! also read at each phase boundary.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use lubdub::{Text, Worker};
 
-use crate::child::{Child, Server};
-use crate::scenarios::{
-    alternate, bytes, median, Better, Config, Outcome, Row, LOADGEN_CPU, SERVER_CPU,
-};
-use crate::servers::{Impl, Proto, ServeOpts, MAX_MESSAGE};
+use crate::child::{Child, Placement};
+use crate::load::attackers::{Attack, AttackerOpts};
+use crate::load::healthy::HealthyOpts;
+use crate::peers::tcp::{Proto, ServeOpts};
+use crate::report::{bytes, median, Better, Config, Impl, Outcome, LOADGEN_CPU, SERVER_CPU};
+use crate::scenarios::runs::alternate;
 use crate::sys;
-
-// ---- the lubdub server ----
-
-/// The lubdub server of the `attack` scenario, configured in this one
-/// place: `examples/echo.rs`'s server (Text protocol, one event loop,
-/// lubdub's defaults), each setting spelled out. Switch a new setting (a
-/// backpressure mode, a memory budget...) on here, one line, and every
-/// `attack` run uses it.
-pub fn lubdub_attack_worker() -> Result<Worker<Text>> {
-    // The protocol's own line limit: 10 MiB, `\n` included (Text's default,
-    // the tokio peer's `LinesCodec::new_with_max_length`).
-    let text = Text::with_max_length(MAX_MESSAGE);
-    let mut w = Worker::with_protocol("text://127.0.0.1:0", text)?;
-    w.count(1) // examples/echo.rs: `--count`, default 1
-        .name("attack")
-        .max_package_size(MAX_MESSAGE) // default: 10 MiB
-        .send_buffer_size(lubdub::DEFAULT_SEND_BUFFER_SIZE) // default: 1 MiB per connection
-        .close_timeout(Duration::from_secs(5)) // default
-        .stop_timeout(Duration::from_secs(5)) // default
-        .backpressure(lubdub::Backpressure::PauseRecv) // default, as examples/echo.rs
-        .memory_budget(lubdub::default_memory_budget()); // default: RAM / 64, 64..512 MiB
-                                                         // Off, as in examples/echo.rs: max_connections, first_message_timeout.
-    Ok(w)
-}
-
-/// Entry point of `serve lubdub text --attack`: [`lubdub_attack_worker`]
-/// echoing lines, as `examples/echo.rs` does. The example's callbacks
-/// only log, and no logger is installed here (the `log` macros are then
-/// no-ops), so `on_error` just counts: the child prints `stat errors N`
-/// every 200 ms.
-pub fn serve_lubdub() -> Result<()> {
-    let mut w = lubdub_attack_worker()?;
-    let errors = Arc::new(AtomicU64::new(0));
-    let e2 = errors.clone();
-    w.on_message(|conn, line: String| {
-        let _ = conn.send(&line);
-    });
-    w.on_error(move |_, _| {
-        e2.fetch_add(1, Ordering::Relaxed);
-    });
-    let h = w.start()?;
-    println!("port {}", h.local_addr().port());
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        println!("stat errors {}", errors.load(Ordering::Relaxed));
-    }
-}
-
-// ---- the plan ----
 
 /// How long each phase lasts and how hard each attack hits.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// Length of the phase before the attack.
     pub before: Duration,
+    /// Length of the attack.
     pub during: Duration,
+    /// Length of the phase after it.
     pub after: Duration,
-    /// Healthy ping-pong connections, and the period of each one's pings.
+    /// Healthy ping-pong connections.
     pub healthy: usize,
+    /// The period of each healthy connection's pings.
     pub interval: Duration,
     /// (attack, connections or concurrent loops) for each attacker process.
     pub attacks: Vec<(Attack, usize)>,
@@ -165,6 +120,7 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The plan in one line.
     pub fn describe(&self) -> String {
         let a: Vec<String> = self
             .attacks
@@ -182,61 +138,6 @@ impl Plan {
         )
     }
 }
-
-/// One kind of attacker process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attack {
-    /// `n` connections, each sending one byte (never a newline) a second.
-    Slowloris,
-    /// `n` connections each writing a line without end, 64 KiB a write, as
-    /// fast as the server takes it; reconnecting when the server cuts it.
-    LongLine,
-    /// `n` connections writing valid 32-byte lines as fast as they can and
-    /// never reading a reply.
-    NonReader,
-    /// `n` loops of: connect, send a valid line and a line of invalid
-    /// UTF-8, wait (at most 2 s) for the server to close, close.
-    Invalid,
-    /// `n` loops of: connect, close at once (every other one with a reset,
-    /// `SO_LINGER` 0).
-    Storm,
-}
-
-impl Attack {
-    pub fn name(self) -> &'static str {
-        match self {
-            Attack::Slowloris => "slowloris",
-            Attack::LongLine => "longline",
-            Attack::NonReader => "nonreader",
-            Attack::Invalid => "invalid",
-            Attack::Storm => "storm",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Result<Attack> {
-        [
-            Attack::Slowloris,
-            Attack::LongLine,
-            Attack::NonReader,
-            Attack::Invalid,
-            Attack::Storm,
-        ]
-        .into_iter()
-        .find(|a| a.name() == s)
-        .ok_or_else(|| anyhow!("unknown attack {s:?}"))
-    }
-
-    /// Each attack connects from its own /16 of loopback addresses
-    /// (127.10.0.0/16, 127.11.0.0/16, ...), a new address per connection in
-    /// turn, so no attack runs out of ephemeral ports.
-    pub(crate) fn source(self, seq: u64) -> IpAddr {
-        let net = 10 + self as u8;
-        let k = seq as u16;
-        Ipv4Addr::new(127, net, (k >> 8) as u8, k as u8).into()
-    }
-}
-
-// ---- the runner's side ----
 
 /// The metrics of one run, in row order.
 const METRICS: &[(&str, &str, Better)] = &[
@@ -294,13 +195,8 @@ pub fn attack(cfg: &Config, out: &mut Outcome) -> Result<()> {
         one_run(&plan, imp, cfg.pin)
     })?;
     for (i, (label, unit, better)) in METRICS.iter().enumerate() {
-        out.rows.push(Row {
-            label: format!("{}{label}", if i == 0 { "attack: " } else { "↳ " }),
-            unit,
-            better: *better,
-            lubdub: l[i].clone(),
-            peer: p[i].clone(),
-        });
+        let label = format!("{}{label}", if i == 0 { "attack: " } else { "↳ " });
+        out.row(label, unit, *better, &l[i], &p[i]);
     }
     let med = |v: &[Vec<f64>], label: &str| median(&v[m(label)]);
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
@@ -460,39 +356,24 @@ const HEALTHY_NICE: i32 = -10;
 /// latency is then the server's doing) and the attack is as strong as one
 /// core can make it. Unpinned, everyone shares both cores.
 fn one_run(plan: &Plan, imp: Impl, pin: bool) -> Result<(Vec<f64>, String)> {
-    let placement = |args: &mut Vec<String>, nice: Option<i32>| {
-        if pin {
-            args.extend(["--cpu".into(), LOADGEN_CPU.to_string()]);
-            if let Some(n) = nice {
-                args.extend(["--nice".into(), n.to_string()]);
-            }
-        }
+    let placement = |nice: Option<i32>| Placement {
+        cpu: pin.then_some(LOADGEN_CPU),
+        nice: nice.filter(|_| pin),
     };
-    let server = Server::start(
-        &ServeOpts {
-            imp,
-            proto: Proto::Text,
-            count: 1,
-            cpu: pin.then_some(SERVER_CPU),
-            report_conns: false,
-            sweep: None,
-            attack: true,
-        }
-        .to_args(),
-    )?;
+    let server = ServeOpts {
+        attack: true,
+        ..ServeOpts::echo(imp, Proto::Text, 1, pin.then_some(SERVER_CPU))
+    }
+    .start()?;
     let pid = server.child.pid();
     let port = server.port;
-    let mut args = vec![
-        "healthy-child".to_string(),
-        "--port".into(),
-        port.to_string(),
-        "--conns".into(),
-        plan.healthy.to_string(),
-        "--interval-ms".into(),
-        plan.interval.as_millis().to_string(),
-    ];
-    placement(&mut args, Some(HEALTHY_NICE));
-    let mut healthy = Child::spawn_piped(&args)?;
+    let healthy_opts = HealthyOpts {
+        port,
+        conns: plan.healthy,
+        interval_ms: plan.interval.as_millis() as u64,
+        placement: placement(Some(HEALTHY_NICE)),
+    };
+    let mut healthy = Child::spawn_piped(&healthy_opts.to_args())?;
     healthy.expect("ready", Duration::from_secs(30))?;
     let sampler = Sampler::start(pid)?;
     let s0 = Snapshot::take(pid)?;
@@ -503,17 +384,14 @@ fn one_run(plan: &Plan, imp: Impl, pin: bool) -> Result<(Vec<f64>, String)> {
     sampler.set_phase(1);
     healthy.send_line("phase 1")?;
     let mut attackers = Vec::new();
-    for (kind, n) in &plan.attacks {
-        let mut args = vec![
-            "attack-child".to_string(),
-            kind.name().into(),
-            "--port".into(),
-            port.to_string(),
-            "--n".into(),
-            n.to_string(),
-        ];
-        placement(&mut args, None);
-        attackers.push(Child::spawn_piped(&args)?);
+    for &(kind, n) in &plan.attacks {
+        let opts = AttackerOpts {
+            kind,
+            port,
+            n,
+            placement: placement(None),
+        };
+        attackers.push(Child::spawn_piped(&opts.to_args())?);
     }
     std::thread::sleep(plan.during);
     for a in &mut attackers {
@@ -602,21 +480,10 @@ fn one_run(plan: &Plan, imp: Impl, pin: bool) -> Result<(Vec<f64>, String)> {
     Ok((vals, detail))
 }
 
-/// Applies a child's `--cpu C` (pin) or `--nice N` option, before it
-/// creates any thread.
-pub(crate) fn place<'a>(flag: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<()> {
-    if flag == "--cpu" {
-        sys::pin_current_thread(crate::next_num(it, flag)?).context("pinning")?;
-    } else {
-        sys::set_nice(crate::next_num(it, flag)?).context("setpriority")?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadgen::Window;
+    use crate::report::Window;
     use crate::sys::FdLimit;
 
     fn config(attacks: Option<&str>, phases: Option<&str>) -> Config {

@@ -1,0 +1,7 @@
+//! End-to-end tests: the load generators (`load/`) against the real
+//! servers (`peers/`), run in this process over loopback. They sit above
+//! both floors, so that neither imports the other.
+
+mod hub;
+mod tls;
+mod ws;
