@@ -265,15 +265,12 @@ impl Crate {
             } else {
                 module.split("::").map(str::to_owned).collect()
             };
-            // `self::x` inside a mod.rs names its child; elsewhere a sibling item.
+            // `self::x` inside a mod.rs names its child; elsewhere an item of
+            // the same file.
             let is_dir_module = file.ends_with("mod.rs") || module.is_empty();
-            for p in paths_after(&code, "self") {
-                let mut abs = if is_dir_module {
-                    here.clone()
-                } else {
-                    here[..here.len().saturating_sub(1)].to_vec()
-                };
-                if is_dir_module {
+            if is_dir_module {
+                for p in paths_after(&code, "self") {
+                    let mut abs = here.clone();
                     abs.extend(p);
                     add(self.deepest(&abs).filter(|m| m != module));
                 }
@@ -299,11 +296,8 @@ impl Crate {
                 }
             }
             for p in paths_after(&code, "super") {
-                let mut base = if is_dir_module {
-                    here[..here.len().saturating_sub(1)].to_vec()
-                } else {
-                    here[..here.len().saturating_sub(1)].to_vec()
-                };
+                // `super` is the parent module, for a mod.rs and a file alike.
+                let mut base = here[..here.len().saturating_sub(1)].to_vec();
                 let mut rest = p.as_slice();
                 while rest.first().is_some_and(|s| s == "super") {
                     base.pop();

@@ -469,7 +469,6 @@ mod tests {
     use crate::load::tcp::assert_checks_at_any_cut;
     use crate::load::ws_codec::lubdub_side::{decode_all, server_frames};
     use lubdub::ws::Message;
-    use lubdub::Protocol;
 
     /// The load generator's frames are what an RFC 6455 server accepts
     /// from a client (masked; lubdub refuses unmasked ones), and carry
@@ -508,15 +507,14 @@ mod tests {
     fn replies_check_by_position() {
         for payload in [32, 4096] {
             let unit = WsUnit::text(payload);
-            let server = server_frames(false);
-            let mut enc = server.encoder();
+            let mut server = server_frames(false);
             let mut stream = Vec::new();
             let mut msg = vec![0u8; payload];
             for i in 0..200u64 {
                 fill_pattern(3, i, &mut msg);
                 let text = String::from_utf8(msg.clone()).unwrap();
                 server
-                    .encode(&mut enc, &Message::Text(text), &mut stream)
+                    .encode_into(&Message::Text(text), &mut stream)
                     .unwrap();
             }
             assert_eq!(stream.len(), 200 * unit.reply_size());

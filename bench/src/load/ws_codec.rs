@@ -435,25 +435,24 @@ impl Deflate {
 /// load generator writes against a real server's decoder.
 #[cfg(test)]
 pub mod lubdub_side {
-    use lubdub::protocol::WireBuf;
+    use lubdub::protocol::Session;
     use lubdub::ws::{DeflateConfig, Message, Ws, WsConfig};
     use lubdub::Decoded;
 
     /// lubdub's server role without the opening handshake.
-    pub fn server_frames(deflate: bool) -> Ws {
+    pub fn server_frames(deflate: bool) -> Session<Ws> {
         let mut cfg = WsConfig::default();
         if deflate {
             cfg = cfg.deflate(DeflateConfig::default());
         }
-        Ws::server_without_handshake(cfg)
+        Session::new(Ws::server_without_handshake(cfg))
     }
 
     /// Decodes every message in `bytes` with lubdub's server role.
-    pub fn decode_all(ws: &mut Ws, bytes: &[u8]) -> Vec<Message> {
-        let mut wire = WireBuf::default();
+    pub fn decode_all(ws: &mut Session<Ws>, bytes: &[u8]) -> Vec<Message> {
         let (mut pos, mut out) = (0, Vec::new());
         while pos < bytes.len() {
-            match wire.decode(ws, &bytes[pos..]).unwrap() {
+            match ws.decode(&bytes[pos..]).unwrap() {
                 Decoded::Message { msg, consumed } => {
                     out.push(msg);
                     pos += consumed;
@@ -471,9 +470,9 @@ mod tests {
     use super::*;
     use crate::load::ws_codec::lubdub_side::{decode_all, server_frames};
     use crate::payload::fill_words;
-    use lubdub::protocol::WireBuf;
+    use lubdub::protocol::Session;
     use lubdub::ws::{DeflateConfig, Ws, WsConfig};
-    use lubdub::{Decoded, Protocol};
+    use lubdub::Decoded;
 
     /// A server frame as a server writes it (unmasked, FIN set).
     fn server_bytes(opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -630,20 +629,17 @@ mod tests {
             if deflate {
                 cfg = cfg.deflate(DeflateConfig::default());
             }
-            let mut server = Ws::server(cfg);
-            let mut enc = server.encoder();
-            let mut wire = WireBuf::default();
-            assert_eq!(server.start(&mut wire.wire()), lubdub::ws::Start::Handshake);
+            let mut server = Session::new(Ws::server(cfg));
+            assert_eq!(server.start(), lubdub::ws::Start::Handshake);
             let key = generate_key();
             let req = upgrade_request("127.0.0.1:1", "/bench", &key, deflate);
-            let Decoded::Handshake { data, consumed } =
-                wire.decode(&mut server, req.as_bytes()).unwrap()
+            let Decoded::Handshake { data, consumed } = server.decode(req.as_bytes()).unwrap()
             else {
                 panic!("a whole request");
             };
             assert_eq!(consumed, req.len());
-            server.accept(&data, &mut enc, &mut wire.wire());
-            let head = wire.take();
+            server.accept(&data);
+            let head = server.wire.take();
             let p = check_response(&head, &key, deflate).unwrap();
             assert_eq!(p.is_some(), deflate);
             assert!(check_response(&head, "dGhlIHNhbXBsZSBub25jZQ==", deflate).is_err());
@@ -669,7 +665,6 @@ mod tests {
         for payload in [32, 4096] {
             let mut codec = Deflate::new(&p);
             let mut server = server_frames(true);
-            let mut enc = server.encoder();
             let (mut req, mut rep) = (Vec::new(), Vec::new());
             let mut msg = vec![0u8; payload];
             for i in 0..20u64 {
@@ -680,7 +675,7 @@ mod tests {
             let msgs = decode_all(&mut server, &req);
             assert_eq!(msgs.len(), 20);
             for m in &msgs {
-                server.encode(&mut enc, m, &mut rep).unwrap();
+                server.encode_into(m, &mut rep).unwrap();
             }
             let (mut pos, mut inflated) = (0, Vec::new());
             for i in 0..20u64 {

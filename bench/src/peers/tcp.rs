@@ -261,13 +261,16 @@ pub fn lubdub_attack_worker() -> Result<Worker<Text>> {
     let mut w = Worker::with_protocol("text://127.0.0.1:0", text)?;
     w.count(1) // examples/echo.rs: `--count`, default 1
         .name("attack")
-        .max_package_size(MAX_MESSAGE) // default: 10 MiB
-        .send_buffer_size(lubdub::DEFAULT_SEND_BUFFER_SIZE) // default: 1 MiB per connection
-        .close_timeout(Duration::from_secs(5)) // default
-        .stop_timeout(Duration::from_secs(5)) // default
-        .backpressure(lubdub::Backpressure::PauseRecv) // default, as examples/echo.rs
-        .memory_budget(lubdub::default_memory_budget()); // default: RAM / 64, 64..512 MiB
-                                                         // Off, as in examples/echo.rs: max_connections, first_message_timeout.
+        .limits(
+            lubdub::Limits::default()
+                .max_package_size(MAX_MESSAGE) // default: 10 MiB
+                .send_buffer_size(lubdub::DEFAULT_SEND_BUFFER_SIZE) // default: 1 MiB per connection
+                .close_timeout(Duration::from_secs(5)) // default
+                .stop_timeout(Duration::from_secs(5)) // default
+                .backpressure(lubdub::Backpressure::PauseRecv) // default, as examples/echo.rs
+                .memory_budget(lubdub::default_memory_budget()), // default: RAM / 64, 64..512 MiB
+        );
+    // Off, as in examples/echo.rs: max_connections, first_message_timeout.
     Ok(w)
 }
 
@@ -298,8 +301,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use clap::Parser as _;
-    use lubdub::protocol::WireBuf;
-    use lubdub::{Decoded, Protocol};
+    use lubdub::{Codec, Decoded};
     use tokio_util::codec::{Decoder, Encoder};
 
     /// The tokio peer's codec and lubdub's Frame put identical bytes on the
@@ -308,7 +310,7 @@ mod tests {
     fn tokio_frame_codec_is_byte_exact_with_workerman_frame() {
         for payload in [&b""[..], b"hello", &[7u8; 4096][..]] {
             let mut ours = Vec::new();
-            Frame::new().encode(&mut (), payload, &mut ours).unwrap();
+            Codec::encode(&Frame::new(), payload, &mut ours).unwrap();
             assert_eq!(&ours[..4], &((payload.len() + 4) as u32).to_be_bytes());
 
             let mut theirs = BytesMut::new();
@@ -322,10 +324,7 @@ mod tests {
             assert_eq!(&got[..], payload);
             assert!(buf.is_empty());
 
-            match WireBuf::default()
-                .decode(&mut Frame::new(), &theirs)
-                .unwrap()
-            {
+            match Codec::decode(&Frame::new(), &mut (), &theirs).unwrap() {
                 Decoded::Message { msg, consumed } => {
                     assert_eq!(msg, payload);
                     assert_eq!(consumed, payload.len() + 4);

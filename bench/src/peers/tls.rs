@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use lubdub::ws::{Message, WsConfig};
-use lubdub::{Backpressure, Text, TlsConfig, Worker, Ws};
+use lubdub::{Backpressure, Limits, Text, TlsConfig, Worker, Ws};
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -155,7 +155,7 @@ pub fn lubdub_ws(tls: TlsConfig) -> Result<Worker<Ws>> {
     let mut w = Worker::with_protocol("wss://127.0.0.1:0", Ws::server(WsConfig::default()))?;
     w.count(1)
         .name("bench-wss")
-        .backpressure(Backpressure::PauseRecv);
+        .limits(Limits::default().backpressure(Backpressure::PauseRecv));
     w.tls(tls);
     w.on_message(|conn, msg| {
         if let Message::Text(_) | Message::Binary(_) = msg {

@@ -34,7 +34,7 @@ use std::task::{ready, Context, Poll};
 use anyhow::{bail, Result};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use lubdub::ws::{DeflateConfig, Message, Ws, WsConfig};
-use lubdub::{Backpressure, Worker};
+use lubdub::{Backpressure, Limits, Worker};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -167,7 +167,7 @@ fn serve_lubdub(deflate: bool, report_conns: bool) -> Result<()> {
     let mut w = Worker::with_protocol("ws://127.0.0.1:0", Ws::server(lubdub_ws_config(deflate)))?;
     w.count(1)
         .name("bench-ws")
-        .backpressure(Backpressure::PauseRecv);
+        .limits(Limits::default().backpressure(Backpressure::PauseRecv));
     w.on_message(|conn, msg| {
         if let Message::Text(_) | Message::Binary(_) = msg {
             let _ = conn.send(&msg);

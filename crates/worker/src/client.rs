@@ -50,12 +50,16 @@ pub struct Client<P: Protocol> {
     connect_timeout: Duration,
     backoff: Option<Backoff>,
     /// Fixed at the first `connect`: the configuration and the site.
-    running: OnceLock<(Arc<ConnConfig<P>>, Arc<Site<P>>)>,
+    running: OnceLock<Running<P>>,
     /// The host as written in the address (for TLS's server name).
     host: String,
     tls: Option<TlsClientConfig>,
     keep_unsent: bool,
 }
+
+/// What a client's connections run with, fixed at its first `connect`:
+/// their configuration and the site that runs their events.
+type Running<P> = (Arc<ConnConfig<P>>, Arc<Site<P>>);
 
 impl<P: Protocol + Default> Client<P> {
     /// A client of `addr` (`text://127.0.0.1:1234` or a `SocketAddr`) with
@@ -142,7 +146,7 @@ impl<P: Protocol> Client<P> {
         &self.running().1.endpoint.connections
     }
 
-    fn running(&self) -> &(Arc<ConnConfig<P>>, Arc<Site<P>>) {
+    fn running(&self) -> &Running<P> {
         self.running.get_or_init(|| {
             let config = Arc::new(ConnConfig {
                 protocol: self.protocol.clone(),
