@@ -39,6 +39,7 @@
 //! formats, defaults and a comparison with Workerman, the C# seed and
 //! MagicOnion are in `docs/heartbeat.md`.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod client;

@@ -38,6 +38,8 @@
 //! * Across nodes, delivery is at most once, like Redis pub/sub itself:
 //!   see docs/hub.md.
 
+#![forbid(unsafe_code)]
+
 mod id;
 mod query;
 mod redis;

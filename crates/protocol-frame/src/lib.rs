@@ -317,6 +317,7 @@
 //! * All length arithmetic is checked; the decoders keep no state between
 //!   calls, so any split of the stream decodes the same.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod frame;

@@ -97,6 +97,7 @@
 //! error reply to one of them fails the session with
 //! [`RespError::SetupFailed`].
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod cmd;

@@ -45,6 +45,8 @@
 //! assert_eq!(text.encode("hi").unwrap(), b"hi\n");
 //! ```
 
+#![forbid(unsafe_code)]
+
 use lubdub_protocol::{Codec, Decoded, ProtocolError};
 use serde::Deserialize;
 
