@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-/// The runner's `--wrap-server CMD`: a command prefix for every server
-/// child (`valgrind --tool=callgrind ...`, say).
+/// The runner's `--wrap-server CMD`: a command prefix for every measured
+/// child: servers, and the timer and client children
+/// (`valgrind --tool=callgrind ...`, or `bench/scripts/ab-against.sh`).
 pub static SERVER_WRAP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// A running child process and the lines it prints.

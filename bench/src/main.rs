@@ -109,8 +109,9 @@ struct RunOptions {
     /// Attack scenario: seconds before, during, after (default 3,10,10)
     #[arg(long, value_name = "B,D,A")]
     attack_phases: Option<String>,
-    /// Start every server child as `CMD <server command line>` (same pid),
-    /// e.g. --wrap-server 'valgrind --tool=callgrind --cache-sim=yes'
+    /// Start every measured child (servers, timer and client children) as
+    /// `CMD <its command line>` (same pid), e.g. --wrap-server 'valgrind
+    /// --tool=callgrind --cache-sim=yes', or bench/scripts/ab-against.sh
     #[arg(long, value_name = "CMD")]
     wrap_server: Option<String>,
 }

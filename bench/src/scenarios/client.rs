@@ -29,7 +29,7 @@ pub fn client(cfg: &Config, out: &mut Outcome) -> Result<()> {
             cpu: cfg.loadgen_cpu(1),
         };
         let (s0, t0) = (sys::process_cpu(server.child.pid())?, Instant::now());
-        let mut child = Child::spawn(&opts.to_args())?;
+        let mut child = Child::spawn_server(&opts.to_args())?;
         let res = child.expect("result", cfg.limit())?;
         let server_cpu =
             (sys::process_cpu(server.child.pid())? - s0).as_secs_f64() / t0.elapsed().as_secs_f64();

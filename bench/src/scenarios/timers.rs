@@ -19,7 +19,7 @@ pub fn timers(cfg: &Config, out: &mut Outcome) -> Result<()> {
             n: cfg.timer_ops,
             cpu: cfg.server_cpu(1),
         };
-        let mut child = Child::spawn(&opts.to_args())?;
+        let mut child = Child::spawn_server(&opts.to_args())?;
         let limit = Duration::from_secs(120);
         let i: f64 = child.expect("interleaved", limit)?.parse()?;
         let b: f64 = child.expect("bulk", limit)?.parse()?;

@@ -244,18 +244,6 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
         }
     }
 
-    /// The memory budget: charge what the connection holds now, and act on
-    /// the budget's verdict.
-    fn account_memory(&mut self, now: Instant) {
-        let budget = &self.dispatcher.site().endpoint.memory;
-        let held = if self.core.is_closed() {
-            0
-        } else {
-            self.core.held_bytes()
-        };
-        self.memory.charge(budget, held, now);
-    }
-
     fn closed(&mut self) -> Poll<()> {
         self.memory
             .charge(&self.dispatcher.site().endpoint.memory, 0, Instant::now());
@@ -338,9 +326,10 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
                 now = Instant::now();
                 continue;
             }
-            let more = this.core.end_turn(requests, yield_now);
-            this.account_memory(now);
-            if more {
+            let end = this.core.end_turn(requests, yield_now);
+            let budget = &this.dispatcher.site().endpoint.memory;
+            this.memory.charge(budget, end.held, now);
+            if end.more {
                 continue;
             }
             if yield_now {

@@ -104,6 +104,10 @@ impl<P: Protocol> Lifecycle<P> {
     }
 
     fn pop_event(&mut self) -> Option<Event<P>> {
+        if self.connected_due {
+            self.connected_due = false;
+            return Some(Event::Connected);
+        }
         self.rare.as_mut().and_then(|r| r.events.pop_front())
     }
 

@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 use crate::connection::Connection;
 use crate::error::{CloseReason, ConnError};
 use crate::limits::Backpressure;
-use crate::mailbox::{req, status};
+use crate::mailbox::{req, status, Mailbox};
 pub(crate) use crate::memory::MemoryVerdict;
 use crate::protocol::{Decoder, Protocol, ProtocolError};
 
@@ -72,7 +72,7 @@ pub(crate) const LINGER_DISCARD_MAX: usize = 64 * 1024;
 /// its task before it yields to the other connections of its loop, as
 /// tokio's cooperative budget does. With at most `READS_PER_POLL` reads of
 /// 64 KiB, this bounds how long one flooding connection holds the loop.
-pub(crate) const MESSAGES_PER_TURN: u32 = 256;
+pub(crate) const MESSAGES_PER_TURN: u16 = 256;
 
 /// While a send buffer stays full, dropped sends are reported at most this often.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -159,6 +159,15 @@ pub(crate) enum SocketAction {
     Close,
 }
 
+/// What [`Lifecycle::end_turn`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TurnEnd {
+    /// Another turn has work now.
+    pub more: bool,
+    /// The bytes the connection holds (what the memory budget charges).
+    pub held: usize,
+}
+
 /// One connection's lifecycle as a state machine; see the module docs.
 pub(crate) struct Lifecycle<P: Protocol> {
     conn: Connection<P>,
@@ -170,6 +179,8 @@ pub(crate) struct Lifecycle<P: Protocol> {
     established: bool,
     /// A `Handshake` event was yielded; its verdict has not come back yet.
     awaiting_verdict: bool,
+    /// `Connected` is to be yielded next.
+    connected_due: bool,
     /// Inbound bytes not consumed yet: most of the time either empty and
     /// unallocated, or the loop's read buffer, lent for one read
     /// ([`handle_read`](Self::handle_read), [`reclaim_read_buffer`](Self::reclaim_read_buffer)).
@@ -203,7 +214,7 @@ pub(crate) struct Lifecycle<P: Protocol> {
     /// Close without waiting for the peer's FIN (a peer presumed gone).
     no_linger: bool,
     /// What is left of this poll's [`MESSAGES_PER_TURN`].
-    budget: u32,
+    budget: u16,
     /// Messages the application has not handled yet (an async handler's
     /// queue), and whether it is handling one.
     app_backlog: u32,
@@ -259,7 +270,6 @@ impl<P: Protocol> Rare<P> {
     /// Holds nothing worth keeping.
     fn is_spent(&self) -> bool {
         self.events.is_empty()
-            && self.events.capacity() == 0
             && self.reason.is_none()
             && self.violation.is_none()
             && self.drops_since.is_none()
@@ -282,6 +292,7 @@ impl<P: Protocol> Lifecycle<P> {
             tenure,
             established: false,
             awaiting_verdict: false,
+            connected_due: false,
             rbuf: Vec::new(),
             rpos: 0,
             rend: 0,
@@ -386,7 +397,9 @@ impl<P: Protocol> Lifecycle<P> {
         if let Some(rare) = &mut self.rare {
             rare.handshake_deadline = None;
         }
-        self.emit(Event::Connected);
+        // Yielded before anything queued, without boxing the rare state:
+        // an established idle connection carries none.
+        self.connected_due = true;
     }
 
     /// The transport has a handshake of its own (TLS) before `start`: it
@@ -559,7 +572,10 @@ impl<P: Protocol> Lifecycle<P> {
     /// the send queue, and what the protocol's session holds. What the
     /// memory budget charges.
     pub fn held_bytes(&self) -> usize {
-        let mb = self.conn.inner.mailbox();
+        self.held_with(&self.conn.inner.mailbox())
+    }
+
+    fn held_with(&self, mb: &Mailbox<P>) -> usize {
         let own = if self.rbuf_lent {
             0
         } else {
@@ -575,12 +591,13 @@ impl<P: Protocol> Lifecycle<P> {
 
     /// The end of a poll: whether another turn has work before the task may
     /// sleep (queued bytes the socket can take, a request that came in, an
-    /// event to yield, input a lifted hold lets through). When not, or when
-    /// the task yields, the mailbox's `polling` mark is cleared under the
-    /// same lock, so the next send wakes the task.
-    pub fn end_turn(&mut self, requests_seen: u8, yield_now: bool) -> bool {
+    /// event to yield, input a lifted hold lets through), and the bytes the
+    /// connection holds, for the memory budget. When there is no more work,
+    /// or when the task yields, the mailbox's `polling` mark is cleared
+    /// under the same lock, so the next send wakes the task.
+    pub fn end_turn(&mut self, requests_seen: u8, yield_now: bool) -> TurnEnd {
         let input_ready = self.held_input && self.is_receiving() && !self.hold_delivery();
-        let events = self.rare_ref().is_some_and(|r| !r.events.is_empty());
+        let events = self.connected_due || self.rare_ref().is_some_and(|r| !r.events.is_empty());
         // The async handler has messages and nothing running: start them.
         let app_ready = self.app_backlog > 0 && !self.app_busy;
         let mut mb = self.conn.inner.mailbox();
@@ -596,9 +613,17 @@ impl<P: Protocol> Lifecycle<P> {
         if !more || yield_now {
             mb.polling = false;
         }
+        let held = if self.phase == Phase::Closed {
+            0
+        } else {
+            self.held_with(&mb)
+        };
         drop(mb);
         self.shed_rare();
-        more && !yield_now
+        TurnEnd {
+            more: more && !yield_now,
+            held,
+        }
     }
 
     /// The loop is ending with the connection still open: it closes now
