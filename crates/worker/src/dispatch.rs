@@ -133,7 +133,20 @@ impl<P: Protocol> Dispatcher<P> {
         Dispatched::Done
     }
 
-    fn deliver(&mut self, conn: &Connection<P>, msg: P::Message) {
+    /// Whether messages go to an async handler (whose backlog the state
+    /// machine must know).
+    pub fn has_async_handler(&self) -> bool {
+        matches!(
+            self.site.handlers.on_message,
+            Some(MessageHandler::Async(_))
+        )
+    }
+
+    /// A message: the plugins' `on_message`, then the handler's. Inlined
+    /// into the shell's event loop: the per-message path (see
+    /// `Lifecycle::poll_event`).
+    #[inline(always)]
+    pub fn deliver(&mut self, conn: &Connection<P>, msg: P::Message) {
         let handlers = &self.site.handlers;
         for plugin in &handlers.plugins {
             let mut flow = Flow::Continue;
@@ -181,6 +194,12 @@ impl<P: Protocol> Dispatcher<P> {
             self.site.endpoint.connections.remove(&conn.id());
             self.in_map = false;
         }
+    }
+
+    /// Whether the async handler has messages or one running.
+    #[inline]
+    pub fn has_async_work(&self) -> bool {
+        self.runner.is_some()
     }
 
     /// Messages the async handler has not taken yet, and whether it runs one.
@@ -266,6 +285,8 @@ fn async_panicked<P: Protocol>(
 
 /// Runs a user callback for `conn`; a panic is logged, reported through
 /// `on_error` and closes the connection. Returns whether it completed.
+/// Inlined: it runs once per message.
+#[inline(always)]
 fn guard<P: Protocol>(
     handlers: &Handlers<P>,
     conn: &Connection<P>,

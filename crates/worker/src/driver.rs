@@ -23,7 +23,7 @@ use std::time::Instant;
 use crate::connection::Connection;
 use crate::dispatch::{Dispatched, Dispatcher, Site};
 use crate::event_loop::{LoopCtx, Resident, Sleep};
-use crate::lifecycle::{Lifecycle, Phase, SocketAction, Tenure};
+use crate::lifecycle::{Event, Lifecycle, Phase, SocketAction, Tenure};
 use crate::mailbox::req;
 use crate::memory::MemoryAccount;
 use crate::protocol::Protocol;
@@ -82,15 +82,32 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
     /// Hands every event the state machine has now to the dispatcher, in
     /// order, and feeds back what dispatching asks (a handshake verdict)
     /// and the async handler's backlog.
+    #[inline]
     fn pump(&mut self, now: Instant) {
+        if self.core.has_work() {
+            self.pump_events(now);
+        }
+    }
+
+    #[inline(never)]
+    fn pump_events(&mut self, now: Instant) {
+        let async_handler = self.dispatcher.has_async_handler();
         while let Some(event) = self.core.poll_event(now) {
-            if let Dispatched::Verdict(data, verdict) =
-                self.dispatcher.dispatch(self.core.conn(), event)
-            {
-                self.core.handle_verdict(data, verdict, now);
+            match event {
+                // The hot path: one message, straight to its handlers.
+                Event::Message(msg) => self.dispatcher.deliver(self.core.conn(), msg),
+                other => {
+                    if let Dispatched::Verdict(data, verdict) =
+                        self.dispatcher.dispatch(self.core.conn(), other)
+                    {
+                        self.core.handle_verdict(data, verdict, now);
+                    }
+                }
             }
-            let (queued, busy) = self.dispatcher.app_backlog();
-            self.core.set_app_backlog(queued, busy);
+            if async_handler {
+                let (queued, busy) = self.dispatcher.app_backlog();
+                self.core.set_app_backlog(queued, busy);
+            }
         }
         if self.core.drops_app_backlog() {
             self.dispatcher.drop_app_backlog();
@@ -101,6 +118,9 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
 
     /// Runs the async handler, then what it changed.
     fn run_async(&mut self, cx: &mut Context<'_>, now: Instant) {
+        if !self.dispatcher.has_async_work() {
+            return;
+        }
         self.dispatcher.poll_async(self.core.conn(), cx);
         let (queued, busy) = self.dispatcher.app_backlog();
         self.core.set_app_backlog(queued, busy);

@@ -377,6 +377,8 @@ impl LoopCtx {
 }
 
 /// Runs a panicking-safe callback; returns the panic message on panic.
+/// Inlined: every message's callback runs inside it.
+#[inline(always)]
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| panic_message(&*p))
 }

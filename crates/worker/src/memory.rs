@@ -198,9 +198,11 @@ impl MemoryAccount {
     }
 
     /// The budget's verdict on this connection at `now`.
+    #[inline]
     pub fn verdict(&self, budget: &MemoryBudget, now: Instant) -> MemoryVerdict {
-        let pressure = budget.is_over() || budget.in_episode();
-        if self.charge == 0 || !pressure {
+        // A connection charged nothing (nearly every one) reads no shared
+        // counter: the budget's cache line stays where it is.
+        if self.charge == 0 || !(budget.is_over() || budget.in_episode()) {
             return MemoryVerdict::Free;
         }
         if budget.over_too_long(now) && MemoryBudget::class_of(self.charge) == budget.top_class() {

@@ -32,7 +32,7 @@ impl<P: Protocol> Lifecycle<P> {
         log::debug!("connection {}: {op} failed: {e}", self.conn.id());
         let kind = e.kind();
         self.set_reason(CloseReason::Io(kind));
-        self.emit(Event::Error(ConnError::Io(e)));
+        self.emit(Event::error(ConnError::Io(e)));
         self.finish(CloseReason::Io(kind));
     }
 
@@ -44,7 +44,7 @@ impl<P: Protocol> Lifecycle<P> {
             self.conn.id(),
             self.conn.remote_addr()
         );
-        self.emit(Event::Error(ConnError::Io(io::Error::new(
+        self.emit(Event::error(ConnError::Io(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the peer closed without a TLS close_notify (truncation)",
         ))));
@@ -163,7 +163,7 @@ impl<P: Protocol> Lifecycle<P> {
                             "connection {}: close timed out with data unsent",
                             self.conn.id()
                         );
-                        self.emit(Event::Error(ConnError::FlushTimeout));
+                        self.emit(Event::error(ConnError::FlushTimeout));
                         self.finish(CloseReason::FlushTimeout);
                     } else {
                         self.finish(reason);
@@ -262,7 +262,12 @@ impl<P: Protocol> Lifecycle<P> {
 
     /// The memory budget's verdict on this connection (the shell asks the
     /// budget each turn, see `crate::memory::MemoryAccount`).
+    #[inline]
     pub fn handle_memory(&mut self, verdict: MemoryVerdict, now: Instant) {
+        if verdict == MemoryVerdict::Free && !self.mem_hold && self.rare.is_none() {
+            // The common case: nothing to do.
+            return;
+        }
         if matches!(self.phase, Phase::Lingering | Phase::Closed) {
             self.mem_hold = false;
             return;
@@ -287,7 +292,7 @@ impl<P: Protocol> Lifecycle<P> {
                     self.conn.remote_addr(),
                     held >> 10
                 );
-                self.emit(Event::Error(ConnError::Overload { held, budget }));
+                self.emit(Event::error(ConnError::Overload { held, budget }));
                 self.finish(CloseReason::Overload);
                 return;
             }

@@ -74,6 +74,10 @@ pub(crate) const LINGER_DISCARD_MAX: usize = 64 * 1024;
 /// 64 KiB, this bounds how long one flooding connection holds the loop.
 pub(crate) const MESSAGES_PER_TURN: u16 = 256;
 
+/// The request bits the state machine acts on when it sees them (a pause
+/// only holds delivery).
+pub(super) const ACTIONS: u8 = req::DESTROY | req::CLOSE | req::FULL;
+
 /// While a send buffer stays full, dropped sends are reported at most this often.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -94,11 +98,19 @@ pub(crate) enum Event<P: Protocol> {
     BufferFull,
     /// The full send buffer was written out: `on_buffer_drain`.
     BufferDrain,
-    /// Something went wrong on the connection: `on_error`.
-    Error(ConnError),
+    /// Something went wrong on the connection: `on_error`. (Boxed: errors
+    /// are rare, and a smaller event is cheaper to hand out per message.)
+    Error(Box<ConnError>),
     /// The connection closed (exactly once, for a connection that got
     /// [`Event::Connected`]): `on_close`.
     Closed(CloseReason),
+}
+
+impl<P: Protocol> Event<P> {
+    /// An [`Event::Error`].
+    pub(crate) fn error(err: ConnError) -> Self {
+        Event::Error(Box::new(err))
+    }
 }
 
 /// The hook's answer to [`Event::Handshake`].
@@ -485,9 +497,13 @@ impl<P: Protocol> Lifecycle<P> {
     /// starts an episode.
     fn handle_requests(&mut self, now: Instant) {
         let requests = self.conn.inner.requests();
-        if requests & (req::DESTROY | req::CLOSE | req::FULL) == 0 {
-            return;
+        if requests & ACTIONS != 0 {
+            self.act_on_requests(requests, now);
         }
+    }
+
+    /// Acts on the request bits in [`ACTIONS`].
+    pub(super) fn act_on_requests(&mut self, requests: u8, now: Instant) {
         if requests & req::DESTROY != 0 {
             if self.phase != Phase::Closed {
                 let reason = self.requested_reason(CloseReason::Destroyed);
@@ -531,14 +547,48 @@ impl<P: Protocol> Lifecycle<P> {
 
     /// Whether delivering more input must wait.
     fn hold_delivery(&self) -> bool {
-        let limits = &self.conn.inner.config.limits;
-        self.conn.inner.requests() & (req::PAUSE | req::CLOSE | req::DESTROY) != 0
-            || (self.full && limits.backpressure == Backpressure::PauseRecv)
+        self.hold_delivery_with(self.conn.inner.requests())
+    }
+
+    /// [`hold_delivery`](Self::hold_delivery) with the request bits read
+    /// already. The common case (no request, nothing held) reads no limit:
+    /// this runs once per message.
+    #[inline]
+    pub(super) fn hold_delivery_with(&self, requests: u8) -> bool {
+        // One branch for the common case: every cause of a hold, or'ed
+        // without short-circuits (bools, not `||`), then the exact answer.
+        let maybe = (requests & (req::PAUSE | req::CLOSE | req::DESTROY) != 0)
+            | (self.budget == 0)
+            | self.mem_hold
+            | self.awaiting_verdict
+            | self.full
+            | (self.app_backlog != 0)
+            | !self.wire_out.is_empty();
+        if !maybe {
+            return false;
+        }
+        if requests & (req::PAUSE | req::CLOSE | req::DESTROY) != 0
             || self.budget == 0
             || self.mem_hold
             || self.awaiting_verdict
+        {
+            return true;
+        }
+        let limits = &self.conn.inner.config.limits;
+        (self.full && limits.backpressure == Backpressure::PauseRecv)
             || self.app_backlog as usize >= limits.async_queue
             || self.wire_out.len() >= limits.send_buffer_size
+    }
+
+    /// Whether [`poll_event`](Self::poll_event) may yield something now:
+    /// an event is due, a request came, or there are bytes to decode. The
+    /// shell skips polling when not (cheap, inlined).
+    #[inline]
+    pub fn has_work(&self) -> bool {
+        (self.rpos != self.rend && self.is_receiving())
+            || self.connected_due
+            || self.rare.is_some()
+            || self.conn.inner.requests() & ACTIONS != 0
     }
 
     /// Whether the shell should read from the socket now: input is wanted
@@ -570,7 +620,8 @@ impl<P: Protocol> Lifecycle<P> {
 
     /// Bytes this connection holds: its buffers, what the transport holds,
     /// the send queue, and what the protocol's session holds. What the
-    /// memory budget charges.
+    /// memory budget charges ([`end_turn`](Self::end_turn) reports it).
+    #[cfg(test)]
     pub fn held_bytes(&self) -> usize {
         self.held_with(&self.conn.inner.mailbox())
     }

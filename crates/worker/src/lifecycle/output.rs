@@ -53,7 +53,7 @@ impl<P: Protocol> Lifecycle<P> {
             "connection {}: {dropped} send(s) dropped, buffer full",
             self.conn.id()
         );
-        self.emit(Event::Error(ConnError::SendBufferFull { dropped, limit }));
+        self.emit(Event::error(ConnError::SendBufferFull { dropped, limit }));
     }
 
     /// The next bytes to write, or `None` when everything is written.
