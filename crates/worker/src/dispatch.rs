@@ -10,13 +10,14 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use crate::connection::Connection;
 use crate::endpoint::Endpoint;
 use crate::error::{CloseReason, ConnError};
 use crate::event_loop::catch;
 use crate::handlers::{Handlers, LocalBoxFuture, MessageHandler};
-use crate::lifecycle::{Event, Verdict, MESSAGES_PER_TURN};
+use crate::lifecycle::{Event, Lifecycle, Verdict, MESSAGES_PER_TURN};
 use crate::plugin::Flow;
 use crate::protocol::Protocol;
 
@@ -74,6 +75,35 @@ impl<P: Protocol> Dispatcher<P> {
     /// stopping worker finds it).
     pub fn in_map(&self) -> bool {
         self.in_map
+    }
+
+    /// Hands every event `core` has now to the plugins and callbacks, in
+    /// order, and feeds back what dispatching asks (a handshake verdict)
+    /// and the async handler's backlog. What the shell does after each of
+    /// its steps; the state machine's tests do the same.
+    #[inline(never)]
+    pub fn drain(&mut self, core: &mut Lifecycle<P>, now: Instant) {
+        let async_handler = self.has_async_handler();
+        while let Some(event) = core.poll_event(now) {
+            match event {
+                // The hot path: one message, straight to its handlers.
+                Event::Message(msg) => self.deliver(core.conn(), msg),
+                other => {
+                    if let Dispatched::Verdict(data, verdict) = self.dispatch(core.conn(), other) {
+                        core.handle_verdict(data, verdict, now);
+                    }
+                }
+            }
+            if async_handler {
+                let (queued, busy) = self.app_backlog();
+                core.set_app_backlog(queued, busy);
+            }
+        }
+        if core.drops_app_backlog() {
+            self.drop_app_backlog();
+            let (queued, busy) = self.app_backlog();
+            core.set_app_backlog(queued, busy);
+        }
     }
 
     /// Runs the plugins and the callback for `event`.

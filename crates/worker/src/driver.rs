@@ -21,9 +21,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::connection::Connection;
-use crate::dispatch::{Dispatched, Dispatcher, Site};
+use crate::dispatch::{Dispatcher, Site};
 use crate::event_loop::{LoopCtx, Resident, Sleep};
-use crate::lifecycle::{Event, Lifecycle, Phase, SocketAction, Tenure};
+use crate::lifecycle::{Lifecycle, Phase, SocketAction, Tenure};
 use crate::mailbox::req;
 use crate::memory::MemoryAccount;
 use crate::protocol::Protocol;
@@ -85,34 +85,7 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
     #[inline]
     fn pump(&mut self, now: Instant) {
         if self.core.has_work() {
-            self.pump_events(now);
-        }
-    }
-
-    #[inline(never)]
-    fn pump_events(&mut self, now: Instant) {
-        let async_handler = self.dispatcher.has_async_handler();
-        while let Some(event) = self.core.poll_event(now) {
-            match event {
-                // The hot path: one message, straight to its handlers.
-                Event::Message(msg) => self.dispatcher.deliver(self.core.conn(), msg),
-                other => {
-                    if let Dispatched::Verdict(data, verdict) =
-                        self.dispatcher.dispatch(self.core.conn(), other)
-                    {
-                        self.core.handle_verdict(data, verdict, now);
-                    }
-                }
-            }
-            if async_handler {
-                let (queued, busy) = self.dispatcher.app_backlog();
-                self.core.set_app_backlog(queued, busy);
-            }
-        }
-        if self.core.drops_app_backlog() {
-            self.dispatcher.drop_app_backlog();
-            let (queued, busy) = self.dispatcher.app_backlog();
-            self.core.set_app_backlog(queued, busy);
+            self.dispatcher.drain(&mut self.core, now);
         }
     }
 

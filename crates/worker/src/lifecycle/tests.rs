@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::connection::SendStatus;
-use crate::dispatch::{Dispatched, Dispatcher, Site};
+use crate::dispatch::{Dispatcher, Site};
 use crate::endpoint::{Endpoint, MapEntry};
 use crate::handlers::{Handlers, LocalBoxFuture, MessageHandler};
 use crate::limits::Limits;
@@ -313,19 +313,7 @@ impl Harness {
     /// What the shell does with events: each through the dispatcher, the
     /// verdicts and the async backlog back into the state machine.
     fn pump(&mut self) {
-        while let Some(event) = self.core.poll_event(self.now) {
-            if let Dispatched::Verdict(data, verdict) = self.dispatcher.dispatch(&self.conn, event)
-            {
-                self.core.handle_verdict(data, verdict, self.now);
-            }
-            let (queued, busy) = self.dispatcher.app_backlog();
-            self.core.set_app_backlog(queued, busy);
-        }
-        if self.core.drops_app_backlog() {
-            self.dispatcher.drop_app_backlog();
-            let (queued, busy) = self.dispatcher.app_backlog();
-            self.core.set_app_backlog(queued, busy);
-        }
+        self.dispatcher.drain(&mut self.core, self.now);
     }
 
     /// One turn of the shell without socket I/O: the memory verdict,
