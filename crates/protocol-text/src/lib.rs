@@ -15,7 +15,10 @@
 //!   gives: `double cr\r\r\n` decodes to `double cr`. A `\r` anywhere else
 //!   is kept (`a\rb\n` decodes to `a\rb`).
 //! * Encoding appends `\n` to the message. A message that ends in `\r`
-//!   therefore comes back without it, in Workerman as here.
+//!   therefore comes back without it, in Workerman as here. A message that
+//!   contains a `\n` is refused ([`ProtocolError::InvalidData`], nothing
+//!   written), where Workerman would send two lines: relaying what a user
+//!   typed cannot inject a line.
 //! * The maximum line length (terminator included) defaults to 10 MiB,
 //!   Workerman's maximum package size. A longer line is an error as soon as
 //!   that many bytes arrived without a `\n`; nothing of the peer's choosing
@@ -122,6 +125,14 @@ impl LineSplitter {
             return Err(ProtocolError::TooLarge {
                 len: line.len() as u64 + 1,
                 max: self.max_length as u64,
+            });
+        }
+        // A message is one line: a `\n` inside would make the peer read two
+        // (line injection, through a bridge that relays what a user typed).
+        if let Some(offset) = memchr::memchr(b'\n', line) {
+            return Err(ProtocolError::InvalidData {
+                expected: "a line without \\n",
+                offset,
             });
         }
         dst.reserve(line.len() + 1);
@@ -321,6 +332,23 @@ mod tests {
         assert_eq!(msg(&mut t, stream), ("hello world".into(), 12));
         // scan state was reset: the next line is found from its start
         assert_eq!(msg(&mut t, b"x\n"), ("x".into(), 2));
+    }
+
+    #[test]
+    fn a_message_with_a_newline_is_refused_not_split() {
+        let mut out = b"pre".to_vec();
+        let t = Text::new();
+        let err = t.encode("hi\nadmin: you are banned", &mut out).unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::InvalidData { offset: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(out, b"pre", "nothing written");
+        let b = TextBytes::new();
+        assert!(b.encode(b"\n", &mut out).is_err());
+        // A `\r` alone is data, as Workerman's rtrim only strips it at the end.
+        t.encode("a\rb", &mut out).unwrap();
+        assert_eq!(out, b"prea\rb\n");
     }
 
     #[test]

@@ -345,6 +345,9 @@ impl<P: Protocol, T: Transport> Drop for ConnDriver<P, T> {
         }
         let endpoint = &self.dispatcher.site().endpoint;
         endpoint.sockets.fetch_sub(1, Ordering::Relaxed);
+        if let (Some(per_ip), Tenure::Whole) = (&endpoint.per_ip, self.core.tenure()) {
+            per_ip.release(self.core.conn().remote_addr().ip());
+        }
     }
 }
 

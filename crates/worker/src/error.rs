@@ -246,6 +246,9 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// No whole first message arrived within the first-message timeout.
     FirstMessageTimeout,
+    /// A message had started arriving and no byte of it came for the
+    /// message timeout (`Limits::message_timeout`).
+    MessageTimeout,
     /// The protocol's handshake did not finish within the handshake timeout.
     HandshakeTimeout,
     /// The worker stayed over its memory budget and this connection was
@@ -266,6 +269,7 @@ impl CloseReason {
                 | CloseReason::FlushTimeout
                 | CloseReason::HeartbeatTimeout
                 | CloseReason::FirstMessageTimeout
+                | CloseReason::MessageTimeout
                 | CloseReason::HandshakeTimeout
                 | CloseReason::Overload
         )
@@ -286,6 +290,9 @@ impl fmt::Display for CloseReason {
             CloseReason::WorkerStopped => f.write_str("worker stopped"),
             CloseReason::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             CloseReason::FirstMessageTimeout => f.write_str("first-message timeout"),
+            CloseReason::MessageTimeout => {
+                f.write_str("message timeout: a partial message stopped")
+            }
             CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
             CloseReason::Overload => f.write_str("overload: over the memory budget"),
             CloseReason::Custom(s) => f.write_str(s),

@@ -102,7 +102,8 @@ impl<P: Protocol> WorkerHandle<P> {
         Ok(())
     }
 
-    /// Connections refused because of `max_connections`.
+    /// Connections refused because of `max_connections` or
+    /// `max_connections_per_ip`.
     pub fn rejected(&self) -> u64 {
         self.shared.rejected.load(Ordering::Relaxed)
     }

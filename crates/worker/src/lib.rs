@@ -52,7 +52,10 @@ pub use config::{TlsFiles, WorkerConfig};
 pub use connection::{ConnStats, Connection, SendStatus};
 pub use error::{CloseReason, ConfigError, ConnError, Error, Misuse};
 pub use handle::WorkerHandle;
-pub use limits::{Backpressure, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
+pub use limits::{
+    default_max_connections, Backpressure, Limits, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+};
 pub use plugin::{Flow, Plugin};
 pub use protocol::{
     Closing, Codec, Decoded, Decoder, Encoder, Protocol, ProtocolError, Raw, Reject, SessionClose,

@@ -192,7 +192,10 @@ impl<P: Protocol> Worker<P> {
         for _ in 1..count {
             listeners.push(bind(local_addr, true)?);
         }
-        let endpoint = Arc::new(Endpoint::new(self.limits.memory_budget));
+        let endpoint = Arc::new(Endpoint::new(
+            self.limits.memory_budget,
+            self.limits.max_connections_per_ip,
+        ));
         let serving = Arc::new(Serving {
             config: Arc::new(ConnConfig {
                 protocol: self.protocol.clone(),
@@ -435,6 +438,22 @@ async fn accept_loop<P: Protocol>(
                         continue;
                     }
                 }
+                if let Some(per_ip) = &shared.ep.per_ip {
+                    if !per_ip.admit(peer.ip()) {
+                        if shared.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
+                            log::warn!(
+                                "worker {}: {} connections from {} reached; refusing more from \
+                                 one address (counted in rejected())",
+                                shared.name,
+                                per_ip.limit(),
+                                peer.ip()
+                            );
+                        }
+                        let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+                        drop(stream);
+                        continue;
+                    }
+                }
                 spawn_connection(shared, serving, ctx, stream, peer);
             }
             Err(e)
@@ -505,6 +524,11 @@ fn spawn_connection<P: Protocol>(
             let driver = ConnDriver::new(new_conn(), Tenure::Whole, site, stream, transport, ctx);
             ctx.ex.spawn(driver).detach();
         }
-        Err(e) => log::warn!("worker {}: TLS session for {peer}: {e}", shared.name),
+        Err(e) => {
+            log::warn!("worker {}: TLS session for {peer}: {e}", shared.name);
+            if let Some(per_ip) = &shared.ep.per_ip {
+                per_ip.release(peer.ip());
+            }
+        }
     }
 }

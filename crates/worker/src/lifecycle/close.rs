@@ -96,6 +96,7 @@ impl<P: Protocol> Lifecycle<P> {
                 CloseReason::Panic => Some(Closing::InternalError),
                 CloseReason::HeartbeatTimeout
                 | CloseReason::FirstMessageTimeout
+                | CloseReason::MessageTimeout
                 | CloseReason::HandshakeTimeout => Some(Closing::Timeout),
                 // The peer is gone or the socket broke: no goodbye.
                 _ => None,
@@ -131,6 +132,7 @@ impl<P: Protocol> Lifecycle<P> {
             reason,
             CloseReason::HeartbeatTimeout
                 | CloseReason::FirstMessageTimeout
+                | CloseReason::MessageTimeout
                 | CloseReason::HandshakeTimeout
         )
     }

@@ -52,8 +52,10 @@
 //! Open.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::clock::instant_of;
 use crate::connection::Connection;
 use crate::error::{CloseReason, ConnError};
 use crate::limits::Backpressure;
@@ -481,6 +483,13 @@ impl<P: Protocol> Lifecycle<P> {
             );
             self.close_for(CloseReason::FirstMessageTimeout, now);
         }
+        if self.message_deadline().is_some_and(|d| now >= d) {
+            log::debug!(
+                "connection {}: a partial message stopped growing",
+                self.conn.id()
+            );
+            self.close_for(CloseReason::MessageTimeout, now);
+        }
         if self
             .rare_ref()
             .and_then(|r| r.handshake_deadline)
@@ -601,10 +610,30 @@ impl<P: Protocol> Lifecycle<P> {
         }
     }
 
+    /// While a message is partly in (bytes of it buffered, not held back,
+    /// or held by the protocol's session), when it must have grown again:
+    /// the last byte read plus `Limits::message_timeout`.
+    fn message_deadline(&self) -> Option<Instant> {
+        if self.phase != Phase::Open {
+            return None;
+        }
+        let partial = (self.rpos != self.rend && !self.held_input) || self.decoder.held_bytes() > 0;
+        if !partial {
+            return None;
+        }
+        let timeout = self.conn.inner.config.limits.message_timeout?;
+        let last = instant_of(self.conn.inner.last_active.load(Ordering::Relaxed));
+        Some(last + timeout)
+    }
+
     /// The earliest deadline this connection waits for, if any.
     pub fn poll_deadline(&self) -> Option<Instant> {
-        let rare = self.rare_ref()?;
+        let message = self.message_deadline();
+        let Some(rare) = self.rare_ref() else {
+            return message;
+        };
         [
+            message,
             rare.first_message_deadline.filter(|_| self.is_receiving()),
             rare.handshake_deadline
                 .filter(|_| matches!(self.phase, Phase::New | Phase::Handshake)),
