@@ -497,8 +497,19 @@ fn join_members(addr: SocketAddr, group: &str, count: usize, out: &mut Vec<Membe
     while left > 0 {
         let n = left.min(BATCH);
         let start = out.len();
-        for _ in 0..n {
-            let s = TcpStream::connect(addr).expect("connect a member");
+        for k in 0..n {
+            // Each member from an address of its own, as ten thousand
+            // users would come: one address may open only
+            // `Limits::max_connections_per_ip` (1,024 by default).
+            let seq = (out.len() + k) as u32;
+            let from: SocketAddr = format!("127.77.{}.{}:0", (seq >> 8) & 0xff, seq & 0xff)
+                .parse()
+                .unwrap();
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&from.into()).expect("bind a member's address");
+            sock.connect(&addr.into()).expect("connect a member");
+            let s: TcpStream = sock.into();
             s.set_read_timeout(Some(WAIT)).unwrap();
             out.push(Member {
                 r: BufReader::with_capacity(256, s),
