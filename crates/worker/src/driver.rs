@@ -28,6 +28,7 @@ use crate::mailbox::req;
 use crate::memory::MemoryAccount;
 use crate::protocol::Protocol;
 use crate::reactor::Io;
+use crate::stats::Retired;
 use crate::transport::{Received, Transport};
 
 /// Reads per poll before yielding to other connections.
@@ -71,6 +72,7 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
         ctx: &std::rc::Rc<LoopCtx>,
     ) -> Self {
         site.endpoint.sockets.fetch_add(1, Ordering::Relaxed);
+        ctx.counters.socket_opened();
         ConnDriver {
             core: Lifecycle::new(conn, tenure),
             dispatcher: Dispatcher::new(site.clone(), tenure == Tenure::Whole),
@@ -361,6 +363,19 @@ impl<P: Protocol, T: Transport> Drop for ConnDriver<P, T> {
         }
         let endpoint = &self.dispatcher.site().endpoint;
         endpoint.sockets.fetch_sub(1, Ordering::Relaxed);
+        let conn = self.core.conn();
+        let stats = conn.stats();
+        let totals = Retired {
+            bytes_in: stats.bytes_in,
+            bytes_out: stats.bytes_out,
+            messages_in: stats.messages_in,
+            messages_out: stats.messages_out,
+            buffer_full: stats.buffer_full,
+        };
+        self.resident
+            .ctx()
+            .counters
+            .retire(totals, self.core.outcome().as_ref());
         if let (Some(per_ip), Tenure::Whole) = (&endpoint.per_ip, self.core.tenure()) {
             per_ip.release(self.core.conn().remote_addr().ip());
         }

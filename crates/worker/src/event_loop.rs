@@ -56,6 +56,8 @@ pub(crate) struct LoopCtx {
     /// Bytes this pass of the executor may still read (all connections of
     /// the loop together; see [`PASS_READ_BUDGET`]).
     read_budget: Cell<usize>,
+    /// What this loop counted (read by other threads).
+    pub counters: Arc<crate::stats::LoopCounters>,
     /// Shared read buffer: taken by a connection for the duration of a read.
     scratch: Cell<Vec<u8>>,
     /// [`Resident`]s of this loop (connection tasks, client supervisors),
@@ -232,6 +234,7 @@ impl LoopCtx {
             deferred: RefCell::new(Vec::new()),
             starved: RefCell::new(Vec::new()),
             read_budget: Cell::new(PASS_READ_BUDGET),
+            counters: Arc::default(),
             scratch: Cell::new(Vec::new()),
             live: Cell::new(0),
             idle: Event::new(),
@@ -287,6 +290,12 @@ impl LoopCtx {
             }
         }
         due.clear();
+        // How late the loop is: the most overdue timer's delay.
+        if let Some(d) = self.timers.borrow_mut().next_deadline() {
+            if d <= now {
+                self.counters.lagged(now - d);
+            }
+        }
         self.timers.borrow_mut().collect_due(now, &mut due);
         for &id in &due {
             let Some(mut f) = self.timers.borrow_mut().take(id) else {
@@ -302,6 +311,7 @@ impl LoopCtx {
         }
         due.clear();
         self.due.replace(due);
+        self.counters.set_timers(self.timers.borrow().len());
         self.next_deadline()
     }
 

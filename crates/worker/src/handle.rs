@@ -12,6 +12,7 @@ use crate::connection::Connection;
 use crate::endpoint::Endpoint;
 use crate::event_loop::{LoopCtx, StopSignal};
 use crate::protocol::Protocol;
+use crate::stats::{LoopCounters, LoopStats, Retired};
 
 /// A callback of the worker itself (`on_worker_start`, `on_worker_stop`).
 pub(crate) type WorkerFn<P> = Arc<dyn Fn(&WorkerHandle<P>) + Send + Sync>;
@@ -30,6 +31,8 @@ pub(crate) struct WorkerShared<P: Protocol> {
     pub on_worker_stop: Option<WorkerFn<P>>,
     /// The TLS configuration new connections use.
     pub tls: std::sync::RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// Each loop's counters, once it started.
+    pub loops: Vec<std::sync::OnceLock<Arc<LoopCounters>>>,
 }
 
 /// A running worker: its live connections, address, and stop control.
@@ -100,6 +103,39 @@ impl<P: Protocol> WorkerHandle<P> {
         *tls = Some(config.rustls().clone());
         log::info!("worker {}: TLS configuration reloaded", self.shared.name);
         Ok(())
+    }
+
+    /// What each event loop counted since it started (those that started):
+    /// connections, accepts, closes by reason, handshake failures,
+    /// full-buffer episodes, traffic, timers and the loop's lag. Walks the
+    /// live connections to add their traffic: for an operator's `status`
+    /// or a metrics scrape, not for a hot path.
+    pub fn loop_stats(&self) -> Vec<LoopStats> {
+        let count = self.shared.loops.len();
+        let mut live = vec![Retired::default(); count];
+        let mut conns = vec![0; count];
+        for entry in self.connections().iter() {
+            let c = entry.value();
+            let Some(t) = live.get_mut(c.loop_index()) else {
+                continue;
+            };
+            let s = c.stats();
+            t.bytes_in += s.bytes_in;
+            t.bytes_out += s.bytes_out;
+            t.messages_in += s.messages_in;
+            t.messages_out += s.messages_out;
+            t.buffer_full += s.buffer_full;
+            conns[c.loop_index()] += 1;
+        }
+        self.shared
+            .loops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let counters = slot.get()?;
+                Some(counters.snapshot(i, conns[i], live[i]))
+            })
+            .collect()
     }
 
     /// Connections refused because of `max_connections` or

@@ -34,6 +34,7 @@ pub mod plugin;
 mod poller;
 mod reactor;
 mod reconnect;
+mod stats;
 mod timer;
 pub mod timer_queue;
 mod tls;
@@ -49,7 +50,7 @@ pub use addr::{IntoListenAddr, ListenAddr};
 pub use client::{Client, EventLoop, LoopHandle};
 pub use clock::monotonic_nanos;
 pub use config::{TlsFiles, WorkerConfig};
-pub use connection::{ConnStats, Connection, SendStatus};
+pub use connection::{ConnInfo, ConnState, ConnStats, Connection, SendStatus};
 pub use error::{CloseReason, ConfigError, ConnError, Error, Misuse};
 pub use handle::WorkerHandle;
 pub use limits::{
@@ -62,6 +63,7 @@ pub use protocol::{
     Start, Wire,
 };
 pub use reconnect::{Backoff, ReconnectPolicy};
+pub use stats::{LoopStats, CLOSE_KINDS, LAG_BUCKETS};
 pub use timer::Timer;
 pub use timer_queue::TimerId;
 pub use tls::{TlsClientConfig, TlsConfig};

@@ -219,6 +219,7 @@ impl<P: Protocol> Worker<P> {
             on_worker_start: self.on_worker_start.clone(),
             on_worker_stop: self.on_worker_stop.clone(),
             tls: std::sync::RwLock::new(self.tls.as_ref().map(|t| t.rustls().clone())),
+            loops: (0..count).map(|_| std::sync::OnceLock::new()).collect(),
         });
         log::info!(
             "worker {} listening on {}://{} with {count} loop(s)",
@@ -324,6 +325,9 @@ async fn loop_main<P: Protocol>(
     let handle = WorkerHandle {
         shared: shared.clone(),
     };
+    if let Some(slot) = shared.loops.get(ctx.id) {
+        let _ = slot.set(ctx.counters.clone());
+    }
     let listener = match Io::new(listener, &ctx.reactor) {
         Ok(l) => l,
         Err(e) => {
@@ -454,6 +458,7 @@ async fn accept_loop<P: Protocol>(
                         continue;
                     }
                 }
+                ctx.counters.accepted();
                 spawn_connection(shared, serving, ctx, stream, peer);
             }
             Err(e)

@@ -372,6 +372,13 @@ impl<P: Protocol> Lifecycle<P> {
         self.phase == Phase::Closed
     }
 
+    /// How the connection ended, for its loop's counters: the close
+    /// reason of an established connection, `None` for one that never
+    /// got that far (a handshake refused, failed or timed out).
+    pub fn outcome(&self) -> Option<CloseReason> {
+        self.established.then(|| self.reason())
+    }
+
     /// Whether the connection still takes input for the protocol.
     fn is_receiving(&self) -> bool {
         matches!(self.phase, Phase::Handshake | Phase::Open)
