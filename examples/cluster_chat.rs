@@ -173,14 +173,7 @@ impl Chat {
         };
         match verified {
             Ok(name) => {
-                lock(&member.state).name = Some(name.clone());
-                self.hub.bind_uid(c, &name);
-                log_limited!(
-                    Level::Info,
-                    "{name} is {} ({}), by token",
-                    self.hub.global_id(c),
-                    c.remote_addr()
-                );
+                self.bind(c, member, &name, "by token");
                 let _ = c.send("ok");
             }
             Err(why) => {
@@ -218,15 +211,20 @@ impl Chat {
         if self.hub.is_uid_online_local(name) {
             return taken();
         }
+        self.bind(c, member, name, "by name");
+        Ok("ok".to_owned())
+    }
+
+    /// Gives the connection its name, `how` it was claimed.
+    fn bind(&self, c: &Connection<Text>, member: &Member, name: &str, how: &str) {
         lock(&member.state).name = Some(name.to_owned());
         self.hub.bind_uid(c, name);
         log_limited!(
             Level::Info,
-            "{name} is {} ({})",
+            "{name} is {} ({}), {how}",
             self.hub.global_id(c),
             c.remote_addr()
         );
-        Ok("ok".to_owned())
     }
 
     async fn join(

@@ -39,12 +39,17 @@ fn ask_until(c: &mut LineClient, line: &str, want: &str) {
     }
 }
 
+/// Redis and two nodes, n1 and n2, started with `flags`.
+fn two_nodes(flags: &[&str]) -> (Redis, Node, Node) {
+    let redis = Redis::start();
+    let n1 = Node::start_with("n1", &redis.url(), flags);
+    let n2 = Node::start_with("n2", &redis.url(), flags);
+    (redis, n1, n2)
+}
+
 #[test]
 fn names_are_checked_bound_once_and_unique_across_nodes() {
-    let redis = Redis::start();
-    let url = redis.url();
-    let n1 = Node::start_with("n1", &url, &[]);
-    let n2 = Node::start_with("n2", &url, &[]);
+    let (_redis, n1, n2) = two_nodes(&[]);
     let mut barrier = Barrier::new(&[n1.addr, n2.addr]);
     let mut ann = n1.client();
     let long = format!("name {}", "n".repeat(33));
@@ -96,10 +101,7 @@ fn names_are_checked_bound_once_and_unique_across_nodes() {
 
 #[test]
 fn rooms_are_checked_and_text_reaches_others_escaped() {
-    let redis = Redis::start();
-    let url = redis.url();
-    let n1 = Node::start_with("n1", &url, &[]);
-    let n2 = Node::start_with("n2", &url, &[]);
+    let (_redis, n1, n2) = two_nodes(&[]);
     let mut barrier = Barrier::new(&[n1.addr, n2.addr]);
     let mut ann = n1.client();
     let mut bob = n2.client();
@@ -213,11 +215,7 @@ fn a_line_over_64_kib_closes_the_connection() {
 
 #[test]
 fn with_a_jwt_secret_the_first_line_is_a_verified_token() {
-    let redis = Redis::start();
-    let url = redis.url();
-    let flags = ["--jwt-secret", SECRET];
-    let n1 = Node::start_with("n1", &url, &flags);
-    let n2 = Node::start_with("n2", &url, &flags);
+    let (_redis, n1, n2) = two_nodes(&["--jwt-secret", SECRET]);
 
     // Anything but a valid token first: an error line, then the close.
     let first = "send `token JWT` first";

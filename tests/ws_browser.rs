@@ -132,6 +132,15 @@ impl Page {
             .unwrap_or_else(|e| panic!("wait_items answer {answer}: {e}"))
     }
 
+    /// Types `text` into the page's message box and sends it.
+    fn send(&mut self, text: &str) {
+        let text = serde_json::to_string(text).unwrap();
+        self.eval(&format!(
+            "document.getElementById('msg').value = {text}; \
+             document.getElementById('send').requestSubmit(); true"
+        ));
+    }
+
     fn eval(&mut self, expr: &str) -> Value {
         self.command(json!({"cmd": "eval", "expr": expr}))["value"].clone()
     }
@@ -249,10 +258,7 @@ fn chromium_chats_through_the_ws_chat_page() {
     page.wait_items(&["* bob joined", "bob: hi from bob"]);
 
     // ann types into the page's form; bob hears it.
-    page.eval(
-        "document.getElementById('msg').value = 'how are you, bob?'; \
-         document.getElementById('send').requestSubmit(); true",
-    );
+    page.send("how are you, bob?");
     bob.hears("ann: how are you, bob?");
 
     // bob leaves; the page shows it.
@@ -335,10 +341,7 @@ fn chromium_joins_with_a_token_from_the_fragment() {
     bob.hears("* bob joined");
     bob.hears("bob: hi ann");
     page.wait_items(&["* bob joined", "bob: hi ann"]);
-    page.eval(
-        "document.getElementById('msg').value = 'hi bob'; \
-         document.getElementById('send').requestSubmit(); true",
-    );
+    page.send("hi bob");
     bob.hears("ann: hi bob");
     // The server never logged a token.
     let log = chat.stderr();
@@ -538,10 +541,7 @@ fn chromium_chats_over_https_and_wss() {
     bob.hears("* bob joined");
     bob.hears("bob: hi over wss");
     page.wait_items(&["* bob joined", "bob: hi over wss"]);
-    page.eval(
-        "document.getElementById('msg').value = 'still encrypted'; \
-         document.getElementById('send').requestSubmit(); true",
-    );
+    page.send("still encrypted");
     bob.hears("ann: still encrypted");
     drop(bob);
     drop(page);

@@ -52,6 +52,15 @@ impl Chat {
         self.join_at(&format!("/ws?name={name}"), name)
     }
 
+    /// ann, then bob; ann heard bob join.
+    #[track_caller]
+    fn ann_and_bob(&self) -> (RawClient, RawClient) {
+        let mut ann = self.join("ann");
+        let bob = self.join("bob");
+        hears(&mut ann, "* bob joined");
+        (ann, bob)
+    }
+
     /// The refusal of an upgrade on `target`.
     #[track_caller]
     fn refused(&self, target: &str) -> Refused {
@@ -135,9 +144,7 @@ fn names_are_checked_and_unique_in_the_room() {
 #[test]
 fn text_reaches_others_with_control_characters_escaped() {
     let chat = Chat::start(&[]);
-    let mut ann = chat.join("ann");
-    let mut bob = chat.join("bob");
-    hears(&mut ann, "* bob joined");
+    let (mut ann, mut bob) = chat.ann_and_bob();
     say(&mut ann, "hi\n* admin joined\r\u{1b}[2J\u{2028}ok");
     let want = "ann: hi\\n* admin joined\\r\\u{1b}[2J\\u{2028}ok";
     hears(&mut bob, want);
@@ -149,9 +156,7 @@ fn text_reaches_others_with_control_characters_escaped() {
 #[test]
 fn a_flooding_connection_gets_one_notice_then_is_closed() {
     let chat = Chat::start(&["--rate", "1", "--burst", "5", "--flood-close", "20"]);
-    let mut ann = chat.join("ann");
-    let mut bob = chat.join("bob");
-    hears(&mut ann, "* bob joined");
+    let (mut ann, mut bob) = chat.ann_and_bob();
     // 40 messages in one write: 5 pass (the burst), the 6th is refused
     // with the notice, the next 18 silently, the 20th refusal closes.
     let mut flood = Vec::new();
@@ -182,9 +187,7 @@ fn a_flooding_connection_gets_one_notice_then_is_closed() {
 #[test]
 fn messages_over_64_kib_are_refused_with_1009() {
     let chat = Chat::start(&[]);
-    let mut ann = chat.join("ann");
-    let mut bob = chat.join("bob");
-    hears(&mut ann, "* bob joined");
+    let (mut ann, mut bob) = chat.ann_and_bob();
     let exact = "x".repeat(64 * 1024);
     say(&mut ann, &exact);
     hears(&mut bob, &format!("ann: {exact}"));
@@ -209,9 +212,7 @@ fn messages_over_64_kib_are_refused_with_1009() {
 #[test]
 fn a_peer_cannot_forge_a_log_line() {
     let chat = Chat::start(&[]);
-    let mut ann = chat.join("ann");
-    let mut bob = chat.join("bob");
-    hears(&mut ann, "* bob joined");
+    let (mut ann, mut bob) = chat.ann_and_bob();
     // A close reason is the peer's own text, and the example logs it.
     ann.send_frame(
         true,
