@@ -34,7 +34,8 @@
 //!
 //! Claims are checked across nodes through Redis, then on this node again
 //! at the moment the name is bound or the room joined: two nodes that get
-//! the same name within one Redis round trip can both accept it.
+//! the same name within one Redis round trip can both accept it, and while
+//! Redis is down a node knows only its own names.
 
 mod common;
 
