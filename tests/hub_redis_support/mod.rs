@@ -314,6 +314,12 @@ pub struct Node {
     pub log: Arc<Log>,
 }
 
+/// The chat's rate limit raised out of the way: the hub tests drive a node
+/// far faster than people type (thousands of joins, a `say` every few
+/// milliseconds, queries in a loop). tests/cluster_chat_safety.rs tests
+/// the limit at its defaults.
+pub const UNLIMITED: &[&str] = &["--rate", "1000000", "--burst", "1000000"];
+
 /// The log line a node writes when its command connection comes up.
 pub const CONNECTED: &str = "connected to redis";
 /// The log line a node writes when its command connection goes down.
@@ -321,8 +327,21 @@ pub const LOST: &str = "lost redis";
 
 impl Node {
     /// Starts `cluster_chat --listen 127.0.0.1:0 --redis URL --node NAME
-    /// [--presence-ttl SECS]` and waits for the address it listens on.
+    /// [--presence-ttl SECS]` with [`UNLIMITED`] and waits for the address
+    /// it listens on.
     pub fn start(name: &str, redis_url: &str, presence_ttl: Option<u64>) -> Self {
+        let ttl = presence_ttl.map(|t| t.to_string());
+        let mut flags = UNLIMITED.to_vec();
+        if let Some(ttl) = &ttl {
+            flags.extend(["--presence-ttl", ttl]);
+        }
+        Self::start_with(name, redis_url, &flags)
+    }
+
+    /// Starts `cluster_chat --listen 127.0.0.1:0 --redis URL --node NAME`
+    /// with `flags` (the chat's defaults for those it does not give) and
+    /// waits for the address it listens on.
+    pub fn start_with(name: &str, redis_url: &str, flags: &[&str]) -> Self {
         let mut cmd = Command::new(example_binary());
         cmd.args([
             "--listen",
@@ -331,10 +350,8 @@ impl Node {
             redis_url,
             "--node",
             name,
-        ]);
-        if let Some(ttl) = presence_ttl {
-            cmd.args(["--presence-ttl", &ttl.to_string()]);
-        }
+        ])
+        .args(flags);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -420,6 +437,14 @@ impl LineClient {
             .expect("write a line");
     }
 
+    /// Sends `lines`, each with a newline, in one write.
+    pub fn send_lines(&mut self, lines: &[String]) {
+        let bytes: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        self.stream
+            .write_all(bytes.as_bytes())
+            .expect("write lines");
+    }
+
     /// The next line, within `WAIT`.
     pub fn line(&mut self) -> String {
         match self.lines.recv_timeout(WAIT) {
@@ -469,6 +494,20 @@ impl LineClient {
         assert_eq!(got, want, "on a client of {}", self.addr);
     }
 
+    /// The node closes the connection within `WAIT`, with no line before.
+    pub fn expect_closed(&mut self) {
+        match self.lines.recv_timeout(WAIT) {
+            Err(RecvTimeoutError::Disconnected) => {}
+            Ok(l) => panic!(
+                "line {l:?} where a close was due on a client of {}",
+                self.addr
+            ),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("still open after {WAIT:?} on a client of {}", self.addr)
+            }
+        }
+    }
+
     /// Nothing arrives within `window` (a "must not happen" check).
     pub fn expect_silence(&mut self, window: Duration) {
         if let Some(l) = self.try_line(window) {
@@ -510,6 +549,16 @@ impl Barrier {
             probes: addrs.iter().map(|a| LineClient::connect(*a)).collect(),
             round: 0,
         }
+    }
+
+    /// [`new`](Self::new), each probe first sending `hello(k)` (a token,
+    /// say), answered `ok`.
+    pub fn with_hello(addrs: &[SocketAddr], hello: impl Fn(usize) -> String) -> Self {
+        let mut b = Self::new(addrs);
+        for (k, p) in b.probes.iter_mut().enumerate() {
+            p.cmd(&hello(k));
+        }
+        b
     }
 
     /// Waits until the cluster settled (see the type's docs).
