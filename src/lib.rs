@@ -29,7 +29,7 @@
 pub use lubdub_worker::{
     default_max_connections, default_memory_budget, plugin, protocol, Backoff, Backpressure,
     Client, CloseReason, Closing, Codec, ConfigError, ConnError, ConnInfo, ConnState, ConnStats,
-    Connection, Decoded, Decoder, Encoder, Error, EventLoop, Flow, IntoListenAddr, Limits,
+    Connection, Decoded, Decoder, Drain, Encoder, Error, EventLoop, Flow, IntoListenAddr, Limits,
     ListenAddr, LoopHandle, LoopStats, Misuse, Plugin, Protocol, ProtocolError, Raw,
     ReconnectPolicy, Reject, SendStatus, SessionClose, Start, Timer, TimerId, TlsClientConfig,
     TlsConfig, TlsFiles, Wire, Worker, WorkerConfig, WorkerHandle, CLOSE_KINDS,

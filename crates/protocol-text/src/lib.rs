@@ -25,7 +25,9 @@
 //!   is allocated beyond it.
 //!
 //! Neither flavour writes anything on the [`Wire`] or asks to close: there is
-//! no handshake and no control message.
+//! no handshake and no control message. A server that hands its clients to a
+//! new process (a reload) can tell them with a last line of its choosing,
+//! [`Text::restart_line`]: by default it writes nothing.
 //!
 //! # Invalid UTF-8
 //!
@@ -50,24 +52,30 @@
 
 #![forbid(unsafe_code)]
 
-use lubdub_protocol::{Codec, Decoded, ProtocolError};
+use std::sync::Arc;
+
+use lubdub_protocol::{Closing, Codec, Decoded, ProtocolError};
 use serde::Deserialize;
 
 /// Default maximum line length in bytes, terminator included: 10 MiB.
 pub const DEFAULT_MAX_LENGTH: usize = 10 * 1024 * 1024;
 
 /// Settings shared by [`Text`] and [`TextBytes`]; deserializable from config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TextConfig {
     /// Longest accepted line in bytes, `\n` included. Default 10 MiB.
     pub max_length: usize,
+    /// The last line a client gets when the server hands it to a new
+    /// process ([`Text::restart_line`]). Default none.
+    pub restart_line: Option<String>,
 }
 
 impl Default for TextConfig {
     fn default() -> Self {
         TextConfig {
             max_length: DEFAULT_MAX_LENGTH,
+            restart_line: None,
         }
     }
 }
@@ -78,12 +86,28 @@ impl Default for TextConfig {
 #[derive(Debug, Clone)]
 struct LineSplitter {
     max_length: usize,
+    /// The line written on [`Closing::Restart`], `\n` included.
+    restart_line: Option<Arc<[u8]>>,
 }
 
 impl LineSplitter {
     fn new(max_length: usize) -> Self {
         LineSplitter {
             max_length: max_length.max(1),
+            restart_line: None,
+        }
+    }
+
+    fn set_restart_line(&mut self, line: &[u8]) -> Result<(), ProtocolError> {
+        let mut encoded = Vec::new();
+        self.encode(line, &mut encoded)?;
+        self.restart_line = Some(encoded.into());
+        Ok(())
+    }
+
+    fn goodbye(&self, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        if let (Closing::Restart, Some(line)) = (closing, &self.restart_line) {
+            dst.extend_from_slice(line);
         }
     }
 
@@ -161,9 +185,24 @@ impl Text {
         }
     }
 
-    /// Text protocol from deserialized settings.
-    pub fn from_config(config: TextConfig) -> Self {
-        Self::with_max_length(config.max_length)
+    /// Text protocol from deserialized settings. A restart line that is
+    /// not one line within the maximum length is an error.
+    pub fn from_config(config: TextConfig) -> Result<Self, ProtocolError> {
+        let text = Self::with_max_length(config.max_length);
+        match &config.restart_line {
+            Some(line) => text.restart_line(line),
+            None => Ok(text),
+        }
+    }
+
+    /// The line each client gets, after what was queued for it, when the
+    /// server hands its connections to a new process (a reload without
+    /// `-g`): a client that reads it knows to reconnect. Default none: the
+    /// connection just closes. Refused like a message (a `\n` inside, or
+    /// longer than the maximum).
+    pub fn restart_line(mut self, line: &str) -> Result<Self, ProtocolError> {
+        self.lines.set_restart_line(line.as_bytes())?;
+        Ok(self)
     }
 
     /// The maximum line length in bytes, `\n` included.
@@ -206,6 +245,10 @@ impl Codec for Text {
     fn encode(&self, msg: &str, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         self.lines.encode(msg.as_bytes(), dst)
     }
+
+    fn goodbye(&self, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        self.lines.goodbye(closing, dst);
+    }
 }
 
 /// The Text protocol with binary-safe lines (`Vec<u8>`, any bytes but `\n`).
@@ -231,6 +274,13 @@ impl TextBytes {
     /// The maximum line length in bytes, `\n` included.
     pub fn max_length(&self) -> usize {
         self.lines.max_length
+    }
+
+    /// The line each client gets when the server hands its connections to
+    /// a new process, as [`Text::restart_line`].
+    pub fn restart_line(mut self, line: &[u8]) -> Result<Self, ProtocolError> {
+        self.lines.set_restart_line(line)?;
+        Ok(self)
     }
 }
 
@@ -261,6 +311,10 @@ impl Codec for TextBytes {
     #[inline]
     fn encode(&self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         self.lines.encode(msg, dst)
+    }
+
+    fn goodbye(&self, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        self.lines.goodbye(closing, dst);
     }
 }
 
@@ -313,6 +367,27 @@ mod tests {
         assert_eq!(msg(&mut b, b"\r\n"), (Vec::new(), 2));
         assert_eq!(msg(&mut b, b"a\rb\n"), (b"a\rb".to_vec(), 4));
         assert_eq!(msg(&mut b, b"\xff\r\r\n"), (b"\xff".to_vec(), 4));
+    }
+
+    #[test]
+    fn the_restart_line_is_the_only_goodbye_and_is_checked_like_a_message() {
+        let mut plain = Session::new(Text::new());
+        assert!(plain.encode_close(&Closing::Restart).is_empty());
+        let text = Text::new().restart_line("reconnect please").unwrap();
+        let mut s = Session::new(text.clone());
+        assert_eq!(s.encode_close(&Closing::Restart), b"reconnect please\n");
+        let mut s = Session::new(text);
+        assert!(s.encode_close(&Closing::GoingAway).is_empty());
+        assert!(Text::new().restart_line("two\nlines").is_err());
+        assert!(Text::with_max_length(4).restart_line("long").is_err());
+        let bytes = TextBytes::new().restart_line(b"\xffbye").unwrap();
+        assert_eq!(
+            Session::new(bytes).encode_close(&Closing::Restart),
+            b"\xffbye\n"
+        );
+        let config: TextConfig = serde_json::from_str(r#"{"restart_line":"bye"}"#).unwrap();
+        let mut s = Session::new(Text::from_config(config).unwrap());
+        assert_eq!(s.encode_close(&Closing::Restart), b"bye\n");
     }
 
     #[test]
@@ -419,7 +494,7 @@ mod tests {
         let c: TextConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c.max_length, DEFAULT_MAX_LENGTH);
         let c: TextConfig = serde_json::from_str(r#"{"max_length": 9}"#).unwrap();
-        assert_eq!(Text::from_config(c).max_length(), 9);
+        assert_eq!(Text::from_config(c).unwrap().max_length(), 9);
         assert!(serde_json::from_str::<TextConfig>(r#"{"max_len": 9}"#).is_err());
     }
 }

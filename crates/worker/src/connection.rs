@@ -349,6 +349,13 @@ impl<P: Protocol> Connection<P> {
             .request_close(CloseReason::WorkerStopped, req::CLOSE | req::NO_LINGER);
     }
 
+    /// Graceful close for a worker handing its clients to a new process:
+    /// the protocol's goodbye asks the peer to reconnect.
+    pub(crate) fn close_for_restart(&self) {
+        self.user_closed();
+        self.inner.request_close(CloseReason::Restart, req::CLOSE);
+    }
+
     /// Closes at once, discarding anything not yet written.
     pub fn destroy(&self) {
         self.user_closed();

@@ -242,6 +242,9 @@ pub enum CloseReason {
     FlushTimeout,
     /// The worker is stopping.
     WorkerStopped,
+    /// The worker handed its clients to a new process (a reload): the
+    /// protocol's goodbye asked the peer to reconnect (WebSocket 1012).
+    Restart,
     /// The heartbeat found the peer silent for longer than its timeout.
     HeartbeatTimeout,
     /// No whole first message arrived within the first-message timeout.
@@ -288,6 +291,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Panic => f.write_str("callback panicked"),
             CloseReason::FlushTimeout => f.write_str("flush timeout"),
             CloseReason::WorkerStopped => f.write_str("worker stopped"),
+            CloseReason::Restart => f.write_str("restart: told to reconnect"),
             CloseReason::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             CloseReason::FirstMessageTimeout => f.write_str("first-message timeout"),
             CloseReason::MessageTimeout => {

@@ -52,7 +52,7 @@ pub use clock::monotonic_nanos;
 pub use config::{TlsFiles, WorkerConfig};
 pub use connection::{ConnInfo, ConnState, ConnStats, Connection, SendStatus};
 pub use error::{CloseReason, ConfigError, ConnError, Error, Misuse};
-pub use handle::WorkerHandle;
+pub use handle::{Drain, WorkerHandle};
 pub use limits::{
     default_max_connections, Backpressure, Limits, DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,

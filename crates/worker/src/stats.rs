@@ -16,7 +16,7 @@ use crate::clock::bump;
 use crate::error::CloseReason;
 
 /// The kinds of [`CloseReason`], in a fixed order (the index of a counter).
-pub const CLOSE_KINDS: [&str; 15] = [
+pub const CLOSE_KINDS: [&str; 16] = [
     "local",
     "destroyed",
     "peer_closed",
@@ -32,6 +32,7 @@ pub const CLOSE_KINDS: [&str; 15] = [
     "handshake_timeout",
     "overload",
     "custom",
+    "restart",
 ];
 
 /// The index of `reason`'s kind in [`CLOSE_KINDS`].
@@ -52,6 +53,7 @@ pub fn close_kind(reason: &CloseReason) -> usize {
         CloseReason::HandshakeTimeout => 12,
         CloseReason::Overload => 13,
         CloseReason::Custom(_) => 14,
+        CloseReason::Restart => 15,
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Worker<P: Protocol> {
     tls: Option<TlsConfig>,
     /// The address names the protocol's TLS scheme (`wss://`).
     tls_scheme: bool,
+    /// Listening sockets handed over by a process this one replaces; the
+    /// next `start` serves them instead of binding.
+    adopted: Mutex<Vec<TcpListener>>,
 }
 
 impl<P: Protocol + Default> Worker<P> {
@@ -88,6 +91,7 @@ impl<P: Protocol> Worker<P> {
             on_worker_stop: None,
             tls: None,
             tls_scheme,
+            adopted: Mutex::new(Vec::new()),
         })
     }
 
@@ -169,6 +173,18 @@ impl<P: Protocol> Worker<P> {
         self
     }
 
+    /// Serves listening sockets that another process bound (the one this
+    /// process replaces in a reload, or a supervisor) instead of binding
+    /// the address: connections waiting in their queues are accepted here,
+    /// none is refused. The next [`start`](Self::start) uses them: loop `i`
+    /// accepts on socket `i` (a loop without a socket of its own shares one,
+    /// extra sockets are shared out over the loops). Each must be a
+    /// listening TCP socket.
+    pub fn adopt_listeners(&mut self, listeners: Vec<TcpListener>) -> &mut Self {
+        *self.adopted.lock().unwrap_or_else(PoisonError::into_inner) = listeners;
+        self
+    }
+
     connection_callbacks!();
 
     /// The address given to the worker (port 0 until started).
@@ -186,12 +202,26 @@ impl<P: Protocol> Worker<P> {
             .into());
         }
         let count = self.count;
-        let first = bind(self.listen.socket_addr(), count > 1)?;
-        let local_addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..count {
-            listeners.push(bind(local_addr, true)?);
-        }
+        let adopted =
+            std::mem::take(&mut *self.adopted.lock().unwrap_or_else(PoisonError::into_inner));
+        let listeners = if adopted.is_empty() {
+            let first = bind(self.listen.socket_addr(), count > 1)?;
+            let local_addr = first.local_addr()?;
+            let mut listeners = vec![first];
+            for _ in 1..count {
+                listeners.push(bind(local_addr, true)?);
+            }
+            listeners
+        } else {
+            check_adopted(&adopted)?;
+            adopted
+        };
+        let local_addr = listeners[0].local_addr()?;
+        let copies = listeners
+            .iter()
+            .map(TcpListener::try_clone)
+            .collect::<Result<Vec<_>, _>>()?;
+        let per_loop = share_out(listeners, count)?;
         let endpoint = Arc::new(Endpoint::new(
             self.limits.memory_budget,
             self.limits.max_connections_per_ip,
@@ -220,6 +250,8 @@ impl<P: Protocol> Worker<P> {
             on_worker_stop: self.on_worker_stop.clone(),
             tls: std::sync::RwLock::new(self.tls.as_ref().map(|t| t.rustls().clone())),
             loops: (0..count).map(|_| std::sync::OnceLock::new()).collect(),
+            accepting: StopSignal::default(),
+            listeners: Mutex::new(copies),
         });
         log::info!(
             "worker {} listening on {}://{} with {count} loop(s)",
@@ -228,7 +260,7 @@ impl<P: Protocol> Worker<P> {
             local_addr
         );
         let mut threads = Vec::with_capacity(count);
-        for (idx, listener) in listeners.into_iter().enumerate() {
+        for (idx, listener) in per_loop.into_iter().enumerate() {
             let shared = shared.clone();
             let serving = serving.clone();
             let t = std::thread::Builder::new()
@@ -271,6 +303,39 @@ impl<P: Protocol> Worker<P> {
     }
 }
 
+/// Refuses a socket that is not a listening TCP socket (a wrong fd handed
+/// over), and makes the rest non-blocking.
+fn check_adopted(listeners: &[TcpListener]) -> Result<(), Error> {
+    for l in listeners {
+        let sock = socket2::SockRef::from(l);
+        let listening = sock.is_listener()?;
+        let tcp = sock.r#type()? == socket2::Type::STREAM;
+        if !(listening && tcp) {
+            return Err(ConfigError::Invalid(
+                "an adopted socket is not a listening TCP socket".into(),
+            )
+            .into());
+        }
+        l.set_nonblocking(true)?;
+    }
+    Ok(())
+}
+
+/// The listening sockets of each of `count` loops: socket `i` to loop
+/// `i % count`; a loop left without one shares a copy of socket
+/// `i % len` (both loops watch it, whichever accepts first serves).
+fn share_out(listeners: Vec<TcpListener>, count: usize) -> Result<Vec<Vec<TcpListener>>, Error> {
+    let len = listeners.len();
+    let mut per_loop: Vec<Vec<TcpListener>> = (0..count).map(|_| Vec::new()).collect();
+    for i in len..count {
+        per_loop[i].push(listeners[i % len].try_clone()?);
+    }
+    for (i, l) in listeners.into_iter().enumerate() {
+        per_loop[i % count].push(l);
+    }
+    Ok(per_loop)
+}
+
 fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, Error> {
     use socket2::{Domain, Protocol as SockProto, Socket, Type};
     let sock = Socket::new(
@@ -303,13 +368,13 @@ fn run_loop<P: Protocol>(
     shared: Arc<WorkerShared<P>>,
     serving: Arc<Serving<P>>,
     idx: usize,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
 ) {
     let name = shared.name.clone();
     let stopper = shared.clone();
-    if let Err(e) =
-        crate::event_loop::run_event_loop(idx, move |ctx| loop_main(shared, serving, ctx, listener))
-    {
+    if let Err(e) = crate::event_loop::run_event_loop(idx, move |ctx| {
+        loop_main(shared, serving, ctx, listeners)
+    }) {
         log::error!("worker {name} loop {idx} could not start: {e}; stopping the worker");
         stopper.stop.stop();
     }
@@ -320,7 +385,7 @@ async fn loop_main<P: Protocol>(
     shared: Arc<WorkerShared<P>>,
     serving: Arc<Serving<P>>,
     ctx: Rc<LoopCtx>,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
 ) {
     let handle = WorkerHandle {
         shared: shared.clone(),
@@ -328,7 +393,11 @@ async fn loop_main<P: Protocol>(
     if let Some(slot) = shared.loops.get(ctx.id) {
         let _ = slot.set(ctx.counters.clone());
     }
-    let listener = match Io::new(listener, &ctx.reactor) {
+    let listeners = match listeners
+        .into_iter()
+        .map(|l| Io::new(l, &ctx.reactor))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(l) => l,
         Err(e) => {
             log::error!(
@@ -352,12 +421,27 @@ async fn loop_main<P: Protocol>(
             log::error!("worker {}: on_worker_start panicked: {msg}", shared.name);
         }
     }
-    futures_lite::future::or(
-        accept_loop(&shared, &serving, &ctx, &listener),
-        shared.stop.wait(),
-    )
-    .await;
-    drop(listener);
+    // Accept on every socket of this loop until the worker stops or stops
+    // accepting (a reload: the new process accepts from the same sockets).
+    let mut accepts: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> = Box::pin(
+        futures_lite::future::or(shared.stop.wait(), shared.accepting.wait()),
+    );
+    for listener in &listeners {
+        accepts = Box::pin(futures_lite::future::or(
+            accepts,
+            accept_loop(&shared, &serving, &ctx, listener),
+        ));
+    }
+    accepts.await;
+    drop(listeners);
+    if !shared.stop.is_stopping() {
+        log::info!(
+            "worker {} loop {}: no longer accepting; serving its connections until stopped",
+            shared.name,
+            ctx.id
+        );
+        shared.stop.wait().await;
+    }
     for plugin in &serving.site.handlers.plugins {
         if let Err(msg) = catch(|| plugin.on_worker_stop(&handle)) {
             log::error!(

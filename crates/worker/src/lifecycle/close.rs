@@ -93,6 +93,7 @@ impl<P: Protocol> Lifecycle<P> {
                     .and_then(|r| r.violation.as_ref())
                     .map(Closing::Violation),
                 CloseReason::WorkerStopped => Some(Closing::GoingAway),
+                CloseReason::Restart => Some(Closing::Restart),
                 CloseReason::Panic => Some(Closing::InternalError),
                 CloseReason::HeartbeatTimeout
                 | CloseReason::FirstMessageTimeout
