@@ -6,8 +6,8 @@
 //!
 //! | command | effect |
 //! |---|---|
-//! | `name NAME` | binds this connection to uid NAME; answers `ok` |
-//! | `join ROOM`, `leave ROOM` | answers `ok` |
+//! | `name NAME` | binds this connection to uid NAME; answers `ok`, or `refused: WHY` past the hub's limits |
+//! | `join ROOM`, `leave ROOM` | answers `ok` (a join past the hub's limits: `refused: WHY`) |
 //! | `say ROOM TEXT` | every member of ROOM on every node, the sender included, gets `ROOM NAME: TEXT` |
 //! | `dm UID TEXT` | every connection of UID on every node gets `dm NAME: TEXT`; the sender gets `ok`, or `offline` when UID is on no node |
 //! | `who ROOM` | answers `ROOM N`: members of ROOM on all nodes |
@@ -68,15 +68,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move {
             let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
             let reply = match (cmd, rest.split_once(' ')) {
-                ("name", _) if !rest.is_empty() => {
-                    c.set_context(Name(rest.to_owned()));
-                    hub.bind_uid(&c, rest);
-                    Some("ok".to_owned())
-                }
-                ("join", _) if !rest.is_empty() => {
-                    hub.join(&c, rest);
-                    Some("ok".to_owned())
-                }
+                ("name", _) if !rest.is_empty() => Some(match hub.bind_uid(&c, rest) {
+                    Ok(()) => {
+                        c.set_context(Name(rest.to_owned()));
+                        "ok".to_owned()
+                    }
+                    Err(e) => format!("refused: {e}"),
+                }),
+                ("join", _) if !rest.is_empty() => Some(match hub.join(&c, rest) {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => format!("refused: {e}"),
+                }),
                 ("leave", _) if !rest.is_empty() => {
                     hub.leave(&c, rest);
                     Some("ok".to_owned())
