@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use lubdub_resp::{Cmd, Resp};
+use lubdub_resp::{redact_url, Cmd, RedisUrl, Resp};
 use lubdub_worker::{Backoff, Client, TlsClientConfig};
 
 use crate::error::HubError;
@@ -117,71 +117,49 @@ impl RedisConfig {
 
     /// The URL with its password replaced by `***`.
     pub fn url(&self) -> String {
-        redact(&self.url)
+        redact_url(&self.url)
     }
 
     /// Parses and checks everything: what the backplane connects with.
     pub(crate) fn resolve(&self) -> Result<Resolved, HubError> {
         check_word("node name", &self.node, true)?;
         check_word("namespace", &self.namespace, false)?;
-        let mut url = RedisUrl::parse(&self.url)?;
+        let mut url = RedisUrl::parse(&self.url).map_err(|e| HubError::Config(e.to_string()))?;
         if let Some((user, password)) = &self.auth {
-            url.user = user.clone();
-            url.password = Some(password.clone());
+            url = url.with_password(user.as_deref(), password);
         }
-        if url.db.is_some() && self.namespace == DEFAULT_NAMESPACE {
+        if url.database().is_some() && self.namespace == DEFAULT_NAMESPACE {
             return Err(HubError::Config(format!(
-                "{}: a database number does not isolate pub/sub (channels are global to \
-                 the server): set a namespace for this cluster (RedisConfig::namespace)",
-                self.url()
+                "{url}: a database number does not isolate pub/sub (channels are global to \
+                 the server): set a namespace for this cluster (RedisConfig::namespace)"
             )));
         }
-        if self.tls.is_some() && !url.tls {
+        if self.tls.is_some() && !url.is_tls() {
             return Err(HubError::Config(format!(
-                "{}: TLS settings were given for a plain redis:// URL; use rediss://",
-                self.url()
+                "{url}: TLS settings were given for a plain redis:// URL; use rediss://"
             )));
         }
-        let scheme = if url.tls { "rediss" } else { "redis" };
-        let mut address = format!("{scheme}://{}", url.host);
-        if let Some(db) = url.db {
-            address.push_str(&format!("/{db}"));
-        }
-        let tls = match (&self.tls, url.tls) {
+        let tls = match (&self.tls, url.is_tls()) {
             (Some(t), _) => Some(t.clone()),
             (None, true) => Some(TlsClientConfig::default()),
             (None, false) => None,
         };
         Ok(Resolved {
-            address,
-            user: url.user,
-            password: url.password,
+            shown: url.to_string(),
+            url,
             tls,
-            shown: self.url(),
         })
     }
 }
 
 /// Where the backplane connects, resolved from a [`RedisConfig`].
+#[derive(Debug)]
 pub(crate) struct Resolved {
-    /// `redis://host:port[/db]`: no credentials.
-    pub address: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
+    /// With the credentials to use (shown redacted).
+    pub url: RedisUrl,
     pub tls: Option<TlsClientConfig>,
     /// The URL for logs and errors (redacted).
     pub shown: String,
-}
-
-impl fmt::Debug for Resolved {
-    /// The address and the user; the password left out.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Resolved")
-            .field("address", &self.address)
-            .field("user", &self.user)
-            .field("tls", &self.tls.is_some())
-            .finish_non_exhaustive()
-    }
 }
 
 impl Resolved {
@@ -189,14 +167,11 @@ impl Resolved {
     /// database and name themselves `name` (`CLIENT LIST` shows it) before
     /// they count as connected.
     pub fn client(&self, name: &str) -> Result<Client<Resp>, HubError> {
-        let mut resp = Resp::new();
-        match (&self.user, &self.password) {
-            (Some(user), Some(password)) => resp = resp.auth(user.as_str(), password.as_str()),
-            (None, Some(password)) => resp = resp.password(password.as_str()),
-            _ => {}
-        }
-        let resp = resp.setup(Cmd::new("CLIENT").arg("SETNAME").arg(name));
-        let mut client = Client::with_protocol(self.address.as_str(), resp)
+        let resp = self
+            .url
+            .apply(Resp::new())
+            .setup(Cmd::new("CLIENT").arg("SETNAME").arg(name));
+        let mut client = Client::with_protocol(self.url.address().as_str(), resp)
             .map_err(|e| HubError::Config(format!("{}: {e}", self.shown)))?;
         if let Some(tls) = &self.tls {
             client.tls(tls.clone());
@@ -259,189 +234,18 @@ fn check_word(what: &str, s: &str, no_colon: bool) -> Result<(), HubError> {
     }
 }
 
-/// A parsed `redis[s]://[user[:password]@]host[:port][/db]`.
-#[derive(Debug, PartialEq, Eq)]
-struct RedisUrl {
-    tls: bool,
-    /// `host:port` (the default port added).
-    host: String,
-    user: Option<String>,
-    password: Option<String>,
-    db: Option<u32>,
-}
-
-impl RedisUrl {
-    fn parse(url: &str) -> Result<Self, HubError> {
-        let bad = |why: &str| HubError::Config(format!("{}: {why}", redact(url)));
-        let (scheme, rest) = url
-            .trim()
-            .split_once("://")
-            .ok_or_else(|| bad("not a redis:// or rediss:// URL"))?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "redis" => false,
-            "rediss" => true,
-            _ => return Err(bad("not a redis:// or rediss:// URL")),
-        };
-        // The userinfo ends at the last `@`: a password may hold an
-        // unencoded `/` or `@`.
-        let (userinfo, rest) = match rest.rfind('@') {
-            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-            None => (None, rest),
-        };
-        let (host, path) = match rest.find(['/', '?', '#']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let has_port = match host.strip_prefix('[') {
-            Some(v6) => v6.contains("]:"),
-            None => host.contains(':'),
-        };
-        let host = if has_port {
-            host.to_owned()
-        } else {
-            format!("{host}:6379")
-        };
-        let db = match path.trim_start_matches('/') {
-            "" => None,
-            n => Some(
-                n.parse::<u32>()
-                    .map_err(|_| bad("the path must be a database number (`/2`), nothing else"))?,
-            ),
-        };
-        let (user, password) = match userinfo {
-            None => (None, None),
-            Some(info) => {
-                let (user, password) = match info.split_once(':') {
-                    Some((u, p)) => (u, Some(p)),
-                    None => (info, None),
-                };
-                let user = percent_decode(user).ok_or_else(|| bad("a bad %-escape in the user"))?;
-                let password = match password {
-                    Some(p) => Some(
-                        percent_decode(p).ok_or_else(|| bad("a bad %-escape in the password"))?,
-                    ),
-                    None => None,
-                };
-                ((!user.is_empty()).then_some(user), password)
-            }
-        };
-        if user.is_some() && password.is_none() {
-            return Err(bad("a user without a password"));
-        }
-        Ok(RedisUrl {
-            tls,
-            host,
-            user,
-            password,
-            db,
-        })
-    }
-}
-
-/// `%XX` escapes decoded; `None` for a bad escape or bytes that are not
-/// UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// `url` with the password (anything after the user's `:` up to the last
-/// `@`) replaced by `***`; a URL without one unchanged. Works on any
-/// string, parsable or not.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // No scheme: a `user:pass@host` is still hidden.
-        return match url.rfind('@') {
-            Some(i) => format!("***@{}", &url[i + 1..]),
-            None => url.to_owned(),
-        };
-    };
-    match rest.rfind('@') {
-        Some(i) => {
-            let user = rest[..i].split_once(':').map_or(&rest[..i], |(u, _)| u);
-            format!("{scheme}://{user}:***@{}", &rest[i + 1..])
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn urls_with_credentials_databases_and_tls() {
-        let u = RedisUrl::parse("redis://hub:s3cret@127.0.0.1:6380/2").unwrap();
-        assert_eq!(
-            u,
-            RedisUrl {
-                tls: false,
-                host: "127.0.0.1:6380".into(),
-                user: Some("hub".into()),
-                password: Some("s3cret".into()),
-                db: Some(2),
-            }
-        );
-        let u = RedisUrl::parse("rediss://:p%40ss%3Aw%2Frd@cache.internal").unwrap();
-        assert!(u.tls);
-        assert_eq!(u.host, "cache.internal:6379");
-        assert_eq!((u.user, u.password.as_deref()), (None, Some("p@ss:w/rd")));
-        // Unencoded `@` and `/` in a password: the userinfo ends at the
-        // last `@`.
-        let u = RedisUrl::parse("redis://u:p@s/s@[::1]:7000").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.password.as_deref()),
-            ("[::1]:7000", Some("p@s/s"))
-        );
-        assert_eq!(RedisUrl::parse("redis://[::1]").unwrap().host, "[::1]:6379");
-        for bad in [
-            "http://h:1",
-            "redis://",
-            "redis://u:p@",
-            "redis://h:1/x",
-            "redis://h:1/2?x=1",
-            "redis://u@h:1",
-            "redis://u:p%zz@h:1",
-        ] {
-            assert!(RedisUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn errors_and_redaction_never_show_the_password() {
-        for (url, shown) in [
-            ("redis://hub:s3cret@h:1/2", "redis://hub:***@h:1/2"),
-            ("redis://:s3cret@h:1", "redis://:***@h:1"),
-            ("rediss://u:s3cret@x@h:1", "rediss://u:***@h:1"),
-            ("redis://h:1", "redis://h:1"),
-            ("hub:s3cret@h:1", "***@h:1"),
-        ] {
-            assert_eq!(redact(url), shown);
-        }
-        for bad in [
-            "redis://u:s3cret@h:1/notadb",
-            "htp://u:s3cret@h:1",
-            "redis://u:s3cret%@h:1",
-            "redis://u:s3cret@",
-        ] {
-            let e = RedisUrl::parse(bad).unwrap_err().to_string();
-            assert!(!e.contains("s3cret"), "{e}");
-            assert!(e.contains("***"), "{e}");
+    fn errors_debug_and_display_never_show_the_password() {
+        for bad in ["redis://u:s3cret@h:1/notadb", "htp://u:s3cret@h:1"] {
+            let e = RedisConfig::new(bad, "n1")
+                .resolve()
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("s3cret") && e.contains("***"), "{e}");
         }
         let c = RedisConfig::new("redis://u:s3cret@h:1/3", "n1");
         let e = c.resolve().unwrap_err().to_string();
@@ -479,16 +283,15 @@ mod tests {
             .tls(tls)
             .resolve()
             .unwrap();
-        assert_eq!(t.address, "rediss://h:1");
-        // Credentials never reach the client's address.
+        assert_eq!(t.url.address(), "rediss://h:1");
+        // Credentials never reach the client's address; the overrides win.
         let t = RedisConfig::new("redis://u:pw@h:1/4", "n1")
             .namespace("x")
+            .auth("app", "s3cret")
             .resolve()
             .unwrap();
-        assert_eq!(t.address, "redis://h:1/4");
-        assert_eq!(
-            (t.user.as_deref(), t.password.as_deref()),
-            (Some("u"), Some("pw"))
-        );
+        assert_eq!(t.url.address(), "redis://h:1/4");
+        assert_eq!(t.shown, "redis://app:***@h:1/4");
+        assert!(!format!("{t:?}").contains("s3cret"));
     }
 }
