@@ -326,30 +326,46 @@ impl Redis {
 
     /// [`Self::command`] with arguments of any bytes.
     pub fn command_bytes(&self, args: &[&[u8]]) -> String {
+        let (mut c, mut r) = self.session();
+        c.write_all(&resp_command(args)).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).expect("redis's reply");
+        line.trim_end().to_owned()
+    }
+
+    /// A command whose reply is one bulk string (`INFO`, say): its text.
+    pub fn command_text(&self, args: &[&str]) -> String {
+        let (mut c, mut r) = self.session();
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        c.write_all(&resp_command(&args)).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).expect("redis's reply");
+        let len: usize = line
+            .trim_end()
+            .strip_prefix('$')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a bulk string: {line}"));
+        let mut body = vec![0; len + 2];
+        r.read_exact(&mut body).unwrap();
+        body.truncate(len);
+        String::from_utf8(body).expect("text")
+    }
+
+    /// A connection of its own on the plain port, authenticated as
+    /// [`Self::authed`] says.
+    fn session(&self) -> (TcpStream, BufReader<TcpStream>) {
         let mut c = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
         c.set_read_timeout(Some(WAIT)).unwrap();
-        let encode = |args: &[&[u8]]| {
-            let mut req = format!("*{}\r\n", args.len()).into_bytes();
-            for a in args {
-                req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-                req.extend_from_slice(a);
-                req.extend_from_slice(b"\r\n");
-            }
-            req
-        };
         let mut r = BufReader::new(c.try_clone().unwrap());
-        let mut line = String::new();
         if !self.auth.is_empty() {
             let mut auth: Vec<&[u8]> = vec![b"AUTH"];
             auth.extend(self.auth.iter().map(|a| a.as_bytes()));
-            c.write_all(&encode(&auth)).unwrap();
+            c.write_all(&resp_command(&auth)).unwrap();
+            let mut line = String::new();
             r.read_line(&mut line).expect("redis's reply to AUTH");
             assert_eq!(line.trim_end(), "+OK", "AUTH");
-            line.clear();
         }
-        c.write_all(&encode(args)).unwrap();
-        r.read_line(&mut line).expect("redis's reply");
-        line.trim_end().to_owned()
+        (c, r)
     }
 
     /// `rediss://127.0.0.1:TLS_PORT`.
@@ -396,6 +412,17 @@ impl Redis {
             }
         }
     }
+}
+
+/// A command as RESP: an array of bulk strings.
+pub fn resp_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a);
+        req.extend_from_slice(b"\r\n");
+    }
+    req
 }
 
 impl Drop for Redis {
