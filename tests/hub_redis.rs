@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hub_redis_support::{
-    raise_fd_limit, wait_until, Barrier, GarbageServer, InProcessNode, LineClient, Node, Redis,
-    CONNECTED, LOST, WAIT,
+    raise_fd_limit, two_and_one_in_g, wait_until, Barrier, GarbageServer, InProcessNode,
+    LineClient, Node, Redis, CONNECTED, LOST, WAIT,
 };
 
 /// A "must not happen" window: long enough for a stray message over
@@ -33,6 +33,36 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 fn addrs(nodes: &[&Node]) -> Vec<SocketAddr> {
     nodes.iter().map(|n| n.addr).collect()
+}
+
+/// Two `cluster_chat` nodes on `url`: ann on n1 and bob on n2, bound to
+/// their names and in `room`, the cluster settled.
+struct AnnAndBob {
+    n1: Node,
+    n2: Node,
+    barrier: Barrier,
+    ann: LineClient,
+    bob: LineClient,
+}
+
+fn ann_and_bob(url: &str, presence_ttl: Option<u64>) -> AnnAndBob {
+    let n1 = Node::start("n1", url, presence_ttl);
+    let n2 = Node::start("n2", url, presence_ttl);
+    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
+    let mut ann = n1.client();
+    let mut bob = n2.client();
+    ann.cmd("name ann");
+    bob.cmd("name bob");
+    ann.cmd("join room");
+    bob.cmd("join room");
+    barrier.sync();
+    AnnAndBob {
+        n1,
+        n2,
+        barrier,
+        ann,
+        bob,
+    }
 }
 
 #[test]
@@ -190,17 +220,13 @@ fn redis_killed_and_restarted_mid_conversation() {
 fn a_killed_node_reads_offline_within_the_presence_ttl() {
     const TTL: u64 = 2;
     let redis = Redis::start();
-    let url = redis.url();
-    let n1 = Node::start("n1", &url, Some(TTL));
-    let mut n2 = Node::start("n2", &url, Some(TTL));
-    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
-    let mut ann = n1.client();
-    let mut bob = n2.client();
-    ann.cmd("name ann");
-    bob.cmd("name bob");
-    ann.cmd("join room");
-    bob.cmd("join room");
-    barrier.sync();
+    let AnnAndBob {
+        n1: _n1,
+        mut n2,
+        barrier,
+        mut ann,
+        mut bob,
+    } = ann_and_bob(&redis.url(), Some(TTL));
     assert_eq!(ann.ask("dm bob hello"), "ok");
     bob.expect(&["dm ann: hello"]);
     assert_eq!(ann.ask("who room"), "room 2");
@@ -331,17 +357,13 @@ fn subscribers_dropped_by_redis_come_back_with_every_channel() {
     // What Redis does to a subscriber past its output buffer limit, or an
     // operator with CLIENT KILL: the command connections stay up.
     let redis = Redis::start();
-    let url = redis.url();
-    let n1 = Node::start("n1", &url, None);
-    let n2 = Node::start("n2", &url, None);
-    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
-    let mut ann = n1.client();
-    let mut bob = n2.client();
-    ann.cmd("name ann");
-    bob.cmd("name bob");
-    ann.cmd("join room");
-    bob.cmd("join room");
-    barrier.sync();
+    let AnnAndBob {
+        n1,
+        n2,
+        mut barrier,
+        mut ann,
+        mut bob,
+    } = ann_and_bob(&redis.url(), None);
     let lost = (n1.log.count(LOST), n2.log.count(LOST));
     assert_eq!(redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]), ":2");
     // Each node subscribes again, to every channel it had: group, uid,
@@ -374,16 +396,13 @@ fn a_node_killed_and_restarted_under_its_name_waits_for_its_claim_then_erases_it
     const TTL: u64 = 5;
     let redis = Redis::start();
     let url = redis.url();
-    let n1 = Node::start("n1", &url, Some(TTL));
-    let mut n2 = Node::start("n2", &url, Some(TTL));
-    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
-    let mut ann = n1.client();
-    let mut bob = n2.client();
-    ann.cmd("name ann");
-    bob.cmd("name bob");
-    ann.cmd("join room");
-    bob.cmd("join room");
-    barrier.sync();
+    let AnnAndBob {
+        n1,
+        mut n2,
+        barrier,
+        mut ann,
+        bob,
+    } = ann_and_bob(&url, Some(TTL));
     assert_eq!(ann.ask("who room"), "room 2");
     drop((barrier, bob));
 
@@ -436,15 +455,13 @@ fn a_node_stopped_gracefully_frees_its_name_and_presence_at_once() {
     // The default 15 s TTL: what is checked here happens well before.
     let redis = Redis::start();
     let url = redis.url();
-    let n1 = Node::start("n1", &url, None);
-    let mut n2 = Node::start("n2", &url, None);
-    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
-    let mut ann = n1.client();
-    let mut bob = n2.client();
-    ann.cmd("join room");
-    bob.cmd("name bob");
-    bob.cmd("join room");
-    barrier.sync();
+    let AnnAndBob {
+        n1,
+        mut n2,
+        barrier,
+        mut ann,
+        bob,
+    } = ann_and_bob(&url, None);
     assert_eq!(ann.ask("who room"), "room 2");
     drop((barrier, bob));
     let stopped = Instant::now();
@@ -466,14 +483,13 @@ fn a_node_stopped_gracefully_frees_its_name_and_presence_at_once() {
 fn a_second_node_under_a_running_nodes_name_fails_to_start_and_the_first_goes_on() {
     let redis = Redis::start();
     let url = redis.url();
-    let n1 = Node::start("n1", &url, None);
-    let n2 = Node::start("n2", &url, None);
-    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
-    let mut ann = n1.client();
-    let mut bob = n2.client();
-    ann.cmd("name ann");
-    bob.cmd("name bob");
-    barrier.sync();
+    let AnnAndBob {
+        n1: _n1,
+        n2: _n2,
+        barrier: _barrier,
+        mut ann,
+        mut bob,
+    } = ann_and_bob(&url, None);
     // The impostor exits at once with a clear error, before it listens.
     let t = Instant::now();
     let log = match Node::try_start("n1", &url, None) {
@@ -507,13 +523,7 @@ fn a_node_whose_name_is_taken_while_it_runs_leaves_the_cluster_until_it_is_back(
         lubdub::hub::RedisConfig::new(&url, "a").presence_ttl(Duration::from_secs(3)),
     );
     let b = InProcessNode::start(&url, "b");
-    let mut barrier = Barrier::new(&[a.addr(), b.addr()]);
-    let (mut ann, mut amy) = (LineClient::connect(a.addr()), LineClient::connect(a.addr()));
-    let mut bob = LineClient::connect(b.addr());
-    for c in [&mut ann, &mut amy, &mut bob] {
-        c.cmd("join g");
-    }
-    barrier.sync();
+    let (mut barrier, [mut ann, mut amy, mut bob]) = two_and_one_in_g(&a, &b);
     bob.send("say g before");
     for c in [&mut ann, &mut amy, &mut bob] {
         c.line();

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use hub_redis_support::pki::Pki;
 use hub_redis_support::{
-    resp_command, wait_until, Barrier, InProcessNode, LineClient, Redis, TempDir, CONNECTED, WAIT,
+    resp_command, two_and_one_in_g, wait_until, Barrier, InProcessNode, LineClient, Redis, TempDir,
+    CONNECTED, WAIT,
 };
 use lubdub::hub::{Hub, HubError, HubLimits, RedisConfig};
 use lubdub::Text;
@@ -88,6 +89,19 @@ fn say_reaches(hear: &mut [&mut LineClient], from: usize, group: &str, text: &st
     }
 }
 
+/// A client of each node, bound to `names` and in group `g`, the two
+/// nodes settled.
+fn pair_in_g(a: &InProcessNode, b: &InProcessNode, names: [&str; 2]) -> (Barrier, [LineClient; 2]) {
+    let mut barrier = Barrier::new(&[a.addr(), b.addr()]);
+    let mut clients = [a.addr(), b.addr()].map(LineClient::connect);
+    for (c, name) in clients.iter_mut().zip(names) {
+        c.cmd(&format!("name {name}"));
+        c.cmd("join g");
+    }
+    barrier.sync();
+    (barrier, clients)
+}
+
 /// The permissions docs/hub.md ("Security") gives a node's ACL user, for
 /// namespace `ns`.
 fn documented_acl(ns: &str, password: &str) -> Vec<String> {
@@ -148,13 +162,7 @@ fn requirepass_and_an_acl_user_with_the_documented_permissions() {
     let b = InProcessNode::start_with(
         RedisConfig::new(&format!("redis://127.0.0.1:{port}"), "pw-b").password(PW),
     );
-    let mut barrier = Barrier::new(&[a.addr(), b.addr()]);
-    let (mut ann, mut bob) = (LineClient::connect(a.addr()), LineClient::connect(b.addr()));
-    ann.cmd("name ann");
-    bob.cmd("name bob");
-    ann.cmd("join g");
-    bob.cmd("join g");
-    barrier.sync();
+    let (_barrier, [mut ann, mut bob]) = pair_in_g(&a, &b, ["ann", "bob"]);
     say_reaches(&mut [&mut ann, &mut bob], 0, "g", "over requirepass");
     assert_eq!(bob.ask("who g"), "g 2");
 
@@ -163,13 +171,7 @@ fn requirepass_and_an_acl_user_with_the_documented_permissions() {
     let url = format!("redis://hub:{HUB_PW}@127.0.0.1:{port}");
     let c = InProcessNode::start_with(RedisConfig::new(&url, "acl-c").namespace("app"));
     let d = InProcessNode::start_with(RedisConfig::new(&url, "acl-d").namespace("app"));
-    let mut barrier = Barrier::new(&[c.addr(), d.addr()]);
-    let (mut cat, mut dan) = (LineClient::connect(c.addr()), LineClient::connect(d.addr()));
-    cat.cmd("name cat");
-    dan.cmd("name dan");
-    cat.cmd("join g");
-    dan.cmd("join g");
-    barrier.sync();
+    let (barrier, [mut cat, mut dan]) = pair_in_g(&c, &d, ["cat", "dan"]);
     say_reaches(&mut [&mut cat, &mut dan], 0, "g", "over an acl user");
     assert_eq!(dan.ask("who g"), "g 2");
     assert_eq!(dan.ask("online cat"), "yes");
@@ -232,13 +234,7 @@ fn a_password_changed_under_running_nodes_is_a_clear_error_then_a_reconnect() {
     let url = format!("redis://:{PW}@127.0.0.1:{}", redis.port);
     let a = InProcessNode::start_with(RedisConfig::new(&url, "rot-a"));
     let b = InProcessNode::start_with(RedisConfig::new(&url, "rot-b"));
-    let mut barrier = Barrier::new(&[a.addr(), b.addr()]);
-    let (mut ann, mut amy) = (LineClient::connect(a.addr()), LineClient::connect(a.addr()));
-    let mut bob = LineClient::connect(b.addr());
-    for c in [&mut ann, &mut amy, &mut bob] {
-        c.cmd("join g");
-    }
-    barrier.sync();
+    let (mut barrier, [mut ann, mut amy, mut bob]) = two_and_one_in_g(&a, &b);
     let connected = |node: &str| logged(&format!("hub {node}: {CONNECTED}")).len();
     let (ca, cb) = (connected("rot-a"), connected("rot-b"));
 
@@ -306,12 +302,7 @@ fn tls_with_a_private_ca_a_client_certificate_and_a_password() {
     let config = |node: &str| RedisConfig::new(&url, node).tls(pki.with_client_cert());
     let a = InProcessNode::start_with(config("tls-a"));
     let b = InProcessNode::start_with(config("tls-b"));
-    let mut barrier = Barrier::new(&[a.addr(), b.addr()]);
-    let (mut ann, mut bob) = (LineClient::connect(a.addr()), LineClient::connect(b.addr()));
-    ann.cmd("name ann");
-    bob.cmd("join g");
-    ann.cmd("join g");
-    barrier.sync();
+    let (_barrier, [mut ann, mut bob]) = pair_in_g(&a, &b, ["ann", "bob"]);
     say_reaches(&mut [&mut ann, &mut bob], 1, "g", "over tls");
     assert_eq!(bob.ask("online ann"), "yes");
 
@@ -415,80 +406,37 @@ fn messages_published_on_redis_reach_no_one_but_their_channel() {
     let rejected = a.hub.stats().rejected;
     let big = vec![b'x'; 1025];
     let long_node = "n".repeat(65);
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    // (channel, target, message): each target is not its channel's.
+    let (u, g, n) = ("lubdub:ch:u:ann", "lubdub:ch:g:g", "lubdub:ch:n:trust-a");
+    let crossing = [
         // A uid's channel reaches that uid only...
-        (
-            "lubdub:ch:u:ann",
-            forged("m", Forged::Uid("bob"), &[], b"to bob\n"),
-        ),
-        (
-            "lubdub:ch:u:ann",
-            forged("m", Forged::All, &[], b"to all\n"),
-        ),
-        (
-            "lubdub:ch:u:ann",
-            forged("m", Forged::Group("g"), &[], b"to g\n"),
-        ),
-        (
-            "lubdub:ch:u:ann",
-            forged(
-                "m",
-                Forged::Conn("trust-a", bob_id),
-                &[],
-                b"to bob's conn\n",
-            ),
-        ),
+        (u, Forged::Uid("bob"), "to bob"),
+        (u, Forged::All, "to all"),
+        (u, Forged::Group("g"), "to g"),
+        (u, Forged::Conn("trust-a", bob_id), "to bob's connection"),
         // ...a group's that group, `all` everyone, a node's one of its
-        // connections.
-        (
-            "lubdub:ch:g:g",
-            forged("m", Forged::Uid("bob"), &[], b"g to bob\n"),
-        ),
-        (
-            "lubdub:ch:g:g",
-            forged("m", Forged::All, &[], b"g to all\n"),
-        ),
-        (
-            "lubdub:ch:all",
-            forged("m", Forged::Uid("bob"), &[], b"all to bob\n"),
-        ),
-        (
-            "lubdub:ch:n:trust-a",
-            forged("m", Forged::Uid("bob"), &[], b"n to bob\n"),
-        ),
-        (
-            "lubdub:ch:n:trust-a",
-            forged("m", Forged::All, &[], b"n to all\n"),
-        ),
-        (
-            "lubdub:ch:n:trust-a",
-            forged(
-                "m",
-                Forged::Conn("elsewhere", bob_id),
-                &[],
-                b"n to another node\n",
-            ),
-        ),
-        // Every field within bounds.
-        (
-            "lubdub:ch:u:ann",
-            forged("m", Forged::Uid("ann"), &[], &big),
-        ),
-        (
-            "lubdub:ch:u:ann",
-            forged(&long_node, Forged::Uid("ann"), &[], b"x\n"),
-        ),
-        (
-            "lubdub:ch:u:ann",
-            forged("", Forged::Uid("ann"), &[], b"x\n"),
-        ),
-        (
-            "lubdub:ch:u:ann",
-            forged("m", Forged::Uid("ann"), &[("n", 1); 1025], b"x\n"),
-        ),
-        ("lubdub:ch:u:ann", b"\x01\xff\xffgarbage".to_vec()),
-        ("lubdub:ch:u:ann", b"not even the version".to_vec()),
+        // own connections.
+        (g, Forged::Uid("bob"), "g to bob"),
+        (g, Forged::All, "g to all"),
+        ("lubdub:ch:all", Forged::Uid("bob"), "all to bob"),
+        (n, Forged::Uid("bob"), "n to bob"),
+        (n, Forged::All, "n to all"),
+        (n, Forged::Conn("elsewhere", bob_id), "n to another node"),
     ];
+    let mut cases: Vec<(&str, Vec<u8>)> = crossing
+        .iter()
+        .map(|(c, t, m)| (*c, forged("m", *t, &[], format!("{m}\n").as_bytes())))
+        .collect();
+    // Every field within bounds, on the right channel.
+    let to_ann = Forged::Uid("ann");
+    cases.extend([
+        (u, forged("m", to_ann, &[], &big)),
+        (u, forged(&long_node, to_ann, &[], b"x\n")),
+        (u, forged("", to_ann, &[], b"x\n")),
+        (u, forged("m", to_ann, &[("n", 1); 1025], b"x\n")),
+        (u, b"\x01\xff\xffgarbage".to_vec()),
+        (u, b"not even the version".to_vec()),
+    ]);
     for (channel, payload) in &cases {
         assert_eq!(publish(channel, payload), ":1", "{channel}");
     }

@@ -951,6 +951,18 @@ impl InProcessNode {
     }
 }
 
+/// Two clients of `a` and one of `b`, all in group `g`, the two nodes
+/// settled: the barrier, then the clients.
+pub fn two_and_one_in_g(a: &InProcessNode, b: &InProcessNode) -> (Barrier, [LineClient; 3]) {
+    let mut barrier = Barrier::new(&[a.addr(), b.addr()]);
+    let mut clients = [a.addr(), a.addr(), b.addr()].map(LineClient::connect);
+    for c in &mut clients {
+        c.cmd("join g");
+    }
+    barrier.sync();
+    (barrier, clients)
+}
+
 impl Drop for InProcessNode {
     fn drop(&mut self) {
         self.handle.stop_and_wait();

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use dashmap::mapref::one::RefMut;
 use dashmap::DashMap;
 use lubdub_worker::{Connection, Protocol};
 
@@ -149,19 +150,11 @@ impl<P: Protocol> Registry<P> {
         limits: &HubLimits,
         changes: &mut Vec<Change>,
     ) -> Result<(), HubError> {
-        check_name(uid, limits)?;
-        let mut m = self.members.entry(conn.id()).or_default();
-        if m.uids.contains(uid) {
+        let limit = limits.max_uids_per_conn;
+        let too_many = || HubError::TooManyUids { limit };
+        let Some(m) = self.admit(conn.id(), uid, limits, limit, |m| &mut m.uids, too_many)? else {
             return Ok(());
-        }
-        if m.uids.len() >= limits.max_uids_per_conn {
-            drop(m);
-            self.drop_member_if_empty(conn.id());
-            return Err(HubError::TooManyUids {
-                limit: limits.max_uids_per_conn,
-            });
-        }
-        m.uids.insert(uid.to_owned());
+        };
         let set = set_of(&self.uids, uid);
         {
             let mut s = set.inner.write().unwrap_or_else(PoisonError::into_inner);
@@ -181,6 +174,34 @@ impl<P: Protocol> Registry<P> {
             }
         }
         Ok(())
+    }
+
+    /// Adds `name` to the set of `conn`'s memberships that `set` picks,
+    /// if it is a valid name and the set holds fewer than `limit`:
+    /// `Ok(None)` when it was there already, `Ok(Some(entry))` when added
+    /// (the entry still locked), `too_many()` when the set is full.
+    fn admit(
+        &self,
+        conn: u64,
+        name: &str,
+        limits: &HubLimits,
+        limit: usize,
+        set: fn(&mut Membership) -> &mut HashSet<String>,
+        too_many: impl FnOnce() -> HubError,
+    ) -> Result<Option<RefMut<'_, u64, Membership>>, HubError> {
+        check_name(name, limits)?;
+        let mut m = self.members.entry(conn).or_default();
+        let names = set(&mut m);
+        if names.contains(name) {
+            return Ok(None);
+        }
+        if names.len() >= limit {
+            drop(m);
+            self.drop_member_if_empty(conn);
+            return Err(too_many());
+        }
+        names.insert(name.to_owned());
+        Ok(Some(m))
     }
 
     /// Forgets a connection's membership entry if it holds nothing
@@ -239,19 +260,12 @@ impl<P: Protocol> Registry<P> {
         limits: &HubLimits,
         changes: &mut Vec<Change>,
     ) -> Result<(), HubError> {
-        check_name(group, limits)?;
-        let mut m = self.members.entry(conn.id()).or_default();
-        if m.groups.contains(group) {
+        let limit = limits.max_groups_per_conn;
+        let too_many = || HubError::TooManyGroups { limit };
+        let Some(m) = self.admit(conn.id(), group, limits, limit, |m| &mut m.groups, too_many)?
+        else {
             return Ok(());
-        }
-        if m.groups.len() >= limits.max_groups_per_conn {
-            drop(m);
-            self.drop_member_if_empty(conn.id());
-            return Err(HubError::TooManyGroups {
-                limit: limits.max_groups_per_conn,
-            });
-        }
-        m.groups.insert(group.to_owned());
+        };
         let set = set_of(&self.groups, group);
         let mut s = set.inner.write().unwrap_or_else(PoisonError::into_inner);
         s.conns.insert(conn.id(), conn.clone());
