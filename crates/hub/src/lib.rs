@@ -307,8 +307,9 @@ impl<P: Protocol> Hub<P> {
         self
     }
 
-    /// Sets the limits: later joins, binds and sends see them; what
-    /// connections hold already stays.
+    /// Sets the limits: later joins, binds, sends and messages from other
+    /// nodes see them (the Redis subscriber's frame limit, its next
+    /// session); what connections hold already stays.
     pub fn set_limits(&self, limits: HubLimits) {
         *self
             .inner

@@ -689,7 +689,6 @@ impl Shared {
     fn connection(
         &self,
         role: &str,
-        max_reply: usize,
         on_connect: OnConnect,
         on_message: OnValue,
         on_close: OnClose,
@@ -703,10 +702,7 @@ impl Shared {
         client
             .auto_reconnect(self.cfg.reconnect.clone())
             .keep_unsent(false);
-        client.on_connect(move |c| {
-            c.set_max_package_size(max_reply);
-            on_connect(c)
-        });
+        client.on_connect(move |c| on_connect(c));
         client.on_message(move |_, v| on_message(v));
         client.on_close(move |_, _| on_close());
         let w = this.clone();
@@ -720,13 +716,14 @@ impl Shared {
 impl Backplane for RedisBackplane {
     fn start(&self, delivery: Delivery) {
         let s = &self.shared;
-        let sub_max = delivery.limits().max_frame(s.ns().len());
         let _ = s.delivery.set(delivery);
         let (a, b, c) = (s.clone(), s.clone(), s.clone());
         let cmd = s.connection(
             "cmd",
-            MAX_REPLY,
-            Box::new(move |_| a.connected()),
+            Box::new(move |conn| {
+                conn.set_max_package_size(MAX_REPLY);
+                a.connected()
+            }),
             Box::new(move |v| b.reply(v)),
             Box::new(move || c.lost()),
             s,
@@ -734,8 +731,13 @@ impl Backplane for RedisBackplane {
         let (a, b) = (s.clone(), s.clone());
         let sub = s.connection(
             "sub",
-            sub_max,
-            Box::new(move |_| a.subscribe_all()),
+            Box::new(move |conn| {
+                // What a node of the hub's limits publishes, no more.
+                if let Some(d) = a.delivery.get() {
+                    conn.set_max_package_size(d.limits().max_frame(a.ns().len()));
+                }
+                a.subscribe_all()
+            }),
             Box::new(move |v| b.published(&v)),
             Box::new(|| {}),
             s,
