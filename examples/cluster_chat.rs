@@ -32,6 +32,9 @@
 //!   refused). Anything else, or a token that is not valid, gets
 //!   `error: ...` and the connection is closed.
 //!
+//! The hub's own limits (rooms and names per connection) answer
+//! `error: refused: WHY`.
+//!
 //! Claims are checked across nodes through Redis, then on this node again
 //! at the moment the name is bound or the room joined: two nodes that get
 //! the same name within one Redis round trip can both accept it, and while
@@ -173,10 +176,12 @@ impl Chat {
             _ => Err("send `token JWT` first".to_owned()),
         };
         match verified {
-            Ok(name) => {
-                self.bind(c, member, &name, "by token");
-                let _ = c.send("ok");
-            }
+            Ok(name) => match self.bind(c, member, &name, "by token") {
+                Ok(()) => {
+                    let _ = c.send("ok");
+                }
+                Err(why) => c.close_with(&format!("error: {why}")),
+            },
             Err(why) => {
                 log_limited!(Level::Info, "refused {}: {why}", c.remote_addr());
                 c.close_with(&format!("error: a valid token is required: {why}"));
@@ -212,20 +217,30 @@ impl Chat {
         if self.hub.is_uid_online_local(name) {
             return taken();
         }
-        self.bind(c, member, name, "by name");
+        self.bind(c, member, name, "by name")?;
         Ok("ok".to_owned())
     }
 
-    /// Gives the connection its name, `how` it was claimed.
-    fn bind(&self, c: &Connection<Text>, member: &Member, name: &str, how: &str) {
+    /// Gives the connection its name, `how` it was claimed, unless the hub
+    /// refuses it (its limits, a closed connection).
+    fn bind(
+        &self,
+        c: &Connection<Text>,
+        member: &Member,
+        name: &str,
+        how: &str,
+    ) -> Result<(), String> {
+        self.hub
+            .bind_uid(c, name)
+            .map_err(|e| format!("refused: {e}"))?;
         lock(&member.state).name = Some(name.to_owned());
-        self.hub.bind_uid(c, name);
         log_limited!(
             Level::Info,
             "{name} is {} ({}), {how}",
             self.hub.global_id(c),
             c.remote_addr()
         );
+        Ok(())
     }
 
     async fn join(
@@ -246,8 +261,10 @@ impl Chat {
                 return taken();
             }
         }
+        self.hub
+            .join(c, room)
+            .map_err(|e| format!("refused: {e}"))?;
         lock(&member.state).joined = true;
-        self.hub.join(c, room);
         Ok("ok".to_owned())
     }
 }

@@ -24,7 +24,8 @@ fn successor(old: &WorkerHandle<Text>, count: usize) -> WorkerHandle<Text> {
     let mut new = tagged("new", Text::new());
     new.count(count)
         .adopt_listeners(old.listeners().expect("copies of the listeners"));
-    new.start().expect("the new worker starts on adopted sockets")
+    new.start()
+        .expect("the new worker starts on adopted sockets")
 }
 
 #[test]
@@ -97,7 +98,11 @@ fn a_successor_with_other_loop_counts_accepts_on_every_socket() {
         assert_eq!(c.roundtrip(&i.to_string()), format!("new:{i}"));
     }
     let loops: Vec<_> = two.loop_stats().iter().map(|s| s.accepted).collect();
-    assert_eq!(loops.iter().sum::<u64>(), 50, "accepted by the loops: {loops:?}");
+    assert_eq!(
+        loops.iter().sum::<u64>(),
+        50,
+        "accepted by the loops: {loops:?}"
+    );
     for w in [old, one, two] {
         w.stop_and_wait();
     }
@@ -187,9 +192,7 @@ fn a_graceful_drain_keeps_connections_until_they_close_or_the_deadline() {
     );
     drop(leaves);
     drop(stays);
-    let done = old
-        .drain(Drain::Graceful, Instant::now() + WAIT)
-        .unwrap();
+    let done = old.drain(Drain::Graceful, Instant::now() + WAIT).unwrap();
     assert!(done, "drained once both clients left");
     old.stop_and_wait();
 }
