@@ -64,3 +64,6 @@ pub mod protocols {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 mod readme {}
+
+#[cfg(feature = "cli")]
+pub mod cli;

@@ -1032,7 +1032,7 @@ fn one_connection_joining_a_million_groups_is_refused_at_the_limit() {
         if i < LIMIT {
             assert_eq!(line.trim_end(), "ok", "join {i}");
         } else {
-            assert!(line.starts_with("refused: "), "join {i}: {line}");
+            assert!(line.starts_with("error: refused: "), "join {i}: {line}");
             refused += 1;
         }
         if i == JOINS / 2 {

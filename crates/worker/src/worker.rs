@@ -125,6 +125,11 @@ impl<P: Protocol> Worker<P> {
         self
     }
 
+    /// The name set with [`name`](Self::name).
+    pub fn worker_name(&self) -> &str {
+        &self.name
+    }
+
     /// Every limit of the worker's connections (send buffer, message size,
     /// timeouts, backpressure, memory budget, most connections): see
     /// [`Limits`] for each default and docs/limits.md for what happens at
