@@ -144,14 +144,6 @@ impl Inherited {
         out
     }
 
-    /// The metrics listener, if one was handed over.
-    pub fn take_metrics(&mut self) -> Option<TcpListener> {
-        self.sockets
-            .iter_mut()
-            .find(|(d, s)| d.role == "metrics" && s.is_some())
-            .and_then(|(_, s)| s.take())
-    }
-
     /// Sockets no worker took: logged, then closed with this value.
     pub fn unclaimed(&self) -> Vec<&HandedSocket> {
         self.sockets
