@@ -537,6 +537,16 @@ mod tests {
             o.to_args(),
             ["ws-serve", "lubdub", "--deflate", "--cpu", "0"]
         );
+        let attack = parse(&["ws-serve", "lubdub", "--attack", "--cpu", "0"]);
+        assert!(attack.attack && attack.check().is_ok());
+        assert_eq!(
+            WsServeOpts::try_parse_from(attack.to_args()).unwrap(),
+            attack
+        );
+        assert!(
+            WsServeOpts::try_parse_from(["ws-serve", "lubdub", "--attack", "--deflate"]).is_err(),
+            "the attack server's deflate is lubdub_ws_attack_worker's"
+        );
         let fast = parse(&["ws-serve", "fastwebsockets"]);
         assert_eq!(fast.imp, WsImpl::FastWebSockets);
         assert_eq!(WsServeOpts::try_parse_from(fast.to_args()).unwrap(), fast);
