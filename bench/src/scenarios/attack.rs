@@ -278,13 +278,16 @@ fn run(cfg: &Config, out: &mut Outcome, target: Target) -> Result<()> {
     Ok(())
 }
 
-/// Rows of what the attackers met, for each attack whose attackers report
-/// outcomes (the WebSocket ones): connections made, connections still
-/// open when the attack stopped (if any run had some), and a row per
-/// outcome seen in any run of either server (a close code, an HTTP
-/// status, a reset...), each a count per run; counts, not compared.
+/// Rows of what the attackers met, for each WebSocket attack (their
+/// attackers report outcomes): connections made, connections still open
+/// when the attack stopped (if any run had some), and a row per outcome
+/// seen in any run of either server (a close code, an HTTP status, a
+/// reset...), each a count per run; counts, not compared.
 fn outcome_rows(out: &mut Outcome, plan: &Plan, l: &[Reports], p: &[Reports]) {
     for (kind, _) in &plan.attacks {
+        if kind.target() != Target::Ws {
+            continue;
+        }
         let of = |runs: &[Reports], f: &dyn Fn(&AttackerResult) -> u64| -> Vec<f64> {
             runs.iter()
                 .map(|r| {
@@ -302,9 +305,6 @@ fn outcome_rows(out: &mut Outcome, plan: &Plan, l: &[Reports], p: &[Reports]) {
             .filter(|(k, _)| k == kind)
             .flat_map(|(_, r)| r.outcomes.keys())
             .collect();
-        if keys.is_empty() {
-            continue;
-        }
         let mut row = |what: String, f: &dyn Fn(&AttackerResult) -> u64| {
             let label = format!("↳ {} attackers: {what}", kind.name());
             out.row(label, "n", Better::Neither, &of(l, f), &of(p, f));
@@ -695,22 +695,28 @@ mod tests {
     }
 
     /// A row per outcome any run of either server saw, zero where a run
-    /// did not see it; attacks without outcomes (the text ones) add none.
+    /// did not see it; a WebSocket attack the servers did nothing to still
+    /// has its connections; the text attacks add no rows.
     #[test]
     fn outcome_rows_cover_every_outcome_seen() {
         let plan = Plan {
-            attacks: vec![(Attack::WsOrigin, 2), (Attack::Storm, 2)],
+            attacks: vec![
+                (Attack::WsOrigin, 2),
+                (Attack::Storm, 2),
+                (Attack::WsSlowFrame, 3),
+            ],
             ..Plan::new(Target::Ws, true)
         };
         let res = |line: &str| AttackerResult::parse(line).unwrap();
         let l = vec![vec![
             (Attack::WsOrigin, res("connects=5 open=0 | http403=5")),
             (Attack::Storm, res("connects=9 open=0")),
+            (Attack::WsSlowFrame, res("connects=3 open=3")),
         ]];
-        let p = vec![vec![(
-            Attack::WsOrigin,
-            res("connects=7 open=0 | http101=7"),
-        )]];
+        let p = vec![vec![
+            (Attack::WsOrigin, res("connects=7 open=0 | http101=7")),
+            (Attack::WsSlowFrame, res("connects=3 open=3")),
+        ]];
         let mut out = Outcome::default();
         outcome_rows(&mut out, &plan, &l, &p);
         let rows: Vec<(&str, &[f64], &[f64])> = out
@@ -728,6 +734,12 @@ mod tests {
                 ),
                 ("↳ ws-origin attackers: answered 101", &[0.0], &[7.0]),
                 ("↳ ws-origin attackers: answered 403", &[5.0], &[0.0]),
+                ("↳ ws-slowframe attackers: connections made", &[3.0], &[3.0]),
+                (
+                    "↳ ws-slowframe attackers: open when the attack stopped",
+                    &[3.0],
+                    &[3.0]
+                ),
             ]
         );
         assert!(out.rows.iter().all(|r| r.ratio().is_nan()));
