@@ -167,7 +167,7 @@ pub(crate) fn parse(src: &[u8], len: usize, config: &HttpConfig) -> Result<Head,
         return Err(HttpError::bad_request("Transfer-Encoding in HTTP/1.0"));
     }
     if version == Version::HTTP_11 && hosts != 1 {
-        return Err(HttpError::bad_request("HTTP/1.1 needs exactly one Host"));
+        return Err(HttpError::bad_request("a request without exactly one Host"));
     }
     let body = if chunked {
         BodyKind::Chunked
