@@ -31,6 +31,21 @@ impl Server {
     }
 }
 
+/// The SSE page (see `/page` below).
+const PAGE: &str = r#"<!doctype html>
+<title>events</title>
+<ul id="log"></ul>
+<script>
+const log = document.getElementById("log");
+const source = new EventSource("/events");
+source.onmessage = (e) => {
+  const li = document.createElement("li");
+  li.textContent = `${e.data} #${e.lastEventId}`;
+  log.appendChild(li);
+};
+</script>
+"#;
+
 /// Answers one request:
 /// * `/id`: the connection's id (keep-alive reuse shows as one id);
 /// * `/echo`: the body back, with `x-chunked` saying whether it came
@@ -39,6 +54,8 @@ impl Server {
 /// * `/events`: an event stream; from `Last-Event-ID` n (0 if none) it
 ///   sends events n+1..=n+3 and, on a first visit, closes so the client
 ///   reconnects;
+/// * `/page`: an HTML page whose `EventSource` on `/events` adds each
+///   event to `#log` as `data #lastEventId`;
 /// * anything else: `404`.
 fn answer(conn: &Connection<Http>, req: &Request) {
     let reply = |status: u16, body: Vec<u8>| {
@@ -82,6 +99,12 @@ fn answer(conn: &Connection<Http>, req: &Request) {
             if last == 0 {
                 conn.close();
             }
+        }
+        "/page" => {
+            let mut resp = Response::new(PAGE.as_bytes().to_vec());
+            resp.headers_mut()
+                .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+            let _ = conn.send(&req.respond(resp));
         }
         _ => {
             let _ = conn.send(&reply(404, b"not found\n".to_vec()));

@@ -21,6 +21,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod echo_server;
 
 /// Bound for one event of a peer (a loaded 2-core machine, a cold Python
