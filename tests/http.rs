@@ -369,3 +369,42 @@ fn the_worker_message_limit_counts_a_held_body() {
     let answer = String::from_utf8_lossy(&read_to_eof(&mut stream)).into_owned();
     assert!(answer.starts_with(&status_line(413)), "{answer}");
 }
+
+/// The heartbeat plugin keeps an event stream alive with comments, and a
+/// client that never answers them (an `EventSource` cannot) is not closed
+/// for it.
+#[test]
+fn the_heartbeat_sends_comments_on_event_streams() {
+    use lubdub::heartbeat::{Heartbeat, SseHeartbeat};
+    let s = http_support::serve_with(HttpConfig::default(), Limits::default(), |w| {
+        w.plugin(
+            Heartbeat::server(SseHeartbeat)
+                .no_idle_timeout()
+                .ping_interval(Duration::from_millis(50))
+                .ack_timeout(Duration::from_millis(20)),
+        );
+    });
+    let mut stream = TcpStream::connect(s.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    // A reconnecting client: the stream stays open.
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 10\r\n\r\n")
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let start = Instant::now();
+    // Ten pings' worth of silence from the client, far past the ack timeout.
+    while start.elapsed() < Duration::from_millis(500) || count(&seen, b": ping\n") < 5 {
+        let n = std::io::Read::read(&mut stream, &mut chunk).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+        assert!(start.elapsed() < WAIT);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("data: event 11\n"), "{text}");
+    assert!(s.closed.try_recv().is_err(), "the stream is still open");
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}

@@ -114,8 +114,19 @@ fn answer(conn: &Connection<Http>, req: &Request) {
 
 /// Starts the test worker with `config` and `limits`.
 pub fn serve(config: HttpConfig, limits: Limits) -> Server {
+    serve_with(config, limits, |_| {})
+}
+
+/// Starts the test worker with `config` and `limits`, after `setup` (to
+/// add a plugin, say).
+pub fn serve_with(
+    config: HttpConfig,
+    limits: Limits,
+    setup: impl FnOnce(&mut Worker<Http>),
+) -> Server {
     let mut w = Worker::with_protocol("http://127.0.0.1:0", Http::new(config)).unwrap();
     w.limits(limits);
+    setup(&mut w);
     let (closed_tx, closed) = mpsc::channel();
     let closed_tx = Arc::new(Mutex::new(closed_tx));
     w.on_close(move |conn, _| {

@@ -64,6 +64,14 @@ pub trait HeartbeatCodec<P: Protocol>: Send + Sync + 'static {
     fn hello(&self) -> Option<Beat<'static>> {
         None
     }
+
+    /// Whether peers answer this codec's pings. `false` for keep-alives
+    /// nobody answers (Server-Sent Events comments): server pings are then
+    /// sent on schedule but never waited for, so they close no connection.
+    /// Default `true`.
+    fn answered(&self) -> bool {
+        true
+    }
 }
 
 /// No heartbeat messages at all: only the idle sweep (any inbound bytes

@@ -30,7 +30,8 @@
 //! * [`HeartbeatCodec`]: what heartbeats look like per protocol:
 //!   [`TextHeartbeat`] (`ping`/`pong` lines), [`FrameHeartbeat`] (reserved
 //!   payload tags), [`PacketHeartbeat`] (the C# `SYS_START_HEARTBEAT` /
-//!   `SYS_UPDATE_HEARTBEAT` scheme), [`Silent`] (sweep only).
+//!   `SYS_UPDATE_HEARTBEAT` scheme), [`SseHeartbeat`] (Server-Sent Events
+//!   comments), [`Silent`] (sweep only).
 //!
 //! Every rule lives in a sans-IO state machine that takes the time as an
 //! argument ([`IdleSweep`], [`PingState`], [`ClientBeat`], [`StallLog`],
@@ -49,6 +50,7 @@ mod ping;
 mod registry;
 mod rtt;
 mod server;
+mod sse;
 mod sweep;
 mod time;
 mod ws;
@@ -64,6 +66,7 @@ pub use keepalive::{ClientHeartbeat, ClientHeartbeatHandle, ClientStats, ServerP
 pub use ping::{AckSample, PingConfig, PingState, PingVerdict, MAX_OUTSTANDING};
 pub use rtt::{RttEstimator, RttStats};
 pub use server::{HeartbeatHandle, HeartbeatStats, ServerConfig, ServerHeartbeat, Timeout};
+pub use sse::SseHeartbeat;
 pub use sweep::{IdleSweep, Liveness, SweepConfig, SweepReport};
 pub use time::{from_unix_ms, unix_ms, Stall, StallLog, Ticker};
 pub use ws::WsHeartbeat;

@@ -125,6 +125,13 @@ impl PingState {
         self.next_ping
     }
 
+    /// Forgets the outstanding pings: the codec's pings are keep-alives
+    /// no peer answers ([`HeartbeatCodec::answered`](crate::HeartbeatCodec::answered)),
+    /// so none is waited for.
+    pub fn forget_outstanding(&mut self) {
+        self.outstanding.clear();
+    }
+
     /// Outstanding pings, oldest first: `(seq, sent)`.
     pub fn outstanding(&self) -> impl Iterator<Item = (u32, Instant)> + '_ {
         self.outstanding.iter().copied()

@@ -445,6 +445,11 @@ impl<P: Protocol, C: HeartbeatCodec<P>> ServerHeartbeat<P, C> {
                         continue;
                     }
                     let v = ps.poll(&pc, now, conn.last_active(), &stalls);
+                    if !ctx.codec.answered() {
+                        // Keep-alives nobody answers (SSE comments): never
+                        // waited for.
+                        ps.forget_outstanding();
+                    }
                     if v != PingVerdict::Idle {
                         due.push((conn.clone(), v));
                     }
