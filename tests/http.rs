@@ -8,6 +8,7 @@
 
 mod common;
 mod http_support;
+mod tls_support;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -407,4 +408,33 @@ fn the_heartbeat_sends_comments_on_event_streams() {
 
 fn count(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+/// `https://` through the worker's TLS transport: curl trusting the
+/// test CA, keep-alive over one TLS session.
+#[test]
+fn curl_over_https() {
+    let (ca, leaf) = tls_support::pki();
+    let s = http_support::serve_with(HttpConfig::default(), Limits::default(), |w| {
+        w.tls(leaf.server_config());
+    });
+    let ca_file = temp_file("ca.pem", ca.cert_pem.as_bytes());
+    let url = format!("https://127.0.0.1:{}/id", s.addr.port());
+    let (out, err) = run(curl().args([
+        "-v",
+        "--cacert",
+        &ca_file.display().to_string(),
+        "-w",
+        "|",
+        &url,
+        &url,
+    ]));
+    let _ = std::fs::remove_file(&ca_file);
+    let ids: Vec<&str> = out.split('|').filter(|x| !x.is_empty()).collect();
+    assert_eq!(ids.len(), 2, "{out}");
+    assert_eq!(ids[0], ids[1], "one TLS connection: {err}");
+    assert!(
+        err.contains("SSL connection using") || err.contains("TLS"),
+        "{err}"
+    );
 }

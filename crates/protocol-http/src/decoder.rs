@@ -8,7 +8,8 @@ use lubdub_protocol::{Decoded, Decoder, ProtocolError, Wire};
 use crate::chunked::Chunked;
 use crate::error::HttpError;
 use crate::head::{self, BodyKind, Head};
-use crate::request::{Exchange, Request};
+use crate::reply::Exchange;
+use crate::request::Request;
 use crate::Http;
 
 /// The interim answer to `Expect: 100-continue`.

@@ -7,8 +7,7 @@ use http::StatusCode;
 use lubdub_protocol::{Closing, Encoder, ProtocolError};
 
 use crate::error::HttpError;
-use crate::reply::{write_comment, Reply};
-use crate::request::Exchange;
+use crate::reply::{write_comment, Exchange, Reply};
 use crate::{date, Http};
 
 /// A streamed response under way.

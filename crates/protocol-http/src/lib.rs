@@ -92,8 +92,8 @@ pub use config::{
 pub use decoder::HttpDecoder;
 pub use encoder::HttpEncoder;
 pub use error::HttpError;
-pub use reply::{Event, Reply};
-pub use request::{Exchange, Request};
+pub use reply::{Event, Exchange, Reply};
+pub use request::Request;
 
 /// The `http` crate, whose `Request`, `Response`, `StatusCode` and headers
 /// this protocol speaks.
