@@ -67,3 +67,6 @@ mod readme {}
 
 #[cfg(feature = "cli")]
 pub mod cli;
+
+#[cfg(feature = "metrics")]
+pub mod metrics;
