@@ -566,6 +566,10 @@ fn resident_bytes() -> Option<u64> {
 /// The longest request head the metrics responder reads.
 const MAX_HEAD: usize = 8 * 1024;
 
+/// How often the responder looks for a scrape (and for its stop) when
+/// none is waiting: a scrape waits at most this long to be accepted.
+const POLL: Duration = Duration::from_millis(20);
+
 /// How long the responder waits for a request, and for a response to be
 /// taken.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -585,7 +589,10 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Serves `metrics` on `listener` until [`stop`](Self::stop).
     pub fn start(listener: TcpListener, metrics: Arc<Metrics>) -> io::Result<Self> {
-        listener.set_nonblocking(false)?;
+        // Polled (see `serve`): a blocking accept could not be woken to
+        // stop once the socket is shared with a reload's new process,
+        // whose accept may take the waking connect.
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let accept = listener.try_clone()?;
@@ -613,6 +620,12 @@ impl MetricsServer {
         self.listener.try_clone()
     }
 
+    /// Stops answering scrapes, without waiting (after a reload handed
+    /// the listener over, the new process answers them).
+    pub fn stop_accepting(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
     /// Stops serving and waits for the responder's thread.
     pub fn stop(mut self) {
         self.shutdown();
@@ -623,8 +636,6 @@ impl MetricsServer {
             return;
         };
         self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT);
         let _ = thread.join();
     }
 }
@@ -641,13 +652,14 @@ fn serve(listener: TcpListener, metrics: &Metrics, stop: &AtomicBool) {
         match listener.accept() {
             Ok((stream, _)) => {
                 failures = 0;
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                if let Err(e) = answer(stream, metrics) {
+                if let Err(e) = stream
+                    .set_nonblocking(false)
+                    .and_then(|()| answer(stream, metrics))
+                {
                     log::debug!("metrics: a scrape failed: {e}");
                 }
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
             Err(e) => {
                 // fd exhaustion and the like: report the episode once, back
                 // off, keep serving.
@@ -655,7 +667,7 @@ fn serve(listener: TcpListener, metrics: &Metrics, stop: &AtomicBool) {
                     log::warn!("metrics: accept failed: {e}");
                 }
                 failures = failures.saturating_add(1);
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(POLL);
             }
         }
     }
