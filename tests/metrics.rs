@@ -294,7 +294,6 @@ fn a_real_prometheus_scrapes_the_connection_count() {
 
     // Ask its HTTP API until the scraped value is there (scrapes every
     // second; bounded by a generous deadline for a loaded machine).
-    let query = "GET /api/v1/query?query=sum(lubdub_connections%7Bworker%3D%22echo%22%7D) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = String::new();
     loop {
@@ -302,16 +301,12 @@ fn a_real_prometheus_scrapes_the_connection_count() {
             Instant::now() < deadline,
             "prometheus never reported 5 connections; last answer: {last}"
         );
-        if let Ok(mut c) = TcpStream::connect(&web) {
-            c.set_read_timeout(Some(WAIT)).unwrap();
-            if c.write_all(query.as_bytes()).is_ok() {
-                let mut got = String::new();
-                let _ = c.read_to_string(&mut got);
-                if got.contains("\"status\":\"success\"") && got.contains("\"5\"]") {
-                    break;
-                }
-                last = got;
+        if TcpStream::connect(&web).is_ok() {
+            let got = prom_query(&web, "sum(lubdub_connections{worker=\"echo\"})");
+            if got.contains("\"status\":\"success\"") && got.contains("\"5\"]") {
+                break;
             }
+            last = got;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -325,7 +320,45 @@ fn a_real_prometheus_scrapes_the_connection_count() {
     assert!(got.contains("\"health\":\"up\""), "{got}");
     assert!(got.contains("\"lastError\":\"\""), "{got}");
 
+    // every query of the Grafana dashboard in docs/ is valid PromQL over
+    // these metrics, and those over the worker find its series
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/grafana-lubdub.json")).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*")
+                .replace("$worker", ".*");
+            let answer = prom_query(&web, &expr);
+            assert!(
+                answer.contains("\"status\":\"success\""),
+                "{expr}: {answer}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} queries");
+
     drop(clients);
     s.metrics.stop();
     s.worker.stop_and_wait();
+}
+
+/// Prometheus' answer to an instant query.
+fn prom_query(web: &str, expr: &str) -> String {
+    let q = percent_encoding::utf8_percent_encode(expr, percent_encoding::NON_ALPHANUMERIC);
+    let mut c = TcpStream::connect(web).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        c,
+        "GET /api/v1/query?query={q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = String::new();
+    c.read_to_string(&mut got).unwrap();
+    got
 }
