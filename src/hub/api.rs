@@ -299,7 +299,7 @@ impl<P: ApiData> PublishApi<P> {
         }
         let target = |what: &str| -> Result<&str, String> {
             match p.target.as_deref() {
-                Some(t) if t.is_empty() => Err(format!("an empty {what}")),
+                Some("") => Err(format!("an empty {what}")),
                 Some(t) if t.len() > limits.max_name_len => Err(format!(
                     "the {what} is longer than {} bytes",
                     limits.max_name_len
