@@ -5,9 +5,6 @@
 //! client, over a real `redis-server` started here.
 
 mod hub_redis_support;
-#[allow(dead_code)]
-#[path = "common/process.rs"]
-mod process;
 
 use std::io::Read;
 use std::process::Command;
@@ -16,7 +13,7 @@ use std::time::Duration;
 use hub_redis_support::{wait_until, InProcessNode, Redis, WAIT};
 use lubdub::hub::{Hub, RedisConfig};
 use lubdub::{Worker, Ws};
-use process::{output_of, TempDir};
+use hub_redis_support::process::{output_of, TempDir};
 
 /// The code block that follows the `n`th "tested by" marker in docs/hub.md.
 fn snippet(n: usize) -> String {
