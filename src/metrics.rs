@@ -138,7 +138,7 @@ impl Metrics {
         let h = hub.clone();
         self.lubdub().register_collector(Box::new(HubCollector {
             node: hub.node().to_owned(),
-            sample: Box::new(move || h.stats()),
+            sample: Box::new(move || (h.stats(), h.backplane_up())),
         }));
     }
 
@@ -476,7 +476,7 @@ impl Collector for HeartbeatCollector {
 
 struct HubCollector {
     node: String,
-    sample: Sampler<HubStats>,
+    sample: Sampler<(HubStats, Option<bool>)>,
 }
 
 impl std::fmt::Debug for HubCollector {
@@ -489,8 +489,18 @@ impl std::fmt::Debug for HubCollector {
 
 impl Collector for HubCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let s = (self.sample)();
+        let (s, up) = (self.sample)();
         let n = || [("node", self.node.clone())];
+        if let Some(up) = up {
+            family(
+                &mut enc,
+                "hub_backplane_up",
+                "1 while the node is on the cluster (its backplane connected and, for Redis, its name held).",
+                None,
+                MetricType::Gauge,
+                [(n(), if up { 1.0 } else { 0.0 })],
+            )?;
+        }
         let rows: [(&str, &str, u64); 6] = [
             ("hub_delivered", "Deliveries queued on a local connection.", s.delivered),
             ("hub_refused", "Local deliveries a connection refused (send buffer full, closing).", s.refused),

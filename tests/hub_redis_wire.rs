@@ -10,10 +10,10 @@ use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
+use hub_redis_support::process::{output_of, TempDir};
 use hub_redis_support::{wait_until, InProcessNode, Redis, WAIT};
 use lubdub::hub::{Hub, RedisConfig};
 use lubdub::{Worker, Ws};
-use hub_redis_support::process::{output_of, TempDir};
 
 /// The code block that follows the `n`th "tested by" marker in docs/hub.md.
 fn snippet(n: usize) -> String {
@@ -155,4 +155,33 @@ fn php_and_python_backends_publish_through_redis() {
     assert_eq!(n1.hub.stats().rejected + n2.hub.stats().rejected, 0);
     assert_eq!(ann.try_line(Duration::from_millis(200)), None);
     ws.stop_and_wait();
+}
+
+#[test]
+fn the_backplane_gauge_follows_redis() {
+    use lubdub::metrics::{Format, Metrics};
+    assert_eq!(Hub::<lubdub::Text>::local().backplane_up(), None);
+    let mut redis = Redis::start();
+    let node = InProcessNode::start(&redis.url(), "n1");
+    let mut metrics = Metrics::new();
+    metrics.add_hub(&node.hub);
+    let gauge = |m: &Metrics| {
+        m.encode(Format::Prometheus)
+            .lines()
+            .find_map(|l| l.strip_prefix("lubdub_hub_backplane_up{node=\"n1\"} "))
+            .map(str::to_owned)
+    };
+    wait_until("on the cluster", WAIT, || {
+        node.hub.backplane_up() == Some(true)
+    });
+    assert_eq!(gauge(&metrics).as_deref(), Some("1.0"));
+    redis.kill();
+    wait_until("off the cluster", WAIT, || {
+        node.hub.backplane_up() == Some(false)
+    });
+    assert_eq!(gauge(&metrics).as_deref(), Some("0.0"));
+    redis.restart();
+    wait_until("back on the cluster", WAIT, || {
+        node.hub.backplane_up() == Some(true)
+    });
 }
