@@ -24,7 +24,9 @@
 //! * [`lubdub_text`]: Workerman's Text protocol ([`Text`], [`TextBytes`]);
 //! * [`lubdub_frame`]: binary length-prefixed protocols ([`Frame`],
 //!   [`LengthField`], the C# seed's [`PacketCodec`] and [`Packet`]);
-//! * [`ws`] (`lubdub-ws`): WebSocket, server and client ([`Ws`]).
+//! * [`ws`] (`lubdub-ws`): WebSocket, server and client ([`Ws`]);
+//! * [`http`] (`lubdub-http`): HTTP/1.1 server, streamed responses and
+//!   Server-Sent Events ([`Http`]).
 
 pub use lubdub_worker::{
     default_max_connections, default_memory_budget, plugin, protocol, Backoff, Backpressure,
@@ -44,6 +46,9 @@ pub use lubdub_frame::{Frame, LengthField, LengthFieldBuilder, Packet, PacketCod
 pub mod ws;
 pub use ws::{WebSocketHooks, Ws};
 
+pub mod http;
+pub use self::http::Http;
+
 /// The heartbeat plugin (`lubdub-heartbeat`): idle sweep, server pings,
 /// client heartbeat. See `docs/heartbeat.md`.
 pub use lubdub_heartbeat as heartbeat;
@@ -60,6 +65,7 @@ pub mod hub {
 /// The protocol crates, by name.
 pub mod protocols {
     pub use lubdub_frame as frame;
+    pub use lubdub_http as http;
     pub use lubdub_resp as resp;
     pub use lubdub_text as text;
     pub use lubdub_ws as ws;

@@ -260,4 +260,13 @@ pub trait Encoder<P: Protocol>: Send + 'static {
     fn held_bytes(&self) -> usize {
         0
     }
+
+    /// Whether what was encoded ends the session: the connection then
+    /// closes gracefully once it is flushed, and takes no more sends (an
+    /// HTTP response to `Connection: close`). Asked after each successful
+    /// [`encode`](Self::encode); `false` by default.
+    #[inline]
+    fn close_after(&self) -> bool {
+        false
+    }
 }

@@ -218,6 +218,13 @@ impl<P: Protocol> Connection<P> {
             return SendStatus::EncodeFailed(e);
         }
         mb.messages_out += u64::from(count);
+        // The protocol says this message ends the session (HTTP's
+        // `Connection: close`): close once it is flushed, like `close()`.
+        let close_after = Encoder::close_after(&mb.encoder);
+        if close_after {
+            mb.close_request.get_or_insert(CloseReason::Local);
+            mb.accepting = false;
+        }
         // Crossing the limit: the state machine starts a full-buffer
         // episode (`on_buffer_full`, and with `Backpressure::PauseRecv` no
         // more reading) when it sees the request, before it delivers the
@@ -231,7 +238,9 @@ impl<P: Protocol> Connection<P> {
             self.inner.mark(req::FULL);
         }
         drop(mb);
-        if wake {
+        if close_after {
+            self.inner.request(req::CLOSE);
+        } else if wake {
             self.inner.waker.wake();
         }
         SendStatus::Queued
