@@ -241,3 +241,87 @@ fn the_key_is_required_and_refusals_say_why() {
     assert_eq!(post(&open, None, one).status, 200);
     worker.stop_and_wait();
 }
+
+/// `curl ARGS`, its stdout (the answer's head with `-i`).
+fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("curl is needed for this test (Debian: curl): {e}"));
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn curl_and_php_publish_over_http() {
+    let (worker, hub, ids) = served();
+    let api = PublishApi::new(hub, KEY).unwrap();
+    let http = api.worker("http://127.0.0.1:0").unwrap().start().unwrap();
+    let base = format!("http://{}", http.local_addr());
+    let mut alice = LineClient::connect(worker.local_addr());
+    assert_eq!(alice.roundtrip("name alice"), "ok");
+    recv(&ids);
+
+    // curl, with the key in X-API-Key
+    let key = format!("X-API-Key: {KEY}");
+    let out = curl(&[
+        "-H",
+        &key,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"to":"uid","target":"alice","data":"via curl"}"#,
+        &format!("{base}/api/publish"),
+    ]);
+    assert_eq!(out, r#"{"ok":true,"local":1}"#);
+    assert_eq!(alice.line(), "via curl\n");
+
+    // Authorization: apikey, and a GET; then no key: 401 with its header
+    let auth = format!("Authorization: apikey {KEY}");
+    let out = curl(&["-H", &auth, &format!("{base}/api/online?uid=alice")]);
+    assert_eq!(out, r#"{"uid":"alice","online":true}"#);
+    let out = curl(&["-i", "-d", "{}", &format!("{base}/api/publish")]);
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("www-authenticate: apikey"),
+        "{out}"
+    );
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{out}"
+    );
+
+    // PHP's file_get_contents, as a PHP backend posts without extensions
+    let php = format!(
+        r#"$ctx = stream_context_create(['http' => [
+            'method' => 'POST',
+            'header' => "X-API-Key: {KEY}\r\nContent-Type: application/json\r\n",
+            'content' => json_encode(['to' => 'uid', 'target' => 'alice', 'data' => 'via php']),
+        ]]);
+        echo file_get_contents('{base}/api/publish', false, $ctx);"#
+    );
+    let out = std::process::Command::new("php")
+        .args(["-r", &php])
+        .output()
+        .unwrap_or_else(|e| panic!("php is needed for this test (Debian: php-cli): {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        r#"{"ok":true,"local":1}"#
+    );
+    assert_eq!(alice.line(), "via php\n");
+
+    http.stop_and_wait();
+    worker.stop_and_wait();
+}

@@ -24,13 +24,28 @@
 //! ([`PublishApi::without_key`]). Refusals are JSON too:
 //! `{"ok":false,"error":"..."}` with `400`, `401`, `404` or `405`.
 //!
-//! This module is sans-IO: [`PublishApi::handle`] takes a request's parts
-//! and returns the answer, whatever HTTP server parsed them.
+//! [`PublishApi::handle`] is sans-IO: it takes a request's parts and returns
+//! the answer, whatever HTTP server parsed them. [`PublishApi::respond`]
+//! answers a request of lubdub's own `Http` protocol (route `/api/` to it
+//! in your HTTP worker), and [`PublishApi::worker`] is a worker that serves
+//! nothing else:
+//!
+//! ```no_run
+//! use lubdub::hub::{api::PublishApi, Hub};
+//! # fn demo(hub: Hub<lubdub::Text>) -> Result<(), Box<dyn std::error::Error>> {
+//! let key = std::env::var("API_KEY")?;
+//! let api = PublishApi::new(hub, &key)?;
+//! let handle = api.worker("http://127.0.0.1:8081")?.start()?;
+//! // curl -H "X-API-Key: $API_KEY" -d '{"to":"all","data":"hi"}' http://127.0.0.1:8081/api/publish
+//! # handle.stop_and_wait(); Ok(()) }
+//! ```
 
 use std::fmt::Write as _;
 
+use lubdub_http::http::{header, Response};
+use lubdub_http::{Http, Reply, Request};
 use lubdub_hub::{GlobalConnId, Hub};
-use lubdub_worker::Protocol;
+use lubdub_worker::{Protocol, Worker};
 use serde::Deserialize;
 
 /// The most messages one batch may carry.
@@ -208,6 +223,57 @@ impl<P: ApiData> PublishApi<P> {
     /// The hub it publishes to.
     pub fn hub(&self) -> &Hub<P> {
         &self.hub
+    }
+
+    /// Answers one request of the `Http` protocol: JSON, with
+    /// `WWW-Authenticate: apikey` on a `401`.
+    pub async fn respond(&self, req: &Request) -> Reply {
+        let h = req.headers();
+        let key = api_key(
+            h.get("x-api-key").map(|v| v.as_bytes()),
+            h.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        );
+        let answer = self
+            .handle(ApiRequest {
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                key,
+                body: req.body(),
+            })
+            .await;
+        let mut response = Response::new(answer.body.into_bytes());
+        *response.status_mut() = lubdub_http::http::StatusCode::from_u16(answer.status)
+            .unwrap_or(lubdub_http::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        if answer.status == 401 {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("apikey"),
+            );
+        }
+        req.respond(response)
+    }
+
+    /// A worker of the `Http` protocol on `listen` that serves this API
+    /// (requests answered in order, one at a time per connection), named
+    /// `api`. Start it, or hand it to `lubdub::cli`'s `Server::serve`.
+    pub fn worker(&self, listen: &str) -> Result<Worker<Http>, lubdub_worker::Error> {
+        let mut w = Worker::<Http>::new(listen)?;
+        w.name("api");
+        let api = self.clone();
+        w.on_message_async(move |conn, req| {
+            let api = api.clone();
+            async move {
+                let reply = api.respond(&req).await;
+                let _ = conn.send(&reply);
+            }
+        });
+        Ok(w)
     }
 
     /// Answers one request.
