@@ -299,6 +299,9 @@ where
         });
         // Until `stop`, SIGINT or SIGTERM; `reload` hands it over.
         server.serve(&mut worker)?;
+        // `start --metrics ADDR`: the heartbeat's timeouts and round trips
+        // beside the worker's figures.
+        server.metrics().add_heartbeat("heartbeat", &hb_handle);
         return Ok(());
     }
     let server = worker.start()?;

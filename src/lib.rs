@@ -54,8 +54,13 @@ pub use self::http::Http;
 pub use lubdub_heartbeat as heartbeat;
 
 /// Users, groups and broadcasts, on one node or across many over Redis
-/// (`lubdub-hub`). See `docs/hub.md`.
-pub use lubdub_hub as hub;
+/// (`lubdub-hub`), and the publish API for backends. See `docs/hub.md`.
+pub mod hub {
+    pub use lubdub_hub::*;
+
+    #[cfg(feature = "api")]
+    pub mod api;
+}
 
 /// The protocol crates, by name.
 pub mod protocols {
@@ -73,3 +78,6 @@ mod readme {}
 
 #[cfg(feature = "cli")]
 pub mod cli;
+
+#[cfg(feature = "metrics")]
+pub mod metrics;

@@ -81,6 +81,12 @@ pub const SCENARIOS: &[Scenario] = &[
         group: Group::All,
     },
     Scenario {
+        name: "metrics",
+        about: "echo-1's load, lubdub with Prometheus metrics on and scraped 10/s vs lubdub without",
+        run: tcp::metrics,
+        group: Group::Alone,
+    },
+    Scenario {
         name: "echo-2",
         about: "text echo, 32 B lines, 100 conns x 16 pipelined; lubdub count=2 vs tokio multi_thread(2)",
         run: |c, o| tcp::echo(c, o, 2),

@@ -110,6 +110,9 @@ pub struct StartArgs<A: clap::Args> {
     /// The least severe log level written
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+    /// Serve Prometheus metrics on http://ADDR/metrics (a private address: no authentication)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub app: A,
 }
@@ -535,6 +538,15 @@ where
             w.wait();
         }
         return Err(format!("could not start: {e}"));
+    }
+    if let Some(addr) = s.metrics {
+        if let Err(e) = server.serve_metrics(addr) {
+            for w in &server.served {
+                w.stop();
+                w.wait();
+            }
+            return Err(e);
+        }
     }
     for d in server.inherited.unclaimed() {
         log::warn!(
@@ -972,6 +984,9 @@ fn hand_over(running: &Running, ch: &mut Channel, token: &str) -> bool {
         Ok(Some(Request::Ready { pid })) => {
             for w in &running.server.served {
                 w.stop_accepting();
+            }
+            if let Some(m) = &running.server.metrics_server {
+                m.stop_accepting();
             }
             let _ = ch.send(&Done::ok("handed over"));
             let _ = ready.send(pid);

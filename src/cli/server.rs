@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use lubdub_worker::{Drain, Error, LoopStats, Protocol, Worker, WorkerHandle};
 
+use crate::metrics::{Metrics, MetricsServer};
+
 use super::control::HandedSocket;
 use super::status::{secs, ConnRow, LoopRow};
 
@@ -144,6 +146,14 @@ impl Inherited {
         out
     }
 
+    /// The metrics listener, if the old process served metrics.
+    pub fn take_metrics(&mut self) -> Option<TcpListener> {
+        self.sockets
+            .iter_mut()
+            .find(|(d, s)| d.role == "metrics" && s.is_some())
+            .and_then(|(_, s)| s.take())
+    }
+
     /// Sockets no worker took: logged, then closed with this value.
     pub fn unclaimed(&self) -> Vec<&HandedSocket> {
         self.sockets
@@ -160,6 +170,10 @@ impl Inherited {
 pub struct Server {
     pub(crate) served: Vec<Arc<dyn Served>>,
     pub(crate) inherited: Inherited,
+    /// Filled while the application starts its workers; served on
+    /// `--metrics` once it is done.
+    pub(crate) metrics: Metrics,
+    pub(crate) metrics_server: Option<MetricsServer>,
 }
 
 impl Server {
@@ -167,6 +181,8 @@ impl Server {
         Server {
             served: Vec::new(),
             inherited,
+            metrics: Metrics::new(),
+            metrics_server: None,
         }
     }
 
@@ -187,8 +203,16 @@ impl Server {
             worker.adopt_listeners(adopted);
         }
         let handle = worker.start()?;
+        self.metrics.add_worker(&handle);
         self.served.push(Arc::new(handle.clone()));
         Ok(handle)
+    }
+
+    /// The metrics served on `start --metrics ADDR`: the workers started
+    /// with [`serve`](Self::serve) are in already; add a heartbeat's, a
+    /// hub's or the application's own here.
+    pub fn metrics(&mut self) -> &mut Metrics {
+        &mut self.metrics
     }
 
     /// The listening sockets to hand to a new process, described.
@@ -206,7 +230,31 @@ impl Server {
                 ));
             }
         }
+        if let Some(m) = &self.metrics_server {
+            out.push((
+                HandedSocket {
+                    role: "metrics".into(),
+                    index: 0,
+                    name: "metrics".into(),
+                },
+                m.listener()?,
+            ));
+        }
         Ok(out)
+    }
+
+    /// Serves the metrics on `addr` (or on the listener a reload handed
+    /// over), from now on.
+    pub(crate) fn serve_metrics(&mut self, addr: std::net::SocketAddr) -> Result<(), String> {
+        let listener = match self.inherited.take_metrics() {
+            Some(l) => l,
+            None => TcpListener::bind(addr).map_err(|e| format!("--metrics {addr}: {e}"))?,
+        };
+        let metrics = std::mem::take(&mut self.metrics);
+        let server = MetricsServer::start(listener, Arc::new(metrics))
+            .map_err(|e| format!("--metrics {addr}: {e}"))?;
+        self.metrics_server = Some(server);
+        Ok(())
     }
 
     /// Per-loop rows for `status`, from two samples `sample` apart.

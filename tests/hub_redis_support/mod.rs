@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 #[path = "../common/process.rs"]
-mod process;
+pub mod process;
 pub use process::TempDir;
 
 pub mod pki;

@@ -80,6 +80,11 @@ pub struct ServeOpts {
     /// `lubdub_attack_worker`; the tokio peer unchanged (text only).
     #[arg(long)]
     pub attack: bool,
+    /// lubdub with Prometheus metrics on: a responder on a loopback port
+    /// and a thread of the server process scraping it 10 times a second
+    /// (the `metrics` scenario; text only).
+    #[arg(long, conflicts_with_all = ["attack", "sweep"])]
+    pub metrics: bool,
 }
 
 impl ServeOpts {
@@ -93,6 +98,7 @@ impl ServeOpts {
             report_conns: false,
             sweep: None,
             attack: false,
+            metrics: false,
         }
     }
 
@@ -119,6 +125,9 @@ impl ServeOpts {
         if self.attack {
             a.push("--attack".into());
         }
+        if self.metrics {
+            a.push("--metrics".into());
+        }
         a
     }
 
@@ -126,6 +135,30 @@ impl ServeOpts {
     pub fn start(&self) -> Result<Server> {
         Server::start(&self.to_args())
     }
+}
+
+/// Serves `h`'s metrics on a loopback port and scrapes them every 100 ms
+/// from a thread of this process (150 times Prometheus' default rate):
+/// what metrics cost a worker while its loop is saturated.
+fn scraped_metrics(h: &lubdub::WorkerHandle<Text>) -> Result<lubdub::metrics::MetricsServer> {
+    use std::io::{Read, Write};
+    let mut m = lubdub::metrics::Metrics::new();
+    m.add_worker(h);
+    let server = lubdub::metrics::MetricsServer::start(
+        std::net::TcpListener::bind("127.0.0.1:0")?,
+        Arc::new(m),
+    )?;
+    let addr = server.local_addr();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n");
+            let mut body = Vec::new();
+            let _ = s.read_to_end(&mut body);
+            std::hint::black_box(body);
+        }
+    });
+    Ok(server)
 }
 
 /// `LUBDUB_BENCH_BUSY_TIMERS=N` (inherited from the runner): each event
@@ -152,8 +185,8 @@ fn install_busy_timers(w: &mut Worker<Text>) {
 
 /// Entry point of a `serve` child.
 pub fn serve(o: &ServeOpts) -> Result<()> {
-    if (o.sweep.is_some() || o.attack) && o.proto != Proto::Text {
-        bail!("serve: --sweep and --attack need the text protocol");
+    if (o.sweep.is_some() || o.attack || o.metrics) && o.proto != Proto::Text {
+        bail!("serve: --sweep, --attack and --metrics need the text protocol");
     }
     start_server_child(o.cpu)?;
     match (o.imp, o.proto) {
@@ -168,7 +201,13 @@ pub fn serve(o: &ServeOpts) -> Result<()> {
                 sweep::install_lubdub(&mut w, n);
             }
             install_busy_timers(&mut w);
-            run_lubdub(&w.start()?, o.report_conns)
+            let h = w.start()?;
+            let _metrics = if o.metrics {
+                Some(scraped_metrics(&h)?)
+            } else {
+                None
+            };
+            run_lubdub(&h, o.report_conns)
         }
         (Impl::Lubdub, Proto::Frame) => {
             let mut w = Worker::<Frame>::new("frame://127.0.0.1:0")?;

@@ -10,8 +10,8 @@ use anyhow::Result;
 use crate::child::SERVER_WRAP;
 use crate::load::measure;
 use crate::load::tcp::{self, Unit};
-use crate::peers::tcp::Proto;
-use crate::report::{bytes, size_name, Better, Config, Outcome};
+use crate::peers::tcp::{Proto, ServeOpts};
+use crate::report::{bytes, size_name, Better, Config, Impl, Outcome};
 use crate::scenarios::runs::{alternate, describe, rate_metrics, start_server};
 
 fn pipelined(
@@ -49,6 +49,30 @@ fn pipelined_with(
         })?;
         Ok((rate_metrics(&t), describe(&t, "msg/s")))
     })
+}
+
+/// `metrics`: `echo-1`'s load against lubdub with Prometheus metrics on
+/// and scraped 10 times a second (the lubdub column) and the same server
+/// without metrics (the peer's column).
+pub fn metrics(cfg: &Config, out: &mut Outcome) -> Result<()> {
+    let [on, off] = alternate(cfg, "metrics", 2, |imp| {
+        let server = ServeOpts {
+            metrics: imp == Impl::Lubdub,
+            ..ServeOpts::echo(Impl::Lubdub, Proto::Text, 1, cfg.server_cpu(1))
+        }
+        .start()?;
+        let (addr, pid) = (server.addr(), server.child.pid());
+        let t = measure::run(cfg.loadgen_cpu(1), cfg.limit(), || {
+            tcp::pipelined(addr, pid, cfg.conns, cfg.depth, Unit::text(32), cfg.window)
+        })?;
+        Ok((rate_metrics(&t), describe(&t, "msg/s")))
+    })?;
+    let label = format!(
+        "text echo 32 B, {}x{} pipelined, count=1: metrics on, scraped 10/s (lubdub) vs off (peer)",
+        cfg.conns, cfg.depth
+    );
+    out.rate_rows(label, "msg/s", &on, &off);
+    Ok(())
 }
 
 /// `echo-1`, `echo-2`: text echo, 100 x 16 pipelined, `count` event

@@ -152,6 +152,13 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Cluster-wide uids of a group, or `None` when it cannot.
     fn group_uids(&self, group: &str) -> BoxFuture<Option<Vec<String>>>;
+
+    /// Whether the node is on the cluster now (connected, and, for Redis,
+    /// holding its name), for an operator's metrics. Default: `None`
+    /// (cannot tell).
+    fn is_up(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The hub as its backplane sees it (whatever the protocol).
@@ -424,6 +431,13 @@ impl<P: Protocol> Hub<P> {
         let mut changes = Vec::new();
         self.inner.registry.remove(conn.id(), &mut changes);
         self.apply(changes);
+    }
+
+    /// Whether this node is on the cluster now: `None` without a
+    /// backplane (or one that cannot tell), else whether its backplane is
+    /// connected (and, for Redis, holds the node's name).
+    pub fn backplane_up(&self) -> Option<bool> {
+        self.inner.backplane.as_ref()?.is_up()
     }
 
     /// Sends `msg` to every connection of `uid` on every node. Returns the

@@ -714,6 +714,10 @@ impl Shared {
 }
 
 impl Backplane for RedisBackplane {
+    fn is_up(&self) -> Option<bool> {
+        Some(self.shared.state() == state::LIVE)
+    }
+
     fn start(&self, delivery: Delivery) {
         let s = &self.shared;
         let _ = s.delivery.set(delivery);

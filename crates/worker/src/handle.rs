@@ -110,6 +110,13 @@ impl<P: Protocol> WorkerHandle<P> {
         self.shared.ep.memory.used()
     }
 
+    /// The worker's memory budget in bytes
+    /// ([`Limits::memory_budget`](crate::Limits::memory_budget)), against
+    /// which [`buffered_bytes`](Self::buffered_bytes) is charged.
+    pub fn memory_budget(&self) -> usize {
+        self.shared.ep.memory.limit()
+    }
+
     /// Replaces the TLS configuration (a renewed certificate) without a
     /// restart: new handshakes use it, connections already up keep theirs.
     /// [`Misuse::InvalidState`](crate::Misuse::InvalidState) if the worker
