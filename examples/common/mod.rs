@@ -26,6 +26,22 @@ pub fn init_logging(level: log::LevelFilter) -> Result<(), fern::InitError> {
     Ok(())
 }
 
+/// The level to log at with [`init_logging`]'s format on stderr, when the
+/// command line runs the server in the foreground without `--log-file`
+/// (the examples' output as it was before they ran under `lubdub::cli`);
+/// `None` when `lubdub::cli` does the logging (a daemon, a log file, which
+/// `reload-logs` reopens) or the command starts no server.
+#[allow(dead_code)] // the heartbeat example logs through lubdub::cli
+pub fn foreground_log_level<A: clap::Args>(cli: &lubdub::cli::Cli<A>) -> Option<log::LevelFilter> {
+    use lubdub::cli::Command;
+    let start = match &cli.command {
+        None => &cli.start,
+        Some(Command::Start(s) | Command::Restart(s)) => s,
+        Some(_) => return None,
+    };
+    (!start.daemon && start.log_file.is_none()).then_some(start.log_level)
+}
+
 /// `--listen ADDR`, shared by the server examples. Each gives its own
 /// default: `#[command(mut_arg("listen", |a| a.default_value("...")))]`.
 #[derive(clap::Args, Debug, Clone)]
