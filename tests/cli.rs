@@ -3,13 +3,16 @@
 //! else `cargo build --example heartbeat`): `start -d`, `status --json`,
 //! `connections --json`, `stop`, a second start, a stale pid file,
 //! `reload` with and without `-g`, a reload whose new binary fails,
-//! `reload-logs` and SIGUSR1 after a log rotation, SIGTERM. Each test has
+//! `reload-logs` and SIGUSR1 after a log rotation, SIGTERM; with no command
+//! the server runs in the foreground (`cargo run --example heartbeat`);
+//! ws_chat and cluster_chat under the same commands. Each test has
 //! its own run directory in a temporary directory and listens on a free
 //! loopback port (`--listen 127.0.0.1:0`, the port read from `status`);
 //! every process it starts is killed when it ends (tests/cli_support).
 
 mod cli_support;
 mod common;
+mod ws_raw;
 mod ws_support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -363,4 +366,70 @@ fn sigterm_stops_cleanly_and_log_file_names_the_log() {
         TcpStream::connect(addr).is_err(),
         "nothing listens any more"
     );
+}
+
+#[test]
+fn with_no_command_the_server_runs_in_the_foreground_and_answers_commands() {
+    let cli = Cli::example("heartbeat");
+    let server = ws_support::ChildGuard::spawn(
+        "heartbeat in the foreground",
+        &mut cli.command(&["--listen", "127.0.0.1:0"]),
+    );
+    cli.note_pid(server.pid());
+    // `heartbeat: text://127.0.0.1:PORT: sweep every...`
+    let banner = server.line();
+    let addr: SocketAddr = banner
+        .strip_prefix("heartbeat: text://")
+        .and_then(|rest| rest.split(": ").next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("the banner: {banner:?}"));
+    assert_eq!(LineClient::connect(addr).roundtrip("hi"), "hi");
+    let status = cli.status();
+    assert_eq!(pid_of(&status), server.pid());
+    assert_eq!(cli_support::listen_of(&status), addr);
+    cli.ok(&["stop"]);
+    let mut server = server;
+    assert!(server.wait_exit(cli_support::WAIT).success());
+    assert!(!cli.file("pid").exists());
+}
+
+#[test]
+fn ws_chat_runs_under_the_command_line_and_a_reload_closes_members_with_1012() {
+    let cli = Cli::example("ws_chat");
+    let (old, addr) = cli.start_daemon(&[]);
+    let mut ann = ws_raw::RawClient::connect_to(addr, "/ws?name=ann", &[]);
+    assert_eq!(ann.next_event(), ws_raw::Ev::text("* ann joined"));
+    let status = cli.status();
+    assert_eq!(status["loops"][0]["protocol"], "ws");
+    assert_eq!(loops_sum(&status, "connections"), 1);
+
+    let said = cli.ok(&["reload", "--spread", "0", "--wait"]);
+    assert!(said.contains(&format!("pid {old} exited")), "{said}");
+    match ann.next_event() {
+        ws_raw::Ev::Close(Some(1012), _) => {}
+        other => panic!("expected a close 1012 (service restart), got {other:?}"),
+    }
+    // The new process has the room, empty: ann may join again.
+    let mut again = ws_raw::RawClient::connect_to(addr, "/ws?name=ann", &[]);
+    assert_eq!(again.next_event(), ws_raw::Ev::text("* ann joined"));
+    assert_eq!(cli.status()["reloads"], 1);
+    cli.ok(&["stop"]);
+}
+
+#[test]
+fn cluster_chat_runs_under_the_command_line_and_a_reload_tells_clients_to_reconnect() {
+    let cli = Cli::example("cluster_chat");
+    let (old, addr) = cli.start_daemon(&["--node", "n1"]);
+    let mut ann = LineClient::connect(addr);
+    assert_eq!(ann.roundtrip("name ann"), "ok");
+    assert_eq!(cli.connections().len(), 1);
+
+    cli.ok(&["reload", "--spread", "0", "--wait"]);
+    assert!(!running(old));
+    assert_eq!(ann.line(), "server restarting: reconnect\n");
+    assert!(ann.read_to_eof().is_empty());
+    let mut back = LineClient::connect(addr);
+    assert_eq!(back.roundtrip("name ann"), "ok");
+    assert_eq!(cli.status()["reloads"], 1);
+    cli.ok(&["stop"]);
 }
