@@ -299,12 +299,20 @@ fn a_failed_reload_leaves_the_server_serving_and_the_next_one_succeeds() {
 /// Waits until `path` holds `needle`.
 #[track_caller]
 fn wait_for_in_file(path: &std::path::Path, needle: &str) -> String {
-    let mut text = String::new();
-    wait_for(&format!("{needle:?} in {}", path.display()), || {
-        text = std::fs::read_to_string(path).unwrap_or_default();
-        text.contains(needle)
-    });
-    text
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < cli_support::WAIT,
+            "{needle:?} not in {} within {:?}:\n{text}",
+            path.display(),
+            cli_support::WAIT
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -344,10 +352,18 @@ fn reload_logs_and_sigusr1_reopen_the_log_after_a_rotation() {
 }
 
 #[test]
-fn sigterm_stops_cleanly_and_log_file_names_the_log() {
+fn sigterm_stops_cleanly_and_log_file_names_the_log_of_every_process() {
     let cli = Cli::example("heartbeat");
     let custom = cli.dir().join("custom.log");
     let (pid, addr) = cli.start_daemon(&["--log-file", custom.to_str().unwrap()]);
+    // A reload's process writes there too, what it prints included.
+    cli.ok(&["reload", "--spread", "0", "--wait"]);
+    let pid = cli.pid_file_pid().expect("the new pid");
+    wait_for_in_file(&custom, &format!("heartbeat started (pid {pid}"));
+    wait_for("both processes' banners in --log-file", || {
+        let text = std::fs::read_to_string(&custom).unwrap_or_default();
+        text.matches("heartbeat: text://").count() == 2
+    });
     let mut client = LineClient::connect(addr);
     assert_eq!(client.roundtrip("x"), "x");
     // SAFETY: kill(2) on the daemon this test started.
