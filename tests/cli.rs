@@ -355,10 +355,11 @@ fn reload_logs_and_sigusr1_reopen_the_log_after_a_rotation() {
 fn sigterm_stops_cleanly_and_log_file_names_the_log_of_every_process() {
     let cli = Cli::example("heartbeat");
     let custom = cli.dir().join("custom.log");
-    let (pid, addr) = cli.start_daemon(&["--log-file", custom.to_str().unwrap()]);
+    let (first, addr) = cli.start_daemon(&["--log-file", custom.to_str().unwrap()]);
     // A reload's process writes there too, what it prints included.
     cli.ok(&["reload", "--spread", "0", "--wait"]);
     let pid = cli.pid_file_pid().expect("the new pid");
+    assert_ne!(pid, first);
     wait_for_in_file(&custom, &format!("heartbeat started (pid {pid}"));
     wait_for("both processes' banners in --log-file", || {
         let text = std::fs::read_to_string(&custom).unwrap_or_default();
