@@ -303,14 +303,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::parse::<Args>(ABOUT);
-    if let Some(level) = common::foreground_log_level(&cli) {
-        if let Err(e) = common::init_logging(level) {
-            eprintln!("logging: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    cli.run(|args, server| serve(args, server).map_err(|e| e.to_string().into()))
+    common::run_server::<Args>(ABOUT, serve)
 }
 
 /// Starts the node's worker under the command line's `server`.

@@ -243,14 +243,7 @@ struct Opts {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::parse::<Opts>(ABOUT);
-    if let Some(level) = common::foreground_log_level(&cli) {
-        if let Err(e) = common::init_logging(level) {
-            eprintln!("logging: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    cli.run(|opts, server| serve(opts, server).map_err(|e| e.to_string().into()))
+    common::run_server::<Opts>(ABOUT, serve)
 }
 
 /// Starts the chat's worker under the command line's `server`.
