@@ -39,18 +39,30 @@
 //! at the moment the name is bound or the room joined: two nodes that get
 //! the same name within one Redis round trip can both accept it, and while
 //! Redis is down a node knows only its own names.
+//!
+//! It runs under lubdub's command line (`lubdub::cli`); with no command it
+//! runs in the foreground. Several nodes on one machine each need an
+//! `--instance` of their own (the run directory's pid file and control
+//! socket are named after it; the default is the binary's name):
+//!
+//! ```text
+//! cluster_chat --instance n1 start -d --listen 127.0.0.1:7001 --redis redis://127.0.0.1:6379 --node n1
+//! cluster_chat --instance n1 status
+//! cluster_chat --instance n1 reload    # clients are told `server restarting: reconnect`
+//! cluster_chat --instance n1 stop
+//! ```
 
 mod common;
 
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use clap::Parser;
 use common::chat::{check_name, clean, ChatArgs, JwtVerifier, RateLimiter, Verdict, MAX_MESSAGE};
 use common::log_limited;
 use log::Level;
 use lubdub::hub::{Hub, RedisConfig};
-use lubdub::{Connection, Limits, Text, Worker};
+use lubdub::{cli, Connection, Limits, Text, Worker};
 
 /// What the chat knows of a connection (its context).
 struct Member {
@@ -269,8 +281,10 @@ impl Chat {
     }
 }
 
-/// A chat that spans nodes over Redis; one text command per line.
-#[derive(Parser)]
+const ABOUT: &str = "A chat that spans nodes over Redis; one text command per line";
+
+/// The chat's flags (the command line adds start/stop/reload...).
+#[derive(clap::Args)]
 #[command(mut_arg("listen", |a| a.default_value("127.0.0.1:7001")))]
 struct Args {
     #[command(flatten)]
@@ -288,9 +302,12 @@ struct Args {
     chat: ChatArgs,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    common::init_logging(log::LevelFilter::Info)?;
+fn main() -> ExitCode {
+    common::run_server::<Args>(ABOUT, serve)
+}
+
+/// Starts the node's worker under the command line's `server`.
+fn serve(args: &Args, server: &mut cli::Server) -> Result<(), Box<dyn std::error::Error>> {
     check_name("--node", &args.node)?;
     let verifier = args.chat.verifier()?;
     // The hub encodes what it relays with a Text of its own, without the
@@ -308,7 +325,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut worker = Worker::with_protocol(
         args.listen.listen.as_str(),
-        Text::with_max_length(MAX_MESSAGE),
+        // What a client gets when a reload hands it to the new process.
+        Text::with_max_length(MAX_MESSAGE).restart_line("server restarting: reconnect")?,
     )?;
     worker
         .name(&args.node)
@@ -317,7 +335,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let chat = Arc::new(Chat {
         hub,
         notice: args.chat.notice(),
-        args: args.chat,
+        args: args.chat.clone(),
         verifier,
     });
     // Async: `name`, `join`, `dm` and `who` ask Redis; one connection's
@@ -333,6 +351,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     worker.on_error(|c, err| log_limited!(Level::Warn, "{}: {err}", c.id()));
     let node = args.node.clone();
     worker.on_worker_start(move |w| println!("cluster chat node {node} on {}", w.local_addr()));
-    worker.run()?;
+    // Until `stop`, SIGINT or SIGTERM; `reload` hands it over.
+    server.serve(&mut worker)?;
     Ok(())
 }

@@ -27,19 +27,30 @@
 //!   it from the address bar and passes it only to the WebSocket.
 //! * The log escapes what peers chose (names, close reasons): no peer can
 //!   forge a log line.
+//!
+//! It runs under lubdub's command line (`lubdub::cli`), as Workerman's
+//! `php start.php start -d`; with no command it runs in the foreground:
+//!
+//! ```text
+//! ws_chat start -d --listen 127.0.0.1:8080   # in the background
+//! ws_chat status                             # from another shell
+//! ws_chat connections
+//! ws_chat reload                             # members get 1012 and reconnect
+//! ws_chat stop
+//! ```
 
 mod common;
 
 use std::collections::HashSet;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
-use clap::Parser;
 use common::chat::{check_name, clean, ChatArgs, JwtVerifier, RateLimiter, Verdict, MAX_MESSAGE};
 use common::log_limited;
 use log::Level;
 use lubdub::ws::{Message, Reject, WebSocketHooks, Ws, WsConfig};
-use lubdub::{Connection, Limits, Worker, WorkerHandle};
+use lubdub::{cli, Connection, Limits, Worker, WorkerHandle};
 use percent_encoding::percent_decode_str;
 
 /// The chat page: no framework, no build step.
@@ -219,24 +230,30 @@ fn broadcast(worker: &WorkerHandle<Ws>, text: &str) {
     }
 }
 
-/// A WebSocket chat with its own page on /.
-#[derive(Parser)]
+const ABOUT: &str = "A WebSocket chat with its own page on /";
+
+/// The chat's flags (the command line adds start/stop/reload...).
+#[derive(clap::Args)]
 #[command(mut_arg("listen", |a| a.default_value("ws://127.0.0.1:8080")))]
-struct Cli {
+struct Opts {
     #[command(flatten)]
     server: common::ServerArgs,
     #[command(flatten)]
     chat: ChatArgs,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Cli { server, chat } = Cli::parse();
+fn main() -> ExitCode {
+    common::run_server::<Opts>(ABOUT, serve)
+}
+
+/// Starts the chat's worker under the command line's `server`.
+fn serve(opts: &Opts, server: &mut cli::Server) -> Result<(), Box<dyn std::error::Error>> {
     let common::ServerArgs {
         listen: common::ListenArgs { listen },
         count,
         tls,
-    } = server;
-    common::init_logging(log::LevelFilter::Info)?;
+    } = &opts.server;
+    let chat = &opts.chat;
     let verifier = chat.verifier()?;
     let join_path = if verifier.is_some() {
         "/ws?token=JWT"
@@ -258,7 +275,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut worker = Worker::with_protocol(listen.as_str(), ws)?;
     worker
-        .count(count)
+        .count(*count)
         .name("ws-chat")
         .limits(Limits::default().max_package_size(PACKAGE_LIMIT));
     // With TLS the page is https:// and its WebSocket wss://.
@@ -368,6 +385,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     worker.on_error(|c, err| log_limited!(Level::Warn, "{}: {err}", c.id()));
-    worker.run()?;
+    // Until `stop`, SIGINT or SIGTERM; `reload` hands it over.
+    server.serve(&mut worker)?;
     Ok(())
 }

@@ -291,12 +291,10 @@ fn the_secret_comes_from_the_environment_too_and_must_be_long() {
 
     let mut short = ChildGuard::spawn(
         "ws_chat with a short secret",
-        Command::new(ws_support::example_binary("ws_chat")).args([
-            "--listen",
-            "ws://127.0.0.1:0",
-            "--jwt-secret",
-            "short",
-        ]),
+        Command::new(ws_support::example_binary("ws_chat"))
+            .arg("--run-dir")
+            .arg(ws_support::private_run_dir())
+            .args(["--listen", "ws://127.0.0.1:0", "--jwt-secret", "short"]),
     );
     let status = short.wait_exit(common::WAIT);
     assert!(!status.success());

@@ -26,6 +26,33 @@ pub fn init_logging(level: log::LevelFilter) -> Result<(), fern::InitError> {
     Ok(())
 }
 
+/// What starts an example's workers under the command line's server.
+#[allow(dead_code)]
+pub type Serve<A> = fn(&A, &mut lubdub::cli::Server) -> Result<(), Box<dyn std::error::Error>>;
+
+/// Runs a chat example's server under lubdub's command line: `serve`
+/// starts its workers. In the foreground without `--log-file` the logs keep
+/// [`init_logging`]'s format on stderr (the examples' output as it was
+/// before they ran under `lubdub::cli`); a daemon or a log file gets
+/// `lubdub::cli`'s logger, which `reload-logs` reopens.
+#[allow(dead_code)] // the heartbeat example logs through lubdub::cli
+pub fn run_server<A: clap::Args>(about: &str, serve: Serve<A>) -> std::process::ExitCode {
+    use lubdub::cli::Command;
+    let cli = lubdub::cli::parse::<A>(about);
+    let start = match &cli.command {
+        None => Some(&cli.start),
+        Some(Command::Start(s) | Command::Restart(s)) => Some(s),
+        Some(_) => None,
+    };
+    if let Some(start) = start.filter(|s| !s.daemon && s.log_file.is_none()) {
+        if let Err(e) = init_logging(start.log_level) {
+            eprintln!("logging: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    cli.run(|args, server| serve(args, server).map_err(|e| e.to_string().into()))
+}
+
 /// `--listen ADDR`, shared by the server examples. Each gives its own
 /// default: `#[command(mut_arg("listen", |a| a.default_value("...")))]`.
 #[derive(clap::Args, Debug, Clone)]

@@ -11,11 +11,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-/// A log file that can be reopened under its name.
+/// A log file that can be reopened under its name. What is written goes
+/// out a whole line per `write(2)` (O_APPEND): during a reload two
+/// processes log to the same file, and a record `fern` writes in pieces
+/// would otherwise interleave with the other process's.
 #[derive(Clone)]
 pub(crate) struct LogFile {
-    inner: Arc<Mutex<(PathBuf, File)>>,
+    inner: Arc<Mutex<Sink>>,
 }
+
+struct Sink {
+    path: PathBuf,
+    file: File,
+    /// The end of a line not written yet.
+    pending: Vec<u8>,
+}
+
+/// A line longer than this goes out in pieces.
+const MAX_PENDING: usize = 64 * 1024;
 
 /// Opens `path` to append, creating it (mode 0640).
 pub(crate) fn open_append(path: &Path) -> io::Result<File> {
@@ -31,39 +44,53 @@ impl LogFile {
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = open_append(path)?;
         Ok(LogFile {
-            inner: Arc::new(Mutex::new((path.to_owned(), file))),
+            inner: Arc::new(Mutex::new(Sink {
+                path: path.to_owned(),
+                file,
+                pending: Vec::new(),
+            })),
         })
+    }
+
+    fn sink(&self) -> std::sync::MutexGuard<'_, Sink> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The file's name.
+    pub fn path(&self) -> PathBuf {
+        self.sink().path.clone()
     }
 
     /// Opens the file's name again: after a rotation, a new file.
     pub fn reopen(&self) -> io::Result<()> {
-        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let file = open_append(&g.0)?;
-        g.1 = file;
+        let mut g = self.sink();
+        let file = open_append(&g.path)?;
+        g.file = file;
         Ok(())
     }
 }
 
 impl Write for LogFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .write(buf)
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        // One record, one write: lines of two threads never interleave.
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .write_all(buf)
+        let mut g = self.sink();
+        let Sink { file, pending, .. } = &mut *g;
+        pending.extend_from_slice(buf);
+        let upto = match pending.iter().rposition(|&b| b == b'\n') {
+            Some(end) => end + 1,
+            None if pending.len() >= MAX_PENDING => pending.len(),
+            None => return Ok(buf.len()),
+        };
+        let written = file.write_all(&pending[..upto]);
+        pending.drain(..upto);
+        written.map(|()| buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        let mut g = self.sink();
+        let Sink { file, pending, .. } = &mut *g;
+        let written = file.write_all(pending);
+        pending.clear();
+        written
     }
 }
 
@@ -115,6 +142,26 @@ mod tests {
     fn control_characters_cannot_forge_a_line() {
         let shown = format!("{}", Escaped(&format_args!("a\nfake line\r\u{1b}[31m")));
         assert_eq!(shown, "a\\nfake line\\r\\u{1b}[31m");
+    }
+
+    #[test]
+    fn lines_written_in_pieces_by_two_writers_do_not_interleave() {
+        let dir = std::env::temp_dir().join(format!("lubdub-log2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.log");
+        // Two processes' loggers, as during a reload.
+        let (mut old, mut new) = (LogFile::open(&path).unwrap(), LogFile::open(&path).unwrap());
+        old.write_all(b"old ").unwrap();
+        new.write_all(b"new ").unwrap();
+        old.write_all(b"stops\nold ").unwrap();
+        new.write_all(b"starts\n").unwrap();
+        old.write_all(b"exits").unwrap();
+        old.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "old stops\nnew starts\nold exits"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

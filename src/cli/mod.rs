@@ -915,7 +915,11 @@ fn run_new_process(running: &Running, token: &str, ready: &Receiver<u32>) -> Res
         .stdin(Stdio::null());
     if running.daemon {
         cmd.env(ENV_DAEMON, "1");
-        let log_path = running.run.log_file();
+        // The daemon's log file (`--log-file`, else the run directory's).
+        let log_path = running
+            .log
+            .as_ref()
+            .map_or_else(|| running.run.log_file(), LogFile::path);
         if let Ok(out) = logging::open_append(&log_path) {
             if let Ok(err) = out.try_clone() {
                 cmd.stdout(out).stderr(err);

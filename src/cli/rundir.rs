@@ -125,9 +125,22 @@ pub fn process_alive(pid: u32) -> bool {
         return false;
     };
     match rustix::process::test_kill_process(pid) {
-        Ok(()) => true,
+        Ok(()) => !is_zombie(pid.as_raw_nonzero().get()),
         Err(e) => e == rustix::io::Errno::PERM,
     }
+}
+
+/// Whether the process has exited but was not reaped yet (its parent
+/// gone, under a PID 1 that does not reap, as in some containers): it
+/// answers signals, but it is not running.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `PID (COMM) STATE ...`; COMM may hold spaces and parentheses.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        == Some('Z')
 }
 
 fn with_path(e: io::Error, path: &Path) -> io::Error {
@@ -166,6 +179,16 @@ mod tests {
         run.write_pid().unwrap();
         assert_eq!(run.read_pid(), Some(std::process::id()));
         assert!(process_alive(std::process::id()));
+        // An exited child not reaped yet is not running.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let zombie = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !is_zombie(zombie as i32) {
+            assert!(std::time::Instant::now() < deadline, "`true` did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!process_alive(zombie));
+        child.wait().unwrap();
         fs::write(run.pid_file(), "1\n").unwrap();
         run.remove_if_mine();
         assert_eq!(run.read_pid(), Some(1), "another process's file stays");

@@ -46,6 +46,20 @@ impl Drop for TempDir {
     }
 }
 
+/// A `--run-dir` of its own for an example run under lubdub's command
+/// line with no command (it claims its instance there: examples started
+/// side by side must not share one), under cargo's target/tmp: a server
+/// a test kills leaves its pid file there, nowhere else.
+#[allow(dead_code)] // not every test that includes this module runs examples
+pub fn private_run_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "run-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 /// The trimmed stdout of `cmd` (stdin closed), or what went wrong with it.
 pub fn output_of(cmd: &mut Command) -> Result<String, String> {
     let out = cmd

@@ -487,15 +487,17 @@ impl Node {
     /// before it listened.
     pub fn try_start_with(name: &str, redis_url: &str, flags: &[&str]) -> Result<Self, String> {
         let mut cmd = Command::new(example_binary());
-        cmd.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--redis",
-            redis_url,
-            "--node",
-            name,
-        ])
-        .args(flags);
+        cmd.arg("--run-dir")
+            .arg(process::private_run_dir())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--redis",
+                redis_url,
+                "--node",
+                name,
+            ])
+            .args(flags);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -12,7 +12,7 @@
 mod process;
 use process::output_of;
 #[allow(unused_imports)] // not every test binary that includes this module uses it
-pub use process::TempDir;
+pub use process::{private_run_dir, TempDir};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -382,7 +382,10 @@ pub fn example_binary(name: &str) -> PathBuf {
 /// `scheme` (`http`, or `https` with TLS).
 pub fn start_ws_chat(extra: &[&str], env: &[(&str, &str)], scheme: &str) -> (ChildGuard, u16) {
     let mut cmd = Command::new(example_binary("ws_chat"));
-    cmd.args(["--listen", "ws://127.0.0.1:0"]).args(extra);
+    cmd.arg("--run-dir")
+        .arg(private_run_dir())
+        .args(["--listen", "ws://127.0.0.1:0"])
+        .args(extra);
     for (k, v) in env {
         cmd.env(k, v);
     }
