@@ -319,9 +319,10 @@ impl MemoryHistory {
         if n % 1024 != 1023 {
             return;
         }
-        lock(&self.logs).retain(|_, log| {
-            let log = lock(log);
-            now.saturating_duration_since(log.last) < h.max_age
+        // A log in use (the caller's own, among others) is kept.
+        lock(&self.logs).retain(|_, log| match log.try_lock() {
+            Ok(log) => now.saturating_duration_since(log.last) < h.max_age,
+            Err(_) => true,
         });
     }
 }
