@@ -64,6 +64,12 @@ fn scale() -> Scale {
     }
 }
 
+/// A hash field, `None` when it does not exist.
+fn hget(redis: &Redis, key: &str, field: &str) -> Option<String> {
+    (redis.command(&["HEXISTS", key, field]) == ":1")
+        .then(|| redis.command_text(&["HGET", key, field]))
+}
+
 /// The live nodes' addresses: members and the publisher pick from it.
 type Addrs = Arc<Mutex<Vec<SocketAddr>>>;
 
@@ -401,8 +407,8 @@ impl Cluster {
     /// The room's history in Redis: (epoch, top).
     fn top(&self, room: &str) -> (String, u64) {
         let key = format!("lubdub:histmeta:g:{room}");
-        let e = self.redis.command_text(&["HGET", &key, "e"]);
-        let o = self.redis.command_text(&["HGET", &key, "o"]);
+        let e = hget(&self.redis, &key, "e").expect("the room's epoch");
+        let o = hget(&self.redis, &key, "o").expect("the room's offset");
         (e, o.parse().unwrap())
     }
 
@@ -696,4 +702,32 @@ fn a_member_away_longer_than_the_history_is_not_recovered() {
     // room's position at that moment, in turn.
     assert!(st.errors.is_empty(), "{:?}", st.errors);
     assert!(st.last > at + 20, "{} after {at}", st.last);
+}
+
+/// What a room's history costs Redis: `MEMORY USAGE` of its stream after
+/// 1,000 lines of 100 bytes (docs/hub.md quotes the figure).
+#[test]
+fn redis_memory_per_message_of_a_rooms_history() {
+    let redis = Redis::start();
+    let mut flags = UNLIMITED.to_vec();
+    flags.push("--history");
+    let node = Node::start_with("n1", &redis.url(), &flags);
+    // Lines said before the node is on the cluster are dropped.
+    node.log.wait_for(CONNECTED, 1, WAIT);
+    let mut talker = node.client();
+    let text = "x".repeat(100);
+    let n = 1000;
+    let lines: Vec<String> = (0..n).map(|_| format!("say r0 {text}")).collect();
+    talker.send_lines(&lines);
+    let meta = "lubdub:histmeta:g:r0";
+    wait_until("1,000 lines in history", WAIT, || {
+        hget(&redis, meta, "o").and_then(|o| o.parse::<u64>().ok()) == Some(n)
+    });
+    let usage = redis.command(&["MEMORY", "USAGE", "lubdub:hist:g:r0", "SAMPLES", "0"]);
+    let bytes: u64 = usage.trim_start_matches(':').parse().unwrap();
+    // The stored message: `r0 ~guestN@n1: ` + the text + `\n`.
+    let stored = format!("r0 ~guest1@n1: {text}\n").len() as u64;
+    let per = bytes / n;
+    eprintln!("redis history: {bytes} bytes for {n} messages of {stored} bytes: {per} bytes each");
+    assert!(per < stored + 128, "{per} bytes a message of {stored}");
 }
