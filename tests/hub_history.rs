@@ -731,3 +731,63 @@ fn redis_memory_per_message_of_a_rooms_history() {
     eprintln!("redis history: {bytes} bytes for {n} messages of {stored} bytes: {per} bytes each");
     assert!(per < stored + 128, "{per} bytes a message of {stored}");
 }
+
+/// History in Redis that a hub does not write (someone else wrote it) is
+/// refused with an error or read as lost, and the node goes on.
+#[test]
+fn history_in_redis_that_a_hub_did_not_write_is_refused_and_the_node_goes_on() {
+    let redis = Redis::start();
+    let mut flags = UNLIMITED.to_vec();
+    flags.push("--history");
+    let node = Node::start_with("n1", &redis.url(), &flags);
+    node.log.wait_for(CONNECTED, 1, WAIT);
+    let e = "00000000000000ff";
+    // An epoch that is not 16 hex digits.
+    redis.command(&[
+        "HSET",
+        "lubdub:histmeta:g:bad",
+        "e",
+        "not-an-epoch",
+        "o",
+        "5",
+    ]);
+    let mut c = node.client();
+    let r = c.ask(&format!("resume bad {e} 1"));
+    assert!(
+        r.starts_with("error: refused: history unavailable: redis answered"),
+        "{r}"
+    );
+    // Entries without the fields a hub writes: a hole, not recovered.
+    redis.command(&["HSET", "lubdub:histmeta:g:odd", "e", e, "o", "3"]);
+    for id in ["0-2", "0-3"] {
+        redis.command(&["XADD", "lubdub:hist:g:odd", id, "other", "field"]);
+    }
+    let mut c = node.client();
+    assert_eq!(c.ask(&format!("resume odd {e} 1")), "not recovered");
+    // An offset far past what Lua numbers hold exactly.
+    let mut c = node.client();
+    let r = c.ask(&format!("resume odd {e} 18446744073709551615"));
+    assert_eq!(r, "not recovered");
+    // The node goes on: a room with history works.
+    let mut ann = node.client();
+    ann.cmd("join fine");
+    ann.send("say fine hello");
+    let line = ann.line();
+    assert!(line.contains(":1] fine ~guest"), "{line}");
+    // A position past the top (a client's mistake, or another epoch's):
+    // not recovered, and the live lines still come.
+    let epoch = &line[1..17];
+    let mut cat = node.client();
+    assert_eq!(
+        cat.ask(&format!("resume fine {epoch} 1000")),
+        "not recovered"
+    );
+    ann.send("say fine again");
+    for c in [&mut ann, &mut cat] {
+        let l = c.line();
+        assert!(
+            l.contains(":2] fine ~guest") && l.ends_with(": again"),
+            "{l}"
+        );
+    }
+}

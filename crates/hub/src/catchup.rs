@@ -82,19 +82,22 @@ impl<M> Catchup<M> {
     /// A live message. What is deliverable now goes to `out`, in order.
     /// Returns the offset to read from when it reveals a gap.
     pub fn live(&mut self, off: u64, msg: M, out: &mut Vec<(u64, M)>) -> Option<u64> {
+        if self.reading {
+            // Even one older than `next`: until a read says otherwise, the
+            // position may be of a lost epoch, or past the top.
+            self.hold(off, msg);
+            return None;
+        }
         if off < self.next {
             return None; // delivered already
         }
-        if !self.reading && off == self.next {
+        if off == self.next {
             out.push((off, msg));
             self.next += 1;
             self.drain(out);
             return None;
         }
         self.hold(off, msg);
-        if self.reading {
-            return None;
-        }
         // A hole before `off`: fill it from history.
         self.reading = true;
         Some(self.next)
@@ -138,10 +141,12 @@ impl<M> Catchup<M> {
         }
     }
 
-    /// Gives up on what is missing before `to` (not recovered): delivers
-    /// what is held from `to` on, contiguous, and goes live.
+    /// Gives up on what is missing before `to` (not recovered): goes on
+    /// from `to` (even backwards: a position of a lost epoch, or past the
+    /// top, means nothing), delivers what is held from there, and goes
+    /// live.
     pub fn skip_to(&mut self, to: u64, out: &mut Vec<(u64, M)>) {
-        self.next = self.next.max(to);
+        self.next = to;
         self.reading = false;
         // What is held past a hole can only come after it: take the
         // oldest held as the new start.
@@ -239,6 +244,13 @@ mod tests {
         assert_eq!(offs(&out), [9], "the held message after the hole");
         c.live(10, 10, &mut out);
         assert_eq!(offs(&out), [9, 10]);
+        // A position past the top (another epoch's): back to the top.
+        let mut c = Catchup::new(1_000, 100);
+        let mut out = Vec::new();
+        c.live(6, 6, &mut out); // held: the read will tell
+        c.skip_to(6, &mut out);
+        c.live(7, 7, &mut out);
+        assert_eq!(offs(&out), [6, 7]);
     }
 
     #[test]

@@ -997,6 +997,9 @@ impl Backplane for RedisBackplane {
         // A reply fits the command connection's frame limit.
         let count = count.clamp(1, (MAX_REPLY / 2 / (max_message + 256)).max(1));
         let max_age_ms = history.max_age.as_millis().max(1) as u64;
+        // Lua's numbers are exact to 2^53: no channel gets that far, and a
+        // position past it (a client's) reads as past the top.
+        let after = after.min((1 << 53) - 2);
         Box::pin(async move {
             let (stream, meta) = keys.ok_or(HubError::NoHistory)?;
             let cmd = Cmd::new("EVAL")
@@ -1162,4 +1165,87 @@ fn parse_read(
         top,
         entries: out,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::Bulk(s.as_bytes().to_vec())
+    }
+
+    fn entry(off: i64, data: &str) -> Value {
+        Value::Array(vec![Value::Integer(off), bulk(data), Value::Integer(1)])
+    }
+
+    fn reply(epoch: &str, top: i64, entries: Vec<Value>) -> Value {
+        Value::Array(vec![
+            bulk(epoch),
+            Value::Integer(top),
+            Value::Integer(0),
+            Value::Array(entries),
+        ])
+    }
+
+    const E: &str = "00000000000000ff";
+
+    #[test]
+    fn a_read_of_history_is_checked_before_it_is_used() {
+        let ok = reply(E, 3, vec![entry(2, "b"), entry(3, "c")]);
+        let read = parse_read(&ok, 1, 10, 16).unwrap().unwrap();
+        assert_eq!((read.epoch, read.top), (Epoch(0xff), 3));
+        assert_eq!(read.entries, [(2, b"b".to_vec()), (3, b"c".to_vec())]);
+        // No history: a fresh epoch, nothing in it.
+        let none = parse_read(&reply("", 0, vec![]), 0, 10, 16)
+            .unwrap()
+            .unwrap();
+        assert_eq!((none.top, none.entries.len()), (0, 0));
+        let refused = [
+            // Not the script's shape.
+            Value::Nil,
+            Value::Integer(1),
+            Value::Array(vec![bulk(E)]),
+            // A bad epoch, a negative top.
+            reply("zz", 3, vec![]),
+            reply(E, -1, vec![]),
+            // Entries out of turn, twice, at or before `after`, past the
+            // top, too many, too large, of the wrong shape.
+            reply(E, 3, vec![entry(3, "c"), entry(2, "b")]),
+            reply(E, 3, vec![entry(2, "b"), entry(2, "b")]),
+            reply(E, 3, vec![entry(1, "a")]),
+            reply(E, 3, vec![entry(4, "d")]),
+            reply(E, 9, (2..=9).map(|o| entry(o, "x")).collect()),
+            reply(E, 3, vec![entry(2, &"x".repeat(17))]),
+            reply(E, 3, vec![Value::Array(vec![Value::Integer(2)])]),
+            reply(E, 3, vec![bulk("2")]),
+        ];
+        for r in &refused {
+            assert!(
+                !matches!(parse_read(r, 1, 5, 16), Ok(Some(_))),
+                "accepted {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_position_is_checked() {
+        let ok = Value::Array(vec![bulk(E), Value::Integer(7)]);
+        assert_eq!(
+            parse_position(&ok),
+            Some(Position {
+                epoch: Epoch(0xff),
+                offset: 7
+            })
+        );
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![bulk(E)]),
+            Value::Array(vec![bulk(E), Value::Integer(0)]),
+            Value::Array(vec![bulk("nothex"), Value::Integer(1)]),
+            Value::Array(vec![Value::Integer(1), Value::Integer(1)]),
+        ] {
+            assert_eq!(parse_position(&bad), None, "{bad}");
+        }
+    }
 }
