@@ -791,3 +791,64 @@ fn history_in_redis_that_a_hub_did_not_write_is_refused_and_the_node_goes_on() {
         );
     }
 }
+
+/// `Hub::send_acked` over Redis: the position once the message is in the
+/// room's history (the member gets it stamped with that position); an
+/// error, not a hang, while Redis is down.
+#[test]
+fn an_acknowledged_send_over_redis_returns_its_position() {
+    use futures_lite::future::block_on;
+    use hub_redis_support::InProcessNode;
+    use lubdub::hub::{GlobalConnId, History, Hub, HubError, RedisConfig, Target};
+    use lubdub::Text;
+
+    let mut redis = Redis::start();
+    let history = History::default().groups(true).stamp(|pos, line| {
+        let mut out = format!("[{pos}] ").into_bytes();
+        out.extend_from_slice(line);
+        out
+    });
+    let hub = Hub::with_redis(RedisConfig::new(&redis.url(), "n1"), Text::new())
+        .unwrap()
+        .with_history(history);
+    let node = InProcessNode::serve(hub.clone());
+    let mut ann = hub_redis_support::LineClient::connect(node.addr());
+    ann.cmd("join room");
+    let room = Target::Group("room".into());
+    // Until the node is on the cluster and hears the room, messages are
+    // dropped or heard by no one here: warm up until ann hears one.
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < WAIT, "the node never heard the room");
+        let _ = block_on(hub.send_acked(&room, &[], "warm-up"));
+        if ann.try_line(Duration::from_millis(50)).is_some() {
+            break;
+        }
+    }
+    while ann.try_line(Duration::from_millis(200)).is_some() {}
+    let first = block_on(hub.send_acked(&room, &[], "one")).unwrap();
+    assert_eq!(ann.line(), format!("[{first}] one"));
+    let second = block_on(hub.send_acked(&room, &[], "two")).unwrap();
+    assert_eq!(
+        (second.epoch, second.offset),
+        (first.epoch, first.offset + 1)
+    );
+    assert_eq!(ann.line(), format!("[{second}] two"));
+    // A group without history: refused.
+    assert_eq!(
+        block_on(hub.send_acked(&Target::Conn(GlobalConnId::new("n1", 1)), &[], "x")),
+        Err(HubError::NoHistory)
+    );
+    redis.kill();
+    let start = Instant::now();
+    loop {
+        match block_on(hub.send_acked(&room, &[], "lost")) {
+            Err(HubError::Unavailable(_)) => break,
+            other => {
+                assert!(start.elapsed() < WAIT, "still acknowledged: {other:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    assert!(hub.stats().dropped > 0);
+}
