@@ -15,6 +15,7 @@
 //! second) runs with:
 //!
 //! ```sh
+//! cargo build --release --example cluster_chat
 //! LUBDUB_HISTORY_FULL=1 cargo test --release --test hub_history -- --nocapture --test-threads 1
 //! ```
 //!
@@ -415,12 +416,14 @@ impl Cluster {
     /// Waits until every member is at its room's top, then checks that no
     /// member saw a line out of turn. Returns the room lines received.
     fn settle_and_check(&self, what: &str) -> u64 {
-        let tops: Vec<(String, u64)> = (0..self.scale.rooms)
-            .map(|r| self.top(&format!("r{r}")))
-            .collect();
         let limit = WAIT * 2;
         let start = Instant::now();
         loop {
+            // Read each time: lines the publisher wrote last may still be
+            // on their way into history.
+            let tops: Vec<(String, u64)> = (0..self.scale.rooms)
+                .map(|r| self.top(&format!("r{r}")))
+                .collect();
             let behind: Vec<String> = self
                 .members
                 .iter()
