@@ -463,6 +463,16 @@ impl Cluster {
         lines
     }
 
+    /// Every resume so far, each of them recovered.
+    fn all_recovered(&self) -> Vec<String> {
+        let resumes = self.resumes();
+        assert!(
+            resumes.iter().all(|r| r.starts_with("recovered ")),
+            "every resume recovered: {resumes:?}"
+        );
+        resumes
+    }
+
     fn resumes(&self) -> Vec<String> {
         self.members
             .iter()
@@ -544,15 +554,11 @@ fn cut_connections_come_back_and_miss_nothing() {
     std::thread::sleep(c.scale.run / 4);
     let written = c.stop_publishing();
     let lines = c.settle_and_check("cuts");
-    let resumes = c.resumes();
+    let resumes = c.all_recovered();
     assert_eq!(
         resumes.len(),
         c.members.len(),
         "one resume each: {resumes:?}"
-    );
-    assert!(
-        resumes.iter().all(|r| r.starts_with("recovered ")),
-        "every resume recovered: {resumes:?}"
     );
     report("cuts", &c, started, written, lines);
 }
@@ -572,15 +578,11 @@ fn members_of_a_killed_node_resume_on_the_others() {
     std::thread::sleep(c.scale.run / 2);
     let written = c.stop_publishing();
     let lines = c.settle_and_check("a node killed");
-    let resumes = c.resumes();
+    let resumes = c.all_recovered();
     let moved = c.members.len().div_ceil(c.nodes.len());
     assert!(
         resumes.len() >= moved / 2,
         "the killed node's members resumed: {resumes:?}"
-    );
-    assert!(
-        resumes.iter().all(|r| r.starts_with("recovered ")),
-        "every resume recovered: {resumes:?}"
     );
     report("a node killed", &c, started, written, lines);
 }
@@ -601,12 +603,8 @@ fn a_rolling_restart_of_every_node_loses_nothing() {
     std::thread::sleep(c.scale.run / 4);
     let written = c.stop_publishing();
     let lines = c.settle_and_check("rolling restart");
-    let resumes = c.resumes();
+    let resumes = c.all_recovered();
     assert!(!resumes.is_empty());
-    assert!(
-        resumes.iter().all(|r| r.starts_with("recovered ")),
-        "every resume recovered: {resumes:?}"
-    );
     report("rolling restart", &c, started, written, lines);
 }
 

@@ -1,15 +1,14 @@
 //! History and recovery on a single node (`Hub::local` keeps history in
 //! memory), over real loopback connections.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+mod support;
+
+use std::io::Write;
 
 use lubdub_hub::{History, Hub, Position, Target};
 use lubdub_text::Text;
 use lubdub_worker::{Worker, WorkerHandle};
-
-const WAIT: Duration = Duration::from_secs(20);
+use support::Peer;
 
 /// A line server: `join G`, `say G T` (to group G), `dm U T`, `name U`,
 /// `all T`, `resume KIND NAME EPOCH:OFFSET` (KIND `g`, `u` or `all`, NAME
@@ -98,36 +97,6 @@ fn history() -> History {
         .max_len(100)
 }
 
-struct Peer {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Peer {
-    fn connect(addr: SocketAddr) -> Self {
-        let w = TcpStream::connect(addr).unwrap();
-        w.set_read_timeout(Some(WAIT)).unwrap();
-        let r = BufReader::new(w.try_clone().unwrap());
-        Peer { w, r }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        let n = self.r.read_line(&mut l).expect("a line in time");
-        assert!(n > 0, "closed");
-        l.trim_end().to_owned()
-    }
-
-    fn ask(&mut self, line: &str) -> String {
-        self.send(line);
-        self.line()
-    }
-}
-
 /// `[POS] TEXT` → (POS, TEXT).
 fn split(line: &str) -> (Position, String) {
     let (pos, text) = line
@@ -140,8 +109,8 @@ fn split(line: &str) -> (Position, String) {
 #[test]
 fn a_connection_that_comes_back_gets_what_it_missed_then_live_messages() {
     let (_hub, w) = server(history());
-    let mut ann = Peer::connect(w.local_addr());
-    let mut bob = Peer::connect(w.local_addr());
+    let mut ann = Peer::new(w.local_addr());
+    let mut bob = Peer::new(w.local_addr());
     assert_eq!(ann.ask("join room"), "ok");
     bob.send("say room m1");
     let (p1, t) = split(&ann.line());
@@ -151,7 +120,7 @@ fn a_connection_that_comes_back_gets_what_it_missed_then_live_messages() {
         bob.send(&format!("say room m{i}"));
     }
     // Back, on a new connection, with the position of m1.
-    let mut ann = Peer::connect(w.local_addr());
+    let mut ann = Peer::new(w.local_addr());
     ann.send(&format!("resume g room {p1}"));
     for i in 2..=4u64 {
         let (p, t) = split(&ann.line());
@@ -164,7 +133,7 @@ fn a_connection_that_comes_back_gets_what_it_missed_then_live_messages() {
     bob.send("say room m5");
     assert_eq!(split(&ann.line()).1, "m5");
     // Up to date: nothing to deliver, recovered.
-    let mut amy = Peer::connect(w.local_addr());
+    let mut amy = Peer::new(w.local_addr());
     let at5 = Position { offset: 5, ..p1 };
     assert_eq!(
         amy.ask(&format!("resume g room {at5}")),
@@ -176,20 +145,20 @@ fn a_connection_that_comes_back_gets_what_it_missed_then_live_messages() {
 #[test]
 fn resuming_while_messages_pour_in_gets_each_once_in_order() {
     let (_hub, w) = server(history().max_len(5000));
-    let mut watcher = Peer::connect(w.local_addr());
+    let mut watcher = Peer::new(w.local_addr());
     assert_eq!(watcher.ask("join room"), "ok");
-    let mut bob = Peer::connect(w.local_addr());
+    let mut bob = Peer::new(w.local_addr());
     bob.send("say room m1");
     let (p1, _) = split(&watcher.line());
     // A publisher floods while ann resumes from m1.
     let addr = w.local_addr();
     let flood = std::thread::spawn(move || {
-        let mut p = Peer::connect(addr);
+        let mut p = Peer::new(addr);
         let lines: String = (2..=3000).map(|i| format!("say room m{i}\n")).collect();
         p.w.write_all(lines.as_bytes()).unwrap();
         p
     });
-    let mut ann = Peer::connect(w.local_addr());
+    let mut ann = Peer::new(w.local_addr());
     ann.send(&format!("resume g room {p1}"));
     let mut next = 2u64;
     let mut recovered = false;
@@ -213,8 +182,8 @@ fn resuming_while_messages_pour_in_gets_each_once_in_order() {
 #[test]
 fn another_epoch_or_too_much_missed_is_not_recovered_and_sends_nothing_old() {
     let (_hub, w) = server(history().max_len(3));
-    let mut bob = Peer::connect(w.local_addr());
-    let mut watcher = Peer::connect(w.local_addr());
+    let mut bob = Peer::new(w.local_addr());
+    let mut watcher = Peer::new(w.local_addr());
     assert_eq!(watcher.ask("join room"), "ok");
     bob.send("say room m1");
     let (p1, _) = split(&watcher.line());
@@ -223,14 +192,14 @@ fn another_epoch_or_too_much_missed_is_not_recovered_and_sends_nothing_old() {
         watcher.line();
     }
     // 5 missed, 3 kept.
-    let mut ann = Peer::connect(w.local_addr());
+    let mut ann = Peer::new(w.local_addr());
     let top = Position { offset: 6, ..p1 };
     assert_eq!(
         ann.ask(&format!("resume g room {p1}")),
         format!("not recovered at {top}")
     );
     // An epoch this channel never had (a history lost since).
-    let mut amy = Peer::connect(w.local_addr());
+    let mut amy = Peer::new(w.local_addr());
     let other = Position {
         epoch: lubdub_hub::Epoch(p1.epoch.0 ^ 1),
         offset: 1,
@@ -240,7 +209,7 @@ fn another_epoch_or_too_much_missed_is_not_recovered_and_sends_nothing_old() {
         format!("not recovered at {top}")
     );
     // A position past the top.
-    let mut cat = Peer::connect(w.local_addr());
+    let mut cat = Peer::new(w.local_addr());
     let ahead = Position { offset: 60, ..p1 };
     assert_eq!(
         cat.ask(&format!("resume g room {ahead}")),
@@ -257,7 +226,7 @@ fn another_epoch_or_too_much_missed_is_not_recovered_and_sends_nothing_old() {
 #[test]
 fn acknowledged_sends_return_their_positions_and_channels_without_history_refuse() {
     let (_hub, w) = server(history());
-    let mut ann = Peer::connect(w.local_addr());
+    let mut ann = Peer::new(w.local_addr());
     let first = ann.ask("ack room a");
     let p1: Position = first.strip_prefix("at ").unwrap().parse().unwrap();
     assert_eq!(p1.offset, 1);
@@ -295,9 +264,9 @@ fn acknowledged_sends_return_their_positions_and_channels_without_history_refuse
 #[test]
 fn uid_and_everyone_channels_keep_history_too() {
     let (_hub, w) = server(history());
-    let mut ann = Peer::connect(w.local_addr());
+    let mut ann = Peer::new(w.local_addr());
     assert_eq!(ann.ask("name ann"), "ok");
-    let mut bob = Peer::connect(w.local_addr());
+    let mut bob = Peer::new(w.local_addr());
     bob.send("dm ann d1");
     let (d1, _) = split(&ann.line());
     bob.send("all a1");
@@ -307,7 +276,7 @@ fn uid_and_everyone_channels_keep_history_too() {
     bob.send("dm ann d2");
     bob.send("all a2");
     let _ = bob.line();
-    let mut ann = Peer::connect(w.local_addr());
+    let mut ann = Peer::new(w.local_addr());
     ann.send(&format!("resume u ann {d1}"));
     assert_eq!(split(&ann.line()).1, "d2");
     assert!(ann.line().starts_with("recovered 1 "));
