@@ -114,7 +114,9 @@ pub struct HubStats {
     /// node off the cluster), or the message was over
     /// [`HubLimits::max_message_size`] or [`HubLimits::max_except`].
     pub dropped: u64,
-    /// Messages received from other nodes.
+    /// Messages received from other nodes (and, for channels with
+    /// history over a backplane, this node's own, which come back through
+    /// it).
     pub received: u64,
     /// Messages from the backplane refused: malformed, over the limits, or
     /// addressed to other than the channel they came on.
