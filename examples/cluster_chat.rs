@@ -12,6 +12,14 @@
 //! | `dm NAME TEXT` | every connection of NAME on every node gets `dm SENDER: TEXT`; the sender gets `ok`, or `offline` when NAME is on no node |
 //! | `who ROOM` | answers `ROOM N`: members of ROOM on all nodes |
 //! | `all TEXT` | every connection on every node gets `all NAME: TEXT` |
+//! | `resume ROOM EPOCH OFFSET` | with `--history`: joins ROOM (as `join`) and first sends the room's lines after position `EPOCH:OFFSET`, in order, then `recovered N` (N lines), or `not recovered` when that history is gone (the epoch changed, or more was missed than is kept) |
+//!
+//! With `--history` every room keeps its last `--history-size` lines
+//! (default 1,000) for `--history-age` seconds (default 300), in Redis
+//! (or in memory without `--redis`), and each room line starts with its
+//! position: `[EPOCH:OFFSET] ROOM NAME: TEXT`. A client that comes back
+//! (to any node) sends `name`, then `resume ROOM EPOCH OFFSET` with the
+//! last position it saw instead of `join`.
 //!
 //! What keeps it safe to deploy:
 //!
@@ -61,7 +69,7 @@ use std::time::Instant;
 use common::chat::{check_name, clean, ChatArgs, JwtVerifier, RateLimiter, Verdict, MAX_MESSAGE};
 use common::log_limited;
 use log::Level;
-use lubdub::hub::{Hub, RedisConfig};
+use lubdub::hub::{History, Hub, Position, RedisConfig, Target};
 use lubdub::{cli, Connection, Limits, Text, Worker};
 
 /// What the chat knows of a connection (its context).
@@ -79,7 +87,7 @@ struct State {
 
 /// The commands, for the reply to an unknown one.
 const COMMANDS: &str =
-    "name NAME, join ROOM, leave ROOM, say ROOM TEXT, dm NAME TEXT, who ROOM, all TEXT";
+    "name NAME, join ROOM, leave ROOM, say ROOM TEXT, dm NAME TEXT, who ROOM, all TEXT, resume ROOM EPOCH OFFSET";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -140,7 +148,11 @@ impl Chat {
         }
         let reply = match (cmd, rest.split_once(' ')) {
             ("name", _) => self.name(c, &member, rest).await.map(Some),
-            ("join", _) => self.join(c, &member, rest).await.map(Some),
+            ("join", _) => self.join(c, &member, rest, None).await.map(Some),
+            ("resume", _) => match resume_args(rest) {
+                Ok((room, since)) => self.join(c, &member, room, Some(since)).await.map(Some),
+                Err(e) => Err(e),
+            },
             ("leave", _) => check_name("a room", rest).map(|()| {
                 self.hub.leave(c, rest);
                 Some("ok".to_owned())
@@ -255,11 +267,14 @@ impl Chat {
         Ok(())
     }
 
+    /// `join ROOM`, or with `since` `resume ROOM EPOCH OFFSET`: the hub
+    /// sends what the room said after `since` first.
     async fn join(
         &self,
         c: &Connection<Text>,
         member: &Member,
         room: &str,
+        since: Option<Position>,
     ) -> Result<String, String> {
         check_name("a room", room)?;
         let name = lock(&member.state).name.clone();
@@ -273,12 +288,56 @@ impl Chat {
                 return taken();
             }
         }
-        self.hub
-            .join(c, room)
-            .map_err(|e| format!("refused: {e}"))?;
+        let reply = match since {
+            None => self
+                .hub
+                .join(c, room)
+                .map(|()| "ok".to_owned())
+                .map_err(|e| format!("refused: {e}"))?,
+            Some(since) => {
+                if self.hub.history().is_none() {
+                    return Err("history is off on this node (--history)".to_owned());
+                }
+                let target = Target::Group(room.to_owned());
+                match self.hub.recover(c, &target, since).await {
+                    Ok(r) if r.recovered => format!("recovered {}", r.delivered),
+                    Ok(_) => "not recovered".to_owned(),
+                    Err(e) => return Err(format!("refused: {e}")),
+                }
+            }
+        };
         lock(&member.state).joined = true;
-        Ok("ok".to_owned())
+        Ok(reply)
     }
+}
+
+/// `ROOM EPOCH OFFSET`.
+fn resume_args(rest: &str) -> Result<(&str, Position), String> {
+    let mut words = rest.split(' ');
+    match (words.next(), words.next(), words.next(), words.next()) {
+        (Some(room), Some(epoch), Some(offset), None) => {
+            check_name("a room", room)?;
+            let since = format!("{epoch}:{offset}")
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            Ok((room, since))
+        }
+        _ => Err("resume ROOM EPOCH OFFSET".to_owned()),
+    }
+}
+
+/// With `--history`: every room keeps history, and its lines show their
+/// position (`[EPOCH:OFFSET] `).
+fn room_history(size: usize, age_secs: u64) -> History {
+    History::default()
+        .groups(true)
+        .max_len(size)
+        .max_age(std::time::Duration::from_secs(age_secs))
+        .stamp(|pos, line| {
+            let mut out = format!("[{pos}] ").into_bytes();
+            out.extend_from_slice(line);
+            out
+        })
 }
 
 const ABOUT: &str = "A chat that spans nodes over Redis; one text command per line";
@@ -298,6 +357,15 @@ struct Args {
     /// How long a dead node's users still read as online, in seconds (the hub's default: 15)
     #[arg(long, value_name = "SECS")]
     presence_ttl: Option<u64>,
+    /// Rooms keep history: each room line starts with `[EPOCH:OFFSET] `, and `resume ROOM EPOCH OFFSET` sends what was missed
+    #[arg(long)]
+    history: bool,
+    /// Lines each room keeps, with --history
+    #[arg(long, value_name = "LINES", default_value_t = 1000)]
+    history_size: usize,
+    /// How long a room keeps a line, in seconds, with --history
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    history_age: u64,
     #[command(flatten)]
     chat: ChatArgs,
 }
@@ -322,6 +390,11 @@ fn serve(args: &Args, server: &mut cli::Server) -> Result<(), Box<dyn std::error
             Hub::with_redis(config, Text::new())?
         }
         None => Hub::<Text>::new(&args.node, Text::new(), None),
+    };
+    let hub = if args.history {
+        hub.with_history(room_history(args.history_size, args.history_age))
+    } else {
+        hub
     };
     let mut worker = Worker::with_protocol(
         args.listen.listen.as_str(),

@@ -259,6 +259,14 @@ pub const SCENARIOS: &[Scenario] = &[
         run: hub::backplane,
         group: Group::Hub,
     },
+    Scenario {
+        name: "hub-history",
+        about: "hub: the hub-fanout-cluster lubdub cluster without history (column 1) and with the \
+                group keeping history in Redis (column 2): delivered msg/s, p99, CPU per publish; \
+                group `hub`",
+        run: hub::history,
+        group: Group::Hub,
+    },
 ];
 
 /// The scenario called `name`.

@@ -62,7 +62,7 @@ fn lubdub_cluster_delivers_every_message_through_redis() {
     let redis = Redis::start().unwrap();
     let nodes: Vec<_> = ["n1", "n2", "n3"]
         .iter()
-        .map(|n| lubdub_node(&redis.url(), n).unwrap())
+        .map(|n| lubdub_node(&redis.url(), n, false).unwrap())
         .collect();
     let ports: Vec<u16> = nodes.iter().map(|h| h.local_addr().port()).collect();
     let members = member_addrs(&ports, 10);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use futures_util::{SinkExt, StreamExt};
-use lubdub::hub::{Hub, RedisConfig};
+use lubdub::hub::{History, Hub, RedisConfig};
 use lubdub::ws::{Message, Ws};
 use lubdub::{Text, Worker, WorkerHandle};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -62,6 +62,10 @@ pub struct HubNodeOpts {
     /// The node's name in the cluster.
     #[arg(long, value_name = "NAME")]
     pub node: String,
+    /// The group keeps history (`hub-history`): each message gets an
+    /// offset and goes into a Redis stream, in the same round trip.
+    #[arg(long)]
+    pub history: bool,
 }
 
 impl HubNodeOpts {
@@ -74,6 +78,9 @@ impl HubNodeOpts {
             "--node".into(),
             self.node.clone(),
         ]
+        .into_iter()
+        .chain(self.history.then(|| "--history".to_string()))
+        .collect()
     }
 }
 
@@ -193,18 +200,24 @@ async fn tokio_forward(
 /// `REST` to the group on every node.
 pub fn serve_node(o: &HubNodeOpts) -> Result<()> {
     start_server_child(None)?;
-    let h = lubdub_node(&o.redis, &o.node)?;
+    let h = lubdub_node(&o.redis, &o.node, o.history)?;
     println!("port {}", h.local_addr().port());
     h.wait();
     Ok(())
 }
 
-/// A lubdub cluster node on the Redis at `url`, one event loop, started.
-pub fn lubdub_node(url: &str, node: &str) -> Result<WorkerHandle<Ws>> {
+/// A lubdub cluster node on the Redis at `url`, one event loop, started;
+/// with `history`, the group keeps history (messages go out unstamped).
+pub fn lubdub_node(url: &str, node: &str, history: bool) -> Result<WorkerHandle<Ws>> {
     let hub = Hub::with_redis(
         RedisConfig::new(url, node).namespace("bench"),
         Ws::default(),
     )?;
+    let hub = if history {
+        hub.with_history(History::default().groups(true))
+    } else {
+        hub
+    };
     let mut w = Worker::with_protocol("ws://127.0.0.1:0", Ws::default())?;
     w.count(1).name(node).plugin(hub.plugin());
     w.on_message(move |conn, msg: Message| {
@@ -383,11 +396,14 @@ mod tests {
             HubLocalOpts::try_parse_from(local.to_args()).unwrap(),
             local
         );
-        let node = HubNodeOpts {
-            redis: "redis://127.0.0.1:1".into(),
-            node: "n2".into(),
-        };
-        assert_eq!(HubNodeOpts::try_parse_from(node.to_args()).unwrap(), node);
+        for history in [false, true] {
+            let node = HubNodeOpts {
+                redis: "redis://127.0.0.1:1".into(),
+                node: "n2".into(),
+                history,
+            };
+            assert_eq!(HubNodeOpts::try_parse_from(node.to_args()).unwrap(), node);
+        }
     }
 
     #[test]

@@ -20,6 +20,11 @@
 //!   publishes per second are set against `redis-benchmark`'s PUBLISH rate
 //!   on a Redis of the same kind (the engine's limit).
 //!
+//! * `hub-history`: `hub-fanout-cluster`'s lubdub cluster with the group
+//!   keeping history (an offset and a Redis stream entry per message, one
+//!   script per publish) against the same cluster without: what history
+//!   costs in delivered messages per second, latency and CPU.
+//!
 //! Children: `hub-local-serve <lubdub|tokio> [--cpu C]` and `hub-node
 //! --redis URL --node NAME` (lubdub), see `peers/hub.rs`. See
 //! docs/benchmarks.md, "Hub".
@@ -57,9 +62,10 @@ pub fn preflight(names: &[&str]) -> Result<()> {
         let tools: &[&Tool] = match *name {
             "hub-fanout-cluster" => &[&REDIS_SERVER, &NODE],
             "hub-backplane" => &[&REDIS_SERVER, &REDIS_BENCHMARK, &NODE],
+            "hub-history" => &[&REDIS_SERVER],
             _ => continue,
         };
-        socketio = true;
+        socketio |= *name != "hub-history";
         for t in tools {
             if !needed.iter().any(|n| n.name == t.name) {
                 needed.push(t);
@@ -141,6 +147,7 @@ fn cluster_run(
     members: usize,
     depth: u64,
     socketio: &std::path::Path,
+    history: bool,
 ) -> Result<ClusterRun> {
     let redis = Redis::start()?;
     let url = redis.url();
@@ -154,6 +161,7 @@ fn cluster_run(
                 let opts = HubNodeOpts {
                     redis: url.clone(),
                     node: node.into(),
+                    history,
                 };
                 let s = Server::start(&opts.to_args())?;
                 pids.push(s.child.pid());
@@ -226,8 +234,8 @@ pub fn fanout_cluster(cfg: &Config, out: &mut Outcome) -> Result<()> {
     let dir = socketio_dir()?;
     let members = if cfg.quick { 200 } else { 1000 };
     let [l, p] = alternate(cfg, "hub-fanout-cluster", 7, |imp| {
-        let a = cluster_run(cfg, imp, members, CLUSTER_DEPTH, &dir)?;
-        let b = cluster_run(cfg, imp, members, 1, &dir)?;
+        let a = cluster_run(cfg, imp, members, CLUSTER_DEPTH, &dir, false)?;
+        let b = cluster_run(cfg, imp, members, 1, &dir, false)?;
         Ok((
             vec![
                 a.delivered_per_sec,
@@ -309,7 +317,7 @@ const BACKPLANE_PAYLOAD: usize = 1 + (2 + 2) + (1 + 2 + 1) + 2 + (2 + STAMP_LEN)
 pub fn backplane(cfg: &Config, out: &mut Outcome) -> Result<()> {
     let dir = socketio_dir()?;
     let [l, p] = alternate(cfg, "hub-backplane", 3, |imp| {
-        let r = cluster_run(cfg, imp, 2, BACKPLANE_DEPTH, &dir)?;
+        let r = cluster_run(cfg, imp, 2, BACKPLANE_DEPTH, &dir, false)?;
         Ok((
             vec![
                 r.publishes_per_sec,
@@ -395,6 +403,58 @@ pub fn backplane(cfg: &Config, out: &mut Outcome) -> Result<()> {
         verdict(r),
         verdict(rp)
     ));
+    Ok(())
+}
+
+/// `hub-history`: the lubdub cluster of `hub-fanout-cluster` without
+/// history (column 1) and with the group keeping history (column 2).
+pub fn history(cfg: &Config, out: &mut Outcome) -> Result<()> {
+    let members = if cfg.quick { 200 } else { 1000 };
+    // Column 1 (`Impl::Lubdub`): no history; column 2: history.
+    let [off, on] = alternate(cfg, "hub-history", 3, |imp| {
+        let history = imp == Impl::Tokio;
+        let r = cluster_run(
+            cfg,
+            Impl::Lubdub,
+            members,
+            CLUSTER_DEPTH,
+            std::path::Path::new(""),
+            history,
+        )?;
+        let detail = describe_cluster(Impl::Lubdub, &r);
+        Ok((
+            vec![
+                r.delivered_per_sec,
+                r.p99_us / 1e3,
+                r.cluster_cpu() / r.publishes_per_sec * 1e6,
+            ],
+            format!("history {}: {detail}", if history { "on" } else { "off" }),
+        ))
+    })?;
+    let rows = [
+        (
+            format!(
+                "hub history: Redis, 3 nodes, publisher on node 1, {members} members on nodes 2+3, \
+                 {CLUSTER_DEPTH} in flight; lubdub without history (column 1) vs with the group \
+                 keeping history (column 2): delivered msg/s"
+            ),
+            "msg/s",
+            Better::Higher,
+        ),
+        (
+            "↳ p99 publish-to-receive latency (ms)".into(),
+            "ms",
+            Better::Lower,
+        ),
+        (
+            "↳ CPU of the nodes and Redis per publish (us)".into(),
+            "us",
+            Better::Lower,
+        ),
+    ];
+    for (k, (label, unit, better)) in rows.into_iter().enumerate() {
+        out.row(label, unit, better, &off[k], &on[k]);
+    }
     Ok(())
 }
 

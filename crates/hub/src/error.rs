@@ -44,6 +44,12 @@ pub enum HubError {
     /// Redis refused this node at start (a wrong password, a missing ACL
     /// permission). Never contains a password.
     Redis(String),
+    /// The channel keeps no history ([`History`](crate::History)).
+    NoHistory,
+    /// History could not be written or read: the backplane is down (or
+    /// the node off the cluster), or Redis did not answer in time, or
+    /// answered what a hub does not write. Never contains a password.
+    Unavailable(String),
 }
 
 impl fmt::Display for HubError {
@@ -79,6 +85,8 @@ impl fmt::Display for HubError {
             }
             HubError::Config(e) => write!(f, "hub configuration: {e}"),
             HubError::Redis(e) => write!(f, "redis refused this node: {e}"),
+            HubError::NoHistory => f.write_str("this channel keeps no history"),
+            HubError::Unavailable(e) => write!(f, "history unavailable: {e}"),
         }
     }
 }

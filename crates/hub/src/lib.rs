@@ -49,9 +49,11 @@
 
 #![forbid(unsafe_code)]
 
+mod catchup;
 mod claim;
 mod config;
 mod error;
+mod history;
 mod id;
 mod limits;
 mod query;
@@ -64,7 +66,7 @@ mod wire;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Instant;
 
 use lubdub_worker::plugin::Plugin;
@@ -72,6 +74,7 @@ use lubdub_worker::{CloseReason, Connection, Encoder, Protocol, SendStatus, Work
 
 pub use config::{RedisConfig, DEFAULT_NAMESPACE};
 pub use error::HubError;
+pub use history::{Epoch, History, HistoryRead, Position, Recovery, Stamp};
 pub use id::GlobalConnId;
 pub use limits::{HubLimits, MAX_NODE_NAME_LEN};
 pub use query::Query;
@@ -79,6 +82,10 @@ pub use redis::RedisBackplane;
 pub use registry::Change;
 use registry::{check_name, Registry};
 use report::Episodes;
+
+use catchup::{AfterRead, Catchup};
+use dashmap::DashMap;
+use history::{window, LogGuard, MemoryHistory, Window};
 
 /// Where a send goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -107,7 +114,9 @@ pub struct HubStats {
     /// node off the cluster), or the message was over
     /// [`HubLimits::max_message_size`] or [`HubLimits::max_except`].
     pub dropped: u64,
-    /// Messages received from other nodes.
+    /// Messages received from other nodes (and, for channels with
+    /// history over a backplane, this node's own, which come back through
+    /// it).
     pub received: u64,
     /// Messages from the backplane refused: malformed, over the limits, or
     /// addressed to other than the channel they came on.
@@ -159,11 +168,63 @@ pub trait Backplane: Send + Sync + 'static {
     fn is_up(&self) -> Option<bool> {
         None
     }
+
+    /// Publishes a message of a channel with history: appends it to the
+    /// channel's history (the next offset) and hands it, with its
+    /// position, to every node listening to the channel, this one
+    /// included (which delivers it through [`Delivery::deliver_at`]).
+    /// Returns `false` when it is dropped (down). Default: no history.
+    fn publish_history(
+        &self,
+        _target: &Target,
+        _except: &[GlobalConnId],
+        _bytes: &[u8],
+        _history: &History,
+    ) -> bool {
+        false
+    }
+
+    /// [`publish_history`](Self::publish_history), answering once the
+    /// message is in history: its position.
+    fn publish_acked(
+        &self,
+        _target: &Target,
+        _except: &[GlobalConnId],
+        _bytes: &[u8],
+        _history: &History,
+    ) -> BoxFuture<Result<Position, HubError>> {
+        Box::pin(async { Err(HubError::NoHistory) })
+    }
+
+    /// Reads at most `count` messages of `target`'s history after offset
+    /// `after`.
+    fn read_history(
+        &self,
+        _target: &Target,
+        _after: u64,
+        _count: usize,
+        _history: &History,
+    ) -> BoxFuture<Result<HistoryRead, HubError>> {
+        Box::pin(async { Err(HubError::NoHistory) })
+    }
+
+    /// Resolves once this node hears `target`'s channel (its subscription
+    /// confirmed), `false` when it does not within a few seconds. Default:
+    /// at once.
+    fn listening(&self, _target: &Target) -> BoxFuture<bool> {
+        Box::pin(async { true })
+    }
 }
 
 /// The hub as its backplane sees it (whatever the protocol).
 trait Sink: Send + Sync {
-    fn deliver(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]);
+    fn deliver(
+        &self,
+        target: &Target,
+        except: &[GlobalConnId],
+        bytes: &[u8],
+        pos: Option<Position>,
+    );
     fn snapshot(&self) -> Snapshot;
     fn limits(&self) -> HubLimits;
     fn rejected(&self);
@@ -181,7 +242,22 @@ impl Delivery {
     /// Queues `bytes` on this node's members of `target`.
     pub fn deliver(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]) {
         if let Some(hub) = self.hub.upgrade() {
-            hub.deliver(target, except, bytes);
+            hub.deliver(target, except, bytes, None);
+        }
+    }
+
+    /// Queues a message of a channel with history, at `pos`, on this
+    /// node's members of `target` (stamped as [`History::stamp`] says;
+    /// connections catching up get it in turn, once).
+    pub fn deliver_at(
+        &self,
+        target: &Target,
+        except: &[GlobalConnId],
+        bytes: &[u8],
+        pos: Position,
+    ) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.deliver(target, except, bytes, Some(pos));
         }
     }
 
@@ -222,6 +298,25 @@ struct Inner<P: Protocol> {
     stopped: AtomicBool,
     /// Messages too large for the other nodes (reported once per episode).
     too_large: Episodes,
+    /// Which channels keep history ([`Hub::with_history`]).
+    history: OnceLock<History>,
+    /// A single node's history.
+    memory: MemoryHistory,
+    /// Connections catching up, by connection and channel.
+    catchups: DashMap<u64, Vec<(Target, Shared<CatchState>)>>,
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+/// A connection's catch-up on one channel: the state machine, and the
+/// epoch it follows.
+struct CatchState {
+    catchup: Catchup<Arc<[u8]>>,
+    /// Known once the first read answered.
+    epoch: Option<Epoch>,
+    /// The catch-up read what it had to: the entry only drops duplicates
+    /// until a newer live message passes.
+    done: bool,
 }
 
 impl<P: Protocol> Inner<P> {
@@ -234,9 +329,23 @@ impl<P: Protocol> Inner<P> {
 }
 
 impl<P: Protocol> Sink for Inner<P> {
-    fn deliver(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]) {
+    fn deliver(
+        &self,
+        target: &Target,
+        except: &[GlobalConnId],
+        bytes: &[u8],
+        pos: Option<Position>,
+    ) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        deliver_local(self, target, except, bytes);
+        match (pos, self.history.get()) {
+            (Some(pos), Some(h)) => {
+                let stamped = h.stamped(&pos, bytes);
+                deliver_local(self, target, except, &stamped, Some(pos));
+            }
+            _ => {
+                deliver_local(self, target, except, bytes, None);
+            }
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -304,6 +413,9 @@ impl<P: Protocol> Hub<P> {
                 worker: OnceLock::new(),
                 stopped: AtomicBool::new(false),
                 too_large: Episodes::default(),
+                history: OnceLock::new(),
+                memory: MemoryHistory::new(),
+                catchups: DashMap::new(),
             }),
         }
     }
@@ -312,6 +424,22 @@ impl<P: Protocol> Hub<P> {
     pub fn with_limits(self, limits: HubLimits) -> Self {
         self.set_limits(limits);
         self
+    }
+
+    /// The same hub with history on the channels `history` names (see
+    /// [`History`]): set it before the worker starts, on every node alike.
+    /// A hub's history is set once; a second call is ignored (and
+    /// logged).
+    pub fn with_history(self, history: History) -> Self {
+        if self.inner.history.set(history).is_err() {
+            log::warn!("hub {}: history was set already", self.inner.node);
+        }
+        self
+    }
+
+    /// The history settings, if any.
+    pub fn history(&self) -> Option<&History> {
+        self.inner.history.get()
     }
 
     /// Sets the limits: later joins, binds, sends and messages from other
@@ -428,6 +556,7 @@ impl<P: Protocol> Hub<P> {
 
     /// Drops every membership of `conn` (the plugin does this on close).
     pub fn forget(&self, conn: &Connection<P>) {
+        self.inner.catchups.remove(&conn.id());
         let mut changes = Vec::new();
         self.inner.registry.remove(conn.id(), &mut changes);
         self.apply(changes);
@@ -481,7 +610,10 @@ impl<P: Protocol> Hub<P> {
         let Some(bytes) = self.encode(msg) else {
             return 0;
         };
-        let local = deliver_local(&self.inner, target, except, &bytes);
+        if let Some(h) = self.history_for(target) {
+            return self.send_history(h, target, except, &bytes);
+        }
+        let local = deliver_local(&self.inner, target, except, &bytes, None);
         let only_here = matches!(target, Target::Conn(id) if id.node() == self.inner.node);
         if !only_here {
             self.publish(target, except, &bytes);
@@ -489,32 +621,356 @@ impl<P: Protocol> Hub<P> {
         local
     }
 
+    /// The history settings if `target`'s channel keeps history.
+    fn history_for(&self, target: &Target) -> Option<&History> {
+        self.inner.history.get().filter(|h| h.keeps(target))
+    }
+
+    /// A message of a channel with history. A single node appends it to
+    /// its history and delivers it at once; with a backplane it goes
+    /// through the backplane's history, and this node's members get it
+    /// back from there, in the channel's order (so 0 now).
+    fn send_history(
+        &self,
+        h: &History,
+        target: &Target,
+        except: &[GlobalConnId],
+        bytes: &[u8],
+    ) -> usize {
+        let Some(bp) = &self.inner.backplane else {
+            return match self.append_local(h, target, except, bytes) {
+                Ok((n, _)) => n,
+                Err(e) => {
+                    log::warn!("hub {}: history: {e}", self.inner.node);
+                    0
+                }
+            };
+        };
+        if self.over_limits(target, except, bytes) {
+            return 0;
+        }
+        let c = &self.inner.counters;
+        if bp.publish_history(target, except, bytes, h) {
+            c.published.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        0
+    }
+
+    /// Appends to this node's own history and delivers: (deliveries, the
+    /// position).
+    fn append_local(
+        &self,
+        h: &History,
+        target: &Target,
+        except: &[GlobalConnId],
+        bytes: &[u8],
+    ) -> Result<(usize, Position), HubError> {
+        let now = Instant::now();
+        let log = self.inner.memory.log(target, now)?;
+        // Held while delivering: a catch-up reads either before or after.
+        let mut guard = LogGuard::new(&log);
+        let pos = guard.append(&self.inner.memory, h, bytes, now)?;
+        let stamped = h.stamped(&pos, bytes);
+        let n = deliver_local(&self.inner, target, except, &stamped, Some(pos));
+        Ok((n, pos))
+    }
+
+    /// Sends `msg` to `target` (a uid, a group or everyone, whose channel
+    /// keeps history) and answers once it is in history: its position.
+    /// A single node answers at once. Over Redis, it is the script's
+    /// answer: the message is in the stream and was published; this
+    /// node's members get it when it comes back from Redis.
+    ///
+    /// Errors: [`HubError::NoHistory`] (the channel keeps none, or a
+    /// connection target), [`HubError::BadName`],
+    /// [`HubError::Unavailable`] (Redis down, no answer within 5 s, over
+    /// the size limits).
+    pub async fn send_acked(
+        &self,
+        target: &Target,
+        except: &[GlobalConnId],
+        msg: &P::Outgoing,
+    ) -> Result<Position, HubError> {
+        let h = self.history_for(target).ok_or(HubError::NoHistory)?;
+        if let Target::Uid(name) | Target::Group(name) = target {
+            check_name(name, &self.inner.limits())?;
+        }
+        let bytes = self
+            .encode(msg)
+            .ok_or_else(|| HubError::Config("the message could not be encoded".into()))?;
+        let Some(bp) = &self.inner.backplane else {
+            return self.append_local(h, target, except, &bytes).map(|(_, p)| p);
+        };
+        if self.over_limits(target, except, &bytes) {
+            return Err(HubError::Unavailable(
+                "over max_message_size or max_except".into(),
+            ));
+        }
+        let c = &self.inner.counters;
+        let answer = bp.publish_acked(target, except, &bytes, h).await;
+        match &answer {
+            Ok(_) => c.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+        answer
+    }
+
+    /// Makes `conn` a member of `target` (joins the group, binds the uid;
+    /// everyone: nothing to do) and sends it, first, what it missed since
+    /// `since` (the position of the last message of that channel it got),
+    /// in order, each once, before any newer message. The result says
+    /// whether nothing was lost ([`Recovery::recovered`]).
+    ///
+    /// Works on whichever node the connection comes back to: over Redis
+    /// the history is the cluster's. Messages that arrive live while the
+    /// history is read are held and put in turn by their offsets.
+    ///
+    /// Errors: those of [`join`](Self::join) / [`bind_uid`](Self::bind_uid),
+    /// [`HubError::NoHistory`] (the channel keeps none),
+    /// [`HubError::Unavailable`] (Redis down or slow: the connection is a
+    /// member, but was sent nothing from history).
+    pub async fn recover(
+        &self,
+        conn: &Connection<P>,
+        target: &Target,
+        since: Position,
+    ) -> Result<Recovery, HubError> {
+        let h = self
+            .history_for(target)
+            .cloned()
+            .ok_or(HubError::NoHistory)?;
+        match &self.inner.backplane {
+            None => self.recover_local(conn, target, since, &h),
+            Some(bp) => {
+                self.recover_remote(conn, target, since, &h, bp.as_ref())
+                    .await
+            }
+        }
+    }
+
+    /// Membership of `target`'s channel.
+    fn enter(&self, conn: &Connection<P>, target: &Target) -> Result<(), HubError> {
+        match target {
+            Target::Uid(uid) => self.bind_uid(conn, uid),
+            Target::Group(group) => self.join(conn, group),
+            Target::All if conn.is_closed() => Err(HubError::Closed),
+            Target::All => Ok(()),
+            Target::Conn(_) => Err(HubError::NoHistory),
+        }
+    }
+
+    fn recover_local(
+        &self,
+        conn: &Connection<P>,
+        target: &Target,
+        since: Position,
+        h: &History,
+    ) -> Result<Recovery, HubError> {
+        let now = Instant::now();
+        let log = self.inner.memory.log(target, now)?;
+        // No message is appended (and delivered) meanwhile.
+        let mut guard = LogGuard::new(&log);
+        self.enter(conn, target)?;
+        let read = guard.read(h, since.offset, h.max_len, now)?;
+        let position = Position {
+            epoch: read.epoch,
+            offset: read.top,
+        };
+        if window(&since, &read, h.max_len) == Window::Lost {
+            return Ok(Recovery {
+                recovered: false,
+                delivered: 0,
+                position,
+            });
+        }
+        for (offset, bytes) in &read.entries {
+            let at = Position {
+                epoch: read.epoch,
+                offset: *offset,
+            };
+            queue(&self.inner, conn, &h.stamped(&at, bytes));
+        }
+        Ok(Recovery {
+            recovered: true,
+            delivered: read.entries.len(),
+            position,
+        })
+    }
+
+    async fn recover_remote(
+        &self,
+        conn: &Connection<P>,
+        target: &Target,
+        since: Position,
+        h: &History,
+        bp: &dyn Backplane,
+    ) -> Result<Recovery, HubError> {
+        let state = Arc::new(Mutex::new(CatchState {
+            catchup: Catchup::new(since.offset.saturating_add(1), h.max_len),
+            epoch: None,
+            done: false,
+        }));
+        self.inner
+            .catchups
+            .entry(conn.id())
+            .or_default()
+            .push((target.clone(), state.clone()));
+        let done = self.catch_up(conn, target, since, h, bp, &state).await;
+        if done.is_err() {
+            // Whatever was held goes out in order; the catch-up ends.
+            let mut st = lock(&state);
+            let mut out = Vec::new();
+            let next = st.catchup.next();
+            st.catchup.skip_to(next, &mut out);
+            st.done = true;
+            self.flush(conn, &out);
+            drop(st);
+            self.end_catchup(conn.id(), &state);
+        }
+        done
+    }
+
+    async fn catch_up(
+        &self,
+        conn: &Connection<P>,
+        target: &Target,
+        since: Position,
+        h: &History,
+        bp: &dyn Backplane,
+        state: &Mutex<CatchState>,
+    ) -> Result<Recovery, HubError> {
+        self.enter(conn, target)?;
+        if !bp.listening(target).await {
+            return Err(HubError::Unavailable(
+                "this node could not listen to the channel".into(),
+            ));
+        }
+        let mut after = since.offset;
+        let mut first = true;
+        for _ in 0..MAX_READS {
+            let read = bp.read_history(target, after, READ_PAGE, h).await?;
+            let mut st = lock(state);
+            let mut out = Vec::new();
+            let lost = if first {
+                first = false;
+                window(&since, &read, h.max_len) == Window::Lost
+            } else {
+                st.epoch != Some(read.epoch)
+            };
+            st.epoch = Some(read.epoch);
+            let mut gap = lost;
+            let mut last = after;
+            if !lost {
+                for (offset, bytes) in &read.entries {
+                    let at = Position {
+                        epoch: read.epoch,
+                        offset: *offset,
+                    };
+                    let stamped: Arc<[u8]> = h.stamped(&at, bytes).into();
+                    if st.catchup.read(*offset, stamped, &mut out).is_err() {
+                        gap = true;
+                        break;
+                    }
+                    last = *offset;
+                }
+            }
+            if gap {
+                // Not recovered: nothing older than now is owed.
+                let skipped_from = st.catchup.next();
+                st.catchup.skip_to(read.top.saturating_add(1), &mut out);
+                st.done = true;
+                self.flush(conn, &out);
+                return Ok(Recovery {
+                    recovered: false,
+                    delivered: (skipped_from - 1).saturating_sub(since.offset) as usize,
+                    position: Position {
+                        epoch: read.epoch,
+                        offset: read.top,
+                    },
+                });
+            }
+            // A page short of the top: more to read (a backplane may
+            // return fewer than asked).
+            let more = !read.entries.is_empty() && last < read.top;
+            if more {
+                after = st.catchup.next() - 1;
+                self.flush(conn, &out);
+                continue;
+            }
+            match st.catchup.read_done(&mut out) {
+                AfterRead::Live => {
+                    st.done = true;
+                    self.flush(conn, &out);
+                    let last = st.catchup.next() - 1;
+                    return Ok(Recovery {
+                        recovered: !st.catchup.overflowed(),
+                        delivered: last.saturating_sub(since.offset) as usize,
+                        position: Position {
+                            epoch: read.epoch,
+                            offset: last,
+                        },
+                    });
+                }
+                AfterRead::ReadFrom(from) => {
+                    after = from - 1;
+                    self.flush(conn, &out);
+                }
+            }
+        }
+        Err(HubError::Unavailable(format!(
+            "the catch-up did not settle in {MAX_READS} reads"
+        )))
+    }
+
+    /// Queues what a catch-up delivers, in order.
+    fn flush(&self, conn: &Connection<P>, out: &[(u64, Arc<[u8]>)]) {
+        for (_, bytes) in out {
+            queue(&self.inner, conn, bytes);
+        }
+    }
+
+    /// Forgets a catch-up.
+    fn end_catchup(&self, conn: u64, state: &Arc<Mutex<CatchState>>) {
+        end_catchup(&self.inner, conn, state);
+    }
+
+    /// Whether a send is over the limits for other nodes (counted as
+    /// dropped and reported once per episode).
+    fn over_limits(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]) -> bool {
+        let limits = self.inner.limits();
+        let node_too_long =
+            matches!(target, Target::Conn(id) if id.node().len() > MAX_NODE_NAME_LEN);
+        if bytes.len() <= limits.max_message_size
+            && except.len() <= limits.max_except
+            && !node_too_long
+        {
+            return false;
+        }
+        self.inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = self.inner.too_large.hit(Instant::now()) {
+            log::warn!(
+                "hub {}: {n} message(s) delivered on this node only: over max_message_size \
+                 ({} bytes) or max_except ({}), the last {} bytes with {} exception(s)",
+                self.inner.node,
+                limits.max_message_size,
+                limits.max_except,
+                bytes.len(),
+                except.len()
+            );
+        }
+        true
+    }
+
     fn publish(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]) -> bool {
         let Some(bp) = &self.inner.backplane else {
             return false;
         };
-        let c = &self.inner.counters;
-        let limits = self.inner.limits();
-        let node_too_long =
-            matches!(target, Target::Conn(id) if id.node().len() > MAX_NODE_NAME_LEN);
-        if bytes.len() > limits.max_message_size
-            || except.len() > limits.max_except
-            || node_too_long
-        {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(n) = self.inner.too_large.hit(Instant::now()) {
-                log::warn!(
-                    "hub {}: {n} message(s) delivered on this node only: over max_message_size \
-                     ({} bytes) or max_except ({}), the last {} bytes with {} exception(s)",
-                    self.inner.node,
-                    limits.max_message_size,
-                    limits.max_except,
-                    bytes.len(),
-                    except.len()
-                );
-            }
+        if self.over_limits(target, except, bytes) {
             return false;
         }
+        let c = &self.inner.counters;
         if bp.publish(target, except, bytes) {
             c.published.fetch_add(1, Ordering::Relaxed);
             true
@@ -631,6 +1087,15 @@ impl<P: Protocol> Hub<P> {
     }
 }
 
+/// Most reads one catch-up makes (pages and re-reads) before it gives up.
+const MAX_READS: usize = 64;
+/// Messages one history read returns at most.
+const READ_PAGE: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn queue<P: Protocol>(inner: &Inner<P>, conn: &Connection<P>, bytes: &[u8]) {
     let c = &inner.counters;
     match conn.send_raw(bytes) {
@@ -639,12 +1104,71 @@ fn queue<P: Protocol>(inner: &Inner<P>, conn: &Connection<P>, bytes: &[u8]) {
     };
 }
 
+fn end_catchup<P: Protocol>(inner: &Inner<P>, conn: u64, state: &Arc<Mutex<CatchState>>) {
+    inner.catchups.remove_if_mut(&conn, |_, list| {
+        list.retain(|(_, s)| !Arc::ptr_eq(s, state));
+        list.is_empty()
+    });
+}
+
+/// Queues a message of a channel with history on `conn`, unless `conn` is
+/// catching up on that channel: then its catch-up decides (held, dropped
+/// as a duplicate, or delivered with what it held).
+fn queue_at<P: Protocol>(
+    inner: &Inner<P>,
+    conn: &Connection<P>,
+    bytes: &[u8],
+    target: &Target,
+    pos: &Position,
+) {
+    let state = if inner.catchups.is_empty() {
+        None
+    } else {
+        inner.catchups.get(&conn.id()).and_then(|list| {
+            list.iter()
+                .find(|(t, _)| t == target)
+                .map(|(_, s)| s.clone())
+        })
+    };
+    let Some(state) = state else {
+        return queue(inner, conn, bytes);
+    };
+    let mut st = lock(&state);
+    if st.epoch.is_some_and(|e| e != pos.epoch) {
+        // The channel's history was lost under the catch-up: what comes
+        // now is of the new epoch.
+        let done = st.done;
+        drop(st);
+        if done {
+            end_catchup(inner, conn.id(), &state);
+        }
+        return queue(inner, conn, bytes);
+    }
+    if st.done {
+        if pos.offset >= st.catchup.next() {
+            // Newer than anything read: no duplicate can follow.
+            drop(st);
+            end_catchup(inner, conn.id(), &state);
+            queue(inner, conn, bytes);
+        }
+        return;
+    }
+    let mut out = Vec::new();
+    // While reading this only holds; a gap shows at the read's end.
+    let _ = st.catchup.live(pos.offset, Arc::from(bytes), &mut out);
+    for (_, b) in &out {
+        queue(inner, conn, b);
+    }
+}
+
 /// Queues `bytes` on this node's members of `target`; returns how many.
+/// `pos`: a message of a channel with history, at that position.
 fn deliver_local<P: Protocol>(
     inner: &Inner<P>,
     target: &Target,
     except: &[GlobalConnId],
     bytes: &[u8],
+    pos: Option<Position>,
 ) -> usize {
     let r = &inner.registry;
     let node = inner.node.as_str();
@@ -653,7 +1177,10 @@ fn deliver_local<P: Protocol>(
         .filter(|g| g.node() == node)
         .map(GlobalConnId::conn)
         .collect();
-    let queue = |c: &Connection<P>| queue(inner, c, bytes);
+    let queue = |c: &Connection<P>| match &pos {
+        Some(pos) => queue_at(inner, c, bytes, target, pos),
+        None => queue(inner, c, bytes),
+    };
     match target {
         Target::Uid(uid) => r.uid(uid).map_or(0, |s| s.for_each(&local_except, queue)),
         Target::Group(group) => r

@@ -24,6 +24,15 @@
 //! | `ns:groupcount:<group>` | hash: node → members there |
 //! | `ns:groupuids:<group>:<node>` | uids with a member of the group on the node |
 //! | `ns:nodegroups:<node>` | groups with members on the node |
+//! | `ns:hist:<u\|g>:<name>`, `ns:hist:all` | a channel's history: a stream, entry ids `0-OFFSET`, fields `d` (the message) and `t` (ms), `MAXLEN ~` [`History::max_len`], expiring [`History::max_age`] after its last message |
+//! | `ns:histmeta:<u\|g>:<name>`, `ns:histmeta:all` | the channel's epoch (`e`) and last offset (`o`), same expiry |
+//!
+//! A message of a channel with history is published by one script
+//! ([`PUBLISH_HISTORY`]): the next offset, the stream entry, the expiries
+//! and the `PUBLISH` (the position written into the payload) in one round
+//! trip, atomically, so the channel's subscribers get its messages in
+//! offset order. The publishing node's own members get it back from Redis
+//! too, in that order.
 //!
 //! A node is on the cluster only while it holds its name: it claims it at
 //! start ([`crate::claim`]) and on every (re)connect, and renews it every
@@ -47,15 +56,19 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
-use lubdub_resp::{Cmd, PubSub, Resp, Value};
+use lubdub_resp::{Cmd, PubSub, Resp, SubscriptionKind, Value};
 use lubdub_worker::{ConnError, Connection, SendStatus, Timer, TimerId};
 
 use crate::claim::{claim_at_start, instance_id, Claim};
 use crate::config::{RedisConfig, Resolved};
 use crate::error::HubError;
+use crate::history::{Epoch, History, HistoryRead, Position};
 use crate::registry::Change;
 use crate::report::Episodes;
-use crate::scripts::{CLAIM, GROUP_COUNT, GROUP_UIDS, RELEASE, RESET_NODE, UID_COUNT, UID_ONLINE};
+use crate::scripts::{
+    CLAIM, GROUP_COUNT, GROUP_UIDS, PUBLISH_HISTORY, READ_HISTORY, RELEASE, RESET_NODE, UID_COUNT,
+    UID_ONLINE,
+};
 use crate::wire::{self, Refused};
 use crate::{Backplane, BoxFuture, Delivery, GlobalConnId, Query, Target};
 
@@ -86,6 +99,13 @@ struct Slot {
 }
 
 impl Slot {
+    fn new() -> Arc<Self> {
+        Arc::new(Slot {
+            value: Mutex::new(None),
+            event: Event::new(),
+        })
+    }
+
     fn fill(&self, v: Option<Value>) {
         let mut s = self.value.lock().unwrap_or_else(PoisonError::into_inner);
         if s.is_none() {
@@ -162,6 +182,11 @@ struct Shared {
     waiters: Mutex<VecDeque<Waiter>>,
     /// Channels this node listens to besides `all` and its own.
     channels: Mutex<HashSet<Vec<u8>>>,
+    /// Channels whose subscription Redis confirmed on the current
+    /// subscriber session.
+    subscribed: Mutex<HashSet<Vec<u8>>>,
+    /// Who waits for a channel's subscription to be confirmed.
+    sub_waiters: Mutex<Vec<(Vec<u8>, Arc<Slot>)>>,
     delivery: OnceLock<Delivery>,
     /// One of [`state`].
     state: AtomicU8,
@@ -205,6 +230,8 @@ impl RedisBackplane {
             sub: OnceLock::new(),
             waiters: Mutex::new(VecDeque::new()),
             channels: Mutex::new(HashSet::new()),
+            subscribed: Mutex::new(HashSet::new()),
+            sub_waiters: Mutex::new(Vec::new()),
             delivery: OnceLock::new(),
             state: AtomicU8::new(state::DOWN),
             dropped: AtomicU64::new(0),
@@ -330,10 +357,7 @@ impl Shared {
         if self.state() != state::LIVE {
             return None;
         }
-        let slot = Arc::new(Slot {
-            value: Mutex::new(None),
-            event: Event::new(),
-        });
+        let slot = Slot::new();
         if !self.send(&cmd, Waiter::Reply(slot.clone())) {
             return None;
         }
@@ -623,7 +647,12 @@ impl Shared {
                 payload,
                 sharded: false,
             } => (channel, payload),
-            PubSub::Subscription { .. } => return,
+            PubSub::Subscription { kind, channel, .. } => {
+                if let Some(channel) = channel {
+                    self.confirmed(kind, channel);
+                }
+                return;
+            }
             other => {
                 let channel = other.channel().unwrap_or_default();
                 return self.refuse(d, channel, Refused::NotAMessage);
@@ -640,11 +669,115 @@ impl Shared {
         if !self.channel_is(channel, &msg.target) {
             return self.refuse(d, channel, Refused::WrongChannel);
         }
-        if msg.origin == self.node() {
+        match msg.pos {
+            // A channel with history: every node's members, this one's
+            // too, get it from here, in the channel's order.
+            Some(pos) => d.deliver_at(&msg.target, &msg.except, msg.bytes, pos),
             // Our own publish: delivered locally when it was sent.
-            return;
+            None if msg.origin == self.node() => {}
+            None => d.deliver(&msg.target, &msg.except, msg.bytes),
         }
-        d.deliver(&msg.target, &msg.except, msg.bytes);
+    }
+
+    /// Redis confirmed a (un)subscription on the subscriber connection.
+    fn confirmed(&self, kind: SubscriptionKind, channel: &[u8]) {
+        let mut subscribed = self
+            .subscribed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match kind {
+            SubscriptionKind::Subscribe => {
+                subscribed.insert(channel.to_vec());
+                drop(subscribed);
+                let waiters = self
+                    .sub_waiters
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for (c, slot) in waiters.iter() {
+                    if c == channel {
+                        slot.fill(Some(Value::Nil));
+                    }
+                }
+            }
+            SubscriptionKind::Unsubscribe => {
+                subscribed.remove(channel);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether Redis confirmed this node's subscription to `channel`.
+    fn is_subscribed(&self, channel: &[u8]) -> bool {
+        self.subscribed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(channel)
+    }
+
+    /// Waits (up to the query timeout) until this node hears `channel`.
+    async fn listening(&self, channel: Vec<u8>) -> bool {
+        if self.is_subscribed(&channel) {
+            return true;
+        }
+        let slot = Slot::new();
+        self.sub_waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((channel.clone(), slot.clone()));
+        let heard = if self.is_subscribed(&channel) {
+            true
+        } else {
+            let _timeout = QueryTimeout::arm(&slot);
+            slot.wait().await.is_some()
+        };
+        self.sub_waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(_, s)| !Arc::ptr_eq(s, &slot));
+        heard
+    }
+
+    /// The keys of `target`'s history: the stream and its meta hash.
+    fn history_keys(&self, target: &Target) -> Option<(String, String)> {
+        let (kind, name) = match target {
+            Target::Uid(uid) => ("u", uid.as_str()),
+            Target::Group(group) => ("g", group.as_str()),
+            Target::All => {
+                return Some((self.key(&["hist", "all"]), self.key(&["histmeta", "all"])))
+            }
+            Target::Conn(_) => return None,
+        };
+        Some((
+            self.key(&["hist", kind, name]),
+            self.key(&["histmeta", kind, name]),
+        ))
+    }
+
+    /// The script call that publishes a message of a channel with history.
+    fn history_publish(
+        &self,
+        target: &Target,
+        except: &[GlobalConnId],
+        bytes: &[u8],
+        history: &History,
+    ) -> Result<Cmd, HubError> {
+        let (stream, meta) = self.history_keys(target).ok_or(HubError::NoHistory)?;
+        let bad = || HubError::Unavailable("a name or the exceptions too long".into());
+        let head = wire::head(wire::VERSION_HISTORY, self.node(), target).ok_or_else(bad)?;
+        let except = wire::encode_except(except).ok_or_else(bad)?;
+        let ttl_ms = history.max_age.as_millis().max(1) as u64;
+        Ok(Cmd::new("EVAL")
+            .arg(PUBLISH_HISTORY)
+            .arg(2u64)
+            .arg(stream)
+            .arg(meta)
+            .arg(self.channel(target))
+            .arg(head.as_slice())
+            .arg(except.as_slice())
+            .arg(bytes)
+            .arg(Epoch::random()?.to_string())
+            .arg(history.max_len as u64)
+            .arg(ttl_ms))
     }
 
     fn refuse(&self, d: &Delivery, channel: &[u8], why: Refused) {
@@ -732,7 +865,7 @@ impl Backplane for RedisBackplane {
             Box::new(move || c.lost()),
             s,
         );
-        let (a, b) = (s.clone(), s.clone());
+        let (a, b, c) = (s.clone(), s.clone(), s.clone());
         let sub = s.connection(
             "sub",
             Box::new(move |conn| {
@@ -743,7 +876,12 @@ impl Backplane for RedisBackplane {
                 a.subscribe_all()
             }),
             Box::new(move |v| b.published(&v)),
-            Box::new(|| {}),
+            Box::new(move || {
+                c.subscribed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear()
+            }),
             s,
         );
         match (cmd, sub) {
@@ -805,6 +943,91 @@ impl Backplane for RedisBackplane {
         self.shared.changed(change);
     }
 
+    fn publish_history(
+        &self,
+        target: &Target,
+        except: &[GlobalConnId],
+        bytes: &[u8],
+        history: &History,
+    ) -> bool {
+        let s = &self.shared;
+        let sent = match s.history_publish(target, except, bytes, history) {
+            Ok(cmd) => s.fire(&cmd),
+            Err(e) => {
+                log::debug!("hub {}: {e}", s.node());
+                false
+            }
+        };
+        if !sent && s.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            log::warn!(
+                "hub {}: off the cluster (redis down or the node name not held): sends to channels with history are dropped (counted)",
+                s.node()
+            );
+        }
+        sent
+    }
+
+    fn publish_acked(
+        &self,
+        target: &Target,
+        except: &[GlobalConnId],
+        bytes: &[u8],
+        history: &History,
+    ) -> BoxFuture<Result<Position, HubError>> {
+        let s = self.shared.clone();
+        let cmd = s.history_publish(target, except, bytes, history);
+        Box::pin(async move {
+            let reply = s
+                .ask(cmd?)
+                .await
+                .ok_or_else(|| HubError::Unavailable("redis is down or did not answer".into()))?;
+            parse_position(&reply).ok_or_else(|| untrusted(&reply))
+        })
+    }
+
+    fn read_history(
+        &self,
+        target: &Target,
+        after: u64,
+        count: usize,
+        history: &History,
+    ) -> BoxFuture<Result<HistoryRead, HubError>> {
+        let s = self.shared.clone();
+        let keys = s.history_keys(target);
+        let max_message = s
+            .delivery
+            .get()
+            .map_or(1 << 20, |d| d.limits().max_message_size);
+        // A reply fits the command connection's frame limit.
+        let count = count.clamp(1, (MAX_REPLY / 2 / (max_message + 256)).max(1));
+        let max_age_ms = history.max_age.as_millis().max(1) as u64;
+        // Lua's numbers are exact to 2^53: no channel gets that far, and a
+        // position past it (a client's) reads as past the top.
+        let after = after.min((1 << 53) - 2);
+        Box::pin(async move {
+            let (stream, meta) = keys.ok_or(HubError::NoHistory)?;
+            let cmd = Cmd::new("EVAL")
+                .arg(READ_HISTORY)
+                .arg(2u64)
+                .arg(stream)
+                .arg(meta)
+                .arg(after)
+                .arg(count as u64)
+                .arg(max_age_ms);
+            let reply = s
+                .ask(cmd)
+                .await
+                .ok_or_else(|| HubError::Unavailable("redis is down or did not answer".into()))?;
+            parse_read(&reply, after, count, max_message)?.ok_or_else(|| untrusted(&reply))
+        })
+    }
+
+    fn listening(&self, target: &Target) -> BoxFuture<bool> {
+        let s = self.shared.clone();
+        let channel = s.channel(target);
+        Box::pin(async move { s.listening(channel).await })
+    }
+
     fn query(&self, query: Query) -> BoxFuture<Option<u64>> {
         let s = self.shared.clone();
         Box::pin(async move {
@@ -856,5 +1079,177 @@ impl Backplane for RedisBackplane {
                     .collect(),
             )
         })
+    }
+}
+
+/// A reply Redis should not have given to a hub's script: refused.
+fn untrusted(reply: &Value) -> HubError {
+    let mut shown = reply.to_string();
+    if shown.len() > 120 {
+        let mut cut = 120;
+        while !shown.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        shown.truncate(cut);
+    }
+    HubError::Unavailable(format!("redis answered what a hub does not write: {shown}"))
+}
+
+/// An epoch as the scripts store it: 16 hex digits.
+fn parse_epoch(v: &Value) -> Option<Epoch> {
+    std::str::from_utf8(v.as_bytes()?).ok()?.parse().ok()
+}
+
+/// `{epoch, offset}`: the answer to [`PUBLISH_HISTORY`].
+fn parse_position(reply: &Value) -> Option<Position> {
+    match reply.as_array()? {
+        [e, o] => Some(Position {
+            epoch: parse_epoch(e)?,
+            offset: u64::try_from(o.as_int()?).ok().filter(|o| *o > 0)?,
+        }),
+        _ => None,
+    }
+}
+
+/// The answer to [`READ_HISTORY`], checked: entries after `after`, at
+/// most `count`, offsets increasing up to the top, each message at most
+/// `max_message` bytes. `Ok(None)`: not what the script answers.
+fn parse_read(
+    reply: &Value,
+    after: u64,
+    count: usize,
+    max_message: usize,
+) -> Result<Option<HistoryRead>, HubError> {
+    let Some([e, top, _now, entries]) = reply.as_array() else {
+        return Ok(None);
+    };
+    let Some(top) = top.as_int().and_then(|t| u64::try_from(t).ok()) else {
+        return Ok(None);
+    };
+    let epoch = match e.as_bytes() {
+        // No history: a new epoch no position can have.
+        Some([]) => {
+            return Ok(Some(HistoryRead {
+                epoch: Epoch::random()?,
+                top: 0,
+                entries: Vec::new(),
+            }))
+        }
+        _ => match parse_epoch(e) {
+            Some(epoch) => epoch,
+            None => return Ok(None),
+        },
+    };
+    let Some(items) = entries.as_array() else {
+        return Ok(None);
+    };
+    if items.len() > count {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut last = after;
+    for item in items {
+        let Some([off, data, _ms]) = item.as_array() else {
+            return Ok(None);
+        };
+        let Some(off) = off.as_int().and_then(|o| u64::try_from(o).ok()) else {
+            return Ok(None);
+        };
+        let Some(data) = data.as_bytes() else {
+            return Ok(None);
+        };
+        if off <= last || off > top || data.len() > max_message {
+            return Ok(None);
+        }
+        last = off;
+        out.push((off, data.to_vec()));
+    }
+    Ok(Some(HistoryRead {
+        epoch,
+        top,
+        entries: out,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::Bulk(s.as_bytes().to_vec())
+    }
+
+    fn entry(off: i64, data: &str) -> Value {
+        Value::Array(vec![Value::Integer(off), bulk(data), Value::Integer(1)])
+    }
+
+    fn reply(epoch: &str, top: i64, entries: Vec<Value>) -> Value {
+        Value::Array(vec![
+            bulk(epoch),
+            Value::Integer(top),
+            Value::Integer(0),
+            Value::Array(entries),
+        ])
+    }
+
+    const E: &str = "00000000000000ff";
+
+    #[test]
+    fn a_read_of_history_is_checked_before_it_is_used() {
+        let ok = reply(E, 3, vec![entry(2, "b"), entry(3, "c")]);
+        let read = parse_read(&ok, 1, 10, 16).unwrap().unwrap();
+        assert_eq!((read.epoch, read.top), (Epoch(0xff), 3));
+        assert_eq!(read.entries, [(2, b"b".to_vec()), (3, b"c".to_vec())]);
+        // No history: a fresh epoch, nothing in it.
+        let none = parse_read(&reply("", 0, vec![]), 0, 10, 16)
+            .unwrap()
+            .unwrap();
+        assert_eq!((none.top, none.entries.len()), (0, 0));
+        let refused = [
+            // Not the script's shape.
+            Value::Nil,
+            Value::Integer(1),
+            Value::Array(vec![bulk(E)]),
+            // A bad epoch, a negative top.
+            reply("zz", 3, vec![]),
+            reply(E, -1, vec![]),
+            // Entries out of turn, twice, at or before `after`, past the
+            // top, too many, too large, of the wrong shape.
+            reply(E, 3, vec![entry(3, "c"), entry(2, "b")]),
+            reply(E, 3, vec![entry(2, "b"), entry(2, "b")]),
+            reply(E, 3, vec![entry(1, "a")]),
+            reply(E, 3, vec![entry(4, "d")]),
+            reply(E, 9, (2..=9).map(|o| entry(o, "x")).collect()),
+            reply(E, 3, vec![entry(2, &"x".repeat(17))]),
+            reply(E, 3, vec![Value::Array(vec![Value::Integer(2)])]),
+            reply(E, 3, vec![bulk("2")]),
+        ];
+        for r in &refused {
+            assert!(
+                !matches!(parse_read(r, 1, 5, 16), Ok(Some(_))),
+                "accepted {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_position_is_checked() {
+        let ok = Value::Array(vec![bulk(E), Value::Integer(7)]);
+        assert_eq!(
+            parse_position(&ok),
+            Some(Position {
+                epoch: Epoch(0xff),
+                offset: 7
+            })
+        );
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![bulk(E)]),
+            Value::Array(vec![bulk(E), Value::Integer(0)]),
+            Value::Array(vec![bulk("nothex"), Value::Integer(1)]),
+            Value::Array(vec![Value::Integer(1), Value::Integer(1)]),
+        ] {
+            assert_eq!(parse_position(&bad), None, "{bad}");
+        }
     }
 }

@@ -95,3 +95,62 @@ pub(crate) const RELEASE: &str = concat!(
     erase_node!(),
     "redis.call('DEL', ns .. ':node:' .. node)\nreturn 1\n"
 );
+
+/// Publishes a message of a channel with history, in one round trip: the
+/// next offset of the channel, the message into its stream, the TTLs, and
+/// the message (its position written in) to the channel's subscribers.
+///
+/// KEYS: the stream `ns:hist:<kind>:<name>`, the channel's meta hash
+/// `ns:histmeta:<kind>:<name>` (`e`: epoch, `o`: last offset).
+/// ARGV: the pub/sub channel, the wire head (version 2, origin, target),
+/// the wire exceptions, the message, an epoch (16 hex digits, random) to
+/// start with if the channel has no history (none yet, or lost), the
+/// stream's MAXLEN, the TTL in ms.
+///
+/// The stream's entry ids are `0-OFFSET`; each holds `d` (the message)
+/// and `t` (Redis's time in ms). Returns `{epoch, offset}`.
+pub(crate) const PUBLISH_HISTORY: &str = r"
+local e = redis.call('HGET', KEYS[2], 'e')
+if not e then
+  e = ARGV[5]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', e, 'o', 0)
+end
+local o = redis.call('HINCRBY', KEYS[2], 'o', 1)
+local t = redis.call('TIME')
+local ms = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local id = string.format('0-%d', o)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], id, 'd', ARGV[4], 't', ms)
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+local pos = e .. ':' .. string.format('%d', o)
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. string.char(#pos) .. pos .. ARGV[3] .. ARGV[4])
+return {e, o}
+";
+
+/// Reads a channel's history after an offset. KEYS: the stream, the meta
+/// hash. ARGV: the offset (exclusive), the most entries, the most age in
+/// ms. Returns `{epoch or '', last offset, now in ms, {{offset, message,
+/// ms}...}}`; entries older than the age are left out (the caller sees a
+/// hole).
+pub(crate) const READ_HISTORY: &str = r"
+local e = redis.call('HGET', KEYS[2], 'e')
+local o = redis.call('HGET', KEYS[2], 'o')
+if not e then return {'', 0, 0, {}} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local from = string.format('0-%d', tonumber(ARGV[1]) + 1)
+local out = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[2])) do
+  local seq = string.match(entry[1], '^0%-(%d+)$')
+  local f = entry[2]
+  local d, ms = nil, nil
+  for i = 1, #f, 2 do
+    if f[i] == 'd' then d = f[i + 1] elseif f[i] == 't' then ms = tonumber(f[i + 1]) end
+  end
+  if seq and d and ms and now - ms < tonumber(ARGV[3]) then
+    table.insert(out, {tonumber(seq), d, ms})
+  end
+end
+return {e, tonumber(o), now, out}
+";

@@ -11,11 +11,17 @@
 //!         uid/group: u16 len + name;  all: nothing;  conn: u16 len + node + u64 conn
 //! ```
 //!
+//! Version 2 is a message of a channel with history: after the target, its
+//! position (`u8 len` + `EPOCH:OFFSET` in ASCII, at most 64 bytes), which
+//! the Redis script that gives the offset writes in (see
+//! [`crate::scripts::PUBLISH_HISTORY`]).
+//!
 //! All integers big-endian. Decoding never panics, and checks every field
 //! against the hub's limits before it allocates anything for it: node
 //! names 1 to 64 bytes, uid and group names 1 to `max_name_len`, at most
 //! `max_except` exceptions, a message of at most `max_message_size`.
 
+use crate::history::Position;
 use crate::limits::{HubLimits, MAX_NODE_NAME_LEN};
 use crate::{GlobalConnId, Target};
 
@@ -36,8 +42,17 @@ pub(crate) fn encode(
     except: &[GlobalConnId],
     bytes: &[u8],
 ) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(16 + origin.len() + bytes.len());
-    out.push(VERSION);
+    let mut out = head(VERSION, origin, target)?;
+    out.extend_from_slice(&encode_except(except)?);
+    out.extend_from_slice(bytes);
+    Some(out)
+}
+
+/// The version, origin and target of a message (version 2: the position
+/// follows, then [`encode_except`], then the bytes).
+pub(crate) fn head(version: u8, origin: &str, target: &Target) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(16 + origin.len());
+    out.push(version);
     put_str(&mut out, origin)?;
     match target {
         Target::Uid(uid) => {
@@ -55,14 +70,22 @@ pub(crate) fn encode(
             out.extend_from_slice(&id.conn().to_be_bytes());
         }
     }
+    Some(out)
+}
+
+/// The exceptions of a message.
+pub(crate) fn encode_except(except: &[GlobalConnId]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(2 + except.len() * 16);
     out.extend_from_slice(&u16::try_from(except.len()).ok()?.to_be_bytes());
     for id in except {
         put_str(&mut out, id.node())?;
         out.extend_from_slice(&id.conn().to_be_bytes());
     }
-    out.extend_from_slice(bytes);
     Some(out)
 }
+
+/// Version 2: a message with its position in its channel's history.
+pub(crate) const VERSION_HISTORY: u8 = 2;
 
 /// A decoded message from another node.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,6 +94,8 @@ pub(crate) struct Published<'a> {
     pub target: Target,
     pub except: Vec<GlobalConnId>,
     pub bytes: &'a [u8],
+    /// Its position, for a message of a channel with history.
+    pub pos: Option<Position>,
 }
 
 /// Why a message from the backplane was refused.
@@ -154,7 +179,8 @@ impl<'a> Reader<'a> {
 /// `limits` before anything is allocated for it.
 pub(crate) fn decode<'a>(payload: &'a [u8], limits: &HubLimits) -> Result<Published<'a>, Refused> {
     let mut r = Reader { buf: payload };
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if version != VERSION && version != VERSION_HISTORY {
         return Err(Refused::Malformed);
     }
     let origin = r.node()?;
@@ -167,6 +193,16 @@ pub(crate) fn decode<'a>(payload: &'a [u8], limits: &HubLimits) -> Result<Publis
             Target::Conn(GlobalConnId::new(node, r.u64()?))
         }
         _ => return Err(Refused::Malformed),
+    };
+    let pos = if version == VERSION_HISTORY {
+        let n = r.u8()? as usize;
+        if n > 64 {
+            return Err(Refused::Malformed);
+        }
+        let text = std::str::from_utf8(r.take(n)?).map_err(|_| Refused::Malformed)?;
+        Some(text.parse().map_err(|_| Refused::Malformed)?)
+    } else {
+        None
     };
     let count = r.u16()? as usize;
     if count > limits.max_except {
@@ -190,6 +226,7 @@ pub(crate) fn decode<'a>(payload: &'a [u8], limits: &HubLimits) -> Result<Publis
         target,
         except,
         bytes: r.buf,
+        pos,
     })
 }
 
@@ -216,6 +253,41 @@ mod tests {
     }
 
     #[test]
+    fn a_message_with_a_position_round_trips_and_a_bad_position_is_refused() {
+        let target = Target::Group("g".into());
+        let with_pos = |pos: &str| {
+            let mut b = head(VERSION_HISTORY, "n1", &target).unwrap();
+            b.push(pos.len() as u8);
+            b.extend_from_slice(pos.as_bytes());
+            b.extend_from_slice(&encode_except(&[]).unwrap());
+            b.extend_from_slice(b"hi\n");
+            b
+        };
+        let limits = HubLimits::default();
+        let bytes = with_pos("00000000000000ff:42");
+        let p = decode(&bytes, &limits).unwrap();
+        assert_eq!(p.pos.unwrap().to_string(), "00000000000000ff:42");
+        assert_eq!((p.target, p.bytes), (target.clone(), b"hi\n".as_slice()));
+        for bad in [
+            "",
+            "ff:42",
+            "00000000000000ff:",
+            "00000000000000ff:-1",
+            "zz",
+        ] {
+            assert_eq!(
+                decode(&with_pos(bad), &limits),
+                Err(Refused::Malformed),
+                "{bad}"
+            );
+        }
+        // Every prefix is refused.
+        for cut in 0..bytes.len() - 3 {
+            assert!(decode(&bytes[..cut], &limits).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn truncated_or_foreign_payloads_are_refused_not_panicked_on() {
         let bytes = encode(
             "n1",
@@ -232,7 +304,7 @@ mod tests {
         }
         assert_eq!(decode(b"", &limits), Err(Refused::Malformed));
         assert_eq!(
-            decode(b"\x02anything", &limits),
+            decode(b"\x03anything", &limits),
             Err(Refused::Malformed),
             "unknown version"
         );

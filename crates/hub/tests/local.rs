@@ -1,15 +1,14 @@
 //! The hub in one process, over real loopback connections.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+mod support;
+
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lubdub_hub::{GlobalConnId, Hub, HubError, HubLimits};
 use lubdub_text::Text;
 use lubdub_worker::{Limits, Worker, WorkerHandle};
-
-const WAIT: Duration = Duration::from_secs(20);
+use support::{Peer, WAIT};
 
 /// A line server speaking the chat commands through the hub:
 /// `name U`, `join G`, `leave G`, `say G T`, `dm U T`, `all T`, `to ID T`,
@@ -73,32 +72,6 @@ fn chat_with(count: usize, hub: Hub<Text>) -> (Hub<Text>, WorkerHandle<Text>) {
     });
     let handle = w.start().unwrap();
     (hub, handle)
-}
-
-struct Peer {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Peer {
-    fn new(addr: SocketAddr) -> Self {
-        let w = TcpStream::connect(addr).unwrap();
-        w.set_read_timeout(Some(WAIT)).unwrap();
-        let r = BufReader::new(w.try_clone().unwrap());
-        Peer { w, r }
-    }
-    fn send(&mut self, line: &str) {
-        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-    fn line(&mut self) -> String {
-        let mut s = String::new();
-        self.r.read_line(&mut s).expect("a line");
-        s.trim_end().to_owned()
-    }
-    fn cmd(&mut self, line: &str) {
-        self.send(line);
-        assert_eq!(self.line(), "ok", "{line}");
-    }
 }
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
