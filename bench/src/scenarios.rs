@@ -287,7 +287,14 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "publish-api",
         about: "publish API: POST /api/publish to a uid with one local text member, 32 keep-alive \
                 publishers: publishes/s, p50/p99 POST to receipt; lubdub alone",
-        run: http::publish_api,
+        run: |c, o| http::publish_api(c, o, false),
+        group: Group::Http,
+    },
+    Scenario {
+        name: "publish-api-redis",
+        about: "publish API across two nodes over a real Redis: POST on node A, the uid's text member on \
+                node B, 32 publishers: publishes/s, p50/p99 POST to receipt; lubdub alone (needs redis-server)",
+        run: |c, o| http::publish_api(c, o, true),
         group: Group::Http,
     },
 ];
@@ -345,7 +352,7 @@ mod tests {
         assert_eq!(group("tls"), prefixed(&["tls-", "wss-"]));
         assert_eq!(group("hub"), prefixed(&["hub-"]));
         let mut http = prefixed(&["http-"]);
-        http.push("publish-api");
+        http.extend(["publish-api", "publish-api-redis"]);
         assert_eq!(group("http"), http);
         let all = group("all");
         assert!(all

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::load::connect::{connect, connect_from, many_source, open_in_order};
-use crate::load::idle::{measure_idle, Idle, IdleConns};
+use crate::load::idle::{measure_idle, wait_until, Idle, IdleConns};
 use crate::load::measure::{measure_and_drain, Shared, Throughput};
 use crate::load::tcp::{new_histogram, pipelined_over, PipelineUnit, REPLY_BUF};
 use crate::report::Window;
@@ -93,7 +93,9 @@ impl PipelineUnit for HttpUnit {
             if !(self.date_start..self.date_end).contains(&p)
                 && chunk[i..i + n] != RESPONSE[p..p + n]
             {
-                let k = (0..n).find(|&k| chunk[i + k] != RESPONSE[p + k]).unwrap_or(0);
+                let k = (0..n)
+                    .find(|&k| chunk[i + k] != RESPONSE[p + k])
+                    .unwrap_or(0);
                 bail!(
                     "connection {conn}: answer {} byte {} is {:?}, not {:?} (got {:?})",
                     g / size as u64,
@@ -262,8 +264,10 @@ pub fn publish_request(id: usize, seq: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(body.as_bytes());
 }
 
-/// The answer to a publish reaching one local connection.
-pub const PUBLISHED: &[u8] = br#"{"ok":true,"local":1}"#;
+/// The answer to a publish reaching `local` connections of the node asked.
+pub fn published(local: usize) -> Vec<u8> {
+    format!(r#"{{"ok":true,"local":{local}}}"#).into_bytes()
+}
 
 /// Result of [`publish`].
 #[derive(Debug, Clone)]
@@ -276,17 +280,34 @@ pub struct Publish {
     pub p99_us: f64,
 }
 
+/// Where the `publish-api` load goes: the API, the members' text
+/// listener, and with a cluster the Redis whose uid channels
+/// (`<namespace>:ch:u:u<id>`) must each have a subscriber (the member's
+/// node) before the first publish.
+#[derive(Debug, Clone)]
+pub struct PublishTarget {
+    /// The publish API.
+    pub api: SocketAddr,
+    /// The text listener the members bind their uid on.
+    pub text: SocketAddr,
+    /// The cluster's Redis port and the hub's namespace; `None` when the
+    /// members are on the API's node.
+    pub redis: Option<(u16, &'static str)>,
+}
+
 /// `publishers` publishers, each with its keep-alive API connection to
-/// `api` and its member, a text connection to `text` bound to uid
+/// `t.api` and its member, a text connection to `t.text` bound to uid
 /// `u<id>`: each posts a message to its uid, waits for both the answer
-/// (`200`, [`PUBLISHED`]) and the member's line, then posts the next.
+/// (`200`, [`published`]: 1 local connection, or 0 when the member is on
+/// another node) and the member's line, then posts the next. The CPU
+/// counted is that of `server_pids`.
 pub async fn publish(
-    api: SocketAddr,
-    text: SocketAddr,
-    server_pid: u32,
+    t: PublishTarget,
+    server_pids: &[u32],
     publishers: usize,
     w: Window,
 ) -> Result<Publish> {
+    let (api, text) = (t.api, t.text);
     let pairs = open_in_order(publishers, 64, |i| async move {
         let mut member = connect(text).await?;
         member.write_all(format!("name u{i}\n").as_bytes()).await?;
@@ -298,12 +319,21 @@ pub async fn publish(
         Ok((connect(api).await?, member))
     })
     .await?;
+    if let Some((port, ns)) = t.redis {
+        let channels: Vec<String> = (0..publishers).map(|i| format!("{ns}:ch:u:u{i}")).collect();
+        wait_until(Duration::from_secs(10), || {
+            subscribers(port, &channels).is_ok_and(|n| n.iter().all(|&n| n >= 1))
+        })
+        .await
+        .context("the members' node did not subscribe to their uid channels")?;
+    }
+    let want = Arc::new(published(usize::from(t.redis.is_none())));
     let sh = Arc::new(Shared::default());
     let mut set = JoinSet::new();
     for (id, (a, m)) in pairs.into_iter().enumerate() {
-        set.spawn(publisher(a, m, id, sh.clone()));
+        set.spawn(publisher(a, m, id, want.clone(), sh.clone()));
     }
-    let (t, hists) = measure_and_drain(&sh, &mut set, w, &[server_pid]).await?;
+    let (t, hists) = measure_and_drain(&sh, &mut set, w, server_pids).await?;
     let mut all = new_histogram();
     for h in hists {
         all.add(h)?;
@@ -316,10 +346,36 @@ pub async fn publish(
     })
 }
 
+/// `PUBSUB NUMSUB` of `channels` on the Redis at `port` (`redis-cli`).
+fn subscribers(port: u16, channels: &[String]) -> Result<Vec<u64>> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "PUBSUB", "NUMSUB"])
+        .args(channels)
+        .output()
+        .context("redis-cli (Debian: apt-get install -y redis-tools)")?;
+    ensure!(out.status.success(), "redis-cli: {:?}", out.status);
+    numsub_counts(&String::from_utf8_lossy(&out.stdout), channels.len())
+}
+
+/// The counts of `redis-cli PUBSUB NUMSUB`'s output (channel and count on
+/// alternate lines), `n` of them.
+fn numsub_counts(out: &str, n: usize) -> Result<Vec<u64>> {
+    let counts: Vec<u64> = out
+        .lines()
+        .skip(1)
+        .step_by(2)
+        .map(|l| l.trim().parse())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("PUBSUB NUMSUB answered {out:?}"))?;
+    ensure!(counts.len() == n, "PUBSUB NUMSUB answered {out:?}");
+    Ok(counts)
+}
+
 async fn publisher(
     mut api: TcpStream,
     mut member: TcpStream,
     id: usize,
+    published: Arc<Vec<u8>>,
     sh: Arc<Shared>,
 ) -> Result<Histogram<u64>> {
     let mut hist = new_histogram();
@@ -337,7 +393,7 @@ async fn publisher(
         );
         let (status, body) = answer.with_context(|| format!("publisher {id}: answer {seq}"))?;
         ensure!(
-            status == 200 && body == PUBLISHED,
+            status == 200 && body == *published,
             "publisher {id}: answer {seq} is {status} {:?}",
             String::from_utf8_lossy(&body)
         );
@@ -450,7 +506,7 @@ mod tests {
 content-length: 21\r\ndate: Fri, 04 Dec 2026 19:57:38 GMT\r\n\r\n{\"ok\":true,\"local\":1}";
         let p = parse_response(whole).unwrap().unwrap();
         assert_eq!(p.status, 200);
-        assert_eq!(&whole[p.head..p.head + p.body], PUBLISHED);
+        assert_eq!(&whole[p.head..p.head + p.body], published(1));
         assert_eq!(p.head + p.body, whole.len());
         assert_eq!(parse_response(&whole[..p.head - 1]).unwrap(), None);
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
@@ -468,6 +524,14 @@ content-length: 21\r\ndate: Fri, 04 Dec 2026 19:57:38 GMT\r\n\r\n{\"ok\":true,\"
             &req[n..],
             br#"{"to":"uid","target":"u4","data":"p4s17"}"#.as_slice()
         );
+    }
+
+    #[test]
+    fn numsub_output_gives_the_counts() {
+        let out = "bench:ch:u:u0\n1\nbench:ch:u:u1\n0\n";
+        assert_eq!(numsub_counts(out, 2).unwrap(), [1, 0]);
+        assert!(numsub_counts(out, 3).is_err());
+        assert!(numsub_counts("x\ny\n", 1).is_err());
     }
 
     /// Both servers answer the load generator's request with what

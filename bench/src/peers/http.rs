@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use lubdub::http::{http, Http, Request};
 use lubdub::hub::api::PublishApi;
-use lubdub::hub::Hub;
+use lubdub::hub::{Hub, RedisConfig};
 use lubdub::{Text, Worker};
 
 use crate::child::Server;
@@ -45,6 +45,9 @@ pub const CONTENT_TYPE_VALUE: &str = "text/plain";
 
 /// The publish API's key in the `publish-api` scenario.
 pub const API_KEY: &str = "bench-api-key-0123456789abcdef";
+
+/// The hub's namespace with `--redis`: uid `U`'s channel is `bench:ch:u:U`.
+pub const NAMESPACE: &str = "bench";
 
 /// An HTTP server implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +80,13 @@ pub struct HttpServeOpts {
     /// lubdub only: the publish API and a text worker with a local hub.
     #[arg(long)]
     pub publish_api: bool,
+    /// `--publish-api` on a cluster: the hub's Redis backplane,
+    /// `redis://HOST:PORT` (namespace `bench`), and `--node`.
+    #[arg(long, value_name = "URL", requires = "node")]
+    pub redis: Option<String>,
+    /// The node's name in the cluster (with `--redis`).
+    #[arg(long, value_name = "NAME", requires = "redis")]
+    pub node: Option<String>,
     /// CPU to pin the whole server process to.
     #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,
@@ -95,6 +105,9 @@ impl HttpServeOpts {
         if self.publish_api {
             a.push("--publish-api".into());
         }
+        if let (Some(url), Some(node)) = (&self.redis, &self.node) {
+            a.extend(["--redis".into(), url.clone(), "--node".into(), node.clone()]);
+        }
         if let Some(cpu) = self.cpu {
             a.extend(["--cpu".into(), cpu.to_string()]);
         }
@@ -112,6 +125,9 @@ impl HttpServeOpts {
         if self.publish_api && (self.imp != HttpImpl::Lubdub || self.report_conns) {
             bail!("http-serve: --publish-api is for lubdub only, without --report-conns");
         }
+        if self.redis.is_some() && !self.publish_api {
+            bail!("http-serve: --redis is for --publish-api only");
+        }
         Ok(())
     }
 
@@ -127,7 +143,9 @@ pub fn serve(o: &HttpServeOpts) -> Result<()> {
     o.check()?;
     start_server_child(o.cpu)?;
     match o.imp {
-        HttpImpl::Lubdub if o.publish_api => serve_publish_api(),
+        HttpImpl::Lubdub if o.publish_api => {
+            serve_publish_api(o.redis.as_deref(), o.node.as_deref())
+        }
         HttpImpl::Lubdub => serve_lubdub(o.report_conns),
         HttpImpl::Hyper => serve_hyper(o.pipeline_flush, o.report_conns),
     }
@@ -183,10 +201,17 @@ pub async fn hyper_conn(sock: tokio::net::TcpStream, pipeline_flush: bool) {
 }
 
 /// `--publish-api`: a text worker whose clients bind a uid with
-/// `name UID` (answered `ok`), and the publish API of its local hub, both
-/// one event loop, in this process.
-fn serve_publish_api() -> Result<()> {
-    let hub = Hub::<Text>::local();
+/// `name UID` (answered `ok`), and the publish API of its hub (local, or
+/// on the Redis at `redis` as node `node`), both one event loop, in this
+/// process.
+fn serve_publish_api(redis: Option<&str>, node: Option<&str>) -> Result<()> {
+    let hub = match (redis, node) {
+        (Some(url), Some(node)) => Hub::with_redis(
+            RedisConfig::new(url, node).namespace(NAMESPACE),
+            Text::default(),
+        )?,
+        _ => Hub::<Text>::local(),
+    };
     let mut text = Worker::<Text>::new("text://127.0.0.1:0")?;
     text.count(1).name("bench-members");
     text.plugin(hub.plugin());
@@ -229,5 +254,22 @@ mod tests {
         assert!(parse(&["http-serve", "lubdub", "--publish-api"])
             .check()
             .is_ok());
+        let node = parse(&[
+            "http-serve",
+            "lubdub",
+            "--publish-api",
+            "--redis",
+            "redis://127.0.0.1:1",
+            "--node",
+            "a",
+        ]);
+        assert!(node.check().is_ok());
+        assert_eq!(HttpServeOpts::try_parse_from(node.to_args()).unwrap(), node);
+        assert!(HttpServeOpts::try_parse_from(["http-serve", "lubdub", "--redis", "x"]).is_err());
+        assert!(
+            parse(&["http-serve", "lubdub", "--redis", "x", "--node", "a"])
+                .check()
+                .is_err()
+        );
     }
 }

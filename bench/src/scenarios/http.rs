@@ -1,16 +1,18 @@
 //! The HTTP scenarios (the `http` group): lubdub's `Worker<Http>` next to
 //! hyper 1.x, each in its own process (`peers/http.rs`), driven by the
 //! load generator's HTTP mode (`load/http.rs`); and lubdub's publish API
-//! alone. See docs/benchmarks.md, "HTTP".
+//! alone, on one node and on two over a real Redis. See docs/benchmarks.md, "HTTP".
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::child::Server;
-use crate::load::http;
+use crate::load::http::{self, PublishTarget};
 use crate::load::measure;
-use crate::peers::http::{HttpImpl, HttpServeOpts};
+use crate::peers::http::{HttpImpl, HttpServeOpts, NAMESPACE};
+use crate::peers::hub::Redis;
 use crate::report::{median, Better, Config, Impl, Outcome};
 use crate::scenarios::runs::{alternate, describe, lubdub_alone, rate_metrics};
 
@@ -31,6 +33,8 @@ fn start(cfg: &Config, imp: Impl, pipeline_flush: bool, report: bool) -> Result<
         imp,
         pipeline_flush: pipeline_flush && imp == HttpImpl::Hyper,
         publish_api: false,
+        redis: None,
+        node: None,
         cpu: cfg.server_cpu(1),
         report_conns: report,
     }
@@ -109,27 +113,76 @@ pub fn idle_mem(cfg: &Config, out: &mut Outcome) -> Result<()> {
     Ok(())
 }
 
-/// `publish-api`: `POST /api/publish` to a uid with one local text
-/// member, lubdub alone (no peer has this API): publishes/s, and p50/p99
-/// from the `POST`'s write to the member's receipt.
-pub fn publish_api(cfg: &Config, out: &mut Outcome) -> Result<()> {
-    let [l, _] = lubdub_alone(cfg, "publish-api", 4, || {
-        let mut server = HttpServeOpts {
-            imp: HttpImpl::Lubdub,
-            pipeline_flush: false,
-            publish_api: true,
-            cpu: cfg.server_cpu(1),
-            report_conns: false,
-        }
-        .start()?;
-        let text_port: u16 = server
-            .child
-            .expect("text_port", Duration::from_secs(5))?
-            .parse()?;
-        let (api, pid) = (server.addr(), server.child.pid());
-        let text = std::net::SocketAddr::from(([127, 0, 0, 1], text_port));
-        let r = measure::run(cfg.loadgen_cpu(1), cfg.limit(), || {
-            http::publish(api, text, pid, PUBLISHERS, cfg.window)
+/// A `--publish-api` node: on its own (`redis` `None`), or node `node`
+/// of the cluster on the Redis at `redis`; its API and text addresses.
+fn start_api_node(
+    cpu: Option<usize>,
+    redis: Option<(&str, &str)>,
+) -> Result<(Server, SocketAddr, SocketAddr)> {
+    let mut server = HttpServeOpts {
+        imp: HttpImpl::Lubdub,
+        pipeline_flush: false,
+        publish_api: true,
+        redis: redis.map(|(url, _)| url.to_string()),
+        node: redis.map(|(_, node)| node.to_string()),
+        cpu,
+        report_conns: false,
+    }
+    .start()?;
+    let text_port: u16 = server
+        .child
+        .expect("text_port", Duration::from_secs(5))?
+        .parse()?;
+    let api = server.addr();
+    Ok((server, api, SocketAddr::from(([127, 0, 0, 1], text_port))))
+}
+
+/// `publish-api` (`cluster` false) and `publish-api-redis` (true): `POST
+/// /api/publish` to a uid with one text member, lubdub alone (no peer has
+/// this API): publishes/s, and p50/p99 from the `POST`'s write to the
+/// member's receipt. On one node; or with a real redis-server, the POST
+/// on node A and the members on node B.
+pub fn publish_api(cfg: &Config, out: &mut Outcome, cluster: bool) -> Result<()> {
+    let name = if cluster {
+        "publish-api-redis"
+    } else {
+        "publish-api"
+    };
+    let [l, _] = lubdub_alone(cfg, name, 4, || {
+        let (_servers, target, pids, _redis) = if cluster {
+            let redis = Redis::start()?;
+            let url = redis.url();
+            let (a, api, _) = start_api_node(None, Some((&url, "a")))?;
+            let (b, _, text) = start_api_node(None, Some((&url, "b")))?;
+            let pids = vec![redis.proc.pid(), a.child.pid(), b.child.pid()];
+            let redis_port = Some((redis.port, NAMESPACE));
+            (
+                vec![a, b],
+                PublishTarget {
+                    api,
+                    text,
+                    redis: redis_port,
+                },
+                pids,
+                Some(redis),
+            )
+        } else {
+            let (a, api, text) = start_api_node(cfg.server_cpu(1), None)?;
+            let pids = vec![a.child.pid()];
+            (
+                vec![a],
+                PublishTarget {
+                    api,
+                    text,
+                    redis: None,
+                },
+                pids,
+                None,
+            )
+        };
+        let loadgen = if cluster { None } else { cfg.loadgen_cpu(1) };
+        let r = measure::run(loadgen, cfg.limit(), || {
+            http::publish(target.clone(), &pids, PUBLISHERS, cfg.window)
         })?;
         let mut vals = rate_metrics(&r.throughput);
         vals.extend([r.p50_us, r.p99_us]);
@@ -143,31 +196,27 @@ pub fn publish_api(cfg: &Config, out: &mut Outcome) -> Result<()> {
             ),
         ))
     })?;
-    let label = format!(
-        "publish API, {PUBLISHERS} keep-alive publishers, depth 1, POST /api/publish to a uid with one \
-         local text member, lubdub alone (publishes/s)"
-    );
+    let label = if cluster {
+        format!(
+            "publish API over Redis, {PUBLISHERS} keep-alive publishers, depth 1, POST on node A to a uid \
+             whose one text member is on node B, lubdub alone (publishes/s)"
+        )
+    } else {
+        format!(
+            "publish API, {PUBLISHERS} keep-alive publishers, depth 1, POST /api/publish to a uid with \
+             one local text member, lubdub alone (publishes/s)"
+        )
+    };
+    let cpu = if cluster {
+        "↳ CPU of both nodes and Redis per publish (us)"
+    } else {
+        "↳ server CPU per publish (us)"
+    };
     out.row(label, "req/s", Better::Higher, &l[0], &[]);
-    out.row(
-        "↳ server CPU per publish (us)",
-        "us",
-        Better::Lower,
-        &l[1],
-        &[],
-    );
-    out.row(
-        "↳ p50 POST to member's receipt (us)",
-        "us",
-        Better::Lower,
-        &l[2],
-        &[],
-    );
-    out.row(
-        "↳ p99 POST to member's receipt (us)",
-        "us",
-        Better::Lower,
-        &l[3],
-        &[],
-    );
+    out.row(cpu, "us", Better::Lower, &l[1], &[]);
+    for (i, q) in [(2, "p50"), (3, "p99")] {
+        let label = format!("↳ {q} POST to member's receipt (us)");
+        out.row(label, "us", Better::Lower, &l[i], &[]);
+    }
     Ok(())
 }
