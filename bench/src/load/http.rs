@@ -1,8 +1,8 @@
 //! The load generator's HTTP mode, the same against lubdub and hyper:
 //!
 //! * [`HttpUnit`]: a hello-world `GET` and its answer, for the pipelined
-//!   skeleton of `load/tcp.rs` (depth 1 for `http-keepalive`, 16 for
-//!   `http-pipelined`). Every byte of every answer is checked against the
+//!   load of `load/tcp.rs` (`tcp::pipelined`: depth 1 for
+//!   `http-keepalive`, 16 for `http-pipelined`). Every byte of every answer is checked against the
 //!   expected response but the date's value (the `date` header is always
 //!   29 bytes, so every answer has the same length).
 //! * [`idle`]: keep-alive connections that made one request each, then
@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use crate::load::connect::{connect, connect_from, many_source, open_in_order};
 use crate::load::idle::{measure_idle, wait_until, Idle, IdleConns};
 use crate::load::measure::{measure_and_drain, Shared, Throughput};
-use crate::load::tcp::{new_histogram, pipelined_over, PipelineUnit, REPLY_BUF};
+use crate::load::tcp::{new_histogram, PipelineUnit, REPLY_BUF};
 use crate::report::Window;
 
 /// The request every hello-world connection sends.
@@ -110,28 +110,6 @@ impl PipelineUnit for HttpUnit {
         }
         Ok(())
     }
-}
-
-/// Hello-world requests over `conns` keep-alive connections, `depth` in
-/// flight on each (1: the next request when the answer is in). Requests
-/// per second.
-pub async fn pipelined(
-    addr: SocketAddr,
-    server_pid: u32,
-    conns: usize,
-    depth: usize,
-    w: Window,
-) -> Result<Throughput> {
-    let streams = open_in_order(conns, 256, |i| open_one(addr, conns, i)).await?;
-    pipelined_over(
-        streams,
-        &[server_pid],
-        depth,
-        HttpUnit::default(),
-        64 * 1024,
-        w,
-    )
-    .await
 }
 
 /// Connection `i` of `n`: from 127.0.0.1, or beyond 1,000 connections from

@@ -9,11 +9,12 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::child::Server;
-use crate::load::http::{self, PublishTarget};
+use crate::load::http::{self, HttpUnit, PublishTarget};
 use crate::load::measure;
+use crate::load::tcp;
 use crate::peers::http::{HttpImpl, HttpServeOpts, NAMESPACE};
 use crate::peers::hub::Redis;
-use crate::report::{median, Better, Config, Impl, Outcome};
+use crate::report::{Better, Config, Impl, Outcome};
 use crate::scenarios::runs::{alternate, describe, lubdub_alone, rate_metrics};
 
 /// Target of `http-idle-mem`: bytes of server RSS per idle keep-alive
@@ -55,7 +56,7 @@ pub fn hello(cfg: &Config, out: &mut Outcome, depth: usize) -> Result<()> {
         let (addr, pid) = (server.addr(), server.child.pid());
         let limit = cfg.limit() + Duration::from_millis(cfg.conns as u64 * 2);
         let t = measure::run(cfg.loadgen_cpu(1), limit, || {
-            http::pipelined(addr, pid, cfg.conns, depth, cfg.window)
+            tcp::pipelined(addr, pid, cfg.conns, depth, HttpUnit::default(), cfg.window)
         })?;
         Ok((rate_metrics(&t), describe(&t, "req/s")))
     })?;
@@ -97,19 +98,9 @@ pub fn idle_mem(cfg: &Config, out: &mut Outcome) -> Result<()> {
     let label = format!(
         "http idle memory, {n} keep-alive conns after one request, server RSS per conn vs hyper (bytes)"
     );
+    let row = out.rows.len();
     out.row(label, "B", Better::Lower, &l[0], &p[0]);
-    let m = median(&l[0]);
-    out.notes.push(format!(
-        "http-idle-mem: target <= 2 KiB (2048 B) per idle keep-alive connection; lubdub median \
-         {m:.0} B over {n} connections{}",
-        if n != 10_000 {
-            " (not 10,000: not comparable with the target)"
-        } else if m <= IDLE_TARGET {
-            ": met"
-        } else {
-            ": NOT met"
-        }
-    ));
+    out.idle_target_note("http-idle-mem", "keep-alive", row, n, IDLE_TARGET);
     Ok(())
 }
 
