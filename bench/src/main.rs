@@ -42,6 +42,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::load::attackers::AttackerOpts;
 use crate::load::healthy::HealthyOpts;
 use crate::peers::client::ClientOpts;
+use crate::peers::http::HttpServeOpts;
 use crate::peers::hub::{HubLocalOpts, HubNodeOpts};
 use crate::peers::tcp::ServeOpts;
 use crate::peers::timers::TimerOpts;
@@ -132,6 +133,9 @@ enum Command {
     /// A WebSocket server (lubdub, tungstenite or fastwebsockets)
     #[command(hide = true)]
     WsServe(WsServeOpts),
+    /// An HTTP server (lubdub or hyper), or lubdub's publish API
+    #[command(hide = true)]
+    HttpServe(HttpServeOpts),
     /// The timer measurement of one implementation
     #[command(hide = true)]
     TimersChild(TimerOpts),
@@ -165,6 +169,7 @@ impl Command {
             Command::Serve(o) => peers::tcp::serve(o),
             Command::ServeTls(o) => peers::tls::serve(o),
             Command::WsServe(o) => peers::ws::serve(o),
+            Command::HttpServe(o) => peers::http::serve(o),
             Command::TimersChild(o) => peers::timers::child_main(o),
             Command::ClientChild(o) => peers::client::child_main(o),
             Command::HealthyChild(o) => load::healthy::child_main(o),
@@ -196,7 +201,7 @@ fn known_word(word: &str) -> Result<String, String> {
     }
     let known: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
     Err(format!(
-        "unknown scenario {word:?}; known: all, tls, ws, hub, {}",
+        "unknown scenario {word:?}; known: all, tls, ws, hub, http, {}",
         known.join(", ")
     ))
 }

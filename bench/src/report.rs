@@ -230,6 +230,25 @@ impl Outcome {
             if ratio >= target { "met" } else { "NOT met" }
         ));
     }
+
+    /// A note under the table: is lubdub's median on row `row`, bytes of
+    /// server RSS per idle `kind` connection over `n` connections, at
+    /// most `target` bytes? Only 10,000 connections compare with a target.
+    pub fn idle_target_note(&mut self, what: &str, kind: &str, row: usize, n: usize, target: f64) {
+        let m = median(&self.rows[row].lubdub);
+        self.notes.push(format!(
+            "{what}: target <= {:.1} KiB ({target:.0} B) per idle {kind} connection; lubdub median \
+             {m:.0} B over {n} connections{}",
+            target / 1024.0,
+            if n != 10_000 {
+                " (not 10,000: not comparable with the target)"
+            } else if m <= target {
+                ": met"
+            } else {
+                ": NOT met"
+            }
+        ));
+    }
 }
 
 /// The median of `v` (NaN if empty).

@@ -1,7 +1,7 @@
 //! The scenario registry: every scenario the runner knows, the group it
 //! belongs to, and the function that runs it. The scenarios themselves
 //! live in one file per family below (`scenarios/tcp.rs`, `tls.rs`,
-//! `ws.rs`, `hub.rs`, `attack.rs`, `timers.rs`, `client.rs`, `sweep.rs`),
+//! `ws.rs`, `http.rs`, `hub.rs`, `attack.rs`, `timers.rs`, `client.rs`, `sweep.rs`),
 //! which share `scenarios/runs.rs` and the floors below, never each other
 //! nor this registry.
 //!
@@ -20,6 +20,7 @@
 
 pub mod attack;
 pub mod client;
+pub mod http;
 pub mod hub;
 pub mod runs;
 pub mod sweep;
@@ -43,18 +44,21 @@ pub enum Group {
     Ws,
     /// `hub`: the hub scenarios (the cluster ones need Redis and Node).
     Hub,
+    /// `http`: the HTTP scenarios and the publish API.
+    Http,
     /// None: runs only when named (`attack`).
     Alone,
 }
 
 impl Group {
-    /// The group a runner word names: `all`, `tls`, `ws`, `hub`.
+    /// The group a runner word names: `all`, `tls`, `ws`, `hub`, `http`.
     pub fn named(word: &str) -> Option<Group> {
         match word {
             "all" => Some(Group::All),
             "tls" => Some(Group::Tls),
             "ws" => Some(Group::Ws),
             "hub" => Some(Group::Hub),
+            "http" => Some(Group::Http),
             _ => None,
         }
     }
@@ -267,6 +271,40 @@ pub const SCENARIOS: &[Scenario] = &[
         run: hub::history,
         group: Group::Hub,
     },
+    // HTTP (issue 21; bench/src/*/http.rs): the `http` group, not in `all`.
+    Scenario {
+        name: "http-keepalive",
+        about: "HTTP hello world, 100 keep-alive conns, depth 1; lubdub Worker<Http> count=1 vs hyper http1 \
+                current_thread (group `http`, not in `all`)",
+        run: |c, o| http::hello(c, o, 1),
+        group: Group::Http,
+    },
+    Scenario {
+        name: "http-pipelined",
+        about: "HTTP hello world, 100 conns x 16 pipelined; lubdub vs hyper with pipeline_flush(true)",
+        run: |c, o| http::hello(c, o, c.depth),
+        group: Group::Http,
+    },
+    Scenario {
+        name: "http-idle-mem",
+        about: "server RSS per idle keep-alive HTTP connection after one request, 10,000 connections; vs hyper",
+        run: http::idle_mem,
+        group: Group::Http,
+    },
+    Scenario {
+        name: "publish-api",
+        about: "publish API: POST /api/publish to a uid with one local text member, 32 keep-alive \
+                publishers: publishes/s, p50/p99 POST to receipt; lubdub alone",
+        run: |c, o| http::publish_api(c, o, false),
+        group: Group::Http,
+    },
+    Scenario {
+        name: "publish-api-redis",
+        about: "publish API across two nodes over a real Redis: POST on node A, the uid's text member on \
+                node B, 32 publishers: publishes/s, p50/p99 POST to receipt; lubdub alone (needs redis-server)",
+        run: |c, o| http::publish_api(c, o, true),
+        group: Group::Http,
+    },
 ];
 
 /// The scenario called `name`.
@@ -321,13 +359,17 @@ mod tests {
         assert_eq!(group("ws"), ws);
         assert_eq!(group("tls"), prefixed(&["tls-", "wss-"]));
         assert_eq!(group("hub"), prefixed(&["hub-"]));
+        let mut http = prefixed(&["http-"]);
+        http.extend(["publish-api", "publish-api-redis"]);
+        assert_eq!(group("http"), http);
         let all = group("all");
         assert!(all
             .iter()
-            .all(|n| prefixed(&["ws-", "tls-", "wss-", "hub-"])
+            .all(|n| prefixed(&["ws-", "tls-", "wss-", "hub-", "http-"])
                 .iter()
                 .all(|p| p != n)));
         assert!(!all.contains(&"attack") && !all.contains(&"attack-ws"));
+        assert!(!all.contains(&"publish-api"));
         assert_eq!(all.len(), 12);
         let words = ["echo-1", "echo-1", "pingpong"].map(String::from);
         assert_eq!(select(&words).len(), 2);

@@ -4,7 +4,7 @@
 //!
 //! * `measure`, `connect`: the window and drain skeleton, how
 //!   connections are opened (what messages carry is `payload.rs`);
-//! * `tcp`, `tls`, `ws`: the load over TCP, TLS and WebSocket, with the
+//! * `tcp`, `tls`, `ws`, `http`: the load over TCP, TLS, WebSocket and HTTP, with the
 //!   one idle-memory skeleton (`idle`) and the one WebSocket client codec
 //!   (`ws_codec`);
 //! * `hub` (with `socketio`): the hub scenarios' fan-out loads;
@@ -13,6 +13,7 @@
 pub mod attackers;
 pub mod connect;
 pub mod healthy;
+pub mod http;
 pub mod hub;
 pub mod idle;
 pub mod measure;

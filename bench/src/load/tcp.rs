@@ -162,14 +162,15 @@ impl Unit {
     }
 }
 
-/// Pipelined echo: `conns` connections, each keeping `depth` messages in
-/// flight. Returns messages/second.
-pub async fn pipelined(
+/// Pipelined echo (or any fixed-size request and answer: `unit`):
+/// `conns` connections, each keeping `depth` messages in flight. Returns
+/// messages/second.
+pub async fn pipelined<U: PipelineUnit>(
     addr: SocketAddr,
     server_pid: u32,
     conns: usize,
     depth: usize,
-    unit: Unit,
+    unit: U,
     w: Window,
 ) -> Result<Throughput> {
     // Up to 1,000 connections come from 127.0.0.1; more from many source

@@ -5,12 +5,13 @@
 //!
 //! * `serve`: what every server child shares (start, reports, the tokio
 //!   accept loop and echo);
-//! * `tcp` (with `sweep`), `tls` (with `nginx`), `ws`, `hub`: the servers of
+//! * `tcp` (with `sweep`), `tls` (with `nginx`), `ws`, `http`, `hub`: the servers of
 //!   each scenario family;
 //! * `timers`, `client`: the children that measure lubdub's timers and
 //!   client side against tokio's.
 
 pub mod client;
+pub mod http;
 pub mod hub;
 pub mod nginx;
 pub mod serve;

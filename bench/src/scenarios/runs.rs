@@ -42,12 +42,40 @@ pub fn alternate_with<T>(
     cfg: &Config,
     scenario: &str,
     metrics: usize,
+    one: impl FnMut(Impl) -> Result<(Vec<f64>, String, T)>,
+) -> Result<(RunValues, [Vec<T>; 2])> {
+    runs_of(cfg, scenario, metrics, &[Impl::Lubdub, Impl::Tokio], one)
+}
+
+/// Runs `one` for lubdub alone, `cfg.runs` times, for a scenario without
+/// a peer: its values per metric (the peer's are empty: the table shows
+/// `-` and no ratio).
+pub fn lubdub_alone(
+    cfg: &Config,
+    scenario: &str,
+    metrics: usize,
+    mut one: impl FnMut() -> Result<(Vec<f64>, String)>,
+) -> Result<RunValues> {
+    let (out, _) = runs_of(cfg, scenario, metrics, &[Impl::Lubdub], |_| {
+        let (vals, detail) = one()?;
+        Ok((vals, detail, ()))
+    })?;
+    Ok(out)
+}
+
+/// [`alternate_with`] over the implementations `impls`, in that order.
+fn runs_of<T>(
+    cfg: &Config,
+    scenario: &str,
+    metrics: usize,
+    impls: &[Impl],
     mut one: impl FnMut(Impl) -> Result<(Vec<f64>, String, T)>,
 ) -> Result<(RunValues, [Vec<T>; 2])> {
     let mut out = [vec![Vec::new(); metrics], vec![Vec::new(); metrics]];
     let mut extra: [Vec<T>; 2] = [Vec::new(), Vec::new()];
     for run in 1..=cfg.runs {
-        for (k, imp) in [Impl::Lubdub, Impl::Tokio].into_iter().enumerate() {
+        for &imp in impls {
+            let k = usize::from(imp == Impl::Tokio);
             let mut attempt = 0;
             let vals = loop {
                 wait_quiet(cfg.max_wait);

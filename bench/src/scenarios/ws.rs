@@ -121,19 +121,9 @@ pub fn idle_mem(cfg: &Config, out: &mut Outcome) -> Result<()> {
     let label = format!(
         "ws idle memory, {n} upgraded conns, server RSS per conn vs tokio-tungstenite (bytes)"
     );
+    let row = out.rows.len();
     out.row(label, "B", Better::Lower, &l[0], &p[0]);
-    let m = median(&l[0]);
-    out.notes.push(format!(
-        "ws-idle-mem: target <= 1.5 KiB (1536 B) per idle WebSocket connection; lubdub median \
-         {m:.0} B over {n} connections{}",
-        if n != 10_000 {
-            " (not 10,000: not comparable with the target)"
-        } else if m <= IDLE_TARGET {
-            ": met"
-        } else {
-            ": NOT met"
-        }
-    ));
+    out.idle_target_note("ws-idle-mem", "WebSocket", row, n, IDLE_TARGET);
     Ok(())
 }
 
