@@ -69,6 +69,7 @@ use std::time::Instant;
 use common::chat::{check_name, clean, ChatArgs, JwtVerifier, RateLimiter, Verdict, MAX_MESSAGE};
 use common::log_limited;
 use log::Level;
+use lubdub::hub::api::PublishApi;
 use lubdub::hub::{History, Hub, Position, RedisConfig, Target};
 use lubdub::{cli, Connection, Limits, Text, Worker};
 
@@ -366,6 +367,12 @@ struct Args {
     /// How long a room keeps a line, in seconds, with --history
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     history_age: u64,
+    /// Serve the publish API (POST /api/publish, GET /api/presence, /api/online) on ADDR, for backends
+    #[arg(long, value_name = "ADDR", requires = "api_key")]
+    api_listen: Option<String>,
+    /// The key the publish API requires (X-API-Key or Authorization: apikey; at least 16 bytes)
+    #[arg(long, value_name = "KEY", env = "CHAT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(flatten)]
     chat: ChatArgs,
 }
@@ -405,6 +412,15 @@ fn serve(args: &Args, server: &mut cli::Server) -> Result<(), Box<dyn std::error
         .name(&args.node)
         .limits(Limits::default().max_package_size(MAX_MESSAGE))
         .plugin(hub.plugin());
+    server.metrics().add_hub(&hub);
+    // The publish API: another worker on its own port, under the command
+    // line too (a reload hands its socket over as well).
+    let api = match (&args.api_listen, &args.api_key) {
+        (Some(addr), Some(key)) => {
+            Some(PublishApi::new(hub.clone(), key)?.worker(&format!("http://{addr}"))?)
+        }
+        _ => None,
+    };
     let chat = Arc::new(Chat {
         hub,
         notice: args.chat.notice(),
@@ -426,5 +442,13 @@ fn serve(args: &Args, server: &mut cli::Server) -> Result<(), Box<dyn std::error
     worker.on_worker_start(move |w| println!("cluster chat node {node} on {}", w.local_addr()));
     // Until `stop`, SIGINT or SIGTERM; `reload` hands it over.
     server.serve(&mut worker)?;
+    if let Some(mut api) = api {
+        let h = server.serve(&mut api)?;
+        println!(
+            "cluster chat node {}: publish API on http://{}",
+            args.node,
+            h.local_addr()
+        );
+    }
     Ok(())
 }

@@ -185,3 +185,53 @@ fn the_backplane_gauge_follows_redis() {
         node.hub.backplane_up() == Some(true)
     });
 }
+
+#[test]
+fn cluster_chat_serves_the_publish_api_for_the_whole_cluster() {
+    use hub_redis_support::{free_port, Node};
+    let redis = Redis::start();
+    let url = redis.url();
+    let port = free_port();
+    let api = format!("127.0.0.1:{port}");
+    let key = "a-key-of-sixteen-bytes-or-more";
+    let n1 = Node::start_with("n1", &url, &["--api-listen", &api, "--api-key", key]);
+    let n2 = Node::start("n2", &url, None);
+    let mut bob = n2.client();
+    bob.cmd("name bob");
+    wait_until("bob's node listens to his channel", WAIT, || {
+        subscribers(&redis, "lubdub:ch:u:bob") == 1
+    });
+    let curl = |args: &[&str]| {
+        output_of(
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20"])
+                .args(args),
+        )
+        .unwrap_or_else(|e| panic!("curl (Debian: curl) failed: {e}"))
+    };
+    let header = format!("X-API-Key: {key}");
+    // bob is on the other node: the API's node publishes through Redis
+    let out = curl(&[
+        "-H",
+        &header,
+        "-d",
+        r#"{"to":"uid","target":"bob","data":"from the backend"}"#,
+        &format!("http://{api}/api/publish"),
+    ]);
+    assert_eq!(out, r#"{"ok":true,"local":0}"#);
+    bob.expect(&["from the backend"]);
+    wait_until("bob reads as online across the cluster", WAIT, || {
+        curl(&["-H", &header, &format!("http://{api}/api/online?uid=bob")])
+            == r#"{"uid":"bob","online":true}"#
+    });
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{api}/api/online?uid=bob"),
+    ]);
+    assert_eq!(out, "401");
+    drop(n1);
+}
