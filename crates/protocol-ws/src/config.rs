@@ -142,16 +142,32 @@ impl WsConfig {
 /// |---|---|---|
 /// | `level` | 6 | compression level, 0 (store) to 9 |
 /// | `threshold` | 0 | messages shorter than this many bytes are sent uncompressed |
-/// | `server_no_context_takeover` | `false` | the server resets its compressor after every message |
-/// | `client_no_context_takeover` | `false` | the client resets its compressor after every message |
+/// | `server_no_context_takeover` | `true` | the server compresses each message on its own |
+/// | `client_no_context_takeover` | `false` | the client compresses each message on its own |
 /// | `server_max_window_bits` | 15 | largest LZ77 window of the server's compressor, 9 to 15 |
-/// | `client_max_window_bits` | 15 | largest LZ77 window of the client's compressor, 9 to 15 |
+/// | `client_max_window_bits` | 12 | largest LZ77 window of the client's compressor, 9 to 15 |
 ///
 /// A server asks for what these say and honours the client's offer where
 /// it is stricter; a client offers them. zlib's raw deflate cannot
 /// compress with a window of 8 bits: a side asked for one sends its
 /// messages uncompressed (compression is per message), and still inflates
 /// the peer's.
+///
+/// # Memory
+///
+/// No connection keeps a zlib stream between messages (a compressor is
+/// about 300 KiB, an inflater 40 KiB): they are borrowed per message from
+/// a spare kept per thread. What a connection keeps between messages is
+/// the context of each direction with context takeover: the last
+/// `2^window` bytes of its messages. The defaults bound that to 4 KiB
+/// per connection: the server's own messages are compressed without
+/// context (the server answers `server_no_context_takeover`, which RFC
+/// 7692 lets it add unasked), and the client's window is held to 12 bits
+/// (browsers offer `client_max_window_bits`, so the answer can lower it;
+/// a client that did not offer it is answered `client_no_context_takeover`
+/// when its 15-bit window is over this limit). `server_no_context_takeover
+/// (false)` and `client_max_window_bits(15)` compress better for 32 KiB
+/// more per connection and direction; docs/limits.md has the measurements.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -160,13 +176,14 @@ pub struct DeflateConfig {
     pub level: u32,
     /// Messages shorter than this are sent uncompressed. Default 0.
     pub threshold: usize,
-    /// The server resets its compression context after each message.
+    /// The server compresses each message on its own. Default `true`.
     pub server_no_context_takeover: bool,
     /// The client resets its compression context after each message.
     pub client_no_context_takeover: bool,
     /// Largest window of the server's compressor, in bits (9 to 15). Default 15.
     pub server_max_window_bits: u8,
-    /// Largest window of the client's compressor, in bits (9 to 15). Default 15.
+    /// Largest window of the client's compressor, in bits (9 to 15), and so
+    /// the context a server keeps for a client between messages. Default 12.
     pub client_max_window_bits: u8,
 }
 
@@ -175,10 +192,10 @@ impl Default for DeflateConfig {
         DeflateConfig {
             level: 6,
             threshold: 0,
-            server_no_context_takeover: false,
+            server_no_context_takeover: true,
             client_no_context_takeover: false,
             server_max_window_bits: 15,
-            client_max_window_bits: 15,
+            client_max_window_bits: 12,
         }
     }
 }

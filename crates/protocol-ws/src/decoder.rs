@@ -7,13 +7,21 @@
 //!   is appended to the message being assembled (or inflated into it) and
 //!   `Decoded::Consumed` returned, so the connection's read buffer does not
 //!   grow with the frame, and invalid UTF-8 fails as soon as it arrives.
+//!   The message's buffer holds what arrived: it grows by doubling, never
+//!   past the maximum message size (nor, in a message's last frame, past
+//!   its announced end), whatever a frame header announces; its capacity
+//!   is what `held_bytes` reports, so the worker's memory budget and
+//!   message limit see the whole message.
+//! * A violation, or the peer's close frame, drops the message being
+//!   assembled and the inflater at once: a connection that is closing
+//!   holds none of it.
 //! * Control frames (at most 125 bytes) are handled when complete, between
 //!   fragments too: a ping is answered with a pong on the wire, a close
 //!   asks the connection to close and ends decoding.
 
 use lubdub_protocol::{Decoded, ProtocolError, SessionClose, Wire};
 
-use crate::deflate::Inflater;
+use crate::deflate::{grow_within, Inflater};
 use crate::frame::{
     apply_mask, is_control, parse_close, parse_header, write_frame, Header, HeaderRules, OP_BINARY,
     OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
@@ -40,23 +48,28 @@ struct PartialMessage {
     utf8: Utf8Validator,
 }
 
-/// permessage-deflate state of a connection. Boxed in [`FrameDecoder`]:
-/// flate2's stream is 160 bytes inline, which connections without deflate
-/// (and every idle one's decoder) should not carry.
-struct Inflating {
-    inflater: Inflater,
-    /// Unmasked compressed bytes on their way to the inflater (reused).
-    scratch: Vec<u8>,
-}
+/// Compressed bytes are unmasked through a buffer of this size on the
+/// stack on their way to the inflater (a multiple of 4: the masking key's
+/// phase is the same for every chunk).
+const UNMASK_CHUNK: usize = 4096;
+
+/// About how many bytes one `decode` call inflates at most: a few KiB of
+/// compressed input can inflate to megabytes, so a compressed message's
+/// input is consumed in steps that each grow the session by about this
+/// much (one read's worth, as for an uncompressed message), and the
+/// worker sees the growth (`held_bytes`) between them.
+pub(crate) const INFLATE_PER_DECODE: usize = 64 * 1024;
 
 /// Frame decoding state of one connection.
 pub(crate) struct FrameDecoder {
     rules: HeaderRules,
-    /// Masking keys for pongs in the client role.
-    mask_rng: Option<fastrand::Rng>,
+    /// Client role: pongs are masked.
+    client: bool,
     max_message: usize,
     deliver_pings: bool,
-    inflating: Option<Box<Inflating>>,
+    /// permessage-deflate's inflater, boxed: connections without deflate
+    /// should not carry it.
+    inflater: Option<Box<Inflater>>,
     frame: Option<PartialFrame>,
     message: Option<PartialMessage>,
     closed: bool,
@@ -67,22 +80,17 @@ type Step = Result<Decoded<Message, Handshake>, ProtocolError>;
 impl FrameDecoder {
     pub(crate) fn new(
         rules: HeaderRules,
-        mask_rng: Option<fastrand::Rng>,
+        client: bool,
         max_message: usize,
         deliver_pings: bool,
         inflater: Option<Inflater>,
     ) -> Self {
         FrameDecoder {
             rules,
-            mask_rng,
+            client,
             max_message,
             deliver_pings,
-            inflating: inflater.map(|inflater| {
-                Box::new(Inflating {
-                    inflater,
-                    scratch: Vec::new(),
-                })
-            }),
+            inflater: inflater.map(Box::new),
             frame: None,
             message: None,
             closed: false,
@@ -90,17 +98,32 @@ impl FrameDecoder {
     }
 
     /// Bytes held outside the connection's read buffer: the message being
-    /// reassembled, and the inflater with its scratch.
+    /// reassembled (its buffer's capacity), and the inflater (its zlib
+    /// stream while a message is inflated, its history).
     pub(crate) fn held_bytes(&self) -> usize {
         let message = self.message.as_ref().map_or(0, |m| m.buf.capacity());
-        let inflating = self
-            .inflating
-            .as_ref()
-            .map_or(0, |i| i.inflater.held_bytes() + i.scratch.capacity());
-        message + inflating
+        let inflater = self.inflater.as_ref().map_or(0, |i| i.held_bytes());
+        message + inflater
     }
 
     pub(crate) fn decode(&mut self, src: &[u8], wire: &mut Wire<'_>) -> Step {
+        let step = self.decode_frames(src, wire);
+        if step.is_err() {
+            // Nothing more is decoded: let go of what was held at once.
+            self.closed = true;
+            self.let_go();
+        }
+        step
+    }
+
+    /// Drops the message being assembled and the inflater.
+    fn let_go(&mut self) {
+        self.frame = None;
+        self.message = None;
+        self.inflater = None;
+    }
+
+    fn decode_frames(&mut self, src: &[u8], wire: &mut Wire<'_>) -> Step {
         if self.closed {
             // Nothing is decoded after a close frame.
             return Ok(match src.len() {
@@ -132,7 +155,7 @@ impl FrameDecoder {
         }
         match h.opcode {
             OP_PING => {
-                let mask = self.mask_rng.as_mut().map(|rng| rng.u32(..).to_ne_bytes());
+                let mask = self.client.then(crate::mask::new_key);
                 write_frame(wire.buffer(), true, false, OP_PONG, mask, &payload);
                 if self.deliver_pings {
                     return Ok(Decoded::Message {
@@ -150,6 +173,8 @@ impl FrameDecoder {
                 debug_assert_eq!(h.opcode, OP_CLOSE);
                 let (code, reason) = parse_close(&payload)?;
                 self.closed = true;
+                // Nothing more is decoded: a message left unfinished goes.
+                self.let_go();
                 wire.close(SessionClose::by_peer(code, reason));
                 Ok(Decoded::Consumed(total))
             }
@@ -185,18 +210,15 @@ impl FrameDecoder {
             return self.whole_message(src, h);
         }
         if h.opcode != OP_CONTINUATION {
-            let reserve = if len <= 64 * 1024 {
-                len
-            } else {
-                available.min(len)
-            };
+            // What has arrived, not what the header announces: the buffer
+            // grows with the payload.
             self.message = Some(PartialMessage {
                 text: h.opcode == OP_TEXT,
                 compressed,
                 buf: if compressed {
                     Vec::new()
                 } else {
-                    Vec::with_capacity(reserve)
+                    Vec::with_capacity(available.min(len))
                 },
                 utf8: Utf8Validator::default(),
             });
@@ -240,26 +262,50 @@ impl FrameDecoder {
         }
         let piece = &src[..n];
         let offset = (frame.done % 4) as usize;
-        if msg.compressed {
-            let Some(z) = self.inflating.as_deref_mut() else {
+        let n = if msg.compressed {
+            let Some(inflater) = self.inflater.as_deref_mut() else {
                 return Err(ProtocolError::Malformed(
                     "compressed message without deflate",
                 ));
             };
-            z.scratch.clear();
-            z.scratch.extend_from_slice(piece);
-            if let Some(key) = frame.mask {
-                apply_mask(&mut z.scratch, key, offset);
+            let (max, budget) = (self.max_message, INFLATE_PER_DECODE);
+            match frame.mask {
+                None => inflater.inflate(piece, &mut msg.buf, max, budget)?,
+                Some(key) => {
+                    let mut chunk = [0u8; UNMASK_CHUNK];
+                    let (mut used, start) = (0, msg.buf.len());
+                    for part in piece.chunks(UNMASK_CHUNK) {
+                        let left = budget.saturating_sub(msg.buf.len() - start);
+                        if used > 0 && left == 0 {
+                            break;
+                        }
+                        let masked = &mut chunk[..part.len()];
+                        masked.copy_from_slice(part);
+                        apply_mask(masked, key, offset);
+                        let took = inflater.inflate(masked, &mut msg.buf, max, left)?;
+                        used += took;
+                        if took < part.len() {
+                            break;
+                        }
+                    }
+                    used
+                }
             }
-            z.inflater
-                .inflate(&z.scratch, &mut msg.buf, self.max_message)?;
         } else {
+            // The message ends with this frame: its size is known.
+            let end = if frame.fin {
+                msg.buf.len() + frame.remaining as usize
+            } else {
+                self.max_message
+            };
             let start = msg.buf.len();
+            grow_within(&mut msg.buf, piece.len(), end.min(self.max_message));
             msg.buf.extend_from_slice(piece);
             if let Some(key) = frame.mask {
                 apply_mask(&mut msg.buf[start..], key, offset);
             }
-        }
+            n
+        };
         frame.done += n as u64;
         frame.remaining -= n as u64;
         let message_done = frame.remaining == 0 && frame.fin;
@@ -267,8 +313,8 @@ impl FrameDecoder {
             self.frame = None;
         }
         if message_done && msg.compressed {
-            if let Some(z) = self.inflating.as_deref_mut() {
-                z.inflater.finish(&mut msg.buf, self.max_message)?;
+            if let Some(inflater) = self.inflater.as_deref_mut() {
+                inflater.finish(&mut msg.buf, self.max_message)?;
             }
         }
         if msg.text {
