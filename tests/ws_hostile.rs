@@ -78,7 +78,28 @@ fn bad_upgrade_requests_get_their_http_status_and_a_close() {
     let one_line = format!("X-Filler: {}\r\n", "b".repeat(100 * 1024));
     // Too many header lines, each short: 200 lines, about 3 KiB.
     let too_many: String = (0..200).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let twice = |line: &str| format!("{lines}{line}\r\n");
     let cases: Vec<(&str, String, u16)> = vec![
+        ("a second Host", twice("Host: example.com"), 400),
+        ("a second Upgrade", twice("Upgrade: websocket"), 400),
+        (
+            "a second key",
+            twice(&format!("Sec-WebSocket-Key: {KEY}")),
+            400,
+        ),
+        ("a second version", twice("Sec-WebSocket-Version: 13"), 400),
+        (
+            "two Origins",
+            twice(&format!("Origin: http://{addr}\r\nOrigin: http://{addr}")),
+            400,
+        ),
+        // Cross-site WebSocket hijacking: a page of another origin.
+        (
+            "a foreign Origin",
+            twice("Origin: http://evil.example"),
+            403,
+        ),
+        ("Origin: null", twice("Origin: null"), 403),
         ("no Sec-WebSocket-Key", no_key, 400),
         ("a key that is not 16 bytes", short_key, 400),
         ("Sec-WebSocket-Version: 8", version_8, 426),
@@ -105,8 +126,13 @@ fn bad_upgrade_requests_get_their_http_status_and_a_close() {
         }
         healthy.roundtrip(&format!("still here {i}"));
     }
-    // None of them reached on_connect; the healthy client did.
-    assert_eq!(connects.load(Ordering::SeqCst), 1);
+    // A page of the server's own origin upgrades.
+    let origin = format!("http://{addr}");
+    let mut same = RawClient::connect_with(addr, &[("Origin", origin.as_str())]);
+    same.roundtrip("same origin");
+    same.close(1000, &[Some(1000)]);
+    // None of the others reached on_connect; the two clients did.
+    assert_eq!(connects.load(Ordering::SeqCst), 2);
     healthy.close(1000, &[Some(1000)]);
     h.stop_and_wait();
 }

@@ -227,6 +227,25 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The example `name` (target/<profile>/examples/NAME), next to this test's
+/// binary (target/<profile>/deps/...). A plain `cargo test` builds the
+/// examples; fails with what to build otherwise.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(
+        bin.is_file(),
+        "the {name} example is not built at {}: run `cargo build --example {name}` \
+         (a plain `cargo test` builds the examples)",
+        bin.display()
+    );
+    bin
+}
+
 /// `name` on the PATH, or `None`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
