@@ -314,6 +314,68 @@ fn endless_fragments_end_with_1009_at_max_message_size() {
     h.stop_and_wait();
 }
 
+/// The WebSocket limit is exact: a message of exactly `max_message_size`
+/// arrives in fragments, plain and compressed, and comes back whole; one
+/// byte more is 1009. The worker's limit sits 64 KiB above it, as
+/// docs/limits.md advises: it counts what the session holds (a zlib
+/// stream too) and the frame headers still buffered.
+#[test]
+fn a_message_of_exactly_the_limit_in_fragments_is_echoed() {
+    const MAX: usize = 1 << 20;
+    for deflate in [false, true] {
+        let mut cfg = WsConfig::default().max_message_size(MAX).max_frame_size(MAX);
+        if deflate {
+            cfg = cfg.deflate(DeflateConfig::default());
+        }
+        let mut w = echo_worker(cfg);
+        w.limits(
+            Limits::default()
+                .backpressure(lubdub::Backpressure::PauseRecv)
+                .max_package_size(MAX + 64 * 1024),
+        );
+        let h = w.start().unwrap();
+        let offer = [("Sec-WebSocket-Extensions", "permessage-deflate")];
+        let extra: &[(&str, &str)] = if deflate { &offer } else { &[] };
+        for frag in [64 * 1024, 1000] {
+            let msg = repeat_to(b"lub dub ", MAX);
+            let mut c = RawClient::connect_with(h.local_addr(), extra);
+            if deflate {
+                c.send_compressed(OP_BINARY, &msg, frag);
+            } else {
+                let pieces: Vec<&[u8]> = msg.chunks(frag).collect();
+                let last = pieces.len() - 1;
+                for (i, p) in pieces.into_iter().enumerate() {
+                    let op = if i == 0 { OP_BINARY } else { OP_CONT };
+                    c.send_frame(i == last, 0, op, p);
+                }
+            }
+            let got = c.next_event();
+            assert!(
+                got == Ev::Binary(msg.clone()),
+                "deflate {deflate}, fragments of {frag}: {got:?}"
+            );
+            let mut over = msg.clone();
+            over.push(b'!');
+            if deflate {
+                c.send_compressed(OP_BINARY, &over, frag);
+            } else {
+                let pieces: Vec<&[u8]> = over.chunks(frag).collect();
+                let last = pieces.len() - 1;
+                for (i, p) in pieces.into_iter().enumerate() {
+                    let op = if i == 0 { OP_BINARY } else { OP_CONT };
+                    let f = c.frame(i == last, 0, op, p);
+                    // The server may close before the last fragments.
+                    if c.stream.write_all(&f).is_err() {
+                        break;
+                    }
+                }
+            }
+            c.expect_close(TOO_BIG);
+        }
+        h.stop_and_wait();
+    }
+}
+
 #[test]
 fn unmasked_client_frames_are_1002() {
     let messages = Arc::new(AtomicUsize::new(0));

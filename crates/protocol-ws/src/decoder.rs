@@ -7,11 +7,11 @@
 //!   is appended to the message being assembled (or inflated into it) and
 //!   `Decoded::Consumed` returned, so the connection's read buffer does not
 //!   grow with the frame, and invalid UTF-8 fails as soon as it arrives.
-//!   The message's buffer holds what arrived: it grows by doubling, never
-//!   past the maximum message size (nor, in a message's last frame, past
-//!   its announced end), whatever a frame header announces; its capacity
-//!   is what `held_bytes` reports, so the worker's memory budget and
-//!   message limit see the whole message.
+//!   The message is kept in segments ([`MessageBuf`]) that hold what
+//!   arrived, whatever a frame header announces; `held_bytes` reports its
+//!   length, so the worker's memory budget and message limit see the whole
+//!   message. A compressed message's input is consumed a few KiB of output
+//!   at a time ([`INFLATE_PER_DECODE`]).
 //! * A violation, or the peer's close frame, drops the message being
 //!   assembled and the inflater at once: a connection that is closing
 //!   holds none of it.
@@ -21,12 +21,13 @@
 
 use lubdub_protocol::{Decoded, ProtocolError, SessionClose, Wire};
 
-use crate::deflate::{grow_within, Inflater};
+use crate::deflate::Inflater;
 use crate::frame::{
     apply_mask, is_control, parse_close, parse_header, write_frame, Header, HeaderRules, OP_BINARY,
     OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
 };
-use crate::utf8::{into_string, Utf8Validator};
+use crate::reassembly::MessageBuf;
+use crate::utf8::into_string;
 use crate::{Handshake, Message};
 
 /// A data frame whose payload is still arriving.
@@ -44,21 +45,18 @@ struct PartialFrame {
 struct PartialMessage {
     text: bool,
     compressed: bool,
-    buf: Vec<u8>,
-    utf8: Utf8Validator,
+    /// What arrived (inflated), in segments.
+    buf: MessageBuf,
 }
-
-/// Compressed bytes are unmasked through a buffer of this size on the
-/// stack on their way to the inflater (a multiple of 4: the masking key's
-/// phase is the same for every chunk).
-const UNMASK_CHUNK: usize = 4096;
 
 /// About how many bytes one `decode` call inflates at most: a few KiB of
 /// compressed input can inflate to megabytes, so a compressed message's
 /// input is consumed in steps that each grow the session by about this
-/// much (one read's worth, as for an uncompressed message), and the
-/// worker sees the growth (`held_bytes`) between them.
-pub(crate) const INFLATE_PER_DECODE: usize = 64 * 1024;
+/// much, and the worker sees the growth (`held_bytes`) between them. The
+/// worker decodes at most 256 items per poll of a connection, so a poll
+/// inflates at most about 1 MiB, as it reads at most 512 KiB of plain
+/// input.
+pub(crate) const INFLATE_PER_DECODE: usize = 4 * 1024;
 
 /// Frame decoding state of one connection.
 pub(crate) struct FrameDecoder {
@@ -71,7 +69,9 @@ pub(crate) struct FrameDecoder {
     /// should not carry it.
     inflater: Option<Box<Inflater>>,
     frame: Option<PartialFrame>,
-    message: Option<PartialMessage>,
+    /// Boxed: only a message that arrives in pieces needs it, and every
+    /// connection carries the decoder.
+    message: Option<Box<PartialMessage>>,
     closed: bool,
 }
 
@@ -98,10 +98,12 @@ impl FrameDecoder {
     }
 
     /// Bytes held outside the connection's read buffer: the message being
-    /// reassembled (its buffer's capacity), and the inflater (its zlib
-    /// stream while a message is inflated, its history).
+    /// reassembled (its length: only its last segment has room beyond it,
+    /// less than 64 KiB and never written to), and the inflater (its zlib
+    /// stream while a message is inflated, its history). The worker adds
+    /// this to what its message limit sees, so a message's length.
     pub(crate) fn held_bytes(&self) -> usize {
-        let message = self.message.as_ref().map_or(0, |m| m.buf.capacity());
+        let message = self.message.as_ref().map_or(0, |m| m.buf.len());
         let inflater = self.inflater.as_ref().map_or(0, |i| i.held_bytes());
         message + inflater
     }
@@ -212,16 +214,12 @@ impl FrameDecoder {
         if h.opcode != OP_CONTINUATION {
             // What has arrived, not what the header announces: the buffer
             // grows with the payload.
-            self.message = Some(PartialMessage {
+            let first = if compressed { 0 } else { available.min(len) };
+            self.message = Some(Box::new(PartialMessage {
                 text: h.opcode == OP_TEXT,
                 compressed,
-                buf: if compressed {
-                    Vec::new()
-                } else {
-                    Vec::with_capacity(available.min(len))
-                },
-                utf8: Utf8Validator::default(),
-            });
+                buf: MessageBuf::new(h.opcode == OP_TEXT, first),
+            }));
         }
         self.frame = Some(PartialFrame {
             mask: h.mask,
@@ -268,29 +266,14 @@ impl FrameDecoder {
                     "compressed message without deflate",
                 ));
             };
-            let (max, budget) = (self.max_message, INFLATE_PER_DECODE);
-            match frame.mask {
-                None => inflater.inflate(piece, &mut msg.buf, max, budget)?,
-                Some(key) => {
-                    let mut chunk = [0u8; UNMASK_CHUNK];
-                    let (mut used, start) = (0, msg.buf.len());
-                    for part in piece.chunks(UNMASK_CHUNK) {
-                        let left = budget.saturating_sub(msg.buf.len() - start);
-                        if used > 0 && left == 0 {
-                            break;
-                        }
-                        let masked = &mut chunk[..part.len()];
-                        masked.copy_from_slice(part);
-                        apply_mask(masked, key, offset);
-                        let took = inflater.inflate(masked, &mut msg.buf, max, left)?;
-                        used += took;
-                        if took < part.len() {
-                            break;
-                        }
-                    }
-                    used
-                }
-            }
+            let mask = frame.mask.map(|key| (key, offset));
+            inflater.inflate(
+                piece,
+                mask,
+                &mut msg.buf,
+                self.max_message,
+                INFLATE_PER_DECODE,
+            )?
         } else {
             // The message ends with this frame: its size is known.
             let end = if frame.fin {
@@ -298,12 +281,8 @@ impl FrameDecoder {
             } else {
                 self.max_message
             };
-            let start = msg.buf.len();
-            grow_within(&mut msg.buf, piece.len(), end.min(self.max_message));
-            msg.buf.extend_from_slice(piece);
-            if let Some(key) = frame.mask {
-                apply_mask(&mut msg.buf[start..], key, offset);
-            }
+            let mask = frame.mask.map(|key| (key, offset));
+            msg.buf.append(piece, mask, end.min(self.max_message))?;
             n
         };
         frame.done += n as u64;
@@ -317,8 +296,8 @@ impl FrameDecoder {
                 inflater.finish(&mut msg.buf, self.max_message)?;
             }
         }
-        if msg.text {
-            msg.utf8.feed(&msg.buf, message_done)?;
+        if message_done && msg.text {
+            msg.buf.finish_utf8()?;
         }
         let consumed = already + n;
         if !message_done {
@@ -327,12 +306,13 @@ impl FrameDecoder {
         let Some(done) = self.message.take() else {
             return Err(ProtocolError::Malformed("message state lost"));
         };
+        let bytes = done.buf.into_vec();
         let msg = if done.text {
             // Already validated piece by piece; from_utf8 checks once more
             // rather than assuming it (no unsafe in this crate).
-            Message::Text(into_string(done.buf)?)
+            Message::Text(into_string(bytes)?)
         } else {
-            Message::Binary(done.buf)
+            Message::Binary(bytes)
         };
         Ok(Decoded::Message { msg, consumed })
     }

@@ -47,6 +47,8 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use lubdub_protocol::ProtocolError;
 
 use crate::config::DeflateConfig;
+use crate::frame::apply_mask;
+use crate::reassembly::MessageBuf;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 pub(crate) const EXTENSION: &str = "permessage-deflate";
@@ -54,9 +56,13 @@ pub(crate) const EXTENSION: &str = "permessage-deflate";
 /// The tail of every sync-flushed DEFLATE block, left off on the wire.
 const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// Inflated bytes go through a buffer of this size on the stack on their
+/// Inflated bytes go through a per-thread buffer of this size on their
 /// way to the message.
-const INFLATE_CHUNK: usize = 16 * 1024;
+const OUT_CHUNK: usize = 8 * 1024;
+/// Masked compressed bytes are unmasked through a per-thread buffer of this
+/// size on their way to the inflater (a multiple of 4: the masking key's
+/// phase is the same for every chunk).
+const IN_CHUNK: usize = 4 * 1024;
 
 /// What one side of a connection does after a successful negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +372,21 @@ thread_local! {
     static SPARE_INFLATER: Cell<Option<Box<Decompress>>> = const { Cell::new(None) };
     /// A reset compressor, for the next message compressed on this thread.
     static SPARE_COMPRESSOR: Cell<Option<SpareCompressor>> = const { Cell::new(None) };
+    /// [`OUT_CHUNK`] + [`IN_CHUNK`] bytes for inflating (zeroed once per
+    /// thread, not per call).
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer ([`OUT_CHUNK`] +
+/// [`IN_CHUNK`] bytes).
+fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut buf = SCRATCH.try_with(Cell::take).unwrap_or_default();
+    if buf.len() < OUT_CHUNK + IN_CHUNK {
+        buf = vec![0; OUT_CHUNK + IN_CHUNK];
+    }
+    let result = f(&mut buf);
+    let _ = SCRATCH.try_with(|s| s.set(buf));
+    result
 }
 
 /// A compressor and the settings it was made with.
@@ -453,8 +474,9 @@ pub(crate) struct Inflater {
 }
 
 impl Inflater {
-    /// Inflates from `input` onto `out` (the message so far) until `input`
-    /// is used up or, once at least one input byte was used, `budget`
+    /// Inflates from `input` (masked with `mask`, a key and the phase of
+    /// `input[0]`, if given) onto `out` (the message so far) until `input`
+    /// is used up or, once at least one input byte was used, about `budget`
     /// bytes were produced; returns how many input bytes were used. The
     /// caller hands the rest in again later: a connection's session grows
     /// by about `budget` bytes per call, whatever the compression ratio,
@@ -462,27 +484,55 @@ impl Inflater {
     pub(crate) fn inflate(
         &mut self,
         input: &[u8],
-        out: &mut Vec<u8>,
+        mask: Option<([u8; 4], usize)>,
+        out: &mut MessageBuf,
         max: usize,
         budget: usize,
     ) -> Result<usize, ProtocolError> {
-        self.run(input, out, max, FlushDecompress::None, budget)
+        with_scratch(|scratch| {
+            let (chunk, unmasked) = scratch.split_at_mut(OUT_CHUNK);
+            let Some((key, phase)) = mask else {
+                return self.run(input, chunk, out, max, FlushDecompress::None, budget);
+            };
+            let (mut used, start) = (0, out.len());
+            for part in input.chunks(IN_CHUNK) {
+                let left = budget.saturating_sub(out.len() - start);
+                if used > 0 && left == 0 {
+                    break;
+                }
+                let part_unmasked = &mut unmasked[..part.len()];
+                part_unmasked.copy_from_slice(part);
+                apply_mask(part_unmasked, key, phase);
+                let took = self.run(part_unmasked, chunk, out, max, FlushDecompress::None, left)?;
+                used += took;
+                if took < part.len() {
+                    break;
+                }
+            }
+            Ok(used)
+        })
     }
 
     /// The message's last bytes were given to [`inflate`](Self::inflate):
     /// appends the trailer, flushes, keeps the history the next message
     /// may refer to, and gives the zlib stream back. `out` is the whole
     /// inflated message.
-    pub(crate) fn finish(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), ProtocolError> {
+    pub(crate) fn finish(&mut self, out: &mut MessageBuf, max: usize) -> Result<(), ProtocolError> {
         if !self.ended {
-            self.run(&TRAILER, out, max, FlushDecompress::Sync, usize::MAX)?;
+            with_scratch(|scratch| {
+                let chunk = &mut scratch[..OUT_CHUNK];
+                self.run(&TRAILER, chunk, out, max, FlushDecompress::Sync, usize::MAX)
+            })?;
         }
         if self.ended {
             // A final block ended the peer's stream: the next message
             // starts a new one, with nothing to refer back to.
             self.history = Vec::new();
         } else if self.takeover {
-            remember(&mut self.history, 1 << self.window, out);
+            let window = 1 << self.window;
+            let (older, newer) = out.last(window);
+            remember(&mut self.history, window, older);
+            remember(&mut self.history, window, newer);
         }
         self.ended = false;
         if let Some(stream) = self.stream.take() {
@@ -525,15 +575,17 @@ impl Inflater {
         }
     }
 
+    /// Inflates `input` onto `out` through `chunk`; see
+    /// [`inflate`](Self::inflate).
     fn run(
         &mut self,
         input: &[u8],
-        out: &mut Vec<u8>,
+        chunk: &mut [u8],
+        out: &mut MessageBuf,
         max: usize,
         flush: FlushDecompress,
         budget: usize,
     ) -> Result<usize, ProtocolError> {
-        let mut chunk = [0u8; INFLATE_CHUNK];
         let mut pos = 0;
         let mut produced = 0;
         loop {
@@ -547,7 +599,13 @@ impl Inflater {
             // Never more than one byte past the maximum: enough to know
             // the message is too large.
             let room = max.saturating_add(1).saturating_sub(out.len());
-            let room = room.min(INFLATE_CHUNK);
+            // No more than the budget asks for, once input was used.
+            let want = if produced < budget {
+                budget - produced
+            } else {
+                chunk.len()
+            };
+            let room = room.min(chunk.len()).min(want);
             let stream = self.stream()?;
             let (in_before, out_before) = (stream.total_in(), stream.total_out());
             let status = stream
@@ -564,8 +622,7 @@ impl Inflater {
                     max: max as u64,
                 });
             }
-            grow_within(out, made, max);
-            out.extend_from_slice(&chunk[..made]);
+            out.append(&chunk[..made], None, max)?;
             let full = made == room;
             if status == Status::StreamEnd {
                 self.ended = true;
@@ -576,22 +633,6 @@ impl Inflater {
                 return Err(bad_deflate_data(total_in));
             }
         }
-    }
-}
-
-/// Makes room in `buf` for `more` bytes, growing by doubling (from 1 KiB)
-/// but never past `max` bytes, so a message's buffer stays within the
-/// maximum message size.
-pub(crate) fn grow_within(buf: &mut Vec<u8>, more: usize, max: usize) {
-    let need = buf.len() + more;
-    if need > buf.capacity() {
-        let target = buf
-            .capacity()
-            .saturating_mul(2)
-            .max(1024)
-            .min(max)
-            .max(need);
-        buf.reserve_exact(target - buf.len());
     }
 }
 
@@ -734,9 +775,9 @@ mod tests {
         let (mut d, mut i) = pair(false);
         let mut compressed = Vec::new();
         d.compress(&vec![0u8; 4 << 20], &mut compressed).unwrap();
-        let mut out = Vec::new();
+        let mut out = MessageBuf::new(false, 0);
         let err = i
-            .inflate(&compressed, &mut out, 100_000, usize::MAX)
+            .inflate(&compressed, None, &mut out, 100_000, usize::MAX)
             .unwrap_err();
         assert!(matches!(
             err,
@@ -747,21 +788,7 @@ mod tests {
         ));
         // The inflater produced the maximum plus one byte, not 4 MiB.
         assert_eq!(i.total_out(), 100_001);
-        assert!(out.capacity() <= 100_001);
-    }
-
-    #[test]
-    fn inflated_output_grows_by_doubling() {
-        let (mut d, mut i) = pair(true);
-        let mut compressed = Vec::new();
-        d.compress(&vec![7u8; 200_000], &mut compressed).unwrap();
-        let mut out = Vec::new();
-        i.inflate(&compressed, &mut out, 10 << 20, usize::MAX)
-            .unwrap();
-        i.finish(&mut out, 10 << 20).unwrap();
-        assert_eq!(out.len(), 200_000);
-        // 1 KiB doubled eight times; steps of 32 KiB would stop at 224 KiB.
-        assert_eq!(out.capacity(), 256 * 1024);
+        assert!(out.len() <= 100_000);
     }
 
     #[test]
@@ -769,15 +796,17 @@ mod tests {
         let (mut d, mut i) = pair(true);
         let mut c = Vec::new();
         d.compress(&vec![0u8; 1 << 20], &mut c).unwrap();
-        let mut out = Vec::new();
+        let mut out = MessageBuf::new(false, 0);
         let mut pos = 0;
         let mut calls = 0;
         while pos < c.len() {
             let before = out.len();
-            let used = i.inflate(&c[pos..], &mut out, 2 << 20, 64 * 1024).unwrap();
+            let used = i
+                .inflate(&c[pos..], None, &mut out, 2 << 20, 64 * 1024)
+                .unwrap();
             assert!(used > 0);
             assert!(
-                out.len() - before < 64 * 1024 + INFLATE_CHUNK,
+                out.len() - before < 64 * 1024 + OUT_CHUNK,
                 "{}",
                 out.len() - before
             );
@@ -811,16 +840,17 @@ mod tests {
         let mut c = Vec::new();
         d.compress(b"hello hello hello", &mut c).unwrap();
         assert!(d.held_bytes() <= 1 << 15 && d.held_bytes() >= 17);
-        i.inflate(&c[..c.len() / 2], &mut Vec::new(), 100, usize::MAX)
+        let mut out = MessageBuf::new(false, 0);
+        i.inflate(&c[..c.len() / 2], None, &mut out, 100, usize::MAX)
             .unwrap();
         assert!(i.held_bytes() >= INFLATER_BYTES, "a message under way");
         let (mut d, mut i) = pair(true);
         let mut c = Vec::new();
         d.compress(b"hello hello hello", &mut c).unwrap();
-        let mut out = Vec::new();
-        i.inflate(&c, &mut out, 100, usize::MAX).unwrap();
+        let mut out = MessageBuf::new(false, 0);
+        i.inflate(&c, None, &mut out, 100, usize::MAX).unwrap();
         i.finish(&mut out, 100).unwrap();
-        assert_eq!(out, b"hello hello hello");
+        assert_eq!(out.into_vec(), b"hello hello hello");
         assert_eq!((d.held_bytes(), i.held_bytes()), (0, 0));
     }
 
@@ -832,13 +862,15 @@ mod tests {
             for _ in 0..3 {
                 let mut c = Vec::new();
                 d.compress(&text, &mut c).unwrap();
-                let mut out = Vec::new();
+                let mut out = MessageBuf::new(false, 0);
                 for piece in c.chunks(7) {
-                    let used = i.inflate(piece, &mut out, usize::MAX, usize::MAX).unwrap();
+                    let used = i
+                        .inflate(piece, None, &mut out, usize::MAX, usize::MAX)
+                        .unwrap();
                     assert_eq!(used, piece.len());
                 }
                 i.finish(&mut out, usize::MAX).unwrap();
-                assert_eq!(out, text);
+                assert_eq!(out.into_vec(), text);
             }
         }
     }

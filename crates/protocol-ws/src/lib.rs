@@ -104,6 +104,7 @@ pub mod frame;
 pub mod handshake;
 mod http;
 mod mask;
+mod reassembly;
 mod utf8;
 
 use std::fmt;

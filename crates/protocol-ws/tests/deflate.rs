@@ -547,12 +547,12 @@ fn inflated_size_is_limited() {
 }
 
 /// A few KiB on the wire can inflate to megabytes: each `decode` call
-/// consumes only what inflates to about 64 KiB (one read's worth, as for
-/// an uncompressed message) and returns, so the worker weighs the
-/// session's growth (`held_bytes`) against its memory budget between
-/// calls rather than after megabytes.
+/// consumes only what inflates to about 4 KiB and returns, so the worker
+/// weighs the session's growth (`held_bytes`) against its memory budget
+/// between calls rather than after megabytes, and a poll of a connection
+/// (at most 256 items) inflates about 1 MiB, not the whole message.
 #[test]
-fn a_compressed_message_grows_the_session_about_64_kib_per_decode() {
+fn a_compressed_message_grows_the_session_a_few_kib_per_decode() {
     // The server role's frames are not masked: its payload as a client's.
     let mut sender = established(deflate_cfg(DeflateConfig::default()), false);
     let zeros = vec![0u8; 4 << 20];
@@ -572,9 +572,10 @@ fn a_compressed_message_grows_the_session_about_64_kib_per_decode() {
                 pos += n;
                 calls += 1;
                 let held = s.decoder.held_bytes();
-                // The zlib stream (~40 KiB) and the message by doubling.
+                // The zlib stream (~40 KiB) at the first call, then the
+                // message, 4 KiB (one 8 KiB chunk at most) at a time.
                 assert!(
-                    held <= 2 * (before + 64 * 1024) + 64 * 1024,
+                    held <= before.max(40 * 1024) + 8 * 1024,
                     "call {calls}: {before} -> {held}"
                 );
                 before = held;
@@ -587,7 +588,7 @@ fn a_compressed_message_grows_the_session_about_64_kib_per_decode() {
             other => panic!("{other:?}"),
         }
     }
-    assert!(calls >= 4 * 1024 / 64 - 1, "{calls} calls for 4 MiB");
+    assert!(calls >= 1000, "{calls} calls for 4 MiB");
     assert_eq!(
         s.decoder.held_bytes(),
         1 << 12,

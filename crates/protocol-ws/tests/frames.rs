@@ -549,8 +549,8 @@ fn held_bytes_follow_what_arrived_and_stay_within_the_message_limit() {
     );
     assert_eq!(s.decoder.held_bytes(), 10, "only what arrived");
 
-    // Arriving 7 KB at a time: held grows with it, by doubling at most,
-    // and never past the message's announced end.
+    // Arriving 7 KB at a time: held is what arrived (the buffer grows by
+    // doubling, never past the message's announced end).
     let mut pos = header + 10;
     let mut peak = 0;
     while pos < bytes.len() {
@@ -573,7 +573,8 @@ fn held_bytes_follow_what_arrived_and_stay_within_the_message_limit() {
     assert!(peak <= 900_000, "{peak}");
 
     // A message of the maximum size in 100 fragments of 10 KB: held never
-    // goes past the maximum (doubling alone would reach 1,310,720).
+    // goes past the maximum (nor would the buffer's capacity, which
+    // doubling alone would take to 1,310,720).
     let mut s = established(cfg.clone(), false);
     for i in 0..100 {
         let op = if i == 0 { 0x2 } else { 0x0 };
