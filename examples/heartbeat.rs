@@ -11,6 +11,19 @@
 //! `--help` lists the flags (the fields of `Opts` below), with their
 //! defaults: Workerman's 10 s sweep and 55 s timeout on 127.0.0.1:1234.
 //!
+//! It runs under lubdub's command line (`lubdub::cli`), as Workerman's
+//! `php start.php start -d`:
+//!
+//! ```text
+//! heartbeat start -d --listen 127.0.0.1:1234   # in the background
+//! heartbeat status                             # per event loop: connections, messages/s...
+//! heartbeat connections                        # one line per connection
+//! heartbeat reload                             # a new process, no connect refused
+//! heartbeat stop
+//! ```
+//!
+//! On a reload, a text client gets `bye: server restarting, reconnect`.
+//!
 //! With the text protocol, try `nc 127.0.0.1 1234`: type `ping` and get
 //! `pong`; any line counts as life; say nothing for 55 s and the server says
 //! goodbye and closes.
@@ -24,7 +37,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::ValueEnum;
 use common::log_limited;
 use log::Level;
 use lubdub::heartbeat::{
@@ -32,7 +45,7 @@ use lubdub::heartbeat::{
     TextHeartbeat, WsHeartbeat,
 };
 use lubdub::Text;
-use lubdub::{Client, CloseReason, Connection, EventLoop, Protocol, Worker, WorkerHandle};
+use lubdub::{cli, Client, CloseReason, Connection, EventLoop, Protocol, Worker, WorkerHandle};
 use lubdub::{Frame, PacketCodec};
 use lubdub::{TlsClientConfig, Ws};
 
@@ -44,9 +57,11 @@ enum Proto {
     Ws,
 }
 
-/// lubdub's heartbeat: Workerman's idle sweep, ping/pong, server pings with
-/// RTT, and a client that keeps itself alive.
-#[derive(Debug, Clone, Parser)]
+const ABOUT: &str = "lubdub's heartbeat: Workerman's idle sweep, ping/pong, server pings with \
+                     RTT, and a client that keeps itself alive";
+
+/// The example's own flags (the command line adds start/stop/reload...).
+#[derive(Debug, Clone, clap::Args)]
 #[command(mut_arg("listen", |a| a.default_value("127.0.0.1:1234")))]
 struct Opts {
     #[command(flatten)]
@@ -69,7 +84,7 @@ struct Opts {
     /// Run a healthy and a silent client against the server with short settings, report, exit
     #[arg(long)]
     demo: bool,
-    /// Debug logs of the worker too
+    /// With --demo: debug logs of the worker too (a server's level: --log-level)
     #[arg(short, long)]
     verbose: bool,
     #[command(flatten)]
@@ -110,26 +125,53 @@ fn init_logging(verbose: bool) -> Result<(), fern::InitError> {
 }
 
 fn main() -> ExitCode {
-    let opts = Opts::parse();
-    if let Err(e) = init_logging(opts.verbose) {
-        eprintln!("logging: {e}");
-        return ExitCode::FAILURE;
+    let cli = cli::parse::<Opts>(ABOUT);
+    match cli.app() {
+        Some(opts) if opts.demo => {
+            if let Err(e) = init_logging(opts.verbose) {
+                eprintln!("logging: {e}");
+                return ExitCode::FAILURE;
+            }
+            match by_protocol(opts, None) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("heartbeat example: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        // The server, under the command line: the logs are its (`--log-level`).
+        _ => cli
+            .run(|opts, server| by_protocol(opts, Some(server)).map_err(|e| e.to_string().into())),
     }
-    let result = match opts.protocol {
+}
+
+/// Serves the protocol `--protocol` names: under the command line's
+/// `server`, or the demo without one.
+fn by_protocol(opts: &Opts, server: Option<&mut cli::Server>) -> Res<()> {
+    match opts.protocol {
         Proto::Text => run::<Text, _>(
-            &opts,
+            opts,
+            // What a client gets when a reload hands it to the new process.
+            Text::new().restart_line("bye: server restarting, reconnect")?,
             TextHeartbeat::new(),
             |hb| hb.goodbye("bye: heartbeat timeout"),
-            "text",
+            server,
         ),
-        Proto::Frame => run::<Frame, _>(&opts, FrameHeartbeat::new(), |hb| hb, "frame"),
+        Proto::Frame => run::<Frame, _>(
+            opts,
+            Frame::default(),
+            FrameHeartbeat::new(),
+            |hb| hb,
+            server,
+        ),
         Proto::Packet => {
             // SYS_START_HEARTBEAT tells C# clients their interval: a third
             // of the timeout, at least 1 s.
             let secs = (opts.timeout.as_secs() / 3).clamp(1, 255) as u8;
             let codec =
                 PacketHeartbeat::new().start_interval(Some(if opts.demo { 1 } else { secs }));
-            run::<PacketCodec, _>(&opts, codec, |hb| hb, "packet")
+            run::<PacketCodec, _>(opts, PacketCodec::default(), codec, |hb| hb, server)
         }
         Proto::Ws => {
             // Browsers cannot ping: the server does, and the pongs give
@@ -142,14 +184,7 @@ fn main() -> ExitCode {
                     (opts.timeout / 3).max(Duration::from_secs(1))
                 });
             }
-            run::<Ws, _>(&opts, WsHeartbeat, |hb| hb, "ws")
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("heartbeat example: {e}");
-            ExitCode::FAILURE
+            run::<Ws, _>(&opts, Ws::default(), WsHeartbeat, |hb| hb, server)
         }
     }
 }
@@ -161,9 +196,10 @@ type Closes = mpsc::Receiver<(SocketAddr, CloseReason)>;
 
 fn run<P, C>(
     opts: &Opts,
+    protocol: P,
     codec: C,
     extra: impl FnOnce(ServerHeartbeat<P, C>) -> ServerHeartbeat<P, C>,
-    scheme: &str,
+    server: Option<&mut cli::Server>,
 ) -> Res<()>
 where
     P: Protocol + Default,
@@ -201,7 +237,8 @@ where
 
     let (close_tx, closes) = mpsc::channel();
     let close_tx = Mutex::new(close_tx);
-    let mut worker = Worker::<P>::new(opts.listen.listen.as_str())?;
+    let scheme = P::SCHEME;
+    let mut worker = Worker::with_protocol(opts.listen.listen.as_str(), protocol)?;
     worker.name("heartbeat").plugin(hb);
     let tls = opts.tls.config_and_cert()?;
     // The demo's client trusts exactly the certificate made here.
@@ -238,8 +275,7 @@ where
         "sweep every {:?}, close after {:?} of inbound silence{pings}",
         opts.check, opts.timeout
     );
-    if !opts.demo {
-        let scheme = scheme.to_string();
+    if let Some(server) = server {
         let timeout = opts.timeout;
         worker.on_worker_start(move |w| {
             let addr = w.local_addr();
@@ -247,7 +283,8 @@ where
             if scheme == "text" {
                 println!(
                     "try it: nc {} {}  then type `ping` (answer: `pong`) or any line (echoed); \
-                     stay silent {timeout:?} and the server says goodbye and closes. Ctrl-C stops.",
+                     stay silent {timeout:?} and the server says goodbye and closes. \
+                     Ctrl-C (or `heartbeat stop`) stops.",
                     addr.ip(),
                     addr.port()
                 );
@@ -260,8 +297,11 @@ where
                 println!("binary protocol: `--demo` shows a client. Ctrl-C stops.");
             }
         });
-        // Until SIGINT or SIGTERM.
-        worker.run()?;
+        // Until `stop`, SIGINT or SIGTERM; `reload` hands it over.
+        server.serve(&mut worker)?;
+        // `start --metrics ADDR`: the heartbeat's timeouts and round trips
+        // beside the worker's figures.
+        server.metrics().add_heartbeat("heartbeat", &hb_handle);
         return Ok(());
     }
     let server = worker.start()?;

@@ -5,21 +5,41 @@
 //!
 //! * `GET /` serves the page (plain JavaScript: a name, a message box, the
 //!   live list of messages). `/?name=ann&say=hello` joins and sends at once.
-//! * The WebSocket is `/ws?name=NAME`; a missing or empty name is refused
-//!   with `400` by `on_websocket_connect`, before `on_connect`.
+//! * The WebSocket is `/ws?name=NAME`. `on_websocket_connect` refuses,
+//!   before `on_connect`: a name that is not 1 to 32 ASCII letters,
+//!   digits, `_`, `-` or `.` with `400` (so no name starts with `* ` as
+//!   notices do, or holds a control character), a name someone in the
+//!   room has with `409`.
 //! * Each text message `m` from NAME reaches every connected client as
-//!   `NAME: m`; joins and leaves reach everyone as `* NAME joined` and
-//!   `* NAME left`.
+//!   `NAME: m`, with control characters (line breaks, ESC...) escaped
+//!   (`\n`, `\u{1b}`); joins and leaves reach everyone as `* NAME joined`
+//!   and `* NAME left`.
+//! * Each connection may send `--rate` messages a second (default 20) in
+//!   bursts of `--burst` (40). Past that its messages are refused, with one
+//!   notice (`* too many messages...`) per episode; a connection refused
+//!   `--flood-close` times (100) in one episode is closed with 1008.
+//! * Messages over 64 KiB are refused: the connection is closed with 1009.
+//! * With `--jwt-secret SECRET` (or `CHAT_JWT_SECRET`), the name is the
+//!   `sub` of an HS256 token with an `exp`, given as `/ws?token=JWT`; the
+//!   `name` parameter is ignored and a missing or invalid token gets `401`.
+//!   The page takes the token from its address's fragment
+//!   (`/#token=JWT`), which the browser never sends to a server, removes
+//!   it from the address bar and passes it only to the WebSocket.
+//! * The log escapes what peers chose (names, close reasons): no peer can
+//!   forge a log line.
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
 use clap::Parser;
+use common::chat::{check_name, clean, ChatArgs, JwtVerifier, RateLimiter, Verdict, MAX_MESSAGE};
 use common::log_limited;
 use log::Level;
 use lubdub::ws::{Message, Reject, WebSocketHooks, Ws, WsConfig};
-use lubdub::{Connection, Worker, WorkerHandle};
+use lubdub::{Connection, Limits, Worker, WorkerHandle};
 use percent_encoding::percent_decode_str;
 
 /// The chat page: no framework, no build step.
@@ -39,12 +59,13 @@ const PAGE: &str = r#"<!doctype html>
 </head>
 <body>
 <h1>lubdub chat</h1>
-<form id="join"><input id="name" placeholder="your name" autofocus><button>Join</button></form>
+<form id="join"><input id="name" placeholder="your name" maxlength="32" autofocus><button>Join</button></form>
 <form id="send"><input id="msg" placeholder="message" disabled><button disabled id="sendbtn">Send</button></form>
 <p id="status">not connected</p>
 <ul id="log"></ul>
 <script>
 const $ = (id) => document.getElementById(id);
+const NAME = /^[A-Za-z0-9_.-]{1,32}$/;
 let ws = null;
 function show(text) {
   const li = document.createElement("li");
@@ -52,36 +73,138 @@ function show(text) {
   if (text.startsWith("* ")) li.className = "notice";
   $("log").appendChild(li);
 }
-function join(name, first) {
+function join(query, label, first) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  ws = new WebSocket(`${scheme}://${location.host}/ws?name=${encodeURIComponent(name)}`);
+  let opened = false;
+  ws = new WebSocket(`${scheme}://${location.host}/ws?${query}`);
   ws.onopen = () => {
-    $("status").textContent = `connected as ${name}`;
+    opened = true;
+    $("status").textContent = label ? `connected as ${label}` : "connected";
     $("msg").disabled = false;
     $("sendbtn").disabled = false;
     if (first) ws.send(first);
   };
   ws.onmessage = (ev) => show(ev.data);
   ws.onclose = (ev) => {
-    $("status").textContent = `closed (${ev.code})`;
+    $("status").textContent = opened
+      ? `closed (${ev.code}${ev.reason ? ": " + ev.reason : ""})`
+      : "refused: the name is invalid or taken, or the token is not valid";
     $("msg").disabled = true;
     $("sendbtn").disabled = true;
+    ws = null;
   };
 }
-$("join").onsubmit = (ev) => { ev.preventDefault(); if (!ws) join($("name").value.trim()); };
+$("join").onsubmit = (ev) => {
+  ev.preventDefault();
+  const name = $("name").value.trim();
+  if (ws) return;
+  if (!NAME.test(name)) {
+    $("status").textContent = "a name is 1 to 32 ASCII letters, digits, _, - or .";
+    return;
+  }
+  join(`name=${encodeURIComponent(name)}`, name);
+};
 $("send").onsubmit = (ev) => {
   ev.preventDefault();
   if (ws && $("msg").value) { ws.send($("msg").value); $("msg").value = ""; }
 };
 const params = new URLSearchParams(location.search);
-if (params.get("name")) join(params.get("name"), params.get("say"));
+// A token comes in the fragment (/#token=JWT), which the browser never
+// sends to a server: it is taken out of the address bar at once and given
+// only to the WebSocket. The name shown is the token's subject.
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+if (token) {
+  history.replaceState(null, "", location.pathname + location.search);
+  $("join").hidden = true;
+  let sub = "";
+  try {
+    const b64 = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    sub = String(JSON.parse(atob(b64)).sub || "");
+  } catch (e) {}
+  join(`token=${encodeURIComponent(token)}`, sub, params.get("say"));
+} else if (params.get("name")) {
+  join(`name=${encodeURIComponent(params.get("name"))}`, params.get("name"), params.get("say"));
+}
 </script>
 </body>
 </html>
 "#;
 
-/// The chat name of a connection, kept in its context.
-struct Name(String);
+/// The worker's limit on a message and what it is read with: the
+/// WebSocket limits (`max_message_size`, `max_frame_size`) decide, with
+/// their close code 1009, and this leaves room for a frame's header.
+const PACKAGE_LIMIT: usize = MAX_MESSAGE + 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The names in the room: claimed at the upgrade, given back when the
+/// member goes.
+type Names = Arc<Mutex<HashSet<String>>>;
+
+/// A claimed name, given back when dropped: when `on_close` clears the
+/// member's context, or with the connection if it never got that far.
+struct Claim {
+    names: Names,
+    name: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.names).remove(&self.name);
+    }
+}
+
+/// A member of the chat: the connection's context.
+struct Member {
+    claim: Claim,
+    limiter: Mutex<RateLimiter>,
+}
+
+fn name_of(c: &Connection<Ws>) -> String {
+    c.context::<Member>()
+        .map(|m| m.claim.name.clone())
+        .unwrap_or_default()
+}
+
+/// The value of `key` in a query string, percent-decoded.
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| percent_decode_str(v).decode_utf8_lossy().into_owned())
+    })
+}
+
+/// Who an upgrade request is: the subject of its token with
+/// `--jwt-secret`, else the name it asks for. Neither the token nor a
+/// refused name is logged or echoed.
+fn identify(
+    verifier: Option<&JwtVerifier>,
+    conn: &Connection<Ws>,
+    query: Option<&str>,
+) -> Result<String, Reject> {
+    let addr = conn.remote_addr();
+    match verifier {
+        Some(verifier) => {
+            let token = query_param(query, "token").unwrap_or_default();
+            verifier.verify(&token).map_err(|why| {
+                log_limited!(Level::Info, "refused {addr}: token {why}");
+                Reject::new(401)
+                    .header("WWW-Authenticate", "Bearer")
+                    .body(format!("a valid token is required: {why}"))
+            })
+        }
+        None => {
+            let name = query_param(query, "name").unwrap_or_default();
+            check_name("a name", &name).map_err(|why| {
+                log_limited!(Level::Info, "refused {addr}: invalid name");
+                Reject::new(400).body(why)
+            })?;
+            Ok(name)
+        }
+    }
+}
 
 fn broadcast(worker: &WorkerHandle<Ws>, text: &str) {
     let msg = Message::Text(text.to_owned());
@@ -102,26 +225,42 @@ fn broadcast(worker: &WorkerHandle<Ws>, text: &str) {
 struct Cli {
     #[command(flatten)]
     server: common::ServerArgs,
+    #[command(flatten)]
+    chat: ChatArgs,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Cli { server, chat } = Cli::parse();
     let common::ServerArgs {
         listen: common::ListenArgs { listen },
         count,
         tls,
-    } = Cli::parse().server;
+    } = server;
     common::init_logging(log::LevelFilter::Info)?;
+    let verifier = chat.verifier()?;
+    let join_path = if verifier.is_some() {
+        "/ws?token=JWT"
+    } else {
+        "/ws?name=NAME"
+    };
 
-    let ws = Ws::server(WsConfig::default()).serve_http(|req| {
+    let config = WsConfig::default()
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE);
+    let ws = Ws::server(config).serve_http(|req| {
         (req.path() == "/" || req.path() == "/index.html").then(|| {
             Reject::new(200)
                 .header("Content-Type", "text/html; charset=utf-8")
                 .header("Cache-Control", "no-store")
+                .header("Referrer-Policy", "no-referrer")
                 .body(PAGE)
         })
     });
     let mut worker = Worker::with_protocol(listen.as_str(), ws)?;
-    worker.count(count).name("ws-chat");
+    worker
+        .count(count)
+        .name("ws-chat")
+        .limits(Limits::default().max_package_size(PACKAGE_LIMIT));
     // With TLS the page is https:// and its WebSocket wss://.
     let scheme = match tls.config()? {
         Some(config) => {
@@ -130,38 +269,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => "http",
     };
-    worker.on_websocket_connect(|conn, req| {
-        if req.path() != "/ws" {
-            return Err(Reject::new(404).body("the chat is on /ws?name=NAME"));
-        }
-        let name = req
-            .query()
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|kv| kv.strip_prefix("name="))
-            .map(|v| percent_decode_str(v).decode_utf8_lossy().into_owned())
-            .unwrap_or_default();
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(Reject::new(400).body("a name is required: /ws?name=NAME"));
-        }
-        conn.set_context(Name(name.to_owned()));
-        Ok(())
-    });
+    let names: Names = Arc::default();
+    {
+        let chat = chat.clone();
+        worker.on_websocket_connect(move |conn, req| {
+            if req.path() != "/ws" {
+                return Err(Reject::new(404).body("the chat is on /ws"));
+            }
+            let name = identify(verifier.as_ref(), conn, req.query())?;
+            let claim = {
+                let mut taken = lock(&names);
+                if !taken.insert(name.clone()) {
+                    log_limited!(
+                        Level::Info,
+                        "refused {}: {name} is taken",
+                        conn.remote_addr()
+                    );
+                    return Err(Reject::new(409).body(format!("{name} is taken")));
+                }
+                Claim {
+                    names: names.clone(),
+                    name,
+                }
+            };
+            conn.set_context(Member {
+                claim,
+                limiter: Mutex::new(chat.limiter(Instant::now())),
+            });
+            Ok(())
+        });
+    }
 
     // The handle is known once the worker starts; callbacks reach it here.
-    let handle: Arc<std::sync::OnceLock<WorkerHandle<Ws>>> = Arc::default();
+    let handle: Arc<OnceLock<WorkerHandle<Ws>>> = Arc::default();
     {
         let handle = handle.clone();
         worker.on_worker_start(move |w| {
             let _ = handle.set(w.clone());
             println!(
-                "chat on {scheme}://{} (WebSocket on /ws?name=NAME)",
+                "chat on {scheme}://{} (WebSocket on {join_path})",
                 w.local_addr()
             );
         });
     }
-    let name_of = |c: &Connection<Ws>| c.context::<Name>().map(|n| n.0.clone()).unwrap_or_default();
     {
         let handle = handle.clone();
         worker.on_connect(move |c| {
@@ -178,18 +328,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     {
         let handle = handle.clone();
+        let notice = format!("* {}", chat.notice());
         worker.on_message(move |c, msg| {
+            let Some(member) = c.context::<Member>() else {
+                return;
+            };
+            if let Message::Ping(_) | Message::Pong(_) = msg {
+                return;
+            }
+            let verdict = lock(&member.limiter).check(Instant::now());
+            match verdict {
+                Verdict::Pass => {}
+                Verdict::Notify => {
+                    let _ = c.send(&Message::Text(notice.clone()));
+                    return;
+                }
+                Verdict::Refuse => return,
+                Verdict::Close => {
+                    log_limited!(Level::Warn, "{} kept flooding: closed", member.claim.name);
+                    c.close_session(1008, "too many messages");
+                    return;
+                }
+            }
             if let (Message::Text(text), Some(w)) = (msg, handle.get()) {
-                broadcast(w, &format!("{}: {text}", name_of(c)));
+                broadcast(w, &format!("{}: {}", member.claim.name, clean(&text)));
             }
         });
     }
     {
         let handle = handle.clone();
         worker.on_close(move |c, reason| {
-            log_limited!(Level::Info, "{} left: {reason}", name_of(c));
+            let name = name_of(c);
+            // Gives the name back before anyone hears that it is free.
+            c.clear_context();
+            log_limited!(Level::Info, "{name} left: {reason}");
             if let Some(w) = handle.get() {
-                broadcast(w, &format!("* {} left", name_of(c)));
+                broadcast(w, &format!("* {name} left"));
             }
         });
     }

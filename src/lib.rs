@@ -27,12 +27,14 @@
 //! * [`ws`] (`lubdub-ws`): WebSocket, server and client ([`Ws`]).
 
 pub use lubdub_worker::{
-    default_memory_budget, plugin, protocol, Backoff, Backpressure, Client, CloseReason, Closing,
-    Codec, ConfigError, ConnError, ConnStats, Connection, Decoded, Decoder, Encoder, Error,
-    EventLoop, Flow, IntoListenAddr, Limits, ListenAddr, LoopHandle, Misuse, Plugin, Protocol,
-    ProtocolError, Raw, ReconnectPolicy, Reject, SendStatus, SessionClose, Start, Timer, TimerId,
-    TlsClientConfig, TlsConfig, TlsFiles, Wire, Worker, WorkerConfig, WorkerHandle,
-    DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+    default_max_connections, default_memory_budget, plugin, protocol, Backoff, Backpressure,
+    Client, CloseReason, Closing, Codec, ConfigError, ConnError, ConnInfo, ConnState, ConnStats,
+    Connection, Decoded, Decoder, Drain, Encoder, Error, EventLoop, Flow, IntoListenAddr, Limits,
+    ListenAddr, LoopHandle, LoopStats, Misuse, Plugin, Protocol, ProtocolError, Raw,
+    ReconnectPolicy, Reject, SendStatus, SessionClose, Start, Timer, TimerId, TlsClientConfig,
+    TlsConfig, TlsFiles, Wire, Worker, WorkerConfig, WorkerHandle, CLOSE_KINDS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+    LAG_BUCKETS,
 };
 
 pub use lubdub_text::{Text, TextBytes, TextConfig};
@@ -62,3 +64,9 @@ pub mod protocols {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 mod readme {}
+
+#[cfg(feature = "cli")]
+pub mod cli;
+
+#[cfg(feature = "metrics")]
+pub mod metrics;

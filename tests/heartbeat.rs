@@ -581,6 +581,9 @@ fn server_pings_measure_rtt_and_unanswered_pings_close_for_heartbeat_timeout() {
     assert_eq!(st.ack_timeouts, 1);
     assert_eq!(st.idle_timeouts, 0);
     assert!(st.acks >= 3 && st.pings_sent > st.acks, "{st:?}");
+    // every ack's round trip is in the histogram (a metrics scrape's source)
+    assert_eq!(st.rtt_buckets.iter().sum::<u64>(), st.acks, "{st:?}");
+    assert!(st.rtt_sum > Duration::ZERO && st.rtt_sum <= SLACK * st.acks as u32);
     server.stop_and_wait();
     t.join().unwrap();
 }

@@ -133,6 +133,69 @@ fn max_connections_refuses_the_excess_and_recovers() {
     h.stop_and_wait();
 }
 
+/// A line client connected from `source` (a loopback address of its own).
+fn connect_from(source: &str, server: std::net::SocketAddr) -> LineClient {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    sock.bind(&from.into()).unwrap();
+    sock.connect(&server.into()).unwrap();
+    LineClient::from_stream(sock.into())
+}
+
+#[test]
+fn max_connections_per_ip_refuses_one_address_and_serves_the_others() {
+    let mut w = echo();
+    w.limits(
+        Limits::default()
+            .max_connections(None)
+            .max_connections_per_ip(Some(2)),
+    );
+    let h = w.start().unwrap();
+    let mut first: Vec<LineClient> = (0..2)
+        .map(|i| {
+            let mut c = connect_from("127.0.0.1", h.local_addr());
+            assert_eq!(c.roundtrip(&i.to_string()), i.to_string());
+            c
+        })
+        .collect();
+    let mut extra = connect_from("127.0.0.1", h.local_addr());
+    extra.send(b"let me in\n");
+    assert!(extra.read_to_eof().is_empty(), "refused: closed at once");
+    assert_eq!(h.rejected(), 1);
+    // Another address has its own allowance.
+    let mut other = connect_from("127.0.0.2", h.local_addr());
+    assert_eq!(other.roundtrip("from elsewhere"), "from elsewhere");
+    // A closed connection gives its slot back.
+    drop(first.pop());
+    wait_until("the socket is gone", || h.live_tasks() == 2);
+    let mut again = connect_from("127.0.0.1", h.local_addr());
+    assert_eq!(again.roundtrip("in"), "in");
+    h.stop_and_wait();
+}
+
+#[test]
+fn the_limits_for_a_public_port_are_on_by_default() {
+    let l = Limits::default();
+    assert_eq!(l.max_connections, Some(lubdub::default_max_connections()));
+    assert_eq!(l.max_connections_per_ip, Some(1024));
+    assert_eq!(l.first_message_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(l.message_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(l.handshake_timeout, Duration::from_secs(10));
+    // The open-file limit, less a reserve for everything else.
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+    if rl.rlim_cur != libc::RLIM_INFINITY {
+        assert_eq!(
+            lubdub::default_max_connections(),
+            (rl.rlim_cur as usize).saturating_sub(64).max(64)
+        );
+    }
+}
+
 #[test]
 fn per_connection_max_package_size() {
     let (tx, rx) = mpsc::channel();

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hub_redis_support::{
-    raise_fd_limit, wait_until, Barrier, GarbageServer, InProcessNode, LineClient, Node, Redis,
-    CONNECTED, LOST, WAIT,
+    raise_fd_limit, two_and_one_in_g, wait_until, Barrier, GarbageServer, InProcessNode,
+    LineClient, Node, Redis, CONNECTED, LOST, WAIT,
 };
 
 /// A "must not happen" window: long enough for a stray message over
@@ -35,6 +35,36 @@ fn addrs(nodes: &[&Node]) -> Vec<SocketAddr> {
     nodes.iter().map(|n| n.addr).collect()
 }
 
+/// Two `cluster_chat` nodes on `url`: ann on n1 and bob on n2, bound to
+/// their names and in `room`, the cluster settled.
+struct AnnAndBob {
+    n1: Node,
+    n2: Node,
+    barrier: Barrier,
+    ann: LineClient,
+    bob: LineClient,
+}
+
+fn ann_and_bob(url: &str, presence_ttl: Option<u64>) -> AnnAndBob {
+    let n1 = Node::start("n1", url, presence_ttl);
+    let n2 = Node::start("n2", url, presence_ttl);
+    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
+    let mut ann = n1.client();
+    let mut bob = n2.client();
+    ann.cmd("name ann");
+    bob.cmd("name bob");
+    ann.cmd("join room");
+    bob.cmd("join room");
+    barrier.sync();
+    AnnAndBob {
+        n1,
+        n2,
+        barrier,
+        ann,
+        bob,
+    }
+}
+
 #[test]
 fn three_nodes_every_command_works_across_nodes() {
     let redis = Redis::start();
@@ -47,19 +77,19 @@ fn three_nodes_every_command_works_across_nodes() {
     let mut ann = n1.client();
     let mut bob = n2.client();
     let mut cat = n3.client();
-    // ann's second device, on another node, in no room.
-    let mut ann2 = n3.client();
+    // dan, on another node, in no room.
+    let mut dan = n3.client();
     ann.cmd("name ann");
     bob.cmd("name bob");
     cat.cmd("name cat");
-    ann2.cmd("name ann");
+    dan.cmd("name dan");
     for c in [&mut ann, &mut bob, &mut cat] {
         c.cmd("join room");
     }
     barrier.sync();
 
     // who: the count spans the nodes, from any of them.
-    for c in [&mut ann, &mut bob, &mut ann2] {
+    for c in [&mut ann, &mut bob, &mut dan] {
         assert_eq!(c.ask("who room"), "room 3");
     }
     assert_eq!(cat.ask("who nowhere"), "nowhere 0");
@@ -74,17 +104,17 @@ fn three_nodes_every_command_works_across_nodes() {
         c.expect(&["room cat: hello from n3"]);
     }
 
-    // dm: both of ann's devices (n1 and n3) get it; the sender gets ok.
+    // dm: to a user on another node; the sender gets ok (a user on
+    // several devices: tests/cluster_chat_safety.rs, with tokens).
     bob.send("dm ann hi ann");
     bob.expect(&["ok"]);
     ann.expect(&["dm bob: hi ann"]);
-    ann2.expect(&["dm bob: hi ann"]);
     // ...and a uid on no node is offline.
     assert_eq!(bob.ask("dm zed anyone there"), "offline");
-    // A dm to a uid on the sender's own node and on another.
-    ann2.send("dm cat same node");
-    ann2.expect(&["ok"]);
-    cat.expect(&["dm ann: same node"]);
+    // A dm to a uid on the sender's own node.
+    dan.send("dm cat same node");
+    dan.expect(&["ok"]);
+    cat.expect(&["dm dan: same node"]);
 
     // leave: the count drops everywhere and cat stops getting the room.
     cat.cmd("leave room");
@@ -98,13 +128,13 @@ fn three_nodes_every_command_works_across_nodes() {
 
     // all: every connection of every node (the barrier's probes too).
     cat.send("all to everyone");
-    for c in [&mut ann, &mut bob, &mut cat, &mut ann2] {
+    for c in [&mut ann, &mut bob, &mut cat, &mut dan] {
         c.expect(&["all cat: to everyone"]);
     }
 
     // Nothing else arrived anywhere: no duplicates, nothing for cat or
-    // ann2 from the room.
-    for c in [&mut ann, &mut bob, &mut cat, &mut ann2] {
+    // dan from the room.
+    for c in [&mut ann, &mut bob, &mut cat, &mut dan] {
         c.expect_silence(QUIET);
     }
 }
@@ -190,17 +220,13 @@ fn redis_killed_and_restarted_mid_conversation() {
 fn a_killed_node_reads_offline_within_the_presence_ttl() {
     const TTL: u64 = 2;
     let redis = Redis::start();
-    let url = redis.url();
-    let n1 = Node::start("n1", &url, Some(TTL));
-    let mut n2 = Node::start("n2", &url, Some(TTL));
-    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
-    let mut ann = n1.client();
-    let mut bob = n2.client();
-    ann.cmd("name ann");
-    bob.cmd("name bob");
-    ann.cmd("join room");
-    bob.cmd("join room");
-    barrier.sync();
+    let AnnAndBob {
+        n1: _n1,
+        mut n2,
+        barrier,
+        mut ann,
+        mut bob,
+    } = ann_and_bob(&redis.url(), Some(TTL));
     assert_eq!(ann.ask("dm bob hello"), "ok");
     bob.expect(&["dm ann: hello"]);
     assert_eq!(ann.ask("who room"), "room 2");
@@ -331,17 +357,13 @@ fn subscribers_dropped_by_redis_come_back_with_every_channel() {
     // What Redis does to a subscriber past its output buffer limit, or an
     // operator with CLIENT KILL: the command connections stay up.
     let redis = Redis::start();
-    let url = redis.url();
-    let n1 = Node::start("n1", &url, None);
-    let n2 = Node::start("n2", &url, None);
-    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
-    let mut ann = n1.client();
-    let mut bob = n2.client();
-    ann.cmd("name ann");
-    bob.cmd("name bob");
-    ann.cmd("join room");
-    bob.cmd("join room");
-    barrier.sync();
+    let AnnAndBob {
+        n1,
+        n2,
+        mut barrier,
+        mut ann,
+        mut bob,
+    } = ann_and_bob(&redis.url(), None);
     let lost = (n1.log.count(LOST), n2.log.count(LOST));
     assert_eq!(redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]), ":2");
     // Each node subscribes again, to every channel it had: group, uid,
@@ -364,36 +386,57 @@ fn subscribers_dropped_by_redis_come_back_with_every_channel() {
     assert_eq!((n1.log.count(LOST), n2.log.count(LOST)), lost);
 }
 
+/// The line a node writes when it refuses to start under a taken name.
+const NAME_TAKEN: &str = "is held by another running node";
+
 #[test]
-fn a_node_restarted_under_its_name_erases_its_last_life_at_once() {
-    // The default 15 s presence TTL: what is checked here must happen
-    // well before it.
+fn a_node_killed_and_restarted_under_its_name_waits_for_its_claim_then_erases_its_last_life() {
+    // The old life's claim lasts the TTL after its last renewal (every
+    // third of it): long enough for a restart attempt to find it held.
+    const TTL: u64 = 5;
     let redis = Redis::start();
     let url = redis.url();
-    let n1 = Node::start("n1", &url, None);
-    let mut n2 = Node::start("n2", &url, None);
-    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
-    let mut ann = n1.client();
-    let mut bob = n2.client();
-    ann.cmd("name ann");
-    bob.cmd("name bob");
-    ann.cmd("join room");
-    bob.cmd("join room");
-    barrier.sync();
+    let AnnAndBob {
+        n1,
+        mut n2,
+        barrier,
+        mut ann,
+        bob,
+    } = ann_and_bob(&url, Some(TTL));
     assert_eq!(ann.ask("who room"), "room 2");
-    assert_eq!(ann.ask("dm bob hi"), "ok");
-    bob.expect(&["dm ann: hi"]);
     drop((barrier, bob));
 
     n2.kill();
-    let n2 = Node::start("n2", &url, None);
-    let restarted = Instant::now();
+    let killed = Instant::now();
+    // The name is still claimed by the dead instance: a new n2 refuses
+    // to start, saying why, rather than share the name.
+    let log = match Node::try_start("n2", &url, Some(TTL)) {
+        Ok(_) => panic!("a second n2 started while the first one's claim was alive"),
+        Err(log) => log,
+    };
+    assert!(log.contains(NAME_TAKEN), "{log}");
+    // Once the claim expires, n2 starts...
+    let n2 = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(TTL) + WAIT,
+            "n2 never got its name back"
+        );
+        match Node::try_start("n2", &url, Some(TTL)) {
+            Ok(n) => break n,
+            Err(log) => assert!(log.contains(NAME_TAKEN), "{log}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let waited = killed.elapsed();
     n2.log.wait_for(CONNECTED, 1, WAIT);
-    let took = wait_until(
-        "the new n2 to erase what the old one published",
-        Duration::from_secs(8),
-        || ann.ask("who room") == "room 1" && ann.ask("dm bob hi") == "offline",
-    );
+    // ...and erases what its last life published, first thing.
+    wait_until("the old n2's presence to be erased", WAIT, || {
+        redis.command(&["HEXISTS", "lubdub:groupcount:room", "n2"]) == ":0"
+            && redis.command(&["SISMEMBER", "lubdub:uidnodes:bob", "n2"]) == ":0"
+            && redis.command(&["EXISTS", "lubdub:nodegroups:n2"]) == ":0"
+    });
+    assert_eq!(ann.ask("who room"), "room 1");
+    assert_eq!(ann.ask("dm bob hi"), "offline");
     // And the new life works.
     let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
     let mut bob = n2.client();
@@ -404,30 +447,144 @@ fn a_node_restarted_under_its_name_erases_its_last_life_at_once() {
     ann.send("say room welcome back");
     ann.expect(&["room ann: welcome back"]);
     bob.expect(&["room ann: welcome back"]);
-    eprintln!(
-        "stale presence gone {took:?} after the new n2 connected ({:?} after its start)",
-        restarted.elapsed()
+    eprintln!("n2 got its name back {waited:?} after it was killed (TTL {TTL} s)");
+}
+
+#[test]
+fn a_node_stopped_gracefully_frees_its_name_and_presence_at_once() {
+    // The default 15 s TTL: what is checked here happens well before.
+    let redis = Redis::start();
+    let url = redis.url();
+    let AnnAndBob {
+        n1,
+        mut n2,
+        barrier,
+        mut ann,
+        bob,
+    } = ann_and_bob(&url, None);
+    assert_eq!(ann.ask("who room"), "room 2");
+    drop((barrier, bob));
+    let stopped = Instant::now();
+    n2.terminate();
+    assert_eq!(redis.command(&["EXISTS", "lubdub:node:n2"]), ":0");
+    assert_eq!(
+        redis.command(&["HEXISTS", "lubdub:groupcount:room", "n2"]),
+        ":0"
     );
+    assert_eq!(ann.ask("who room"), "room 1");
+    assert_eq!(ann.ask("dm bob still there"), "offline");
+    let n2 = Node::start("n2", &url, None);
+    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
+    barrier.sync();
+    eprintln!("n2 stopped and back in {:?}", stopped.elapsed());
+}
+
+#[test]
+fn a_second_node_under_a_running_nodes_name_fails_to_start_and_the_first_goes_on() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let AnnAndBob {
+        n1: _n1,
+        n2: _n2,
+        barrier: _barrier,
+        mut ann,
+        mut bob,
+    } = ann_and_bob(&url, None);
+    // The impostor exits at once with a clear error, before it listens.
+    let t = Instant::now();
+    let log = match Node::try_start("n1", &url, None) {
+        Ok(_) => panic!("two nodes run under the name n1"),
+        Err(log) => log,
+    };
+    assert!(log.contains(NAME_TAKEN), "{log}");
+    assert!(log.contains("node name `n1`"), "{log}");
+    eprintln!("the second n1 gave up in {:?}: {log}", t.elapsed());
+    // The first n1 kept its name, its presence and its connections.
+    let pttl = redis.command(&["PTTL", "lubdub:node:n1"]);
+    assert!(pttl.starts_with(':') && !pttl.starts_with(":-"), "{pttl}");
+    assert_eq!(bob.ask("dm ann still you"), "ok");
+    ann.expect(&["dm bob: still you"]);
+    assert_eq!(ann.ask("dm bob and you"), "ok");
+    bob.expect(&["dm ann: and you"]);
+    for c in [&mut ann, &mut bob] {
+        c.expect_silence(QUIET);
+    }
+}
+
+#[test]
+fn a_node_whose_name_is_taken_while_it_runs_leaves_the_cluster_until_it_is_back() {
+    // What an operator's mistake or a long partition can do: another
+    // instance holds `a`'s name. `a` stops publishing and listening (it
+    // would take the other's messages), serves its own connections, and
+    // comes back when the name is free.
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = InProcessNode::start_with(
+        lubdub::hub::RedisConfig::new(&url, "a").presence_ttl(Duration::from_secs(3)),
+    );
+    let b = InProcessNode::start(&url, "b");
+    let (mut barrier, [mut ann, mut amy, mut bob]) = two_and_one_in_g(&a, &b);
+    bob.send("say g before");
+    for c in [&mut ann, &mut amy, &mut bob] {
+        c.line();
+    }
+    // Only `a` listens on its own channel: PUBLISH says how many heard.
+    let listeners = || redis.command(&["PUBLISH", "lubdub:ch:n:a", "probe"]);
+    assert_eq!(listeners(), ":1");
+    assert_eq!(
+        redis.command(&["SET", "lubdub:node:a", "another-instance", "PX", "4000"]),
+        "+OK"
+    );
+    wait_until("a to leave the cluster", WAIT, || listeners() == ":0");
+    let left = Instant::now();
+    // Off the cluster: nothing crosses either way; local delivery goes on.
+    let dropped = a.hub.stats().dropped;
+    bob.send("say g from b");
+    assert!(bob.line().ends_with(": from b"));
+    ann.send("say g from a");
+    for c in [&mut ann, &mut amy] {
+        assert!(c.line().ends_with(": from a"));
+    }
+    assert!(a.hub.stats().dropped > dropped);
+    for c in [&mut ann, &mut amy, &mut bob] {
+        c.expect_silence(QUIET);
+    }
+    // The other instance's claim expires: `a` takes its name back at its
+    // next renewal, and listens and publishes again.
+    wait_until("a to take its name back", WAIT, || listeners() == ":1");
+    let back = left.elapsed();
+    barrier.sync();
+    bob.send("say g after");
+    for c in [&mut ann, &mut amy, &mut bob] {
+        let l = c.line();
+        assert!(l.ends_with(": after"), "{l}");
+    }
+    eprintln!("a was off the cluster for {back:?}");
 }
 
 #[test]
 fn three_thousand_groups_are_resubscribed_and_republished_after_a_restart() {
     // More channels than one SUBSCRIBE carries (the backplane sends them
-    // 1,024 at a time) and as many presence entries to write again.
+    // 1,024 at a time) and as many presence entries to write again: 24
+    // members of 125 groups each (a connection may be in 128).
     const GROUPS: usize = 3_000;
+    const PER_MEMBER: usize = 125;
     let mut redis = Redis::start();
     let url = redis.url();
     let n1 = Node::start("n1", &url, None);
     let n2 = Node::start("n2", &url, None);
     let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
-    let mut member = n2.client();
-    // 50 commands in flight at a time.
-    for chunk in (0..GROUPS).collect::<Vec<_>>().chunks(50) {
-        for g in chunk {
-            member.send(&format!("join g{g}"));
-        }
-        for _ in chunk {
-            assert_eq!(member.line(), "ok");
+    let mut members: Vec<LineClient> = (0..GROUPS / PER_MEMBER).map(|_| n2.client()).collect();
+    for (k, member) in members.iter_mut().enumerate() {
+        // 25 commands in flight at a time.
+        let groups: Vec<usize> = (k * PER_MEMBER..(k + 1) * PER_MEMBER).collect();
+        for chunk in groups.chunks(25) {
+            for g in chunk {
+                member.send(&format!("join g{g}"));
+            }
+            for _ in chunk {
+                assert_eq!(member.line(), "ok");
+            }
         }
     }
     let connected = n2.log.count(CONNECTED);
@@ -452,16 +609,21 @@ fn three_thousand_groups_are_resubscribed_and_republished_after_a_restart() {
             assert_eq!(sender.ask("who g0"), "g0 1");
         }
     }
-    let mut got: Vec<usize> = (0..GROUPS)
-        .map(|_| {
+    let mut got = Vec::with_capacity(GROUPS);
+    for member in &mut members {
+        for _ in 0..PER_MEMBER {
             let l = member.line();
             let (group, _) = l.split_once(' ').expect("a group message");
-            group[1..].parse().expect("a group number")
-        })
-        .collect();
+            got.push(group[1..].parse::<usize>().expect("a group number"));
+        }
+    }
     got.sort_unstable();
     assert_eq!(got, (0..GROUPS).collect::<Vec<_>>());
-    member.expect_silence(QUIET);
+    // One window for all: each member had as long to get a stray line.
+    members[0].expect_silence(QUIET);
+    for member in &mut members[1..] {
+        member.expect_silence(Duration::from_millis(1));
+    }
 }
 
 /// A member connection of the big group, read without a thread of its own
@@ -497,8 +659,19 @@ fn join_members(addr: SocketAddr, group: &str, count: usize, out: &mut Vec<Membe
     while left > 0 {
         let n = left.min(BATCH);
         let start = out.len();
-        for _ in 0..n {
-            let s = TcpStream::connect(addr).expect("connect a member");
+        for k in 0..n {
+            // Each member from an address of its own, as ten thousand
+            // users would come: one address may open only
+            // `Limits::max_connections_per_ip` (1,024 by default).
+            let seq = (out.len() + k) as u32;
+            let from: SocketAddr = format!("127.77.{}.{}:0", (seq >> 8) & 0xff, seq & 0xff)
+                .parse()
+                .unwrap();
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&from.into()).expect("bind a member's address");
+            sock.connect(&addr.into()).expect("connect a member");
+            let s: TcpStream = sock.into();
             s.set_read_timeout(Some(WAIT)).unwrap();
             out.push(Member {
                 r: BufReader::with_capacity(256, s),
@@ -542,7 +715,7 @@ fn ten_thousand_members_across_two_nodes_get_one_say_exactly_once() {
     for (i, m) in members.iter_mut().enumerate() {
         let l = m.line();
         assert!(
-            l.starts_with("big guest") && l.ends_with(": one for ten thousand"),
+            l.starts_with("big ~guest") && l.ends_with(": one for ten thousand"),
             "member {i} got {l:?}"
         );
     }
@@ -794,4 +967,101 @@ fn a_node_reconnects_with_jittered_backoff_from_100_ms_to_5_s() {
         fake.times_of("SUBSCRIBE").len()
     );
     drop(n1);
+}
+
+#[test]
+fn query_timers_end_with_their_query() {
+    // Each query arms a timeout timer on the asking connection's loop;
+    // the reply deletes it, so a busy node does not pile up thousands of
+    // timers that fire seconds later.
+    let redis = Redis::start();
+    let a = InProcessNode::start(&redis.url(), "a");
+    let mut c = LineClient::connect(a.addr());
+    c.cmd("join g");
+    let before: usize = c.ask("timers").parse().unwrap();
+    for _ in 0..200 {
+        c.send("who g");
+    }
+    for _ in 0..200 {
+        assert_eq!(c.line(), "g 1");
+    }
+    for _ in 0..50 {
+        assert_eq!(c.ask("online nobody"), "no");
+        assert_eq!(c.ask("members g"), "");
+    }
+    let after: usize = c.ask("timers").parse().unwrap();
+    assert_eq!(after, before, "timers left behind by answered queries");
+}
+
+#[test]
+fn one_connection_joining_a_million_groups_is_refused_at_the_limit() {
+    const JOINS: usize = 1_000_000;
+    const LIMIT: usize = 128; // HubLimits::default().max_groups_per_conn
+    let redis = Redis::start();
+    let url = redis.url();
+    let n1 = Node::start("n1", &url, None);
+    let n2 = Node::start("n2", &url, None);
+    let mut barrier = Barrier::new(&addrs(&[&n1, &n2]));
+    let mut ann = n1.client();
+    let mut bob = n2.client();
+    ann.cmd("join room");
+    bob.cmd("join room");
+    barrier.sync();
+    let keys_before = redis.dbsize();
+
+    // One connection asks for a million groups, as fast as it can write.
+    let greedy = TcpStream::connect(n1.addr).unwrap();
+    greedy.set_read_timeout(Some(WAIT)).unwrap();
+    let mut w = std::io::BufWriter::new(greedy.try_clone().unwrap());
+    let writer = std::thread::spawn(move || {
+        for g in 0..JOINS {
+            writeln!(w, "join g{g}").unwrap();
+        }
+        w.flush().unwrap();
+    });
+    let started = Instant::now();
+    let mut r = BufReader::new(greedy);
+    let mut line = String::new();
+    let mut refused = 0;
+    for i in 0..JOINS {
+        line.clear();
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "closed after {i} replies"
+        );
+        if i < LIMIT {
+            assert_eq!(line.trim_end(), "ok", "join {i}");
+        } else {
+            assert!(line.starts_with("error: refused: "), "join {i}: {line}");
+            refused += 1;
+        }
+        if i == JOINS / 2 {
+            // The others are unaffected meanwhile.
+            bob.send("say room halfway");
+            for c in [&mut ann, &mut bob] {
+                assert!(c.line().ends_with(": halfway"));
+            }
+        }
+    }
+    writer.join().unwrap();
+    let took = started.elapsed();
+    assert_eq!(refused, JOINS - LIMIT);
+    assert!(
+        line.contains("128 groups already"),
+        "the app sees why: {line}"
+    );
+    barrier.sync();
+    // Redis holds a key per group the connection is in, no more.
+    let keys_after = redis.dbsize();
+    assert!(
+        keys_after <= keys_before + LIMIT + 2,
+        "{keys_before} keys before, {keys_after} after"
+    );
+    assert_eq!(ann.ask("who g0"), "g0 1");
+    assert_eq!(ann.ask(&format!("who g{LIMIT}")), format!("g{LIMIT} 0"));
+    ann.send("say room after");
+    for c in [&mut ann, &mut bob] {
+        assert!(c.line().ends_with(": after"));
+    }
+    eprintln!("{JOINS} joins answered in {took:?}; redis keys {keys_before} -> {keys_after}");
 }

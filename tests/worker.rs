@@ -987,3 +987,69 @@ fn an_async_handler_answers_every_pipelined_line() {
     }
     h.stop_and_wait();
 }
+
+#[test]
+fn loop_stats_and_connection_infos_show_what_an_operator_asks() {
+    let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
+    w.count(2).on_message(|c, m| {
+        if m == "kick" {
+            c.close();
+        } else {
+            let _ = c.send(&m);
+        }
+    });
+    w.on_worker_start(|_| {
+        Timer::add(Duration::from_millis(5), || {}).unwrap();
+    });
+    let h = w.start().unwrap();
+    let mut clients: Vec<LineClient> = (0..4)
+        .map(|_| LineClient::connect(h.local_addr()))
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        for k in 0..=i {
+            assert_eq!(c.roundtrip(&format!("{i}.{k}")), format!("{i}.{k}"));
+        }
+    }
+    let mut kicked = clients.remove(0);
+    kicked.send(b"kick\n");
+    assert!(kicked.read_to_eof().is_empty());
+    // Our FIN ends the server's linger: its socket (and its count) goes.
+    drop(kicked);
+    drop(clients.remove(0));
+    wait_until("two closes counted", || {
+        h.loop_stats().iter().map(|s| s.closed_total()).sum::<u64>() == 2
+    });
+    let stats = h.loop_stats();
+    assert_eq!(stats.len(), 2, "one per loop");
+    fn sum(stats: &[lubdub::LoopStats], f: impl Fn(&lubdub::LoopStats) -> u64) -> u64 {
+        stats.iter().map(f).sum()
+    }
+    assert_eq!(sum(&stats, |s| s.accepted), 4);
+    assert_eq!(sum(&stats, |s| s.connections as u64), 2);
+    // 1 + 2 + 3 + 4 lines echoed, and the kick.
+    assert_eq!(sum(&stats, |s| s.messages_in), 11);
+    assert_eq!(sum(&stats, |s| s.messages_out), 10);
+    let kind = |name| lubdub::CLOSE_KINDS.iter().position(|k| *k == name).unwrap();
+    assert_eq!(sum(&stats, |s| s.closed[kind("local")]), 1);
+    assert_eq!(sum(&stats, |s| s.closed[kind("peer_closed")]), 1);
+    assert_eq!(sum(&stats, |s| s.handshake_failures), 0);
+    assert!(stats.iter().all(|s| s.timers == 1), "each loop's timer");
+    wait_until("the loops' lag sampled", || {
+        h.loop_stats()
+            .iter()
+            .all(|s| s.lag_buckets.iter().sum::<u64>() > 0)
+    });
+    let infos: Vec<lubdub::ConnInfo> = h.connections().iter().map(|e| e.value().info()).collect();
+    assert_eq!(infos.len(), 2);
+    for info in &infos {
+        assert_eq!(info.state, lubdub::ConnState::Open);
+        assert_eq!(info.send_queue, 0);
+        assert!(info.age >= info.idle);
+        assert!(info.loop_index < 2);
+        assert_eq!(info.stats.messages_in, info.stats.messages_out);
+        assert!(clients
+            .iter()
+            .any(|c| c.stream.local_addr().unwrap() == info.remote));
+    }
+    h.stop_and_wait();
+}

@@ -21,6 +21,7 @@
 //! `websockets`, and the ws_chat example built (a plain `cargo test` builds
 //! the examples; `cargo build --example ws_chat` otherwise).
 
+mod chat_support;
 mod ws_support;
 
 use std::path::Path;
@@ -36,26 +37,7 @@ use ws_support::{recv, ChildGuard, TempDir, WAIT};
 
 /// The chat example on a free loopback port; returns it and its port.
 fn start_chat() -> (ChildGuard, u16) {
-    start_chat_with(&[], "http")
-}
-
-/// The chat example with extra flags, its banner naming `scheme`.
-fn start_chat_with(extra: &[&str], scheme: &str) -> (ChildGuard, u16) {
-    let chat = ChildGuard::spawn(
-        "ws_chat example",
-        Command::new(ws_support::example_binary("ws_chat"))
-            .args(["--listen", "ws://127.0.0.1:0"])
-            .args(extra),
-    );
-    // It prints `chat on http://127.0.0.1:PORT (WebSocket on /ws?name=NAME)`.
-    let prefix = format!("chat on {scheme}://127.0.0.1:");
-    let line = chat.line();
-    let port = line
-        .strip_prefix(prefix.as_str())
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("ws_chat's banner: {line:?}"));
-    (chat, port)
+    ws_support::start_ws_chat(&[], &[], "http")
 }
 
 /// Headless Chromium opening `url`, with its DevTools on a free port.
@@ -150,6 +132,15 @@ impl Page {
             .unwrap_or_else(|e| panic!("wait_items answer {answer}: {e}"))
     }
 
+    /// Types `text` into the page's message box and sends it.
+    fn send(&mut self, text: &str) {
+        let text = serde_json::to_string(text).unwrap();
+        self.eval(&format!(
+            "document.getElementById('msg').value = {text}; \
+             document.getElementById('send').requestSubmit(); true"
+        ));
+    }
+
     fn eval(&mut self, expr: &str) -> Value {
         self.command(json!({"cmd": "eval", "expr": expr}))["value"].clone()
     }
@@ -171,6 +162,12 @@ impl Bob {
 
     /// Over wss when given the CA to trust.
     fn join_with(port: u16, first: &str, ca: Option<String>) -> Self {
+        Self::join_at(port, "/ws?name=bob", first, ca)
+    }
+
+    /// Joins on `target` (a path and query).
+    fn join_at(port: u16, target: &str, first: &str, ca: Option<String>) -> Self {
+        let target = target.to_owned();
         let (heard_tx, heard) = mpsc::channel();
         let (closed_tx, closed) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
@@ -178,7 +175,7 @@ impl Bob {
         let thread = std::thread::spawn(move || {
             EventLoop::run(move |lp| {
                 let scheme = if ca.is_some() { "wss" } else { "ws" };
-                let url = format!("{scheme}://127.0.0.1:{port}/ws?name=bob");
+                let url = format!("{scheme}://127.0.0.1:{port}{target}");
                 let mut client = Client::<Ws>::new(url.as_str()).unwrap();
                 if let Some(ca) = &ca {
                     client.tls(TlsClientConfig::with_ca_pem(ca.as_bytes()).unwrap());
@@ -261,10 +258,7 @@ fn chromium_chats_through_the_ws_chat_page() {
     page.wait_items(&["* bob joined", "bob: hi from bob"]);
 
     // ann types into the page's form; bob hears it.
-    page.eval(
-        "document.getElementById('msg').value = 'how are you, bob?'; \
-         document.getElementById('send').requestSubmit(); true",
-    );
+    page.send("how are you, bob?");
     bob.hears("ann: how are you, bob?");
 
     // bob leaves; the page shows it.
@@ -310,6 +304,51 @@ fn chromium_chats_through_the_ws_chat_page() {
     drop(page);
     let mut browser = browser;
     browser.child.wait_exit(WAIT);
+    drop(chat);
+}
+
+/// ws_chat with `--jwt-secret`: the page takes its token from the address's
+/// fragment, which no request carries, drops it from the address bar and
+/// hands it only to the WebSocket; the name is the token's subject.
+#[test]
+fn chromium_joins_with_a_token_from_the_fragment() {
+    ws_support::python();
+    ws_support::chromium();
+    let (chat, port) =
+        ws_support::start_ws_chat(&["--jwt-secret", chat_support::SECRET], &[], "http");
+    let base = format!("http://127.0.0.1:{port}/");
+    let token = chat_support::token("ann");
+    let browser = Browser::open(&format!("{base}?say=hello#token={token}"));
+    let mut page = Page::attach(&browser, &base);
+    page.wait_items(&["* ann joined", "ann: hello"]);
+    assert_eq!(
+        page.eval("document.getElementById('status').textContent"),
+        "connected as ann"
+    );
+    // The token is gone from the address bar, the history entry and the
+    // document.
+    assert_eq!(page.eval("location.href"), format!("{base}?say=hello"));
+    let signature = token.rsplit('.').next().unwrap();
+    let expr = format!(
+        "document.documentElement.outerHTML.includes('{signature}') || \
+         location.href.includes('{signature}')"
+    );
+    assert_eq!(page.eval(&expr), false);
+
+    // bob, a lubdub client with a token of his own.
+    let bob_target = format!("/ws?token={}", chat_support::token("bob"));
+    let bob = Bob::join_at(port, &bob_target, "hi ann", None);
+    bob.hears("* bob joined");
+    bob.hears("bob: hi ann");
+    page.wait_items(&["* bob joined", "bob: hi ann"]);
+    page.send("hi bob");
+    bob.hears("ann: hi bob");
+    // The server never logged a token.
+    let log = chat.stderr();
+    assert!(!log.contains(signature), "the token in the log:\n{log}");
+    drop(bob);
+    drop(page);
+    drop(browser);
     drop(chat);
 }
 
@@ -483,7 +522,11 @@ fn chromium_chats_over_https_and_wss() {
     std::fs::write(&cert, made.cert.pem()).unwrap();
     std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
     let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
-    let (chat, port) = start_chat_with(&["--tls-cert", &cert_arg, "--tls-key", &key_arg], "https");
+    let (chat, port) = ws_support::start_ws_chat(
+        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+        &[],
+        "https",
+    );
     let base = format!("https://127.0.0.1:{port}/");
 
     let browser = Browser::open_with(
@@ -498,10 +541,7 @@ fn chromium_chats_over_https_and_wss() {
     bob.hears("* bob joined");
     bob.hears("bob: hi over wss");
     page.wait_items(&["* bob joined", "bob: hi over wss"]);
-    page.eval(
-        "document.getElementById('msg').value = 'still encrypted'; \
-         document.getElementById('send').requestSubmit(); true",
-    );
+    page.send("still encrypted");
     bob.hears("ann: still encrypted");
     drop(bob);
     drop(page);

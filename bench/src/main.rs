@@ -102,11 +102,13 @@ struct RunOptions {
     /// (e.g. --attach 'perf stat -e syscalls:sys_enter_epoll_wait -p {pid} -- sleep {secs}')
     #[arg(long, value_name = "CMD")]
     attach: Option<String>,
-    /// Attack scenario: only these attacks, optionally sized, e.g.
-    /// longline=50,storm (slowloris, longline, nonreader, invalid, storm)
+    /// Attack scenarios: only these attacks, optionally sized, e.g.
+    /// longline=50,storm (attack: slowloris, longline, nonreader, invalid,
+    /// storm; attack-ws: ws-bigframe, ws-fragments, ws-slowframe, ws-bomb,
+    /// ws-idle-deflate, ws-origin, ws-dupheaders)
     #[arg(long, value_name = "LIST")]
     attacks: Option<String>,
-    /// Attack scenario: seconds before, during, after (default 3,10,10)
+    /// Attack scenarios: seconds before, during, after (default 3,10,10)
     #[arg(long, value_name = "B,D,A")]
     attack_phases: Option<String>,
     /// Start every measured child (servers, timer and client children) as

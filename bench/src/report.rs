@@ -118,6 +118,8 @@ pub enum Better {
     Higher,
     /// A cost (time, memory, losses): less is better.
     Lower,
+    /// A count to read, not to compare (what the attackers met): no ratio.
+    Neither,
 }
 
 /// One line of the table: a metric measured for both implementations.
@@ -140,6 +142,9 @@ impl Row {
     /// means lubdub did better. Compares medians.
     pub fn ratio(&self) -> f64 {
         let (l, p) = (median(&self.lubdub), median(&self.peer));
+        if self.better == Better::Neither {
+            return f64::NAN;
+        }
         if l == p {
             // Equal, zeros included (no loss on either side).
             return 1.0;
@@ -147,6 +152,7 @@ impl Row {
         match self.better {
             Better::Higher => l / p,
             Better::Lower => p / l,
+            Better::Neither => f64::NAN,
         }
     }
 }
@@ -341,11 +347,17 @@ mod tests {
         out.row("rate", "msg/s", Better::Higher, &[200.0], &[100.0]);
         out.row("cost", "us", Better::Lower, &[2.0], &[4.0]);
         out.row("none lost", "n", Better::Lower, &[0.0], &[0.0]);
+        out.row("closed with 1009", "n", Better::Neither, &[3.0], &[0.0]);
         let ratios: Vec<f64> = out.rows.iter().map(Row::ratio).collect();
-        assert_eq!(ratios, [2.0, 2.0, 1.0]);
+        assert_eq!(ratios[..3], [2.0, 2.0, 1.0]);
+        assert!(ratios[3].is_nan(), "counts are not compared");
         let t = table(&out.rows);
         assert!(
             t.contains("| rate | 200–200–200 | 100–100–100 | 2.00x |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| closed with 1009 | 3–3–3 | 0–0–0 | - |"),
             "{t}"
         );
     }

@@ -223,6 +223,14 @@ pub const SCENARIOS: &[Scenario] = &[
         run: ws::deflate,
         group: Group::Ws,
     },
+    Scenario {
+        name: "attack-ws",
+        about: "WebSocket healthy ping-pong under attack (~10 MiB messages: one frame, fragments, slow, \
+                deflate bomb; idle deflate conns; foreign Origin; duplicate headers): latency, losses, RSS, \
+                fds, what the attackers met; vs tokio-tungstenite",
+        run: attack::attack_ws,
+        group: Group::Ws,
+    },
     // Hub (issue 15; bench/src/hub*.rs): the `hub` group, not in `all`.
     Scenario {
         name: "hub-fanout-local",
@@ -276,8 +284,8 @@ mod tests {
     use super::*;
 
     /// Names are unique; the `tls`, `ws` and `hub` groups are exactly the
-    /// scenarios of their prefixes, in registry order, and none of them is
-    /// in `all`.
+    /// scenarios of their prefixes (and `attack-ws` in `ws`), in registry
+    /// order, and none of them is in `all`.
     #[test]
     fn groups_are_the_scenarios_of_their_prefix() {
         let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
@@ -294,7 +302,9 @@ mod tests {
                 .filter(|n| p.iter().any(|p| n.starts_with(p)))
                 .collect()
         };
-        assert_eq!(group("ws"), prefixed(&["ws-"]));
+        let mut ws = prefixed(&["ws-"]);
+        ws.push("attack-ws");
+        assert_eq!(group("ws"), ws);
         assert_eq!(group("tls"), prefixed(&["tls-", "wss-"]));
         assert_eq!(group("hub"), prefixed(&["hub-"]));
         let all = group("all");
@@ -303,7 +313,7 @@ mod tests {
             .all(|n| prefixed(&["ws-", "tls-", "wss-", "hub-"])
                 .iter()
                 .all(|p| p != n)));
-        assert!(!all.contains(&"attack"));
+        assert!(!all.contains(&"attack") && !all.contains(&"attack-ws"));
         assert_eq!(all.len(), 12);
         let words = ["echo-1", "echo-1", "pingpong"].map(String::from);
         assert_eq!(select(&words).len(), 2);

@@ -1,17 +1,25 @@
 //! What the examples share: their common flags (`clap`), logging set-up
-//! (libraries log through `log` only), and a rate-limited path for what
-//! peers can trigger in numbers.
+//! (libraries log through `log` only; every line escaped so no peer can
+//! forge one), a rate-limited path for what peers can trigger in numbers,
+//! and what the chat examples need to be safe to deploy ([`chat`]).
+
+pub mod chat;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
-/// Sends `log` records at `level` and above to stderr as `[LEVEL] message`.
+/// Sends `log` records at `level` and above to stderr as `[LEVEL] message`,
+/// the message [`chat::Escaped`]: a name, a close reason or any other
+/// string a peer chose cannot hold a line break, so it cannot start a log
+/// line of its own.
 #[allow(dead_code)] // the heartbeat example sets up its own format
 pub fn init_logging(level: log::LevelFilter) -> Result<(), fern::InitError> {
     fern::Dispatch::new()
-        .format(|out, msg, rec| out.finish(format_args!("[{}] {msg}", rec.level())))
+        .format(|out, msg, rec| {
+            out.finish(format_args!("[{}] {}", rec.level(), chat::Escaped(msg)))
+        })
         .level(level)
         .chain(std::io::stderr())
         .apply()?;

@@ -9,6 +9,12 @@
 //! printed to help read the failure.
 #![allow(dead_code)]
 
+#[path = "../common/process.rs"]
+mod process;
+pub use process::TempDir;
+
+pub mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -174,16 +180,30 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     pub log: Arc<Log>,
+    /// More command-line arguments (`--requirepass`, `--user`, TLS).
+    args: Vec<String>,
+    /// What [`Self::command`] authenticates with (`AUTH` arguments).
+    auth: Vec<String>,
+    /// The TLS port, if it listens for TLS too.
+    pub tls_port: Option<u16>,
 }
 
 impl Redis {
     /// Starts Redis on a free port.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts Redis on a free port with more arguments.
+    pub fn start_with(args: &[&str]) -> Self {
         for _ in 0..10 {
             let mut r = Redis {
                 child: None,
                 port: free_port(),
                 log: Arc::default(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                auth: Vec::new(),
+                tls_port: None,
             };
             if r.spawn().is_ok() {
                 return r;
@@ -192,12 +212,55 @@ impl Redis {
         panic!("redis-server found no free port");
     }
 
+    /// Starts Redis on a free plain port (for [`Self::command`]) and a free
+    /// TLS port, with `pki`'s server certificate and CA, and more
+    /// arguments (`--tls-auth-clients no`, say).
+    pub fn start_tls(dir: &TempDir, pki: &pki::Pki, args: &[&str]) -> Self {
+        let cert = dir.write("redis.crt", &pki.server_cert);
+        let key = dir.write("redis.key", &pki.server_key);
+        let ca = dir.write("ca.crt", &pki.ca_cert);
+        for _ in 0..10 {
+            let tls_port = free_port();
+            let mut all: Vec<String> = vec!["--tls-port".into(), tls_port.to_string()];
+            for (flag, path) in [
+                ("--tls-cert-file", &cert),
+                ("--tls-key-file", &key),
+                ("--tls-ca-cert-file", &ca),
+            ] {
+                all.push(flag.into());
+                all.push(path.display().to_string());
+            }
+            all.extend(args.iter().map(|a| a.to_string()));
+            let mut r = Redis {
+                child: None,
+                port: free_port(),
+                log: Arc::default(),
+                args: all,
+                auth: Vec::new(),
+                tls_port: Some(tls_port),
+            };
+            if r.spawn().is_ok() {
+                return r;
+            }
+        }
+        panic!("redis-server found no free ports");
+    }
+
+    /// [`Self::command`] authenticates with `AUTH args...` first.
+    pub fn authed(mut self, args: &[&str]) -> Self {
+        self.auth = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     /// Starts Redis on `port` (after a fake server there is gone, say).
     pub fn start_on(port: u16) -> Self {
         let mut r = Redis {
             child: None,
             port,
             log: Arc::default(),
+            args: Vec::new(),
+            auth: Vec::new(),
+            tls_port: None,
         };
         r.restart();
         r
@@ -214,6 +277,7 @@ impl Redis {
         let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -252,21 +316,72 @@ impl Redis {
         }
     }
 
-    /// Runs one command on a connection of its own and returns the first
-    /// line of the reply (`:1`, `+OK`, ...).
+    /// Runs one command on a connection of its own (on the plain port,
+    /// authenticated as [`Self::authed`] says) and returns the first line
+    /// of the reply (`:1`, `+OK`, ...).
     pub fn command(&self, args: &[&str]) -> String {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.command_bytes(&args)
+    }
+
+    /// [`Self::command`] with arguments of any bytes.
+    pub fn command_bytes(&self, args: &[&[u8]]) -> String {
+        let (mut c, mut r) = self.session();
+        c.write_all(&resp_command(args)).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).expect("redis's reply");
+        line.trim_end().to_owned()
+    }
+
+    /// A command whose reply is one bulk string (`INFO`, say): its text.
+    pub fn command_text(&self, args: &[&str]) -> String {
+        let (mut c, mut r) = self.session();
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        c.write_all(&resp_command(&args)).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).expect("redis's reply");
+        let len: usize = line
+            .trim_end()
+            .strip_prefix('$')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a bulk string: {line}"));
+        let mut body = vec![0; len + 2];
+        r.read_exact(&mut body).unwrap();
+        body.truncate(len);
+        String::from_utf8(body).expect("text")
+    }
+
+    /// A connection of its own on the plain port, authenticated as
+    /// [`Self::authed`] says.
+    fn session(&self) -> (TcpStream, BufReader<TcpStream>) {
         let mut c = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
         c.set_read_timeout(Some(WAIT)).unwrap();
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        if !self.auth.is_empty() {
+            let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+            auth.extend(self.auth.iter().map(|a| a.as_bytes()));
+            c.write_all(&resp_command(&auth)).unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).expect("redis's reply to AUTH");
+            assert_eq!(line.trim_end(), "+OK", "AUTH");
         }
-        c.write_all(req.as_bytes()).unwrap();
-        let mut line = String::new();
-        BufReader::new(c)
-            .read_line(&mut line)
-            .expect("redis's reply");
-        line.trim_end().to_owned()
+        (c, r)
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT`.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}",
+            self.tls_port.expect("a redis started with start_tls")
+        )
+    }
+
+    /// How many keys the database holds.
+    pub fn dbsize(&self) -> usize {
+        let r = self.command(&["DBSIZE"]);
+        r.strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("DBSIZE answered {r}"))
     }
 
     /// Kills Redis with SIGKILL (no shutdown, no goodbye to its clients).
@@ -299,6 +414,17 @@ impl Redis {
     }
 }
 
+/// A command as RESP: an array of bulk strings.
+pub fn resp_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a);
+        req.extend_from_slice(b"\r\n");
+    }
+    req
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
@@ -314,6 +440,12 @@ pub struct Node {
     pub log: Arc<Log>,
 }
 
+/// The chat's rate limit raised out of the way: the hub tests drive a node
+/// far faster than people type (thousands of joins, a `say` every few
+/// milliseconds, queries in a loop). tests/cluster_chat_safety.rs tests
+/// the limit at its defaults.
+pub const UNLIMITED: &[&str] = &["--rate", "1000000", "--burst", "1000000"];
+
 /// The log line a node writes when its command connection comes up.
 pub const CONNECTED: &str = "connected to redis";
 /// The log line a node writes when its command connection goes down.
@@ -321,8 +453,39 @@ pub const LOST: &str = "lost redis";
 
 impl Node {
     /// Starts `cluster_chat --listen 127.0.0.1:0 --redis URL --node NAME
-    /// [--presence-ttl SECS]` and waits for the address it listens on.
+    /// [--presence-ttl SECS]` with [`UNLIMITED`] and waits for the address
+    /// it listens on.
     pub fn start(name: &str, redis_url: &str, presence_ttl: Option<u64>) -> Self {
+        Self::try_start(name, redis_url, presence_ttl)
+            .unwrap_or_else(|log| panic!("node {name} exited at start:\n{log}"))
+    }
+
+    /// [`Self::start`], or what the node wrote (stderr) if it exited
+    /// before it listened.
+    pub fn try_start(
+        name: &str,
+        redis_url: &str,
+        presence_ttl: Option<u64>,
+    ) -> Result<Self, String> {
+        let ttl = presence_ttl.map(|t| t.to_string());
+        let mut flags = UNLIMITED.to_vec();
+        if let Some(ttl) = &ttl {
+            flags.extend(["--presence-ttl", ttl]);
+        }
+        Self::try_start_with(name, redis_url, &flags)
+    }
+
+    /// Starts `cluster_chat --listen 127.0.0.1:0 --redis URL --node NAME`
+    /// with `flags` (the chat's defaults for those it does not give) and
+    /// waits for the address it listens on.
+    pub fn start_with(name: &str, redis_url: &str, flags: &[&str]) -> Self {
+        Self::try_start_with(name, redis_url, flags)
+            .unwrap_or_else(|log| panic!("node {name} exited at start:\n{log}"))
+    }
+
+    /// [`Self::start_with`], or what the node wrote (stderr) if it exited
+    /// before it listened.
+    pub fn try_start_with(name: &str, redis_url: &str, flags: &[&str]) -> Result<Self, String> {
         let mut cmd = Command::new(example_binary());
         cmd.args([
             "--listen",
@@ -331,10 +494,8 @@ impl Node {
             redis_url,
             "--node",
             name,
-        ]);
-        if let Some(ttl) = presence_ttl {
-            cmd.args(["--presence-ttl", &ttl.to_string()]);
-        }
+        ])
+        .args(flags);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -352,19 +513,49 @@ impl Node {
             log,
         };
         let banner = format!("cluster chat node {name} on ");
-        out.wait_for(&banner, 1, WAIT);
+        let start = Instant::now();
+        while out.count(&banner) == 0 {
+            let child = node.child.as_mut().expect("the child");
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                // Let the drain threads collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("{status}\n{}\n{}", node.log.text(), out.text()));
+            }
+            check_deadline(start, WAIT, &format!("node {name} to listen"));
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let text = out.text();
         let addr = text
             .lines()
             .find_map(|l| l.strip_prefix(&banner))
             .expect("the banner line");
         node.addr = addr.trim().parse().expect("a socket address");
-        node
+        Ok(node)
     }
 
     /// A new line client of this node.
     pub fn client(&self) -> LineClient {
         LineClient::connect(self.addr)
+    }
+
+    /// Stops the node with SIGTERM (a graceful stop) and waits for it to
+    /// exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > WAIT {
+                    let _ = child.kill();
+                    panic!("node {} did not stop within {WAIT:?} of SIGTERM", self.name);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     /// Kills the node with SIGKILL.
@@ -420,6 +611,14 @@ impl LineClient {
             .expect("write a line");
     }
 
+    /// Sends `lines`, each with a newline, in one write.
+    pub fn send_lines(&mut self, lines: &[String]) {
+        let bytes: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        self.stream
+            .write_all(bytes.as_bytes())
+            .expect("write lines");
+    }
+
     /// The next line, within `WAIT`.
     pub fn line(&mut self) -> String {
         match self.lines.recv_timeout(WAIT) {
@@ -469,6 +668,20 @@ impl LineClient {
         assert_eq!(got, want, "on a client of {}", self.addr);
     }
 
+    /// The node closes the connection within `WAIT`, with no line before.
+    pub fn expect_closed(&mut self) {
+        match self.lines.recv_timeout(WAIT) {
+            Err(RecvTimeoutError::Disconnected) => {}
+            Ok(l) => panic!(
+                "line {l:?} where a close was due on a client of {}",
+                self.addr
+            ),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("still open after {WAIT:?} on a client of {}", self.addr)
+            }
+        }
+    }
+
     /// Nothing arrives within `window` (a "must not happen" check).
     pub fn expect_silence(&mut self, window: Duration) {
         if let Some(l) = self.try_line(window) {
@@ -510,6 +723,16 @@ impl Barrier {
             probes: addrs.iter().map(|a| LineClient::connect(*a)).collect(),
             round: 0,
         }
+    }
+
+    /// [`new`](Self::new), each probe first sending `hello(k)` (a token,
+    /// say), answered `ok`.
+    pub fn with_hello(addrs: &[SocketAddr], hello: impl Fn(usize) -> String) -> Self {
+        let mut b = Self::new(addrs);
+        for (k, p) in b.probes.iter_mut().enumerate() {
+            p.cmd(&hello(k));
+        }
+        b
     }
 
     /// Waits until the cluster settled (see the type's docs).
@@ -686,7 +909,9 @@ impl Drop for GarbageServer {
 /// `to ID T` (send_to_conn), `except G T` (to G but this connection),
 /// `dm U T` (send_to_uid), `all T`: these deliver the bare `T`; and the
 /// queries `online U` (→ `yes`/`no`), `uids` (→ the count), `members G`
-/// (→ the group's uids, sorted, comma-separated). Stopped on drop.
+/// (→ the group's uids, sorted, comma-separated), `timers` (→ how many
+/// timers this connection's event loop has). A refused `name` or `join`
+/// answers `refused: WHY`. Stopped on drop.
 pub struct InProcessNode {
     pub hub: Hub<Text>,
     pub handle: WorkerHandle<Text>,
@@ -694,7 +919,17 @@ pub struct InProcessNode {
 
 impl InProcessNode {
     pub fn start(redis_url: &str, node: &str) -> Self {
-        let hub = Hub::with_redis(RedisConfig::new(redis_url, node), Text::new()).unwrap();
+        Self::start_with(RedisConfig::new(redis_url, node))
+    }
+
+    /// A node with this configuration (credentials, TLS, namespace).
+    pub fn start_with(config: RedisConfig) -> Self {
+        let hub = Hub::with_redis(config, Text::new()).unwrap();
+        Self::serve(hub)
+    }
+
+    /// Serves `hub` on a worker of its own (one event loop).
+    pub fn serve(hub: Hub<Text>) -> Self {
         let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
         w.plugin(hub.plugin());
         let h = hub.clone();
@@ -702,19 +937,17 @@ impl InProcessNode {
             let h = h.clone();
             async move {
                 let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                let done = |r: Result<(), lubdub::hub::HubError>| match r {
+                    Ok(()) => Some("ok".to_owned()),
+                    Err(e) => Some(format!("refused: {e}")),
+                };
                 let reply = match (cmd, rest.split_once(' ')) {
-                    ("name", _) => {
-                        h.bind_uid(&c, rest);
-                        Some("ok".to_owned())
-                    }
+                    ("name", _) => done(h.bind_uid(&c, rest)),
                     ("unname", _) => {
                         h.unbind_uid(&c, rest);
                         Some("ok".to_owned())
                     }
-                    ("join", _) => {
-                        h.join(&c, rest);
-                        Some("ok".to_owned())
-                    }
+                    ("join", _) => done(h.join(&c, rest)),
                     ("leave", _) => {
                         h.leave(&c, rest);
                         Some("ok".to_owned())
@@ -742,6 +975,7 @@ impl InProcessNode {
                         None
                     }
                     ("id", _) => Some(h.global_id(&c).to_string()),
+                    ("timers", _) => Some(lubdub::Timer::count().to_string()),
                     ("who", _) => Some(format!("{rest} {}", h.group_count(rest).await)),
                     ("online", _) => Some(
                         if h.is_uid_online(rest).await {
@@ -771,6 +1005,18 @@ impl InProcessNode {
     pub fn addr(&self) -> SocketAddr {
         self.handle.local_addr()
     }
+}
+
+/// Two clients of `a` and one of `b`, all in group `g`, the two nodes
+/// settled: the barrier, then the clients.
+pub fn two_and_one_in_g(a: &InProcessNode, b: &InProcessNode) -> (Barrier, [LineClient; 3]) {
+    let mut barrier = Barrier::new(&[a.addr(), b.addr()]);
+    let mut clients = [a.addr(), a.addr(), b.addr()].map(LineClient::connect);
+    for c in &mut clients {
+        c.cmd("join g");
+    }
+    barrier.sync();
+    (barrier, clients)
 }
 
 impl Drop for InProcessNode {

@@ -71,8 +71,14 @@ pub fn tcp(addr: SocketAddr) -> TcpStream {
 
 /// An upgrade request for `/` with [`KEY`] and `extra` header lines.
 pub fn upgrade_request(addr: SocketAddr, extra: &[(&str, &str)]) -> Vec<u8> {
+    upgrade_request_to(addr, "/", extra)
+}
+
+/// An upgrade request for `target` (a path and query) with [`KEY`] and
+/// `extra` header lines.
+pub fn upgrade_request_to(addr: SocketAddr, target: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut r = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
     );
     for (name, value) in extra {
@@ -256,6 +262,13 @@ pub fn parse_response(head: &str) -> Response {
     Response { status, headers }
 }
 
+/// An upgrade the server refused: its answer and body.
+#[derive(Debug)]
+pub struct Refused {
+    pub response: Response,
+    pub body: String,
+}
+
 /// A message being reassembled from frames.
 struct Partial {
     opcode: u8,
@@ -290,9 +303,32 @@ impl RawClient {
     /// Upgrades a new connection with `extra` request headers; asserts a
     /// correct `101` (accept key, upgrade headers, at most the extension
     /// offered) and sets up deflate if it was accepted.
+    #[track_caller]
     pub fn connect_with(addr: SocketAddr, extra: &[(&str, &str)]) -> Self {
+        Self::connect_to(addr, "/", extra)
+    }
+
+    /// [`connect_with`](Self::connect_with) for `target` (a path and query).
+    #[track_caller]
+    pub fn connect_to(addr: SocketAddr, target: &str, extra: &[(&str, &str)]) -> Self {
+        Self::try_connect(addr, target, extra).unwrap_or_else(|r| {
+            panic!(
+                "upgrade refused: {} {:?}\n{}",
+                r.response.status, r.response.headers, r.body
+            )
+        })
+    }
+
+    /// Upgrades a new connection to `target` (a path and query), or returns
+    /// the server's refusal (any status but `101`) with its body, read
+    /// until the server closed.
+    pub fn try_connect(
+        addr: SocketAddr,
+        target: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Self, Refused> {
         let mut stream = tcp(addr);
-        let request = upgrade_request(addr, extra);
+        let request = upgrade_request_to(addr, target, extra);
         stream
             .write_all(&request)
             .expect("write the upgrade request");
@@ -308,7 +344,12 @@ impl RawClient {
         };
         let head = String::from_utf8(buf[..end].to_vec()).expect("ASCII response head");
         let response = parse_response(&head);
-        assert_eq!(response.status, 101, "upgrade refused:\n{head}");
+        if response.status != 101 {
+            let mut body = buf[end..].to_vec();
+            body.extend(read_to_eof(&mut stream));
+            let body = String::from_utf8_lossy(&body).into_owned();
+            return Err(Refused { response, body });
+        }
         assert_eq!(response.header("Sec-WebSocket-Accept"), Some(ACCEPT));
         assert!(response
             .header("Upgrade")
@@ -335,7 +376,7 @@ impl RawClient {
                 a.client_no_context_takeover,
             )
         });
-        RawClient {
+        Ok(RawClient {
             stream,
             buf: buf[end..].to_vec(),
             sent: request.len() as u64,
@@ -346,7 +387,7 @@ impl RawClient {
             partial: None,
             close_seen: false,
             key_state: 0x9E37_79B9,
-        }
+        })
     }
 
     /// A fresh masking key.

@@ -227,25 +227,6 @@ impl Drop for ChildGuard {
     }
 }
 
-/// The example `name` (target/<profile>/examples/NAME), next to this test's
-/// binary (target/<profile>/deps/...). A plain `cargo test` builds the
-/// examples; fails with what to build otherwise.
-pub fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let bin = profile_dir.join("examples").join(name);
-    assert!(
-        bin.is_file(),
-        "the {name} example is not built at {}: run `cargo build --example {name}` \
-         (a plain `cargo test` builds the examples)",
-        bin.display()
-    );
-    bin
-}
-
 /// `name` on the PATH, or `None`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -374,4 +355,44 @@ pub fn binary_payload(n: usize, seed: u32) -> Vec<u8> {
             (x >> 16) as u8
         })
         .collect()
+}
+
+/// An example's binary, target/<profile>/examples/NAME, next to the test
+/// binary (target/<profile>/deps/TEST-*). A plain `cargo test` builds the
+/// examples; `cargo test --test X` alone does not, hence the message.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(
+        bin.is_file(),
+        "the {name} example is not built at {}: run `cargo build --example {name}` \
+         (a plain `cargo test` builds the examples)",
+        bin.display()
+    );
+    bin
+}
+
+/// The ws_chat example on a free loopback port, with `extra` flags and
+/// environment variables; returns it and its port once its banner names
+/// `scheme` (`http`, or `https` with TLS).
+pub fn start_ws_chat(extra: &[&str], env: &[(&str, &str)], scheme: &str) -> (ChildGuard, u16) {
+    let mut cmd = Command::new(example_binary("ws_chat"));
+    cmd.args(["--listen", "ws://127.0.0.1:0"]).args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let chat = ChildGuard::spawn("ws_chat example", &mut cmd);
+    // It prints `chat on http://127.0.0.1:PORT (WebSocket on /ws?name=NAME)`.
+    let prefix = format!("chat on {scheme}://127.0.0.1:");
+    let line = chat.line();
+    let port = line
+        .strip_prefix(prefix.as_str())
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("ws_chat's banner: {line:?}"));
+    (chat, port)
 }

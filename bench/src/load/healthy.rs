@@ -1,5 +1,6 @@
-//! The healthy clients of the `attack` scenario, a child process:
-//! `lubdub-bench healthy-child --port P [--conns N] [--interval-ms I] [--cpu C] [--nice N]`
+//! The healthy clients of the `attack` and `attack-ws` scenarios, a child
+//! process:
+//! `lubdub-bench healthy-child --port P [--conns N] [--interval-ms I] [--ws] [--cpu C] [--nice N]`
 //! (see [`child_main`]).
 
 use std::cell::RefCell;
@@ -17,11 +18,14 @@ use tokio::net::TcpStream;
 
 use crate::child::Placement;
 use crate::load::tcp::Unit;
+use crate::load::ws::{WsUnit, PATH};
+use crate::load::ws_codec::upgrade;
 use crate::sys;
 
 /// A reply later than this counts as lost (and the connection is redone).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes per healthy ping, `\n` included.
+/// Bytes per healthy ping: a Text line, `\n` included, or the payload of
+/// a WebSocket text message.
 pub const PING: usize = 32;
 
 /// The command line of a `healthy-child`.
@@ -36,6 +40,10 @@ pub struct HealthyOpts {
     /// Period of each connection's pings, in milliseconds.
     #[arg(long, default_value_t = 10)]
     pub interval_ms: u64,
+    /// WebSocket clients (an upgrade, then masked text frames) instead of
+    /// Text lines.
+    #[arg(long)]
+    pub ws: bool,
     /// Where the process runs.
     #[command(flatten)]
     pub placement: Placement,
@@ -53,6 +61,9 @@ impl HealthyOpts {
             "--interval-ms".into(),
             self.interval_ms.to_string(),
         ];
+        if self.ws {
+            a.push("--ws".into());
+        }
         a.extend(self.placement.to_args());
         a
     }
@@ -70,7 +81,9 @@ struct HealthyStats {
     first_error: Option<String>,
 }
 
-/// Entry point of `healthy-child --port P --conns N --interval-ms I`.
+/// Entry point of `healthy-child --port P --conns N --interval-ms I [--ws]`
+/// (`--ws`: each connection upgrades to WebSocket first and pings with
+/// masked text frames of [`PING`] bytes; otherwise [`PING`]-byte lines).
 ///
 /// Prints `ready <conns>` once every connection made one round trip, then
 /// pings. Each connection sends its next ping when it is due (every `I`
@@ -118,7 +131,8 @@ pub fn child_main(o: &HealthyOpts) -> Result<()> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let stats = local.block_on(&rt, healthy(addr, conns, interval, marks, stop))?;
+    let kind = PingKind::new(o.ws);
+    let stats = local.block_on(&rt, healthy(addr, conns, interval, kind, marks, stop))?;
     for p in 0..3 {
         let (d, r) = (&stats.due[p], &stats.raw[p]);
         let q = |h: &Histogram<u64>, q: f64| {
@@ -158,13 +172,15 @@ async fn healthy(
     addr: SocketAddr,
     conns: usize,
     interval: Duration,
+    unit: PingKind,
     marks: Arc<Mutex<Vec<Instant>>>,
     stop: Arc<AtomicBool>,
 ) -> Result<HealthyStats> {
-    let unit = Unit::text(PING);
     let mut streams = Vec::with_capacity(conns);
     for id in 0..conns {
-        let mut s = healthy_connect(addr).await?;
+        let mut s = healthy_connect(addr, unit)
+            .await
+            .with_context(|| format!("healthy connection {id}"))?;
         ping(&mut s, unit, id as u32, 0, &mut [0u8; 4096])
             .await
             .with_context(|| format!("healthy connection {id}: first round trip"))?;
@@ -202,28 +218,79 @@ async fn healthy(
         .map(RefCell::into_inner)
 }
 
-async fn healthy_connect(addr: SocketAddr) -> Result<TcpStream> {
-    let s = tokio::time::timeout(REPLY_TIMEOUT, TcpStream::connect(addr))
+/// What a healthy ping is on the wire.
+#[derive(Debug, Clone, Copy)]
+enum PingKind {
+    /// A Text line of [`PING`] bytes, echoed as it is.
+    Text(Unit),
+    /// A masked WebSocket text frame of [`PING`] payload bytes, on an
+    /// upgraded connection; echoed unmasked.
+    Ws(WsUnit),
+}
+
+/// Longest request or reply of a [`PingKind`].
+const MAX_PING_WIRE: usize = 64;
+
+impl PingKind {
+    fn new(ws: bool) -> PingKind {
+        if ws {
+            PingKind::Ws(WsUnit::text(PING))
+        } else {
+            PingKind::Text(Unit::text(PING))
+        }
+    }
+
+    /// Writes ping `seq` of connection `id` into `out` and the echo it
+    /// must get into `want`; returns their lengths.
+    fn fill(&self, id: u32, seq: u64, out: &mut [u8], want: &mut [u8]) -> (usize, usize) {
+        match self {
+            PingKind::Text(u) => {
+                u.fill(id, seq, &mut out[..PING]);
+                want[..PING].copy_from_slice(&out[..PING]);
+                (PING, PING)
+            }
+            PingKind::Ws(u) => {
+                let (req, rep) = (u.request_size(), u.reply_size());
+                u.fill_request(id, seq, &mut out[..req]);
+                u.fill_reply(id, seq, &mut want[..rep]);
+                (req, rep)
+            }
+        }
+    }
+}
+
+/// Connects (and upgrades, for WebSocket pings), within [`REPLY_TIMEOUT`].
+async fn healthy_connect(addr: SocketAddr, kind: PingKind) -> Result<TcpStream> {
+    let connect = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        if let PingKind::Ws(_) = kind {
+            let up = upgrade(&mut s, &addr.to_string(), PATH, false).await?;
+            if !up.leftover.is_empty() {
+                bail!("the server sent frames before any ping");
+            }
+        }
+        Ok(s)
+    };
+    tokio::time::timeout(REPLY_TIMEOUT, connect)
         .await
-        .map_err(|_| anyhow!("connect timed out"))??;
-    s.set_nodelay(true)?;
-    Ok(s)
+        .map_err(|_| anyhow!("connect timed out"))?
 }
 
 /// One ping: writes message `seq` and reads back exactly its echo.
-async fn ping(s: &mut TcpStream, unit: Unit, id: u32, seq: u64, buf: &mut [u8]) -> Result<()> {
-    let mut out = [0u8; PING];
-    unit.fill(id, seq, &mut out);
-    s.write_all(&out).await?;
+async fn ping(s: &mut TcpStream, unit: PingKind, id: u32, seq: u64, buf: &mut [u8]) -> Result<()> {
+    let (mut out, mut want) = ([0u8; MAX_PING_WIRE], [0u8; MAX_PING_WIRE]);
+    let (req, rep) = unit.fill(id, seq, &mut out, &mut want);
+    s.write_all(&out[..req]).await?;
     let mut got = 0;
-    while got < PING {
+    while got < rep {
         let n = s.read(&mut buf[got..]).await?;
         if n == 0 {
             bail!("server closed the connection");
         }
         got += n;
     }
-    if got != PING || buf[..PING] != out {
+    if got != rep || buf[..rep] != want[..rep] {
         bail!("reply differs from the ping");
     }
     Ok(())
@@ -245,7 +312,7 @@ fn latency_start(due: Instant, previous_done: Instant, sent: Instant) -> Instant
 async fn healthy_conn(
     addr: SocketAddr,
     s: TcpStream,
-    unit: Unit,
+    unit: PingKind,
     id: u32,
     first: Instant,
     interval: Duration,
@@ -280,7 +347,7 @@ async fn healthy_conn(
         seq += 1;
         let outcome = async {
             if conn.is_none() {
-                conn = Some(healthy_connect(addr).await.context("reconnecting")?);
+                conn = Some(healthy_connect(addr, unit).await.context("reconnecting")?);
             }
             let s = conn.as_mut().expect("connected above");
             let sent = Instant::now();
@@ -322,6 +389,7 @@ mod tests {
             port: 9,
             conns: 3,
             interval_ms: 7,
+            ws: true,
             placement: Placement {
                 cpu: Some(1),
                 nice: Some(-10),
@@ -333,6 +401,32 @@ mod tests {
             HealthyOpts::try_parse_from(["healthy-child"]).is_err(),
             "--port needed"
         );
+    }
+
+    /// A WebSocket ping is a masked text frame that lubdub's server
+    /// decodes, and its expected echo is what lubdub's encoder writes back;
+    /// a Text ping is a line that is its own echo.
+    #[test]
+    fn pings_and_their_echoes_are_what_the_servers_read_and_write() {
+        use crate::load::ws_codec::lubdub_side::{decode_all, server_frames};
+        use lubdub::ws::Message;
+
+        let (mut out, mut want) = ([0u8; MAX_PING_WIRE], [0u8; MAX_PING_WIRE]);
+        let (req, rep) = PingKind::new(true).fill(3, 9, &mut out, &mut want);
+        assert_eq!((req, rep), (2 + 4 + PING, 2 + PING));
+        assert_eq!(out[1] & 0x80, 0x80, "masked");
+        let mut server = server_frames(false);
+        let msgs = decode_all(&mut server, &out[..req]);
+        let [Message::Text(t)] = &msgs[..] else {
+            panic!("{msgs:?}")
+        };
+        assert!(t.starts_with("c00000003s0000000000000009"));
+        assert_eq!(server.encode(&msgs[0]).unwrap(), &want[..rep]);
+
+        let (req, rep) = PingKind::new(false).fill(3, 9, &mut out, &mut want);
+        assert_eq!((req, rep), (PING, PING));
+        assert_eq!(out[..req], want[..rep]);
+        assert_eq!(out[PING - 1], b'\n');
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The one WebSocket client codec of the load generator, used by the
-//! WebSocket load (`load/ws.rs`, `load/tls.rs`) and by the hub load
-//! (`load/hub.rs`): the opening handshake as a browser does it, masked
-//! client frames, the parsing of unmasked server frames, the close
-//! handshake, and permessage-deflate.
+//! WebSocket load (`load/ws.rs`, `load/tls.rs`), the hub load
+//! (`load/hub.rs`) and the `attack-ws` clients (`load/healthy.rs`,
+//! `load/attackers.rs`): the opening handshake as a browser does it (or
+//! with extra header lines), masked client frames, the parsing of
+//! unmasked server frames, the close handshake, and permessage-deflate.
 //!
 //! The handshake is `GET` with `Upgrade: websocket`, a fresh
 //! `Sec-WebSocket-Key`, version 13 (and with deflate,
@@ -32,8 +33,13 @@ const MAX_HEAD: usize = 16 * 1024;
 /// The bytes a sync flush ends with, left off on the wire (RFC 7692).
 const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// Opcode of a continuation frame (the second and later fragments of a
+/// message).
+pub const OP_CONTINUATION: u8 = 0x0;
 /// Opcode of a text frame.
 pub const OP_TEXT: u8 = 0x1;
+/// Opcode of a binary frame.
+pub const OP_BINARY: u8 = 0x2;
 /// Opcode of a close frame.
 pub const OP_CLOSE: u8 = 0x8;
 /// Opcode of a ping frame.
@@ -171,6 +177,16 @@ pub fn whole_server_frame(buf: &[u8], max: usize) -> Result<Option<ServerFrame>>
     }))
 }
 
+/// The status code of a close frame's payload (`None` for an empty one;
+/// an error for a payload of one byte).
+pub fn close_code(payload: &[u8]) -> Result<Option<u16>> {
+    match payload {
+        [] => Ok(None),
+        [_] => bail!("a close frame with a one-byte payload"),
+        [a, b, ..] => Ok(Some(u16::from_be_bytes([*a, *b]))),
+    }
+}
+
 // ---- the opening handshake ----
 
 /// What the handshake negotiated.
@@ -196,15 +212,44 @@ pub struct DeflateParams {
 /// The opening handshake request for `path` on `host`, as a browser sends
 /// it.
 pub fn upgrade_request(host: &str, path: &str, key: &str, offer_deflate: bool) -> String {
-    format!(
+    upgrade_request_with(host, path, key, offer_deflate, &[])
+}
+
+/// [`upgrade_request`] with `extra` header lines after the usual ones (an
+/// `Origin`, or a second `Host` for the attack scenario).
+pub fn upgrade_request_with(
+    host: &str,
+    path: &str,
+    key: &str,
+    offer_deflate: bool,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{}",
         if offer_deflate {
             "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
         } else {
             ""
         }
-    )
+    );
+    for (name, value) in extra {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// The status code of a response head.
+pub fn response_status(head: &[u8]) -> Result<u16> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut res = httparse::Response::new(&mut headers);
+    match res.parse(head).context("parsing the handshake response")? {
+        httparse::Status::Complete(_) => {}
+        httparse::Status::Partial => bail!("incomplete handshake response"),
+    }
+    res.code
+        .ok_or_else(|| anyhow!("a response without a status"))
 }
 
 /// Checks a response head (blank line included) against the request's
@@ -292,9 +337,20 @@ pub async fn upgrade<S: Conn>(
         .await?;
     // A no-op for TCP; a TLS stream holds the record until flushed.
     s.flush().await?;
+    let (buf, end) = read_response_head(s).await?;
+    let deflate = check_response(&buf[..end], &key, offer_deflate)?;
+    Ok(Upgraded {
+        leftover: buf[end..].to_vec(),
+        deflate,
+    })
+}
+
+/// Reads a response head from `s`: the bytes read, and where the head
+/// ends (after its blank line); bytes after it are the server's next.
+pub async fn read_response_head<S: Conn>(s: &mut S) -> Result<(Vec<u8>, usize)> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    let end = loop {
+    loop {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
             bail!(
@@ -305,18 +361,13 @@ pub async fn upgrade<S: Conn>(
         let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
         if let Some(i) = memchr::memmem::find(&buf[from..], b"\r\n\r\n") {
-            break from + i + 4;
+            return Ok((buf, from + i + 4));
         }
         ensure!(
             buf.len() <= MAX_HEAD,
             "handshake response over {MAX_HEAD} bytes"
         );
-    };
-    let deflate = check_response(&buf[..end], &key, offer_deflate)?;
-    Ok(Upgraded {
-        leftover: buf[end..].to_vec(),
-        deflate,
-    })
+    }
 }
 
 // ---- the close handshake ----
@@ -378,27 +429,11 @@ impl Deflate {
 
     /// Appends `msg` as one masked, compressed text frame.
     pub fn push_message(&mut self, out: &mut Vec<u8>, msg: &[u8], key: [u8; 4]) -> Result<()> {
-        let c = &mut self.scratch;
-        c.clear();
-        c.reserve(msg.len() + 64);
-        let start_in = self.compress.total_in();
-        loop {
-            let done = (self.compress.total_in() - start_in) as usize;
-            self.compress
-                .compress_vec(&msg[done..], c, FlushCompress::Sync)
-                .context("deflate")?;
-            let done = (self.compress.total_in() - start_in) as usize;
-            if done == msg.len() && c.len() < c.capacity() {
-                break;
-            }
-            c.reserve(1024);
-        }
-        ensure!(c.ends_with(&TRAILER), "sync flush without its trailer");
-        c.truncate(c.len() - TRAILER.len());
+        compress_message(&mut self.compress, msg, &mut self.scratch)?;
         if self.reset_after_message {
             self.compress.reset();
         }
-        push_client_frame(out, FIN | RSV1 | OP_TEXT, c, key);
+        push_client_frame(out, FIN | RSV1 | OP_TEXT, &self.scratch, key);
         Ok(())
     }
 
@@ -429,6 +464,29 @@ impl Deflate {
         }
         Ok(())
     }
+}
+
+/// Compresses `msg` with `compress` as one permessage-deflate message into
+/// `out` (emptied first): DEFLATE data ending in a sync flush, its trailer
+/// left off (RFC 7692 §7.2.1).
+pub fn compress_message(compress: &mut Compress, msg: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    out.reserve(msg.len() + 64);
+    let start_in = compress.total_in();
+    loop {
+        let done = (compress.total_in() - start_in) as usize;
+        compress
+            .compress_vec(&msg[done..], out, FlushCompress::Sync)
+            .context("deflate")?;
+        let done = (compress.total_in() - start_in) as usize;
+        if done == msg.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(1024);
+    }
+    ensure!(out.ends_with(&TRAILER), "sync flush without its trailer");
+    out.truncate(out.len() - TRAILER.len());
+    Ok(())
 }
 
 /// lubdub's own WebSocket server role, for the tests that check what the

@@ -104,8 +104,10 @@ pub fn local_lubdub() -> Result<WorkerHandle<Text>> {
     w.count(1).name("bench-hub").plugin(hub.plugin());
     w.on_message(move |conn, line: String| match line.as_bytes().first() {
         Some(b'j') => {
-            hub.join(conn, GROUP);
-            let _ = conn.send("ok");
+            let _ = match hub.join(conn, GROUP) {
+                Ok(()) => conn.send("ok"),
+                Err(e) => conn.send(&format!("error: {e}")),
+            };
         }
         Some(b'p') => {
             hub.send_to_group(GROUP, &line[1..], &[]);
@@ -208,7 +210,11 @@ pub fn lubdub_node(url: &str, node: &str) -> Result<WorkerHandle<Ws>> {
     w.on_message(move |conn, msg: Message| {
         if let Message::Text(mut text) = msg {
             match text.as_bytes().first() {
-                Some(b'j') => hub.join(conn, GROUP),
+                Some(b'j') => {
+                    if let Err(e) = hub.join(conn, GROUP) {
+                        conn.close_session(1011, &format!("join: {e}"));
+                    }
+                }
                 Some(b'p') => {
                     text.drain(..1);
                     hub.send_to_group(GROUP, &Message::Text(text), &[]);

@@ -4,13 +4,13 @@
 //! tokio user writes over a `Framed` stream.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use lubdub::{Protocol, WorkerHandle};
+use lubdub::{Protocol, Worker, WorkerHandle};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder, Encoder, Framed};
@@ -48,6 +48,25 @@ pub fn run_lubdub<P: Protocol>(h: &WorkerHandle<P>, report_conns: bool) -> Resul
     }
     h.wait();
     Ok(())
+}
+
+/// Serves with the worker of an attack scenario (`lubdub_attack_worker`,
+/// `lubdub_ws_attack_worker`, its `on_message` installed): as the
+/// examples' servers do, except that no logger is installed (the `log`
+/// macros are then no-ops), so `on_error` only counts. Prints `port N`,
+/// then `stat errors N` every 200 ms until killed.
+pub fn run_attack_server<P: Protocol>(mut w: Worker<P>) -> Result<()> {
+    let errors = Arc::new(AtomicU64::new(0));
+    let e2 = errors.clone();
+    w.on_error(move |_, _| {
+        e2.fetch_add(1, Ordering::Relaxed);
+    });
+    let h = w.start()?;
+    println!("port {}", h.local_addr().port());
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        println!("stat errors {}", errors.load(Ordering::Relaxed));
+    }
 }
 
 /// Runs a tokio peer: a runtime (current_thread for one thread, else

@@ -15,7 +15,7 @@
 //! copy to user code, encode it back, and write the replies of one read
 //! batch with one write. TCP_NODELAY is set on accepted sockets by both.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec, LinesCodec};
 
 use crate::child::Server;
 use crate::peers::serve::{
-    accept_each, echo_framed, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
+    accept_each, echo_framed, run_attack_server, run_lubdub, run_tokio_peer, start_server_child,
+    MAX_MESSAGE,
 };
 use crate::peers::sweep::{self, PeerRegistry};
 use crate::report::Impl;
@@ -275,25 +276,15 @@ pub fn lubdub_attack_worker() -> Result<Worker<Text>> {
 }
 
 /// `serve lubdub text --attack`: [`lubdub_attack_worker`] echoing lines,
-/// as `examples/echo.rs` does. The example's callbacks only log, and no
-/// logger is installed here (the `log` macros are then no-ops), so
-/// `on_error` just counts: the child prints `stat errors N` every 200 ms.
+/// as `examples/echo.rs` does. The example's callbacks only log; here
+/// `on_error` counts, and the child prints `stat errors N` every 200 ms
+/// (`run_attack_server`).
 fn serve_attack() -> Result<()> {
     let mut w = lubdub_attack_worker()?;
-    let errors = Arc::new(AtomicU64::new(0));
-    let e2 = errors.clone();
     w.on_message(|conn, line: String| {
         let _ = conn.send(&line);
     });
-    w.on_error(move |_, _| {
-        e2.fetch_add(1, Ordering::Relaxed);
-    });
-    let h = w.start()?;
-    println!("port {}", h.local_addr().port());
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        println!("stat errors {}", errors.load(Ordering::Relaxed));
-    }
+    run_attack_server(w)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The WebSocket servers of the `ws-*` scenarios, each in its own child
-//! process: `lubdub-bench ws-serve <lubdub|tungstenite|fastwebsockets>
-//! [--deflate] [--cpu C] [--report-conns]`.
+//! The WebSocket servers of the `ws-*` scenarios and `attack-ws`, each in
+//! its own child process: `lubdub-bench ws-serve
+//! <lubdub|tungstenite|fastwebsockets> [--deflate] [--attack] [--cpu C]
+//! [--report-conns]`.
 //!
 //! Like `serve` (see `peers/tcp.rs`), the child prints `nofile ...` and
 //! `port <port>`, and with `--report-conns` a `conns <n>` line every 50 ms.
@@ -11,7 +12,9 @@
 //!   "ws://...", Ws::server(config))`, `count(1)`, `PauseRecv`
 //!   backpressure, `on_message` → `conn.send(&msg)`; `--deflate` turns on
 //!   `WsConfig::deflate(DeflateConfig::default())` (level 6, context
-//!   takeover, 15-bit windows), as `LUBDUB_WS_DEFLATE=1` does there.
+//!   takeover, 15-bit windows), as `LUBDUB_WS_DEFLATE=1` does there;
+//!   `--attack` is the `attack-ws` scenario's server
+//!   ([`lubdub_ws_attack_worker`]).
 //! * **tungstenite**: `tokio_tungstenite::accept_async_with_config` on a
 //!   current_thread runtime, one task per connection, feeding replies and
 //!   flushing once nothing more is ready (`peers/serve.rs`).
@@ -30,6 +33,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -43,7 +47,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::child::Server;
 use crate::peers::serve::{
-    accept_each, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
+    accept_each, run_attack_server, run_lubdub, run_tokio_peer, start_server_child, MAX_MESSAGE,
 };
 
 /// A WebSocket server implementation.
@@ -85,8 +89,12 @@ pub struct WsServeOpts {
     #[arg(value_enum)]
     pub imp: WsImpl,
     /// permessage-deflate on (lubdub only).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "attack")]
     pub deflate: bool,
+    /// The `attack-ws` scenario's server: lubdub configured by
+    /// `lubdub_ws_attack_worker`; the peers unchanged.
+    #[arg(long)]
+    pub attack: bool,
     /// CPU to pin the whole server process to.
     #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,
@@ -105,6 +113,9 @@ impl WsServeOpts {
         let mut a = vec!["ws-serve".to_string(), self.imp.name().into()];
         if self.deflate {
             a.push("--deflate".into());
+        }
+        if self.attack {
+            a.push("--attack".into());
         }
         if let Some(cpu) = self.cpu {
             a.push("--cpu".into());
@@ -146,9 +157,55 @@ pub fn serve(o: &WsServeOpts) -> Result<()> {
     o.check()?;
     start_server_child(o.cpu)?;
     match o.imp {
+        WsImpl::Lubdub if o.attack => serve_attack(),
         WsImpl::Lubdub => serve_lubdub(o.deflate, o.report_conns),
         peer => serve_tokio(peer, o.report_conns, o.read_buffer),
     }
+}
+
+/// The lubdub server of the `attack-ws` scenario, configured in this one
+/// place: `examples/ws_echo.rs`'s server run with `LUBDUB_WS_DEFLATE=1`
+/// (permessage-deflate on: two of the attacks need it), every setting
+/// spelled out. Switch a new setting (an origin check, a smaller message
+/// limit...) on here, one line, and every `attack-ws` run uses it.
+pub fn lubdub_ws_attack_worker() -> Result<Worker<Ws>> {
+    let config = WsConfig::default()
+        .max_message_size(lubdub::ws::DEFAULT_MAX_MESSAGE_SIZE) // default: 10 MiB
+        .max_frame_size(lubdub::ws::DEFAULT_MAX_FRAME_SIZE) // default: 10 MiB
+        .max_header_size(lubdub::ws::DEFAULT_MAX_HEADER_SIZE) // default: 16 KiB
+        .max_headers(lubdub::ws::DEFAULT_MAX_HEADERS) // default: 64
+        .deflate(DeflateConfig::default()); // LUBDUB_WS_DEFLATE=1: level 6, context takeover
+    let mut w = Worker::with_protocol("ws://127.0.0.1:0", Ws::server(config))?;
+    w.count(1) // examples/ws_echo.rs: `--count`, default 1
+        .name("attack-ws")
+        .limits(
+            Limits::default()
+                .max_package_size(lubdub::DEFAULT_MAX_PACKAGE_SIZE) // default: 10 MiB
+                .send_buffer_size(lubdub::DEFAULT_SEND_BUFFER_SIZE) // default: 1 MiB per connection
+                .backpressure(Backpressure::PauseRecv) // as examples/ws_echo.rs (the default)
+                .memory_budget(lubdub::default_memory_budget()) // default: RAM / 64, 64..512 MiB
+                .max_connections(Some(lubdub::default_max_connections())) // default: fd limit - 64
+                .max_connections_per_ip(Some(lubdub::DEFAULT_MAX_CONNECTIONS_PER_IP)) // default: 1,024
+                .handshake_timeout(Duration::from_secs(10)) // default
+                .first_message_timeout(Some(Duration::from_secs(60))) // default
+                .message_timeout(Some(Duration::from_secs(30))) // default
+                .close_timeout(Duration::from_secs(5)) // default
+                .stop_timeout(Duration::from_secs(5)), // default
+        );
+    Ok(w)
+}
+
+/// `ws-serve lubdub --attack`: [`lubdub_ws_attack_worker`] echoing text
+/// and binary messages, as `examples/ws_echo.rs` does; `on_error` counted
+/// (`run_attack_server`).
+fn serve_attack() -> Result<()> {
+    let mut w = lubdub_ws_attack_worker()?;
+    w.on_message(|conn, msg| {
+        if let Message::Text(_) | Message::Binary(_) = msg {
+            let _ = conn.send(&msg);
+        }
+    });
+    run_attack_server(w)
 }
 
 /// lubdub's WebSocket echo, configured as `examples/ws_echo.rs`.
@@ -479,6 +536,16 @@ mod tests {
         assert_eq!(
             o.to_args(),
             ["ws-serve", "lubdub", "--deflate", "--cpu", "0"]
+        );
+        let attack = parse(&["ws-serve", "lubdub", "--attack", "--cpu", "0"]);
+        assert!(attack.attack && attack.check().is_ok());
+        assert_eq!(
+            WsServeOpts::try_parse_from(attack.to_args()).unwrap(),
+            attack
+        );
+        assert!(
+            WsServeOpts::try_parse_from(["ws-serve", "lubdub", "--attack", "--deflate"]).is_err(),
+            "the attack server's deflate is lubdub_ws_attack_worker's"
         );
         let fast = parse(&["ws-serve", "fastwebsockets"]);
         assert_eq!(fast.imp, WsImpl::FastWebSockets);

@@ -1,18 +1,23 @@
-//! The `attack` scenario: healthy ping-pong clients timed while other
-//! processes attack the server, lubdub and the tokio peer in turn.
+//! The `attack` and `attack-ws` scenarios: healthy ping-pong clients timed
+//! while other processes attack the server, lubdub and its peer in turn;
+//! one runner, switched by the server attacked ([`Target`]).
 //!
 //! Every party is its own process (this binary re-executed):
 //!
-//! * the server: `serve lubdub text --attack` (the worker built by
-//!   `peers::tcp::lubdub_attack_worker`, the one place where its settings
-//!   live) or
-//!   `serve tokio text` (`Framed<TcpStream, LinesCodec>` with the same
-//!   10 MiB line limit);
-//! * the healthy clients: `healthy-child --port P --conns 50 --interval-ms 10`
-//!   (`load/healthy.rs`): each connection sends a 32-byte line every 10 ms
-//!   (waiting for the reply first) and times it;
+//! * the server: for `attack`, `serve lubdub text --attack` (the worker
+//!   built by `peers::tcp::lubdub_attack_worker`, the one place where its
+//!   settings live) or `serve tokio text` (`Framed<TcpStream, LinesCodec>`
+//!   with the same 10 MiB line limit); for `attack-ws`, `ws-serve lubdub
+//!   --attack` (`peers::ws::lubdub_ws_attack_worker`) or `ws-serve
+//!   tungstenite --attack` (the `ws-*` scenarios' tokio-tungstenite peer);
+//! * the healthy clients: `healthy-child --port P --conns 50 --interval-ms 10
+//!   [--ws]` (`load/healthy.rs`): each connection sends a 32-byte line (or
+//!   WebSocket text message) every 10 ms (waiting for the reply first) and
+//!   times it;
 //! * one process per attack (`Attack`): `attack-child <kind> --port P --n N`
-//!   (`load/attackers.rs`).
+//!   (`load/attackers.rs`); the WebSocket attackers report what the server
+//!   did to them (close codes, HTTP statuses, resets), which `attack-ws`
+//!   adds to the table.
 //!
 //! The runner ([`attack`]) starts the server and the healthy clients, waits
 //! out the *before* phase, starts the attackers, waits out the *during*
@@ -29,17 +34,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::child::{Child, Placement};
-use crate::load::attackers::{Attack, AttackerOpts};
+use std::collections::BTreeSet;
+
+use crate::child::{Child, Placement, Server};
+use crate::load::attackers::{outcome_label, Attack, AttackerOpts, AttackerResult, Target};
 use crate::load::healthy::HealthyOpts;
 use crate::peers::tcp::{Proto, ServeOpts};
+use crate::peers::ws::{WsImpl, WsServeOpts};
 use crate::report::{bytes, median, Better, Config, Impl, Outcome, LOADGEN_CPU, SERVER_CPU};
-use crate::scenarios::runs::alternate;
+use crate::scenarios::runs::alternate_with;
 use crate::sys;
 
 /// How long each phase lasts and how hard each attack hits.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The server attacked.
+    pub target: Target,
     /// Length of the phase before the attack.
     pub before: Duration,
     /// Length of the attack.
@@ -55,32 +65,47 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full plan (about 25 s of phases per server per run), or a
-    /// shorter and lighter smoke version.
-    pub fn new(quick: bool) -> Plan {
+    /// The full plan for `target` (about 25 s of phases per server per
+    /// run), or a shorter and lighter smoke version.
+    pub fn new(target: Target, quick: bool) -> Plan {
         let s = Duration::from_secs;
         let scale = |n: usize| if quick { n.div_ceil(4) } else { n };
-        Plan {
-            before: if quick { s(1) } else { s(3) },
-            during: if quick { s(3) } else { s(10) },
-            after: if quick { s(3) } else { s(10) },
-            healthy: 50,
-            interval: Duration::from_millis(10),
-            attacks: vec![
+        let attacks = match target {
+            Target::Text => vec![
                 (Attack::Slowloris, scale(2000)),
                 (Attack::LongLine, scale(200)),
                 (Attack::NonReader, scale(32)),
                 (Attack::Invalid, scale(16)),
                 (Attack::Storm, scale(16)),
             ],
+            Target::Ws => vec![
+                (Attack::WsBigFrame, scale(50)),
+                (Attack::WsFragments, scale(50)),
+                (Attack::WsSlowFrame, scale(400)),
+                (Attack::WsBomb, scale(50)),
+                (Attack::WsIdleDeflate, scale(2000)),
+                (Attack::WsOrigin, scale(16)),
+                (Attack::WsDupHeaders, scale(16)),
+            ],
+        };
+        Plan {
+            target,
+            before: if quick { s(1) } else { s(3) },
+            during: if quick { s(3) } else { s(10) },
+            after: if quick { s(3) } else { s(10) },
+            healthy: 50,
+            interval: Duration::from_millis(10),
+            attacks,
         }
     }
 
     /// The plan for `cfg`: [`Plan::new`], then the runner's
-    /// `--attacks KIND[=N],...` (only these attacks, with these sizes) and
-    /// `--attack-phases B,D,A` (seconds) if given.
-    pub fn for_config(cfg: &Config) -> Result<Plan> {
-        let mut plan = Plan::new(cfg.quick);
+    /// `--attacks KIND[=N],...` (only these attacks, with these sizes; of
+    /// the attacks named, those of `target`: one list serves `attack` and
+    /// `attack-ws` run together) and `--attack-phases B,D,A` (seconds) if
+    /// given.
+    pub fn for_config(cfg: &Config, target: Target) -> Result<Plan> {
+        let mut plan = Plan::new(target, cfg.quick);
         if let Some(list) = &cfg.attacks {
             let full = std::mem::take(&mut plan.attacks);
             for item in list.split(',').filter(|i| !i.is_empty()) {
@@ -89,6 +114,9 @@ impl Plan {
                     None => (item, None),
                 };
                 let kind = Attack::parse(name)?;
+                if kind.target() != target {
+                    continue;
+                }
                 let n = match n {
                     Some(n) => n
                         .parse()
@@ -102,7 +130,12 @@ impl Plan {
                 plan.attacks.push((kind, n));
             }
             if plan.attacks.is_empty() {
-                bail!("--attacks: no attack named");
+                let names: Vec<&str> = full.iter().map(|(k, _)| k.name()).collect();
+                bail!(
+                    "--attacks: no attack of `{}` named (its attacks: {})",
+                    target.scenario(),
+                    names.join(", ")
+                );
             }
         }
         if let Some(phases) = &cfg.attack_phases {
@@ -187,17 +220,36 @@ fn m(label_start: &str) -> usize {
         .expect("known metric")
 }
 
-/// The `attack` scenario (see the module documentation).
+/// The `attack` scenario: the Text echo servers (see the module
+/// documentation).
 pub fn attack(cfg: &Config, out: &mut Outcome) -> Result<()> {
-    let plan = Plan::for_config(cfg)?;
+    run(cfg, out, Target::Text)
+}
+
+/// The `attack-ws` scenario: the WebSocket echo servers, with the
+/// attackers' outcomes added to the table.
+pub fn attack_ws(cfg: &Config, out: &mut Outcome) -> Result<()> {
+    run(cfg, out, Target::Ws)
+}
+
+/// What the attackers of one run reported, in plan order.
+type Reports = Vec<(Attack, AttackerResult)>;
+
+fn run(cfg: &Config, out: &mut Outcome, target: Target) -> Result<()> {
+    let plan = Plan::for_config(cfg, target)?;
+    let name = target.scenario();
     eprintln!("  plan: {}", plan.describe());
-    let [l, p] = alternate(cfg, "attack", METRICS.len(), |imp| {
-        one_run(&plan, imp, cfg.pin)
-    })?;
+    let ([l, p], [lr, pr]) =
+        alternate_with(cfg, name, METRICS.len(), |imp| one_run(&plan, imp, cfg.pin))?;
+    let first = match target {
+        Target::Text => "attack: ".to_string(),
+        Target::Ws => format!("attack-ws, vs {}: ", WsImpl::Tungstenite.label()),
+    };
     for (i, (label, unit, better)) in METRICS.iter().enumerate() {
-        let label = format!("{}{label}", if i == 0 { "attack: " } else { "↳ " });
+        let label = format!("{}{label}", if i == 0 { first.as_str() } else { "↳ " });
         out.row(label, unit, *better, &l[i], &p[i]);
     }
+    outcome_rows(out, &plan, &lr, &pr);
     let med = |v: &[Vec<f64>], label: &str| median(&v[m(label)]);
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     let (lp99, pp99) = (
@@ -214,7 +266,7 @@ pub fn attack(cfg: &Config, out: &mut Outcome) -> Result<()> {
         .zip(&l[m("server RSS at the end")])
         .all(|(b, a)| *a <= 2.0 * b + 64.0);
     out.notes.push(format!(
-        "attack targets (lubdub): healthy p99 during <= 2x the peer's: {} ({lp99:.1} ms vs {pp99:.1} ms); \
+        "{name} targets (lubdub): healthy p99 during <= 2x the peer's: {} ({lp99:.1} ms vs {pp99:.1} ms); \
          zero healthy loss: {} (most lost in a run: {lost:.0}); peak RSS <= the peer's: {} ({lpeak:.1} vs {ppeak:.1} MiB); \
          RSS after <= 2x before + 64 MiB in every run: {}",
         verdict(lp99 <= 2.0 * pp99),
@@ -222,8 +274,55 @@ pub fn attack(cfg: &Config, out: &mut Outcome) -> Result<()> {
         verdict(lpeak <= ppeak),
         verdict(after_ok),
     ));
-    out.notes.push(format!("attack plan: {}", plan.describe()));
+    out.notes.push(format!("{name} plan: {}", plan.describe()));
     Ok(())
+}
+
+/// Rows of what the attackers met, for each WebSocket attack (their
+/// attackers report outcomes): connections made, connections still open
+/// when the attack stopped (if any run had some), and a row per outcome
+/// seen in any run of either server (a close code, an HTTP status, a
+/// reset...), each a count per run; counts, not compared.
+fn outcome_rows(out: &mut Outcome, plan: &Plan, l: &[Reports], p: &[Reports]) {
+    for (kind, _) in &plan.attacks {
+        if kind.target() != Target::Ws {
+            continue;
+        }
+        let of = |runs: &[Reports], f: &dyn Fn(&AttackerResult) -> u64| -> Vec<f64> {
+            runs.iter()
+                .map(|r| {
+                    r.iter()
+                        .filter(|(k, _)| k == kind)
+                        .map(|(_, res)| f(res) as f64)
+                        .sum()
+                })
+                .collect()
+        };
+        let keys: BTreeSet<&String> = l
+            .iter()
+            .chain(p)
+            .flatten()
+            .filter(|(k, _)| k == kind)
+            .flat_map(|(_, r)| r.outcomes.keys())
+            .collect();
+        let mut row = |what: String, f: &dyn Fn(&AttackerResult) -> u64| {
+            let label = format!("↳ {} attackers: {what}", kind.name());
+            out.row(label, "n", Better::Neither, &of(l, f), &of(p, f));
+        };
+        row("connections made".into(), &|r| r.connects);
+        if l.iter()
+            .chain(p)
+            .flatten()
+            .any(|(k, r)| k == kind && r.open > 0)
+        {
+            row("open when the attack stopped".into(), &|r| r.open);
+        }
+        for key in keys {
+            row(outcome_label(key), &|r| {
+                r.outcomes.get(key).copied().unwrap_or(0)
+            });
+        }
+    }
 }
 
 /// The server's CPU time, RSS, peak RSS and fds at one moment.
@@ -355,22 +454,19 @@ const HEALTHY_NICE: i32 = -10;
 /// that their own wake-ups are not queued behind the attackers' (their
 /// latency is then the server's doing) and the attack is as strong as one
 /// core can make it. Unpinned, everyone shares both cores.
-fn one_run(plan: &Plan, imp: Impl, pin: bool) -> Result<(Vec<f64>, String)> {
+fn one_run(plan: &Plan, imp: Impl, pin: bool) -> Result<(Vec<f64>, String, Reports)> {
     let placement = |nice: Option<i32>| Placement {
         cpu: pin.then_some(LOADGEN_CPU),
         nice: nice.filter(|_| pin),
     };
-    let server = ServeOpts {
-        attack: true,
-        ..ServeOpts::echo(imp, Proto::Text, 1, pin.then_some(SERVER_CPU))
-    }
-    .start()?;
+    let server = start_server(plan.target, imp, pin.then_some(SERVER_CPU))?;
     let pid = server.child.pid();
     let port = server.port;
     let healthy_opts = HealthyOpts {
         port,
         conns: plan.healthy,
         interval_ms: plan.interval.as_millis() as u64,
+        ws: plan.target == Target::Ws,
         placement: placement(Some(HEALTHY_NICE)),
     };
     let mut healthy = Child::spawn_piped(&healthy_opts.to_args())?;
@@ -398,10 +494,16 @@ fn one_run(plan: &Plan, imp: Impl, pin: bool) -> Result<(Vec<f64>, String)> {
         a.close_stdin();
     }
     let mut said = Vec::new();
+    let mut reports = Vec::new();
     for ((kind, _), a) in plan.attacks.iter().zip(&mut attackers) {
         let r = a
             .expect("result", Duration::from_secs(10))
             .unwrap_or_else(|e| format!("no result ({e:#})"));
+        // An attacker without a result line has nothing to add to the
+        // outcome rows; its progress line says why.
+        if let Ok(res) = AttackerResult::parse(&r) {
+            reports.push((*kind, res));
+        }
         said.push(format!("{} {r}", kind.name()));
     }
     // Reap them: their sockets are closed by now.
@@ -477,7 +579,32 @@ fn one_run(plan: &Plan, imp: Impl, pin: bool) -> Result<(Vec<f64>, String)> {
         errors.map_or(String::new(), |e| format!("; on_error calls {e}")),
         said.join("; ")
     );
-    Ok((vals, detail))
+    Ok((vals, detail, reports))
+}
+
+/// Starts the server of `target` for `imp`: the Text echo (lubdub's
+/// `lubdub_attack_worker` or the tokio peer) or the WebSocket echo
+/// (lubdub's `lubdub_ws_attack_worker` or the tokio-tungstenite peer).
+fn start_server(target: Target, imp: Impl, cpu: Option<usize>) -> Result<Server> {
+    match target {
+        Target::Text => ServeOpts {
+            attack: true,
+            ..ServeOpts::echo(imp, Proto::Text, 1, cpu)
+        }
+        .start(),
+        Target::Ws => WsServeOpts {
+            imp: match imp {
+                Impl::Lubdub => WsImpl::Lubdub,
+                Impl::Tokio => WsImpl::Tungstenite,
+            },
+            deflate: false,
+            attack: true,
+            cpu,
+            report_conns: false,
+            read_buffer: None,
+        }
+        .start(),
+    }
 }
 
 #[cfg(test)]
@@ -515,11 +642,15 @@ mod tests {
 
     #[test]
     fn attacks_and_phases_options_shape_the_plan() {
-        let full = Plan::for_config(&config(None, None)).unwrap();
+        let full = Plan::for_config(&config(None, None), Target::Text).unwrap();
         assert_eq!(full.attacks.len(), 5);
         assert_eq!(full.during, Duration::from_secs(10));
 
-        let p = Plan::for_config(&config(Some("storm,longline=7"), Some("1,2,3.5"))).unwrap();
+        let p = Plan::for_config(
+            &config(Some("storm,longline=7"), Some("1,2,3.5")),
+            Target::Text,
+        )
+        .unwrap();
         assert_eq!(p.attacks, vec![(Attack::Storm, 16), (Attack::LongLine, 7)]);
         assert_eq!(
             (p.before, p.during, p.after),
@@ -530,10 +661,88 @@ mod tests {
             )
         );
 
-        assert!(Plan::for_config(&config(Some("nope"), None)).is_err());
-        assert!(Plan::for_config(&config(Some("storm=x"), None)).is_err());
-        assert!(Plan::for_config(&config(Some(","), None)).is_err());
-        assert!(Plan::for_config(&config(None, Some("1,2"))).is_err());
+        let text = |a, p| Plan::for_config(&config(a, p), Target::Text);
+        assert!(text(Some("nope"), None).is_err());
+        assert!(text(Some("storm=x"), None).is_err());
+        assert!(text(Some(","), None).is_err());
+        assert!(text(None, Some("1,2")).is_err());
+    }
+
+    /// `attack-ws` has the WebSocket attacks only; one `--attacks` list
+    /// serves both scenarios, each taking its own kinds, and a list
+    /// without any of a scenario's kinds fails it.
+    #[test]
+    fn attack_ws_plans_the_websocket_attacks() {
+        let full = Plan::for_config(&config(None, None), Target::Ws).unwrap();
+        assert_eq!(full.attacks.len(), 7);
+        assert!(full.attacks.iter().all(|(k, _)| k.target() == Target::Ws));
+        let mut quick = config(None, None);
+        quick.quick = true;
+        let q = Plan::for_config(&quick, Target::Ws).unwrap();
+        assert_eq!(q.during, Duration::from_secs(3));
+        assert_eq!(q.attacks[0], (Attack::WsBigFrame, 13));
+
+        let both = config(Some("storm,ws-origin=3,ws-bomb"), None);
+        let ws = Plan::for_config(&both, Target::Ws).unwrap();
+        assert_eq!(
+            ws.attacks,
+            vec![(Attack::WsOrigin, 3), (Attack::WsBomb, 50)]
+        );
+        let text = Plan::for_config(&both, Target::Text).unwrap();
+        assert_eq!(text.attacks, vec![(Attack::Storm, 16)]);
+        let err = Plan::for_config(&config(Some("storm"), None), Target::Ws).unwrap_err();
+        assert!(err.to_string().contains("attack-ws"), "{err}");
+    }
+
+    /// A row per outcome any run of either server saw, zero where a run
+    /// did not see it; a WebSocket attack the servers did nothing to still
+    /// has its connections; the text attacks add no rows.
+    #[test]
+    fn outcome_rows_cover_every_outcome_seen() {
+        let plan = Plan {
+            attacks: vec![
+                (Attack::WsOrigin, 2),
+                (Attack::Storm, 2),
+                (Attack::WsSlowFrame, 3),
+            ],
+            ..Plan::new(Target::Ws, true)
+        };
+        let res = |line: &str| AttackerResult::parse(line).unwrap();
+        let l = vec![vec![
+            (Attack::WsOrigin, res("connects=5 open=0 | http403=5")),
+            (Attack::Storm, res("connects=9 open=0")),
+            (Attack::WsSlowFrame, res("connects=3 open=3")),
+        ]];
+        let p = vec![vec![
+            (Attack::WsOrigin, res("connects=7 open=0 | http101=7")),
+            (Attack::WsSlowFrame, res("connects=3 open=3")),
+        ]];
+        let mut out = Outcome::default();
+        outcome_rows(&mut out, &plan, &l, &p);
+        let rows: Vec<(&str, &[f64], &[f64])> = out
+            .rows
+            .iter()
+            .map(|r| (r.label.as_str(), &r.lubdub[..], &r.peer[..]))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "↳ ws-origin attackers: connections made",
+                    &[5.0][..],
+                    &[7.0][..]
+                ),
+                ("↳ ws-origin attackers: answered 101", &[0.0], &[7.0]),
+                ("↳ ws-origin attackers: answered 403", &[5.0], &[0.0]),
+                ("↳ ws-slowframe attackers: connections made", &[3.0], &[3.0]),
+                (
+                    "↳ ws-slowframe attackers: open when the attack stopped",
+                    &[3.0],
+                    &[3.0]
+                ),
+            ]
+        );
+        assert!(out.rows.iter().all(|r| r.ratio().is_nan()));
     }
 
     #[test]

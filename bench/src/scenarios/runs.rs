@@ -23,8 +23,29 @@ pub fn alternate(
     scenario: &str,
     metrics: usize,
     mut one: impl FnMut(Impl) -> Result<(Vec<f64>, String)>,
-) -> Result<[Vec<Vec<f64>>; 2]> {
+) -> Result<RunValues> {
+    let (out, _) = alternate_with(cfg, scenario, metrics, |imp| {
+        let (vals, detail) = one(imp)?;
+        Ok((vals, detail, ()))
+    })?;
+    Ok(out)
+}
+
+/// Per implementation (`[lubdub, peer]`), per metric, the value of every
+/// run kept.
+pub type RunValues = [Vec<Vec<f64>>; 2];
+
+/// [`alternate`] for runs that also return something of their own (the
+/// attackers' outcomes, say): that of every run kept, in order, per
+/// implementation (`[lubdub, peer]`), after the metrics.
+pub fn alternate_with<T>(
+    cfg: &Config,
+    scenario: &str,
+    metrics: usize,
+    mut one: impl FnMut(Impl) -> Result<(Vec<f64>, String, T)>,
+) -> Result<(RunValues, [Vec<T>; 2])> {
     let mut out = [vec![Vec::new(); metrics], vec![Vec::new(); metrics]];
+    let mut extra: [Vec<T>; 2] = [Vec::new(), Vec::new()];
     for run in 1..=cfg.runs {
         for (k, imp) in [Impl::Lubdub, Impl::Tokio].into_iter().enumerate() {
             let mut attempt = 0;
@@ -35,7 +56,7 @@ pub fn alternate(
                     sys::self_and_children_cpu(),
                     Instant::now(),
                 );
-                let (vals, detail) =
+                let (vals, detail, own) =
                     one(imp).with_context(|| format!("{scenario}, run {run}, {}", imp.name()))?;
                 let other = (sys::machine_busy()?)
                     .saturating_sub(b0)
@@ -65,15 +86,17 @@ pub fn alternate(
                     NOISY_RUNS.fetch_add(1, Ordering::Relaxed);
                 }
                 TOTAL_RUNS.fetch_add(1, Ordering::Relaxed);
-                break vals;
+                break (vals, own);
             };
+            let (vals, own) = vals;
             assert_eq!(vals.len(), metrics);
             for (m, v) in vals.into_iter().enumerate() {
                 out[k][m].push(v);
             }
+            extra[k].push(own);
         }
     }
-    Ok(out)
+    Ok((out, extra))
 }
 
 /// Other processes' CPU use (fraction of one CPU) above which a run counts

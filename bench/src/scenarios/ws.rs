@@ -34,6 +34,7 @@ fn start(cfg: &Config, imp: WsImpl, deflate: bool, report: bool) -> Result<Serve
     WsServeOpts {
         imp,
         deflate,
+        attack: false,
         cpu: cfg.server_cpu(1),
         report_conns: report,
         read_buffer,

@@ -63,7 +63,9 @@ pub use codec::{
 pub use keepalive::{ClientHeartbeat, ClientHeartbeatHandle, ClientStats, ServerPing};
 pub use ping::{AckSample, PingConfig, PingState, PingVerdict, MAX_OUTSTANDING};
 pub use rtt::{RttEstimator, RttStats};
-pub use server::{HeartbeatHandle, HeartbeatStats, ServerConfig, ServerHeartbeat, Timeout};
+pub use server::{
+    HeartbeatHandle, HeartbeatStats, ServerConfig, ServerHeartbeat, Timeout, RTT_BUCKETS,
+};
 pub use sweep::{IdleSweep, Liveness, SweepConfig, SweepReport};
 pub use time::{from_unix_ms, unix_ms, Stall, StallLog, Ticker};
 pub use ws::WsHeartbeat;

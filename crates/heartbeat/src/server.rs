@@ -134,7 +134,29 @@ pub struct HeartbeatStats {
     pub pings_sent: u64,
     /// Server pings acknowledged.
     pub acks: u64,
+    /// Round trips of acknowledged pings, counted per bucket of
+    /// [`RTT_BUCKETS`] (non-cumulative; the last counts the rest).
+    pub rtt_buckets: [u64; RTT_BUCKETS.len() + 1],
+    /// The sum of those round trips.
+    pub rtt_sum: Duration,
 }
+
+/// Upper bounds of the round-trip histogram's buckets (the last is +Inf):
+/// from a LAN's millisecond to a phone on a bad network's seconds.
+pub const RTT_BUCKETS: [Duration; 12] = [
+    Duration::from_millis(1),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_micros(2_500_000),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
 
 #[derive(Default)]
 struct Counters {
@@ -145,6 +167,22 @@ struct Counters {
     pongs_sent: AtomicU64,
     pings_sent: AtomicU64,
     acks: AtomicU64,
+    rtt: [AtomicU64; RTT_BUCKETS.len() + 1],
+    rtt_sum_us: AtomicU64,
+}
+
+impl Counters {
+    /// An acknowledged ping's round trip (once per ack, not per message).
+    fn acked(&self, rtt: Duration) {
+        bump(&self.acks);
+        let i = RTT_BUCKETS
+            .iter()
+            .position(|b| rtt <= *b)
+            .unwrap_or(RTT_BUCKETS.len());
+        bump(&self.rtt[i]);
+        self.rtt_sum_us
+            .fetch_add(rtt.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 fn bump(c: &AtomicU64) {
@@ -551,7 +589,7 @@ impl<P: Protocol, C: HeartbeatCodec<P>> Plugin<P> for ServerHeartbeat<P, C> {
                     lp.meta_mut(conn.id())?.ping.as_mut()?.on_ack(now, p.seq)
                 });
                 if let Some(s) = sample {
-                    bump(&counters.acks);
+                    counters.acked(s.rtt);
                     log::debug!(
                         "heartbeat: connection {} acked ping {}: rtt {:?} (smoothed {:?}, min {:?})",
                         conn.id(),
@@ -662,6 +700,8 @@ impl<P: Protocol> HeartbeatHandle<P> {
             pongs_sent: l(&c.pongs_sent),
             pings_sent: l(&c.pings_sent),
             acks: l(&c.acks),
+            rtt_buckets: std::array::from_fn(|i| l(&c.rtt[i])),
+            rtt_sum: Duration::from_micros(l(&c.rtt_sum_us)),
         }
     }
 }

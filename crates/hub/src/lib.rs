@@ -11,13 +11,20 @@
 //! let mut worker = Worker::<Text>::new("text://0.0.0.0:1234")?;
 //! worker.plugin(hub.plugin()); // memberships end with their connection
 //! let h = hub.clone();
-//! worker.on_message(move |conn, line| match line.split_once(' ') {
-//!     Some(("name", name)) => h.bind_uid(conn, name),
-//!     Some(("join", room)) => h.join(conn, room),
-//!     Some(("say", text)) => {
-//!         h.send_to_group("lobby", text, &[]);
+//! worker.on_message(move |conn, line| {
+//!     let joined = match line.split_once(' ') {
+//!         Some(("name", name)) => h.bind_uid(conn, name),
+//!         Some(("join", room)) => h.join(conn, room),
+//!         Some(("say", text)) => {
+//!             h.send_to_group("lobby", text, &[]);
+//!             Ok(())
+//!         }
+//!         _ => Ok(()),
+//!     };
+//!     if let Err(e) = joined {
+//!         // Past a limit (HubLimits): 128 groups, 16 uids, 256-byte names.
+//!         let _ = conn.send(&format!("refused: {e}"));
 //!     }
-//!     _ => {}
 //! });
 //! worker.run()?;
 //! # Ok::<(), lubdub_worker::Error>(())
@@ -35,30 +42,43 @@
 //!   [`HubStats::refused`]).
 //! * Memberships are dropped when the connection closes, through the
 //!   plugin hooks ([`Hub::plugin`]).
+//! * What one connection may hold is bounded ([`HubLimits`]): a join or
+//!   bind past a limit returns a [`HubError`] the application sees.
 //! * Across nodes, delivery is at most once, like Redis pub/sub itself:
 //!   see docs/hub.md.
 
 #![forbid(unsafe_code)]
 
+mod claim;
+mod config;
+mod error;
 mod id;
+mod limits;
 mod query;
 mod redis;
 mod registry;
+mod report;
+mod scripts;
 mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+use std::time::Instant;
 
 use lubdub_worker::plugin::Plugin;
 use lubdub_worker::{CloseReason, Connection, Encoder, Protocol, SendStatus, WorkerHandle};
 
+pub use config::{RedisConfig, DEFAULT_NAMESPACE};
+pub use error::HubError;
 pub use id::GlobalConnId;
+pub use limits::{HubLimits, MAX_NODE_NAME_LEN};
 pub use query::Query;
-pub use redis::{RedisBackplane, RedisConfig};
+pub use redis::RedisBackplane;
 pub use registry::Change;
-use registry::Registry;
+use registry::{check_name, Registry};
+use report::Episodes;
 
 /// Where a send goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -83,10 +103,15 @@ pub struct HubStats {
     pub refused: u64,
     /// Sends handed to the backplane for the other nodes.
     pub published: u64,
-    /// Sends for the other nodes dropped because the backplane was down.
+    /// Sends for the other nodes dropped: the backplane was down (or the
+    /// node off the cluster), or the message was over
+    /// [`HubLimits::max_message_size`] or [`HubLimits::max_except`].
     pub dropped: u64,
     /// Messages received from other nodes.
     pub received: u64,
+    /// Messages from the backplane refused: malformed, over the limits, or
+    /// addressed to other than the channel they came on.
+    pub rejected: u64,
 }
 
 #[derive(Default)]
@@ -96,6 +121,7 @@ struct Counters {
     published: AtomicU64,
     dropped: AtomicU64,
     received: AtomicU64,
+    rejected: AtomicU64,
 }
 
 /// A boxed future, `Send` so a query can be awaited on any loop.
@@ -106,6 +132,10 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub trait Backplane: Send + Sync + 'static {
     /// Starts on the worker's first event loop (connects, subscribes).
     fn start(&self, deliver: Delivery);
+
+    /// The worker is stopping: leave the cluster (erase this node's
+    /// presence, free its name). Default: nothing.
+    fn stop(&self) {}
 
     /// Hands `bytes` (already encoded) to the other nodes for `target`,
     /// skipping the connections in `except`. Returns `false` when the
@@ -124,26 +154,50 @@ pub trait Backplane: Send + Sync + 'static {
     fn group_uids(&self, group: &str) -> BoxFuture<Option<Vec<String>>>;
 }
 
-type DeliverFn = dyn Fn(&Target, &[GlobalConnId], &[u8]) + Send + Sync;
-type SnapshotFn = dyn Fn() -> Snapshot + Send + Sync;
+/// The hub as its backplane sees it (whatever the protocol).
+trait Sink: Send + Sync {
+    fn deliver(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]);
+    fn snapshot(&self) -> Snapshot;
+    fn limits(&self) -> HubLimits;
+    fn rejected(&self);
+}
 
 /// What a backplane gets from its hub: a way to hand messages from other
-/// nodes to this node's members, and this node's memberships.
+/// nodes to this node's members, this node's memberships, and the limits
+/// messages from other nodes must keep.
 #[derive(Clone)]
 pub struct Delivery {
-    deliver: Arc<DeliverFn>,
-    snapshot: Arc<SnapshotFn>,
+    hub: Weak<dyn Sink>,
 }
 
 impl Delivery {
     /// Queues `bytes` on this node's members of `target`.
     pub fn deliver(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]) {
-        (self.deliver)(target, except, bytes)
+        if let Some(hub) = self.hub.upgrade() {
+            hub.deliver(target, except, bytes);
+        }
     }
 
     /// This node's memberships now (to republish presence).
     pub fn snapshot(&self) -> Snapshot {
-        (self.snapshot)()
+        self.hub
+            .upgrade()
+            .map_or_else(Snapshot::default, |h| h.snapshot())
+    }
+
+    /// The hub's limits: what a message from another node may carry.
+    pub fn limits(&self) -> HubLimits {
+        self.hub
+            .upgrade()
+            .map_or_else(HubLimits::default, |h| h.limits())
+    }
+
+    /// Counts a message from the backplane that was refused
+    /// ([`HubStats::rejected`]).
+    pub fn rejected(&self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.rejected();
+        }
     }
 }
 
@@ -151,11 +205,44 @@ struct Inner<P: Protocol> {
     node: String,
     protocol: P,
     registry: Registry<P>,
+    limits: RwLock<HubLimits>,
     counters: Counters,
     backplane: Option<Box<dyn Backplane>>,
     /// The worker, once its first loop started: `send_to_all` and
     /// `send_to_conn` reach every connection through it.
     worker: OnceLock<WorkerHandle<P>>,
+    /// The backplane was told the worker stops.
+    stopped: AtomicBool,
+    /// Messages too large for the other nodes (reported once per episode).
+    too_large: Episodes,
+}
+
+impl<P: Protocol> Inner<P> {
+    fn limits(&self) -> HubLimits {
+        self.limits
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl<P: Protocol> Sink for Inner<P> {
+    fn deliver(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        deliver_local(self, target, except, bytes);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        snapshot(self)
+    }
+
+    fn limits(&self) -> HubLimits {
+        Inner::limits(self)
+    }
+
+    fn rejected(&self) {
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Users, groups and broadcasts over a worker's connections. Cheap to
@@ -187,8 +274,10 @@ impl<P: Protocol> Hub<P> {
     }
 
     /// A hub for a cluster over Redis (see [`RedisConfig`]): node name,
-    /// pub/sub and presence from `config`.
-    pub fn with_redis(config: RedisConfig, protocol: P) -> Result<Self, lubdub_worker::Error> {
+    /// pub/sub and presence from `config`. Claims the node name in Redis
+    /// first (waiting up to 5 s): see [`RedisBackplane::new`] for the
+    /// errors.
+    pub fn with_redis(config: RedisConfig, protocol: P) -> Result<Self, HubError> {
         let node = config.node.clone();
         let backplane = RedisBackplane::new(config)?;
         Ok(Self::new(&node, protocol, Some(Box::new(backplane))))
@@ -202,11 +291,36 @@ impl<P: Protocol> Hub<P> {
                 node: node.to_owned(),
                 protocol,
                 registry: Registry::default(),
+                limits: RwLock::new(HubLimits::default()),
                 counters: Counters::default(),
                 backplane,
                 worker: OnceLock::new(),
+                stopped: AtomicBool::new(false),
+                too_large: Episodes::default(),
             }),
         }
+    }
+
+    /// The same hub with these limits (see [`HubLimits`]).
+    pub fn with_limits(self, limits: HubLimits) -> Self {
+        self.set_limits(limits);
+        self
+    }
+
+    /// Sets the limits: later joins, binds, sends and messages from other
+    /// nodes see them (the Redis subscriber's frame limit, its next
+    /// session); what connections hold already stays.
+    pub fn set_limits(&self, limits: HubLimits) {
+        *self
+            .inner
+            .limits
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = limits.clamped();
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> HubLimits {
+        self.inner.limits()
     }
 
     /// The plugin to install on the worker (`worker.plugin(hub.plugin())`):
@@ -235,6 +349,7 @@ impl<P: Protocol> Hub<P> {
             published: c.published.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
         }
     }
 
@@ -247,11 +362,36 @@ impl<P: Protocol> Hub<P> {
     }
 
     /// Binds `conn` to user id `uid` (GatewayWorker's `bindUid`). A uid may
-    /// have several connections (devices), a connection several uids.
-    pub fn bind_uid(&self, conn: &Connection<P>, uid: &str) {
+    /// have several connections (devices), a connection several uids, up
+    /// to [`HubLimits::max_uids_per_conn`]. Binding again is `Ok`.
+    ///
+    /// Errors: [`HubError::TooManyUids`], [`HubError::BadName`] (empty or
+    /// over [`HubLimits::max_name_len`]), [`HubError::Closed`].
+    pub fn bind_uid(&self, conn: &Connection<P>, uid: &str) -> Result<(), HubError> {
+        let limits = self.inner.limits();
+        self.member_change(conn, |r, changes| r.bind_uid(conn, uid, &limits, changes))
+    }
+
+    /// Runs a join or bind, then makes sure a connection that closed
+    /// meanwhile keeps nothing: its `on_close` may have run before the
+    /// membership was added.
+    fn member_change(
+        &self,
+        conn: &Connection<P>,
+        change: impl FnOnce(&Registry<P>, &mut Vec<Change>) -> Result<(), HubError>,
+    ) -> Result<(), HubError> {
+        if conn.is_closed() {
+            return Err(HubError::Closed);
+        }
         let mut changes = Vec::new();
-        self.inner.registry.bind_uid(conn, uid, &mut changes);
+        let done = change(&self.inner.registry, &mut changes);
         self.apply(changes);
+        done?;
+        if conn.is_closed() {
+            self.forget(conn);
+            return Err(HubError::Closed);
+        }
+        Ok(())
     }
 
     /// Unbinds `conn` from `uid`.
@@ -261,11 +401,15 @@ impl<P: Protocol> Hub<P> {
         self.apply(changes);
     }
 
-    /// Adds `conn` to `group` (a room).
-    pub fn join(&self, conn: &Connection<P>, group: &str) {
-        let mut changes = Vec::new();
-        self.inner.registry.join(conn, group, &mut changes);
-        self.apply(changes);
+    /// Adds `conn` to `group` (a room), up to
+    /// [`HubLimits::max_groups_per_conn`] groups per connection. Joining
+    /// again is `Ok`. O(1) whatever the limits.
+    ///
+    /// Errors: [`HubError::TooManyGroups`], [`HubError::BadName`] (empty or
+    /// over [`HubLimits::max_name_len`]), [`HubError::Closed`].
+    pub fn join(&self, conn: &Connection<P>, group: &str) -> Result<(), HubError> {
+        let limits = self.inner.limits();
+        self.member_change(conn, |r, changes| r.join(conn, group, &limits, changes))
     }
 
     /// Removes `conn` from `group`.
@@ -283,7 +427,8 @@ impl<P: Protocol> Hub<P> {
     }
 
     /// Sends `msg` to every connection of `uid` on every node. Returns the
-    /// local connections it was queued on.
+    /// local connections it was queued on (a uid no connection can have,
+    /// empty or too long, reaches no one).
     pub fn send_to_uid(&self, uid: &str, msg: &P::Outgoing) -> usize {
         self.send(&Target::Uid(uid.to_owned()), &[], msg)
     }
@@ -314,10 +459,15 @@ impl<P: Protocol> Hub<P> {
     }
 
     fn send(&self, target: &Target, except: &[GlobalConnId], msg: &P::Outgoing) -> usize {
+        if let Target::Uid(name) | Target::Group(name) = target {
+            if check_name(name, &self.inner.limits()).is_err() {
+                return 0;
+            }
+        }
         let Some(bytes) = self.encode(msg) else {
             return 0;
         };
-        let local = self.deliver_local(target, except, &bytes);
+        let local = deliver_local(&self.inner, target, except, &bytes);
         let only_here = matches!(target, Target::Conn(id) if id.node() == self.inner.node);
         if !only_here {
             self.publish(target, except, &bytes);
@@ -330,6 +480,27 @@ impl<P: Protocol> Hub<P> {
             return false;
         };
         let c = &self.inner.counters;
+        let limits = self.inner.limits();
+        let node_too_long =
+            matches!(target, Target::Conn(id) if id.node().len() > MAX_NODE_NAME_LEN);
+        if bytes.len() > limits.max_message_size
+            || except.len() > limits.max_except
+            || node_too_long
+        {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = self.inner.too_large.hit(Instant::now()) {
+                log::warn!(
+                    "hub {}: {n} message(s) delivered on this node only: over max_message_size \
+                     ({} bytes) or max_except ({}), the last {} bytes with {} exception(s)",
+                    self.inner.node,
+                    limits.max_message_size,
+                    limits.max_except,
+                    bytes.len(),
+                    except.len()
+                );
+            }
+            return false;
+        }
         if bp.publish(target, except, bytes) {
             c.published.fetch_add(1, Ordering::Relaxed);
             true
@@ -349,60 +520,6 @@ impl<P: Protocol> Hub<P> {
                 log::warn!("hub: a message could not be encoded: {e}");
                 None
             }
-        }
-    }
-
-    fn queue(&self, conn: &Connection<P>, bytes: &[u8]) {
-        let c = &self.inner.counters;
-        match conn.send_raw(bytes) {
-            SendStatus::Queued => c.delivered.fetch_add(1, Ordering::Relaxed),
-            _ => c.refused.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-
-    /// Queues `bytes` on this node's members of `target`; returns how many.
-    fn deliver_local(&self, target: &Target, except: &[GlobalConnId], bytes: &[u8]) -> usize {
-        let r = &self.inner.registry;
-        let node = self.inner.node.as_str();
-        let local_except: Vec<u64> = except
-            .iter()
-            .filter(|g| g.node() == node)
-            .map(GlobalConnId::conn)
-            .collect();
-        let queue = |c: &Connection<P>| self.queue(c, bytes);
-        match target {
-            Target::Uid(uid) => r.uid(uid).map_or(0, |s| s.for_each(&local_except, queue)),
-            Target::Group(group) => r
-                .group(group)
-                .map_or(0, |s| s.for_each(&local_except, queue)),
-            Target::All => {
-                let Some(worker) = self.inner.worker.get() else {
-                    return 0;
-                };
-                let mut n = 0;
-                for entry in worker.connections().iter() {
-                    if !local_except.contains(entry.key()) {
-                        queue(entry.value());
-                        n += 1;
-                    }
-                }
-                n
-            }
-            Target::Conn(id) if id.node() == node => {
-                let conn = self
-                    .inner
-                    .worker
-                    .get()
-                    .and_then(|w| w.connections().get(&id.conn()).map(|e| e.value().clone()));
-                match conn {
-                    Some(conn) => {
-                        queue(&conn);
-                        1
-                    }
-                    None => 0,
-                }
-            }
-            Target::Conn(_) => 0,
         }
     }
 
@@ -489,36 +606,87 @@ impl<P: Protocol> Hub<P> {
     /// This node's memberships, for a backplane that (re)publishes its
     /// presence: (uids, (group, member count, uids)).
     pub fn snapshot(&self) -> Snapshot {
-        let r = &self.inner.registry;
-        Snapshot {
-            uids: r.uids(),
-            groups: r
-                .group_counts()
-                .into_iter()
-                .map(|(g, n)| {
-                    let uids = self.group_uids_local(&g);
-                    (g, n, uids)
-                })
-                .collect(),
-        }
+        snapshot(&self.inner)
     }
 
     fn delivery(&self) -> Delivery {
-        let hub = Arc::downgrade(&self.inner);
-        let hub2 = hub.clone();
+        let inner: Arc<dyn Sink> = self.inner.clone();
         Delivery {
-            deliver: Arc::new(move |target, except, bytes| {
-                if let Some(inner) = hub.upgrade() {
-                    let hub = Hub { inner };
-                    hub.inner.counters.received.fetch_add(1, Ordering::Relaxed);
-                    hub.deliver_local(target, except, bytes);
-                }
-            }),
-            snapshot: Arc::new(move || match hub2.upgrade() {
-                Some(inner) => Hub { inner }.snapshot(),
-                None => Snapshot::default(),
-            }),
+            hub: Arc::downgrade(&inner),
         }
+    }
+}
+
+fn queue<P: Protocol>(inner: &Inner<P>, conn: &Connection<P>, bytes: &[u8]) {
+    let c = &inner.counters;
+    match conn.send_raw(bytes) {
+        SendStatus::Queued => c.delivered.fetch_add(1, Ordering::Relaxed),
+        _ => c.refused.fetch_add(1, Ordering::Relaxed),
+    };
+}
+
+/// Queues `bytes` on this node's members of `target`; returns how many.
+fn deliver_local<P: Protocol>(
+    inner: &Inner<P>,
+    target: &Target,
+    except: &[GlobalConnId],
+    bytes: &[u8],
+) -> usize {
+    let r = &inner.registry;
+    let node = inner.node.as_str();
+    let local_except: Vec<u64> = except
+        .iter()
+        .filter(|g| g.node() == node)
+        .map(GlobalConnId::conn)
+        .collect();
+    let queue = |c: &Connection<P>| queue(inner, c, bytes);
+    match target {
+        Target::Uid(uid) => r.uid(uid).map_or(0, |s| s.for_each(&local_except, queue)),
+        Target::Group(group) => r
+            .group(group)
+            .map_or(0, |s| s.for_each(&local_except, queue)),
+        Target::All => {
+            let Some(worker) = inner.worker.get() else {
+                return 0;
+            };
+            let mut n = 0;
+            for entry in worker.connections().iter() {
+                if !local_except.contains(entry.key()) {
+                    queue(entry.value());
+                    n += 1;
+                }
+            }
+            n
+        }
+        Target::Conn(id) if id.node() == node => {
+            let conn = inner
+                .worker
+                .get()
+                .and_then(|w| w.connections().get(&id.conn()).map(|e| e.value().clone()));
+            match conn {
+                Some(conn) => {
+                    queue(&conn);
+                    1
+                }
+                None => 0,
+            }
+        }
+        Target::Conn(_) => 0,
+    }
+}
+
+fn snapshot<P: Protocol>(inner: &Inner<P>) -> Snapshot {
+    let r = &inner.registry;
+    Snapshot {
+        uids: r.uids(),
+        groups: r
+            .group_counts()
+            .into_iter()
+            .map(|(g, n)| {
+                let uids = r.group(&g).map_or_else(Vec::new, |s| s.uids());
+                (g, n, uids)
+            })
+            .collect(),
     }
 }
 
@@ -542,6 +710,15 @@ impl<P: Protocol> Plugin<P> for HubPlugin<P> {
         if self.hub.inner.worker.set(worker.clone()).is_ok() {
             if let Some(bp) = &self.hub.inner.backplane {
                 bp.start(self.hub.delivery());
+            }
+        }
+    }
+
+    fn on_worker_stop(&self, _worker: &WorkerHandle<P>) {
+        // Every loop stops; the backplane leaves the cluster once.
+        if !self.hub.inner.stopped.swap(true, Ordering::AcqRel) {
+            if let Some(bp) = &self.hub.inner.backplane {
+                bp.stop();
             }
         }
     }

@@ -5,10 +5,10 @@
 //!
 //! Two connections per node, both on the worker's first event loop:
 //!
-//! * the **command** connection publishes (pipelined: the sends of one loop
-//!   turn leave in one write, and no publish waits for its reply), keeps the
-//!   presence keys and the node's liveness key, and runs the queries (Lua
-//!   scripts, one round trip each);
+//! * the **command** connection claims the node's name, publishes
+//!   (pipelined: the sends of one loop turn leave in one write, and no
+//!   publish waits for its reply), keeps the presence keys and the node's
+//!   liveness key, and runs the queries (Lua scripts, one round trip each);
 //! * the **subscriber** connection listens to `all`, this node's own
 //!   channel, and the channel of every uid and group with a member here,
 //!   and no other (Socket.IO's sharded adapter does the same).
@@ -17,7 +17,7 @@
 //!
 //! | key | what |
 //! |---|---|
-//! | `ns:node:<node>` | this node is alive (expires after the presence TTL unless refreshed) |
+//! | `ns:node:<node>` | the node's name claim and liveness: the id of the instance holding it (expires after the presence TTL unless refreshed) |
 //! | `ns:nodes` | every node that ever started |
 //! | `ns:uidnodes:<uid>` | nodes where the uid has a connection |
 //! | `ns:nodeuids:<node>` | uids with a connection on the node |
@@ -25,24 +25,39 @@
 //! | `ns:groupuids:<group>:<node>` | uids with a member of the group on the node |
 //! | `ns:nodegroups:<node>` | groups with members on the node |
 //!
+//! A node is on the cluster only while it holds its name: it claims it at
+//! start ([`crate::claim`]) and on every (re)connect, and renews it every
+//! third of the TTL, with [`CLAIM`]: set if free or already this
+//! instance's. Until then, and whenever another instance holds it, the
+//! node publishes nothing, writes no presence and listens to no channel.
+//!
 //! Queries count only nodes whose liveness key exists, so a node that died
 //! reads as gone within the TTL. When the command connection comes back
 //! after an outage the node first erases what it had published, then
 //! publishes what it has now: no stale membership survives an outage.
+//!
+//! Every message from the subscriber connection is checked before it is
+//! delivered: each field within the hub's limits, and its target the one
+//! of the channel it came on (see [`Shared::published`]).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use lubdub_resp::{Cmd, PubSub, Resp, Value};
-use lubdub_worker::{
-    Backoff, Client, ConfigError, ConnError, Connection, Error, SendStatus, Timer,
-};
+use lubdub_worker::{ConnError, Connection, SendStatus, Timer, TimerId};
 
+use crate::claim::{claim_at_start, instance_id, Claim};
+use crate::config::{RedisConfig, Resolved};
+use crate::error::HubError;
 use crate::registry::Change;
-use crate::{wire, Backplane, BoxFuture, Delivery, GlobalConnId, Query, Target};
+use crate::report::Episodes;
+use crate::scripts::{CLAIM, GROUP_COUNT, GROUP_UIDS, RELEASE, RESET_NODE, UID_COUNT, UID_ONLINE};
+use crate::wire::{self, Refused};
+use crate::{Backplane, BoxFuture, Delivery, GlobalConnId, Query, Target};
 
 /// How long a query waits for Redis before the hub answers from this
 /// node's own knowledge.
@@ -50,51 +65,18 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest reply a query accepts (the uids of a big group).
 const MAX_REPLY: usize = 64 << 20;
 
-/// Where and how to reach Redis.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct RedisConfig {
-    /// `redis://host:port` (a database path and `Resp` settings do not
-    /// apply: pub/sub is global).
-    pub url: String,
-    /// Prefix of every key and channel. Default `lubdub`.
-    pub namespace: String,
-    /// This node's name, unique in the cluster.
-    pub node: String,
-    /// How long a silent node's presence lasts. Default 15 s; refreshed
-    /// every third of it.
-    pub presence_ttl: Duration,
-    /// Reconnect schedule (full jitter). Default: 100 ms doubling to 5 s.
-    pub reconnect: Backoff,
-}
-
-impl RedisConfig {
-    /// Redis at `url` for node `node`, with the defaults.
-    pub fn new(url: &str, node: &str) -> Self {
-        RedisConfig {
-            url: url.to_owned(),
-            namespace: "lubdub".into(),
-            node: node.to_owned(),
-            presence_ttl: Duration::from_secs(15),
-            reconnect: Backoff {
-                base: Duration::from_millis(100),
-                cap: Duration::from_secs(5),
-                ..Backoff::default()
-            },
-        }
-    }
-
-    /// Sets the key and channel prefix.
-    pub fn namespace(mut self, ns: &str) -> Self {
-        self.namespace = ns.to_owned();
-        self
-    }
-
-    /// Sets the node-liveness TTL.
-    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
-        self.presence_ttl = ttl.max(Duration::from_secs(1));
-        self
-    }
+/// Where the node stands with Redis.
+mod state {
+    /// The command connection is down.
+    pub const DOWN: u8 = 0;
+    /// Connected; the name claim is on its way.
+    pub const CLAIMING: u8 = 1;
+    /// Connected and holding the node's name: on the cluster.
+    pub const LIVE: u8 = 2;
+    /// Connected, but another instance holds the name: off the cluster.
+    pub const TAKEN: u8 = 3;
+    /// The worker stopped: for good.
+    pub const STOPPED: u8 = 4;
 }
 
 /// A reply a command waits for.
@@ -134,28 +116,65 @@ impl Slot {
     }
 }
 
+/// A query's timeout timer, deleted when the query ends (its reply came,
+/// or it was dropped) so no timer outlives its query. A timer belongs to
+/// the loop that added it: one dropped on another thread is left to fire.
+struct QueryTimeout {
+    timer: Option<(TimerId, ThreadId)>,
+}
+
+impl QueryTimeout {
+    fn arm(slot: &Arc<Slot>) -> Self {
+        let s = slot.clone();
+        // Off a loop there is no timer: the reply or the connection's end
+        // settles the query.
+        let timer = Timer::once(QUERY_TIMEOUT, move || s.fill(None))
+            .ok()
+            .map(|id| (id, std::thread::current().id()));
+        QueryTimeout { timer }
+    }
+}
+
+impl Drop for QueryTimeout {
+    fn drop(&mut self) {
+        if let Some((id, thread)) = self.timer.take() {
+            if thread == std::thread::current().id() {
+                Timer::del(id);
+            }
+        }
+    }
+}
+
 /// What each reply of the command connection is for, oldest first.
 enum Waiter {
     Discard,
     Reply(Arc<Slot>),
+    Claim,
 }
 
 struct Shared {
     cfg: RedisConfig,
+    redis: Arc<Resolved>,
+    /// This instance's id: the value of its name claim.
+    instance: String,
     cmd: OnceLock<Connection<Resp>>,
     sub: OnceLock<Connection<Resp>>,
     waiters: Mutex<VecDeque<Waiter>>,
     /// Channels this node listens to besides `all` and its own.
     channels: Mutex<HashSet<Vec<u8>>>,
     delivery: OnceLock<Delivery>,
-    /// The command connection is down; sends for other nodes are dropped.
-    down: AtomicBool,
+    /// One of [`state`].
+    state: AtomicU8,
     /// Dropped in the current outage (reported once it ends).
     dropped: AtomicU64,
     /// Error replies to fire-and-forget commands (logged once per burst).
     errors: AtomicU64,
     /// A connection error was logged in this outage.
     warned: AtomicBool,
+    /// Messages from Redis refused (reported once per episode).
+    refusals: Episodes,
+    /// Claims refused: the name taken, or an error (once per episode).
+    claim_failures: Episodes,
 }
 
 type OnConnect = Box<dyn Fn(&Connection<Resp>) + Send + Sync>;
@@ -168,30 +187,54 @@ pub struct RedisBackplane {
 }
 
 impl RedisBackplane {
-    /// A backplane to Redis as configured; it connects when the hub's
-    /// plugin starts on the worker.
-    pub fn new(cfg: RedisConfig) -> Result<Self, Error> {
-        if cfg.node.is_empty() || cfg.node.contains(':') {
-            return Err(
-                ConfigError::Invalid("a hub node name is non-empty and has no ':'".into()).into(),
-            );
+    /// A backplane to Redis as configured. It checks the configuration
+    /// and claims the node's name in Redis (waiting up to 5 s for it): a
+    /// name another running node holds is [`HubError::NodeNameTaken`], and
+    /// credentials or permissions Redis refuses are [`HubError::Redis`].
+    /// When Redis cannot be reached the node starts anyway and claims its
+    /// name once it connects. It connects for good when the hub's plugin
+    /// starts on the worker.
+    pub fn new(cfg: RedisConfig) -> Result<Self, HubError> {
+        let redis = Arc::new(cfg.resolve()?);
+        let instance = instance_id()?;
+        let shared = Arc::new(Shared {
+            cfg,
+            redis,
+            instance,
+            cmd: OnceLock::new(),
+            sub: OnceLock::new(),
+            waiters: Mutex::new(VecDeque::new()),
+            channels: Mutex::new(HashSet::new()),
+            delivery: OnceLock::new(),
+            state: AtomicU8::new(state::DOWN),
+            dropped: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+            refusals: Episodes::default(),
+            claim_failures: Episodes::default(),
+        });
+        let s = &shared;
+        match claim_at_start(
+            s.redis.clone(),
+            s.node(),
+            s.client_name("claim"),
+            s.key(&["node", s.node()]),
+            s.instance.clone(),
+            s.cfg.presence_ttl,
+        ) {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Unreachable(why)) => log::warn!(
+                "hub {}: redis at {} could not be reached to claim the node name ({why}); \
+                 the node starts and claims it when it connects",
+                s.node(),
+                s.redis.shown
+            ),
+            Err(e) => {
+                log::error!("hub {}: {e}", s.node());
+                return Err(e);
+            }
         }
-        // Fail early on a bad address.
-        Client::with_protocol(cfg.url.as_str(), Resp::new())?;
-        Ok(RedisBackplane {
-            shared: Arc::new(Shared {
-                cfg,
-                cmd: OnceLock::new(),
-                sub: OnceLock::new(),
-                waiters: Mutex::new(VecDeque::new()),
-                channels: Mutex::new(HashSet::new()),
-                delivery: OnceLock::new(),
-                down: AtomicBool::new(true),
-                dropped: AtomicU64::new(0),
-                errors: AtomicU64::new(0),
-                warned: AtomicBool::new(false),
-            }),
-        })
+        Ok(RedisBackplane { shared })
     }
 }
 
@@ -202,6 +245,23 @@ impl Shared {
 
     fn node(&self) -> &str {
         &self.cfg.node
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Moves to `new` unless stopped; returns the state it left.
+    fn set_state(&self, new: u8) -> Option<u8> {
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s != state::STOPPED).then_some(new)
+            })
+            .ok()
+    }
+
+    fn client_name(&self, role: &str) -> String {
+        format!("{}-{}-{role}", self.ns(), self.node())
     }
 
     fn key(&self, parts: &[&str]) -> String {
@@ -223,19 +283,35 @@ impl Shared {
         .into_bytes()
     }
 
-    /// Sends a command whose reply is not awaited. Returns whether it was
-    /// queued (the connection is up).
-    fn fire(&self, cmd: &Cmd) -> bool {
-        self.send(cmd, Waiter::Discard)
+    /// Whether `channel` is the channel of `target` (for a connection: of
+    /// one on this node), without allocating.
+    fn channel_is(&self, channel: &[u8], target: &Target) -> bool {
+        let Some(rest) = channel
+            .strip_prefix(self.ns().as_bytes())
+            .and_then(|r| r.strip_prefix(b":ch:".as_slice()))
+        else {
+            return false;
+        };
+        let is = |kind: &[u8], name: &str| rest.strip_prefix(kind) == Some(name.as_bytes());
+        match target {
+            Target::Uid(uid) => is(b"u:", uid),
+            Target::Group(group) => is(b"g:", group),
+            Target::All => rest == b"all",
+            Target::Conn(id) => id.node() == self.node() && is(b"n:", id.node()),
+        }
     }
 
+    /// Sends a command whose reply is not awaited, if the node is on the
+    /// cluster. Returns whether it was queued.
+    fn fire(&self, cmd: &Cmd) -> bool {
+        self.state() == state::LIVE && self.send(cmd, Waiter::Discard)
+    }
+
+    /// Queues a command on the command connection, whatever the state.
     fn send(&self, cmd: &Cmd, waiter: Waiter) -> bool {
         let Some(conn) = self.cmd.get() else {
             return false;
         };
-        if self.down.load(Ordering::Relaxed) {
-            return false;
-        }
         // Waiters are pushed in the order the commands are queued: both
         // happen under this lock.
         let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
@@ -248,9 +324,12 @@ impl Shared {
         }
     }
 
-    /// Sends a command and waits for its reply (`None`: down, or no answer
-    /// within the query timeout).
+    /// Sends a command and waits for its reply (`None`: off the cluster,
+    /// or no answer within the query timeout).
     async fn ask(&self, cmd: Cmd) -> Option<Value> {
+        if self.state() != state::LIVE {
+            return None;
+        }
         let slot = Arc::new(Slot {
             value: Mutex::new(None),
             event: Event::new(),
@@ -258,15 +337,97 @@ impl Shared {
         if !self.send(&cmd, Waiter::Reply(slot.clone())) {
             return None;
         }
-        let s = slot.clone();
-        // Off a loop there is no timer: the reply or the connection's end
-        // settles it.
-        let _ = Timer::once(QUERY_TIMEOUT, move || s.fill(None));
+        let _timeout = QueryTimeout::arm(&slot);
         slot.wait().await
     }
 
+    /// Claims (or renews) the node's name; the reply decides whether the
+    /// node is on the cluster ([`Self::claim_reply`]).
+    fn claim(&self) {
+        if !matches!(self.state(), state::CLAIMING | state::LIVE | state::TAKEN) {
+            return;
+        }
+        let ttl_ms = self.cfg.presence_ttl.as_millis().max(1) as u64;
+        self.send(
+            &Cmd::new("EVAL")
+                .arg(CLAIM)
+                .arg(1u64)
+                .arg(self.key(&["node", self.node()]))
+                .arg(self.instance.as_str())
+                .arg(ttl_ms),
+            Waiter::Claim,
+        );
+    }
+
+    /// The answer to a claim: `{1, 0}` the name is ours, `{0, ms}` another
+    /// instance holds it.
+    fn claim_reply(&self, value: Value) {
+        let ints: Option<Vec<i64>> = value
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_int).collect());
+        match ints.as_deref() {
+            Some([1, _]) => {
+                if self.set_state(state::LIVE) != Some(state::LIVE) {
+                    self.went_live();
+                }
+            }
+            Some([0, ms]) => {
+                let was = self.set_state(state::TAKEN);
+                if was == Some(state::LIVE) {
+                    // Listen to nothing: this node's channel is the other's.
+                    if let Some(sub) = self.sub.get() {
+                        let _ = sub.send(&Cmd::new("UNSUBSCRIBE"));
+                    }
+                }
+                if let Some(n) = self.claim_failures.hit(Instant::now()) {
+                    log::error!(
+                        "hub {}: another running instance holds the node name `{}` in redis at {} \
+                         (for {} ms more unless it renews it){}: this node stays off the cluster \
+                         (local delivery goes on) and tries again every {:?} ({n} refusal(s))",
+                        self.node(),
+                        self.node(),
+                        self.redis.shown,
+                        ms,
+                        if was == Some(state::LIVE) {
+                            "; this node had it and lost it"
+                        } else {
+                            ""
+                        },
+                        self.cfg.presence_ttl / 3,
+                    );
+                }
+            }
+            _ => {
+                if let Some(n) = self.claim_failures.hit(Instant::now()) {
+                    log::warn!(
+                        "hub {}: redis did not take the node name claim ({n} time(s)): {value}",
+                        self.node()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The name is ours (again): erase what this node had published,
+    /// publish what it has now, and listen.
+    fn went_live(&self) {
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        log::info!(
+            "hub {}: connected to redis at {}{}",
+            self.node(),
+            self.redis.shown,
+            if dropped > 0 {
+                format!(" ({dropped} send(s) for other nodes were dropped meanwhile)")
+            } else {
+                String::new()
+            }
+        );
+        self.republish();
+        self.subscribe_all();
+    }
+
     fn subscribe(&self, channels: &[Vec<u8>], on: bool) {
-        if channels.is_empty() {
+        if channels.is_empty() || self.state() != state::LIVE {
             return;
         }
         if let Some(sub) = self.sub.get() {
@@ -336,14 +497,13 @@ impl Shared {
         }
     }
 
-    /// The command connection is (back) up: erase what this node had
-    /// published, publish what it has now, and say it is alive.
+    /// Erases what this node had published, then publishes what it has
+    /// now.
     fn republish(&self) {
         let ns = self.ns();
         let node = self.node();
         self.fire(&Cmd::new("EVAL").arg(RESET_NODE).arg(0u64).arg(ns).arg(node));
         self.fire(&Cmd::new("SADD").arg(self.key(&["nodes"])).arg(node));
-        self.refresh_liveness();
         let Some(snapshot) = self.delivery.get().map(Delivery::snapshot) else {
             return;
         };
@@ -379,17 +539,6 @@ impl Shared {
         }
     }
 
-    fn refresh_liveness(&self) {
-        let ttl = self.cfg.presence_ttl.as_secs().max(1);
-        self.fire(
-            &Cmd::new("SET")
-                .arg(self.key(&["node", self.node()]))
-                .arg("1")
-                .arg("EX")
-                .arg(ttl),
-        );
-    }
-
     /// A reply of the command connection.
     fn reply(&self, value: Value) {
         let waiter = self
@@ -399,10 +548,11 @@ impl Shared {
             .pop_front();
         match waiter {
             Some(Waiter::Reply(slot)) => slot.fill(Some(value)),
+            Some(Waiter::Claim) => self.claim_reply(value),
             Some(Waiter::Discard) | None => {
                 if let Value::Error(e) = &value {
                     if self.errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                        log::warn!("hub: redis refused a command: {e}");
+                        log::warn!("hub {}: redis refused a command: {e}", self.node());
                     }
                 }
             }
@@ -411,12 +561,14 @@ impl Shared {
 
     /// The command connection broke: nothing in flight will be answered.
     fn lost(&self) {
-        if !self.down.swap(true, Ordering::Relaxed) {
-            log::warn!(
-                "hub {}: lost redis at {}; local delivery goes on, sends for other nodes are dropped until it is back",
-                self.node(),
-                self.cfg.url
-            );
+        if let Some(was) = self.set_state(state::DOWN) {
+            if was != state::DOWN {
+                log::warn!(
+                    "hub {}: lost redis at {}; local delivery goes on, sends for other nodes are dropped until it is back",
+                    self.node(),
+                    self.redis.shown
+                );
+            }
         }
         let waiters =
             std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
@@ -427,57 +579,96 @@ impl Shared {
         }
     }
 
+    /// The command connection is (back) up: claim the name first.
     fn connected(&self) {
-        self.down.store(false, Ordering::Relaxed);
         self.errors.store(0, Ordering::Relaxed);
         self.warned.store(false, Ordering::Relaxed);
-        let dropped = self.dropped.swap(0, Ordering::Relaxed);
-        log::info!(
-            "hub {}: connected to redis at {}{}",
-            self.node(),
-            self.cfg.url,
-            if dropped > 0 {
-                format!(" ({dropped} send(s) for other nodes were dropped meanwhile)")
-            } else {
-                String::new()
-            }
-        );
-        self.republish();
+        if self.set_state(state::CLAIMING).is_some() {
+            self.claim();
+        }
     }
 
     /// An error on a connection to Redis: a failed connect is expected
-    /// while Redis is down (the outage is logged once); anything else, a
-    /// reply that is not RESP, say, is logged at warn, once per outage.
+    /// while Redis is down (the outage is logged once); anything else (a
+    /// reply that is not RESP, a password Redis refuses) is logged at
+    /// warn, once per outage.
     fn connection_error(&self, e: &ConnError) {
         match e {
             ConnError::ConnectFailed { .. } => log::debug!("hub {}: redis: {e}", self.node()),
             _ => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
-                    log::warn!("hub {}: redis at {}: {e}", self.node(), self.cfg.url);
+                    log::warn!("hub {}: redis at {}: {e}", self.node(), self.redis.shown);
                 }
             }
         }
     }
 
-    /// A message on the subscriber connection.
+    /// A message on the subscriber connection. Delivered only if the node
+    /// is on the cluster, every field is within the hub's limits, and its
+    /// target is the one of the channel it came on: a uid's channel
+    /// reaches that uid only, a group's that group, `all` everyone, this
+    /// node's channel one connection of this node. Anything else is
+    /// refused, counted ([`HubStats::rejected`](crate::HubStats::rejected))
+    /// and logged once per episode.
     fn published(&self, value: &Value) {
-        let Some(PubSub::Message { payload, .. }) = value.as_pubsub() else {
+        let Some(ps) = value.as_pubsub() else {
             return;
         };
-        let Some(msg) = wire::decode(payload) else {
-            log::debug!("hub {}: a malformed message on a hub channel", self.node());
+        let Some(d) = self.delivery.get() else {
             return;
         };
+        let (channel, payload) = match ps {
+            PubSub::Message {
+                channel,
+                payload,
+                sharded: false,
+            } => (channel, payload),
+            PubSub::Subscription { .. } => return,
+            other => {
+                let channel = other.channel().unwrap_or_default();
+                return self.refuse(d, channel, Refused::NotAMessage);
+            }
+        };
+        if self.state() != state::LIVE {
+            return;
+        }
+        let limits = d.limits();
+        let msg = match wire::decode(payload, &limits) {
+            Ok(msg) => msg,
+            Err(why) => return self.refuse(d, channel, why),
+        };
+        if !self.channel_is(channel, &msg.target) {
+            return self.refuse(d, channel, Refused::WrongChannel);
+        }
         if msg.origin == self.node() {
             // Our own publish: delivered locally when it was sent.
             return;
         }
-        if let Some(d) = self.delivery.get() {
-            d.deliver(&msg.target, &msg.except, msg.bytes);
+        d.deliver(&msg.target, &msg.except, msg.bytes);
+    }
+
+    fn refuse(&self, d: &Delivery, channel: &[u8], why: Refused) {
+        d.rejected();
+        if let Some(n) = self.refusals.hit(Instant::now()) {
+            let shown: String = channel
+                .iter()
+                .take(96)
+                .flat_map(|b| std::ascii::escape_default(*b))
+                .map(char::from)
+                .collect();
+            log::warn!(
+                "hub {}: refused {n} message(s) from redis, the last on channel {shown}: {why} \
+                 (whoever can publish on this redis can reach this node's users: see \
+                 docs/hub.md, Security)",
+                self.node()
+            );
         }
     }
 
     fn subscribe_all(&self) {
+        if self.state() != state::LIVE {
+            return;
+        }
         let mut channels: Vec<Vec<u8>> = vec![
             self.channel(&Target::All),
             self.channel(&Target::Conn(GlobalConnId::new(self.node(), 0))),
@@ -493,47 +684,63 @@ impl Shared {
             self.subscribe(chunk, true);
         }
     }
+
+    /// Makes one of the two connections (`cmd` or `sub`).
+    fn connection(
+        &self,
+        role: &str,
+        on_connect: OnConnect,
+        on_message: OnValue,
+        on_close: OnClose,
+        this: &Arc<Shared>,
+    ) -> Result<Connection<Resp>, HubError> {
+        // The connection authenticates and names itself first (`CLIENT
+        // LIST` shows `ns-node-cmd` and `ns-node-sub`): `on_connect`, and
+        // so "connected", come only once Redis answered, not when some
+        // server took the TCP connection.
+        let mut client = self.redis.client(&self.client_name(role))?;
+        client
+            .auto_reconnect(self.cfg.reconnect.clone())
+            .keep_unsent(false);
+        client.on_connect(move |c| on_connect(c));
+        client.on_message(move |_, v| on_message(v));
+        client.on_close(move |_, _| on_close());
+        let w = this.clone();
+        client.on_error(move |_, e| w.connection_error(e));
+        client
+            .connect()
+            .map_err(|e| HubError::Config(format!("{}: {e}", self.redis.shown)))
+    }
 }
 
 impl Backplane for RedisBackplane {
     fn start(&self, delivery: Delivery) {
         let s = &self.shared;
         let _ = s.delivery.set(delivery);
-        let make = |role: &str, on_connect: OnConnect, on_message: OnValue, on_close: OnClose| {
-            // The connection names itself first (`CLIENT LIST` shows
-            // `ns-node-cmd` and `ns-node-sub`): `on_connect`, and so
-            // "connected", come only once Redis answered, not when some
-            // server took the TCP connection.
-            let name = format!("{}-{}-{role}", s.ns(), s.node());
-            let resp = Resp::new().setup(Cmd::new("CLIENT").arg("SETNAME").arg(name));
-            let mut client: Client<Resp> = Client::with_protocol(s.cfg.url.as_str(), resp)?;
-            client
-                .auto_reconnect(s.cfg.reconnect.clone())
-                .keep_unsent(false)
-                .connect_timeout(Duration::from_secs(3));
-            client.on_connect(move |c| {
-                c.set_max_package_size(MAX_REPLY);
-                on_connect(c)
-            });
-            client.on_message(move |_, v| on_message(v));
-            client.on_close(move |_, _| on_close());
-            let w = s.clone();
-            client.on_error(move |_, e| w.connection_error(e));
-            client.connect()
-        };
         let (a, b, c) = (s.clone(), s.clone(), s.clone());
-        let cmd = make(
+        let cmd = s.connection(
             "cmd",
-            Box::new(move |_| a.connected()),
+            Box::new(move |conn| {
+                conn.set_max_package_size(MAX_REPLY);
+                a.connected()
+            }),
             Box::new(move |v| b.reply(v)),
             Box::new(move || c.lost()),
+            s,
         );
         let (a, b) = (s.clone(), s.clone());
-        let sub = make(
+        let sub = s.connection(
             "sub",
-            Box::new(move |_| a.subscribe_all()),
+            Box::new(move |conn| {
+                // What a node of the hub's limits publishes, no more.
+                if let Some(d) = a.delivery.get() {
+                    conn.set_max_package_size(d.limits().max_frame(a.ns().len()));
+                }
+                a.subscribe_all()
+            }),
             Box::new(move |v| b.published(&v)),
             Box::new(|| {}),
+            s,
         );
         match (cmd, sub) {
             (Ok(cmd), Ok(sub)) => {
@@ -547,8 +754,26 @@ impl Backplane for RedisBackplane {
         }
         let every = s.cfg.presence_ttl / 3;
         let live = s.clone();
-        if let Err(e) = Timer::add(every, move || live.refresh_liveness()) {
+        if let Err(e) = Timer::add(every, move || live.claim()) {
             log::error!("hub {}: no liveness timer: {e}", s.node());
+        }
+    }
+
+    fn stop(&self) {
+        let s = &self.shared;
+        let was = s.state.swap(state::STOPPED, Ordering::AcqRel);
+        if matches!(was, state::CLAIMING | state::LIVE | state::TAKEN) {
+            // Erase this node's presence and free its name, if it still
+            // holds it: a restart under the same name need not wait.
+            s.send(
+                &Cmd::new("EVAL")
+                    .arg(RELEASE)
+                    .arg(0u64)
+                    .arg(s.ns())
+                    .arg(s.node())
+                    .arg(s.instance.as_str()),
+                Waiter::Discard,
+            );
         }
     }
 
@@ -565,7 +790,7 @@ impl Backplane for RedisBackplane {
         }
         if s.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
             log::warn!(
-                "hub {}: redis is down: sends for other nodes are dropped (counted)",
+                "hub {}: off the cluster (redis down or the node name not held): sends for other nodes are dropped (counted)",
                 s.node()
             );
         }
@@ -629,68 +854,3 @@ impl Backplane for RedisBackplane {
         })
     }
 }
-
-/// Live nodes holding the uid (dead ones are dropped from its set).
-const UID_ONLINE: &str = r"
-local n = 0
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. ':node:' .. node) == 1 then
-    n = n + 1
-  else
-    redis.call('SREM', KEYS[1], node)
-  end
-end
-return n
-";
-
-/// Distinct uids on the live nodes.
-const UID_COUNT: &str = r"
-local keys = {}
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. ':node:' .. node) == 1 then
-    table.insert(keys, ARGV[1] .. ':nodeuids:' .. node)
-  end
-end
-if #keys == 0 then return 0 end
-return #redis.call('SUNION', unpack(keys))
-";
-
-/// Members of a group on the live nodes.
-const GROUP_COUNT: &str = r"
-local total = 0
-local h = redis.call('HGETALL', KEYS[1])
-for i = 1, #h, 2 do
-  if redis.call('EXISTS', ARGV[1] .. ':node:' .. h[i]) == 1 then
-    total = total + tonumber(h[i + 1])
-  end
-end
-return total
-";
-
-/// Uids with a member of a group on the live nodes.
-const GROUP_UIDS: &str = r"
-local keys = {}
-local h = redis.call('HGETALL', KEYS[1])
-for i = 1, #h, 2 do
-  if redis.call('EXISTS', ARGV[1] .. ':node:' .. h[i]) == 1 then
-    table.insert(keys, ARGV[1] .. ':groupuids:' .. ARGV[2] .. ':' .. h[i])
-  end
-end
-if #keys == 0 then return {} end
-return redis.call('SUNION', unpack(keys))
-";
-
-/// Erases what a node had published (before it publishes its state anew).
-const RESET_NODE: &str = r"
-local ns, node = ARGV[1], ARGV[2]
-for _, g in ipairs(redis.call('SMEMBERS', ns .. ':nodegroups:' .. node)) do
-  redis.call('HDEL', ns .. ':groupcount:' .. g, node)
-  redis.call('DEL', ns .. ':groupuids:' .. g .. ':' .. node)
-end
-redis.call('DEL', ns .. ':nodegroups:' .. node)
-for _, u in ipairs(redis.call('SMEMBERS', ns .. ':nodeuids:' .. node)) do
-  redis.call('SREM', ns .. ':uidnodes:' .. u, node)
-end
-redis.call('DEL', ns .. ':nodeuids:' .. node)
-return 1
-";

@@ -2,11 +2,15 @@
 //! and belong to which groups, and the transitions the backplane cares
 //! about (the first or last connection of a uid or group on this node).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use dashmap::mapref::one::RefMut;
 use dashmap::DashMap;
 use lubdub_worker::{Connection, Protocol};
+
+use crate::error::HubError;
+use crate::limits::HubLimits;
 
 /// The connections of one uid or one group on this node.
 pub(crate) struct Set<P: Protocol> {
@@ -63,11 +67,29 @@ impl<P: Protocol> Set<P> {
     }
 }
 
-/// What a connection is part of, for its cleanup.
+/// What a connection is part of, for its cleanup and its limits: sets, so
+/// a join or bind is O(1) whatever the limits.
 #[derive(Default)]
 struct Membership {
-    uids: Vec<String>,
-    groups: Vec<String>,
+    uids: HashSet<String>,
+    groups: HashSet<String>,
+}
+
+impl Membership {
+    fn is_empty(&self) -> bool {
+        self.uids.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// Whether `name` may be a uid or group name under `limits`.
+pub(crate) fn check_name(name: &str, limits: &HubLimits) -> Result<(), HubError> {
+    if name.is_empty() || name.len() > limits.max_name_len {
+        return Err(HubError::BadName {
+            len: name.len(),
+            limit: limits.max_name_len,
+        });
+    }
+    Ok(())
 }
 
 /// A change of this node's memberships that a backplane mirrors (presence,
@@ -119,13 +141,20 @@ fn drop_if_empty<P: Protocol>(map: &DashMap<String, Arc<Set<P>>>, key: &str) {
 }
 
 impl<P: Protocol> Registry<P> {
-    /// Binds `conn` to `uid` (several connections per uid: devices).
-    pub fn bind_uid(&self, conn: &Connection<P>, uid: &str, changes: &mut Vec<Change>) {
-        let mut m = self.members.entry(conn.id()).or_default();
-        if m.uids.iter().any(|u| u == uid) {
-            return;
-        }
-        m.uids.push(uid.to_owned());
+    /// Binds `conn` to `uid` (several connections per uid: devices), up to
+    /// the limits.
+    pub fn bind_uid(
+        &self,
+        conn: &Connection<P>,
+        uid: &str,
+        limits: &HubLimits,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), HubError> {
+        let limit = limits.max_uids_per_conn;
+        let too_many = || HubError::TooManyUids { limit };
+        let Some(m) = self.admit(conn.id(), uid, limits, limit, |m| &mut m.uids, too_many)? else {
+            return Ok(());
+        };
         let set = set_of(&self.uids, uid);
         {
             let mut s = set.inner.write().unwrap_or_else(PoisonError::into_inner);
@@ -144,6 +173,41 @@ impl<P: Protocol> Registry<P> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Adds `name` to the set of `conn`'s memberships that `set` picks,
+    /// if it is a valid name and the set holds fewer than `limit`:
+    /// `Ok(None)` when it was there already, `Ok(Some(entry))` when added
+    /// (the entry still locked), `too_many()` when the set is full.
+    fn admit(
+        &self,
+        conn: u64,
+        name: &str,
+        limits: &HubLimits,
+        limit: usize,
+        set: fn(&mut Membership) -> &mut HashSet<String>,
+        too_many: impl FnOnce() -> HubError,
+    ) -> Result<Option<RefMut<'_, u64, Membership>>, HubError> {
+        check_name(name, limits)?;
+        let mut m = self.members.entry(conn).or_default();
+        let names = set(&mut m);
+        if names.contains(name) {
+            return Ok(None);
+        }
+        if names.len() >= limit {
+            drop(m);
+            self.drop_member_if_empty(conn);
+            return Err(too_many());
+        }
+        names.insert(name.to_owned());
+        Ok(Some(m))
+    }
+
+    /// Forgets a connection's membership entry if it holds nothing
+    /// (re-checked under the entry's lock).
+    fn drop_member_if_empty(&self, conn: u64) {
+        self.members.remove_if(&conn, |_, m| m.is_empty());
     }
 
     /// Unbinds `conn` from `uid`.
@@ -151,19 +215,17 @@ impl<P: Protocol> Registry<P> {
         let Some(mut m) = self.members.get_mut(&conn.id()) else {
             return;
         };
-        let Some(pos) = m.uids.iter().position(|u| u == uid) else {
+        if !m.uids.remove(uid) {
             return;
-        };
-        m.uids.swap_remove(pos);
+        }
         for group in &m.groups {
             self.group_uid_out(group, uid, changes);
         }
-        let empty = m.uids.is_empty() && m.groups.is_empty();
+        let empty = m.is_empty();
         drop(m);
         self.uid_out(conn.id(), uid, changes);
         if empty {
-            self.members
-                .remove_if(&conn.id(), |_, m| m.uids.is_empty() && m.groups.is_empty());
+            self.drop_member_if_empty(conn.id());
         }
     }
 
@@ -190,13 +252,20 @@ impl<P: Protocol> Registry<P> {
         }
     }
 
-    /// Adds `conn` to `group`.
-    pub fn join(&self, conn: &Connection<P>, group: &str, changes: &mut Vec<Change>) {
-        let mut m = self.members.entry(conn.id()).or_default();
-        if m.groups.iter().any(|g| g == group) {
-            return;
-        }
-        m.groups.push(group.to_owned());
+    /// Adds `conn` to `group`, up to the limits.
+    pub fn join(
+        &self,
+        conn: &Connection<P>,
+        group: &str,
+        limits: &HubLimits,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), HubError> {
+        let limit = limits.max_groups_per_conn;
+        let too_many = || HubError::TooManyGroups { limit };
+        let Some(m) = self.admit(conn.id(), group, limits, limit, |m| &mut m.groups, too_many)?
+        else {
+            return Ok(());
+        };
         let set = set_of(&self.groups, group);
         let mut s = set.inner.write().unwrap_or_else(PoisonError::into_inner);
         s.conns.insert(conn.id(), conn.clone());
@@ -208,6 +277,7 @@ impl<P: Protocol> Registry<P> {
                 changes.push(Change::GroupUidIn(group.to_owned(), uid.clone()));
             }
         }
+        Ok(())
     }
 
     /// Removes `conn` from `group`.
@@ -215,21 +285,19 @@ impl<P: Protocol> Registry<P> {
         let Some(mut m) = self.members.get_mut(&conn.id()) else {
             return;
         };
-        let Some(pos) = m.groups.iter().position(|g| g == group) else {
+        if !m.groups.remove(group) {
             return;
-        };
-        m.groups.swap_remove(pos);
+        }
         let uids = m.uids.clone();
-        let empty = m.uids.is_empty() && m.groups.is_empty();
+        let empty = m.is_empty();
         drop(m);
         self.group_out(conn.id(), group, &uids, changes);
         if empty {
-            self.members
-                .remove_if(&conn.id(), |_, m| m.uids.is_empty() && m.groups.is_empty());
+            self.drop_member_if_empty(conn.id());
         }
     }
 
-    fn group_out(&self, conn: u64, group: &str, uids: &[String], changes: &mut Vec<Change>) {
+    fn group_out(&self, conn: u64, group: &str, uids: &HashSet<String>, changes: &mut Vec<Change>) {
         if let Some(set) = self.groups.get(group).map(|s| s.clone()) {
             let mut s = set.inner.write().unwrap_or_else(PoisonError::into_inner);
             if s.conns.remove(&conn).is_some() {

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lubdub_hub::{GlobalConnId, Hub};
+use lubdub_hub::{GlobalConnId, Hub, HubError, HubLimits};
 use lubdub_text::Text;
 use lubdub_worker::{Limits, Worker, WorkerHandle};
 
@@ -14,51 +14,62 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A line server speaking the chat commands through the hub:
 /// `name U`, `join G`, `leave G`, `say G T`, `dm U T`, `all T`, `to ID T`,
 /// `id` (answers this connection's global id), `except G T` (to G but me).
+/// `name`, `unname`, `join` and `leave` answer `ok`, or `refused: WHY`.
 fn chat(count: usize) -> (Hub<Text>, WorkerHandle<Text>) {
-    let hub = Hub::<Text>::local();
+    chat_with(count, Hub::<Text>::local())
+}
+
+fn chat_with(count: usize, hub: Hub<Text>) -> (Hub<Text>, WorkerHandle<Text>) {
     let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
     w.count(count).plugin(hub.plugin());
     let h = hub.clone();
     w.on_message(move |c, line| {
         let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        match cmd {
+        let done = match cmd {
             "name" => h.bind_uid(c, rest),
-            "unname" => h.unbind_uid(c, rest),
+            "unname" => {
+                h.unbind_uid(c, rest);
+                Ok(())
+            }
             "join" => h.join(c, rest),
-            "leave" => h.leave(c, rest),
+            "leave" => {
+                h.leave(c, rest);
+                Ok(())
+            }
             "say" => {
                 let (g, t) = rest.split_once(' ').unwrap();
                 h.send_to_group(g, t, &[]);
+                return;
             }
             "except" => {
                 let (g, t) = rest.split_once(' ').unwrap();
                 h.send_to_group(g, t, &[h.global_id(c)]);
+                return;
             }
             "dm" => {
                 let (u, t) = rest.split_once(' ').unwrap();
                 h.send_to_uid(u, t);
+                return;
             }
             "all" => {
                 h.send_to_all(rest);
+                return;
             }
             "to" => {
                 let (id, t) = rest.split_once(' ').unwrap();
                 h.send_to_conn(&id.parse::<GlobalConnId>().unwrap(), t);
+                return;
             }
             "id" => {
                 let _ = c.send(&h.global_id(c).to_string());
+                return;
             }
-            _ => {}
-        }
-        if cmd != "id"
-            && cmd != "say"
-            && cmd != "dm"
-            && cmd != "all"
-            && cmd != "to"
-            && cmd != "except"
-        {
-            let _ = c.send("ok");
-        }
+            _ => Ok(()),
+        };
+        let _ = c.send(&match done {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("refused: {e}"),
+        });
     });
     let handle = w.start().unwrap();
     (hub, handle)
@@ -249,7 +260,7 @@ fn on_buffer_full_may_leave_and_broadcast_to_the_room_being_broadcast_to() {
             h.send_to_group("room", text, &[]);
         }
         _ => {
-            h.join(c, "room");
+            h.join(c, "room").unwrap();
             let _ = c.send("ok");
         }
     });
@@ -303,5 +314,93 @@ fn on_buffer_full_may_leave_and_broadcast_to_the_room_being_broadcast_to() {
     }
     assert!(full_rx.try_recv().is_err(), "one episode, one callback");
     drop(mute);
+    handle.stop_and_wait();
+}
+
+#[test]
+fn joins_and_binds_past_the_limits_are_refused_and_the_app_sees_why() {
+    let limits = HubLimits::default()
+        .max_groups_per_conn(3)
+        .max_uids_per_conn(2)
+        .max_name_len(8);
+    let (hub, h) = chat_with(1, Hub::<Text>::local().with_limits(limits));
+    let a = h.local_addr();
+    let (mut greedy, mut other) = (Peer::new(a), Peer::new(a));
+    for g in ["g0", "g1", "g2"] {
+        greedy.cmd(&format!("join {g}"));
+    }
+    greedy.send("join g3");
+    assert_eq!(
+        greedy.line(),
+        format!("refused: {}", HubError::TooManyGroups { limit: 3 })
+    );
+    assert_eq!(
+        hub.group_count_local("g3"),
+        0,
+        "a refused join leaves nothing"
+    );
+    // Joining a group again is no new membership; leaving makes room.
+    greedy.cmd("join g1");
+    greedy.cmd("leave g0");
+    greedy.cmd("join g3");
+    // Names: at most 8 bytes, never empty.
+    greedy.send("join 123456789");
+    assert_eq!(
+        greedy.line(),
+        format!("refused: {}", HubError::BadName { len: 9, limit: 8 })
+    );
+    greedy.send("name ");
+    assert_eq!(
+        greedy.line(),
+        format!("refused: {}", HubError::BadName { len: 0, limit: 8 })
+    );
+    greedy.cmd("name ann");
+    greedy.cmd("name ann2");
+    greedy.send("name ann3");
+    assert_eq!(
+        greedy.line(),
+        format!("refused: {}", HubError::TooManyUids { limit: 2 })
+    );
+    assert!(!hub.is_uid_online_local("ann3"));
+    // Sends to a name no one can have reach no one.
+    assert_eq!(hub.send_to_group("123456789", "x", &[]), 0);
+    // The limits are per connection: the other member is unaffected.
+    for g in ["g1", "g2", "g3"] {
+        other.cmd(&format!("join {g}"));
+    }
+    greedy.send("say g3 both of us");
+    assert_eq!(greedy.line(), "both of us");
+    assert_eq!(other.line(), "both of us");
+    h.stop_and_wait();
+}
+
+#[test]
+fn a_connection_that_closed_can_join_nothing() {
+    let hub = Hub::<Text>::local();
+    let mut w = Worker::<Text>::new("text://127.0.0.1:0").unwrap();
+    w.count(1).plugin(hub.plugin());
+    let (tx, rx) = mpsc::channel();
+    let h = hub.clone();
+    w.on_message(move |c, _| {
+        h.join(c, "room").unwrap();
+        let _ = c.send("ok");
+    });
+    let h = hub.clone();
+    // The hub's plugin forgot the connection before this runs: a join now
+    // would stay behind for good.
+    w.on_close(move |c, _| {
+        let _ = tx.send((h.join(c, "late"), h.bind_uid(c, "late")));
+    });
+    let handle = w.start().unwrap();
+    let mut p = Peer::new(handle.local_addr());
+    p.cmd("join");
+    assert_eq!(hub.group_count_local("room"), 1);
+    drop(p);
+    let (join, bind) = rx.recv_timeout(WAIT).expect("on_close ran");
+    assert_eq!(join, Err(HubError::Closed));
+    assert_eq!(bind, Err(HubError::Closed));
+    wait_until("memberships dropped", || hub.member_count_local() == 0);
+    assert_eq!(hub.group_count_total_local(), 0);
+    assert_eq!(hub.uid_count_local(), 0);
     handle.stop_and_wait();
 }

@@ -96,12 +96,30 @@
 //! without error, and commands sent meanwhile are held back until then. An
 //! error reply to one of them fails the session with
 //! [`RespError::SetupFailed`].
+//!
+//! # URLs with credentials
+//!
+//! A client's address carries no credentials. [`RedisUrl`] takes
+//! `redis[s]://[user[:password]@]host[:port][/db]` apart: the address to
+//! connect to, and the session's authentication; it and [`redact_url`]
+//! show the password as `***`:
+//!
+//! ```no_run
+//! use lubdub_resp::{RedisUrl, Resp};
+//! use lubdub_worker::Client;
+//!
+//! let url = RedisUrl::parse("redis://app:s3cret@10.0.0.5:6379/2")?;
+//! let client = Client::with_protocol(url.address().as_str(), url.apply(Resp::new()))?;
+//! # let _ = client;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod cmd;
 mod scan;
+mod url;
 mod value;
 
 use std::fmt;
@@ -109,6 +127,7 @@ use std::fmt;
 use lubdub_protocol::{Decoded, Decoder, Encoder, Protocol, ProtocolError, Start, Wire};
 
 pub use cmd::{Arg, Cmd};
+pub use url::{redact_url, RedisUrl, UrlError, DEFAULT_PORT};
 pub use value::{PubSub, SubscriptionKind, Value, VerbatimFormat};
 
 /// Default maximum reply size: 64 MiB.

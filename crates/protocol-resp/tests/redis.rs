@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use lubdub_resp::{Cmd, PubSub, Resp, RespError, SubscriptionKind, Value};
+use lubdub_resp::{Cmd, PubSub, RedisUrl, Resp, RespError, SubscriptionKind, Value};
 use lubdub_worker::{
     Backoff, Client, CloseReason, ConnError, Connection, EventLoop, LoopHandle, ProtocolError,
 };
@@ -407,6 +407,51 @@ fn authentication_and_database_selection() {
     lp.stop();
     t.join().unwrap();
     assert!(connects.try_recv().is_err(), "on_connect ran");
+}
+
+#[test]
+fn urls_with_credentials_for_requirepass_and_for_an_acl_user() {
+    let server = RedisServer::start(&[
+        "--requirepass",
+        "pw-default",
+        "--user",
+        "app",
+        "on",
+        ">pw-app",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    let port = server.port;
+    for (url, whoami) in [
+        (format!("redis://:pw-default@127.0.0.1:{port}/1"), "default"),
+        (format!("redis://app:pw-app@127.0.0.1:{port}"), "app"),
+        // A %-encoded password.
+        (format!("redis://app:pw%2Dapp@127.0.0.1:{port}/2"), "app"),
+    ] {
+        let parsed = RedisUrl::parse(&url).unwrap();
+        assert!(!parsed.to_string().contains("pw"), "{parsed}");
+        let (conn, replies, lp, t) = connect(parsed.address(), parsed.apply(Resp::new()));
+        conn.send(&Cmd::new("ACL").arg("WHOAMI"));
+        assert_eq!(recv(&replies), bulk(whoami), "{parsed}");
+        lp.stop();
+        t.join().unwrap();
+    }
+    // A wrong password: the session fails; nothing shows the password.
+    let parsed = RedisUrl::parse(&format!("redis://app:not-it@127.0.0.1:{port}")).unwrap();
+    let (err_tx, errors) = mpsc::channel();
+    let (lp, t) = spawn_loop(move |_| {
+        let mut client =
+            Client::with_protocol(parsed.address().as_str(), parsed.apply(Resp::new())).unwrap();
+        client.on_error(move |_, e| {
+            let _ = err_tx.send(e.to_string());
+        });
+        client.connect().unwrap();
+    });
+    let e = recv(&errors);
+    assert!(e.contains("WRONGPASS") && !e.contains("not-it"), "{e}");
+    lp.stop();
+    t.join().unwrap();
 }
 
 #[test]

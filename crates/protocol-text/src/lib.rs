@@ -15,14 +15,19 @@
 //!   gives: `double cr\r\r\n` decodes to `double cr`. A `\r` anywhere else
 //!   is kept (`a\rb\n` decodes to `a\rb`).
 //! * Encoding appends `\n` to the message. A message that ends in `\r`
-//!   therefore comes back without it, in Workerman as here.
+//!   therefore comes back without it, in Workerman as here. A message that
+//!   contains a `\n` is refused ([`ProtocolError::InvalidData`], nothing
+//!   written), where Workerman would send two lines: relaying what a user
+//!   typed cannot inject a line.
 //! * The maximum line length (terminator included) defaults to 10 MiB,
 //!   Workerman's maximum package size. A longer line is an error as soon as
 //!   that many bytes arrived without a `\n`; nothing of the peer's choosing
 //!   is allocated beyond it.
 //!
 //! Neither flavour writes anything on the [`Wire`] or asks to close: there is
-//! no handshake and no control message.
+//! no handshake and no control message. A server that hands its clients to a
+//! new process (a reload) can tell them with a last line of its choosing,
+//! [`Text::restart_line`]: by default it writes nothing.
 //!
 //! # Invalid UTF-8
 //!
@@ -47,24 +52,30 @@
 
 #![forbid(unsafe_code)]
 
-use lubdub_protocol::{Codec, Decoded, ProtocolError};
+use std::sync::Arc;
+
+use lubdub_protocol::{Closing, Codec, Decoded, ProtocolError};
 use serde::Deserialize;
 
 /// Default maximum line length in bytes, terminator included: 10 MiB.
 pub const DEFAULT_MAX_LENGTH: usize = 10 * 1024 * 1024;
 
 /// Settings shared by [`Text`] and [`TextBytes`]; deserializable from config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TextConfig {
     /// Longest accepted line in bytes, `\n` included. Default 10 MiB.
     pub max_length: usize,
+    /// The last line a client gets when the server hands it to a new
+    /// process ([`Text::restart_line`]). Default none.
+    pub restart_line: Option<String>,
 }
 
 impl Default for TextConfig {
     fn default() -> Self {
         TextConfig {
             max_length: DEFAULT_MAX_LENGTH,
+            restart_line: None,
         }
     }
 }
@@ -75,12 +86,28 @@ impl Default for TextConfig {
 #[derive(Debug, Clone)]
 struct LineSplitter {
     max_length: usize,
+    /// The line written on [`Closing::Restart`], `\n` included.
+    restart_line: Option<Arc<[u8]>>,
 }
 
 impl LineSplitter {
     fn new(max_length: usize) -> Self {
         LineSplitter {
             max_length: max_length.max(1),
+            restart_line: None,
+        }
+    }
+
+    fn set_restart_line(&mut self, line: &[u8]) -> Result<(), ProtocolError> {
+        let mut encoded = Vec::new();
+        self.encode(line, &mut encoded)?;
+        self.restart_line = Some(encoded.into());
+        Ok(())
+    }
+
+    fn goodbye(&self, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        if let (Closing::Restart, Some(line)) = (closing, &self.restart_line) {
+            dst.extend_from_slice(line);
         }
     }
 
@@ -124,6 +151,14 @@ impl LineSplitter {
                 max: self.max_length as u64,
             });
         }
+        // A message is one line: a `\n` inside would make the peer read two
+        // (line injection, through a bridge that relays what a user typed).
+        if let Some(offset) = memchr::memchr(b'\n', line) {
+            return Err(ProtocolError::InvalidData {
+                expected: "a line without \\n",
+                offset,
+            });
+        }
         dst.reserve(line.len() + 1);
         dst.extend_from_slice(line);
         dst.push(b'\n');
@@ -150,9 +185,24 @@ impl Text {
         }
     }
 
-    /// Text protocol from deserialized settings.
-    pub fn from_config(config: TextConfig) -> Self {
-        Self::with_max_length(config.max_length)
+    /// Text protocol from deserialized settings. A restart line that is
+    /// not one line within the maximum length is an error.
+    pub fn from_config(config: TextConfig) -> Result<Self, ProtocolError> {
+        let text = Self::with_max_length(config.max_length);
+        match &config.restart_line {
+            Some(line) => text.restart_line(line),
+            None => Ok(text),
+        }
+    }
+
+    /// The line each client gets, after what was queued for it, when the
+    /// server hands its connections to a new process (a reload without
+    /// `-g`): a client that reads it knows to reconnect. Default none: the
+    /// connection just closes. Refused like a message (a `\n` inside, or
+    /// longer than the maximum).
+    pub fn restart_line(mut self, line: &str) -> Result<Self, ProtocolError> {
+        self.lines.set_restart_line(line.as_bytes())?;
+        Ok(self)
     }
 
     /// The maximum line length in bytes, `\n` included.
@@ -195,6 +245,10 @@ impl Codec for Text {
     fn encode(&self, msg: &str, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         self.lines.encode(msg.as_bytes(), dst)
     }
+
+    fn goodbye(&self, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        self.lines.goodbye(closing, dst);
+    }
 }
 
 /// The Text protocol with binary-safe lines (`Vec<u8>`, any bytes but `\n`).
@@ -220,6 +274,13 @@ impl TextBytes {
     /// The maximum line length in bytes, `\n` included.
     pub fn max_length(&self) -> usize {
         self.lines.max_length
+    }
+
+    /// The line each client gets when the server hands its connections to
+    /// a new process, as [`Text::restart_line`].
+    pub fn restart_line(mut self, line: &[u8]) -> Result<Self, ProtocolError> {
+        self.lines.set_restart_line(line)?;
+        Ok(self)
     }
 }
 
@@ -250,6 +311,10 @@ impl Codec for TextBytes {
     #[inline]
     fn encode(&self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
         self.lines.encode(msg, dst)
+    }
+
+    fn goodbye(&self, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        self.lines.goodbye(closing, dst);
     }
 }
 
@@ -305,6 +370,27 @@ mod tests {
     }
 
     #[test]
+    fn the_restart_line_is_the_only_goodbye_and_is_checked_like_a_message() {
+        let mut plain = Session::new(Text::new());
+        assert!(plain.encode_close(&Closing::Restart).is_empty());
+        let text = Text::new().restart_line("reconnect please").unwrap();
+        let mut s = Session::new(text.clone());
+        assert_eq!(s.encode_close(&Closing::Restart), b"reconnect please\n");
+        let mut s = Session::new(text);
+        assert!(s.encode_close(&Closing::GoingAway).is_empty());
+        assert!(Text::new().restart_line("two\nlines").is_err());
+        assert!(Text::with_max_length(4).restart_line("long").is_err());
+        let bytes = TextBytes::new().restart_line(b"\xffbye").unwrap();
+        assert_eq!(
+            Session::new(bytes).encode_close(&Closing::Restart),
+            b"\xffbye\n"
+        );
+        let config: TextConfig = serde_json::from_str(r#"{"restart_line":"bye"}"#).unwrap();
+        let mut s = Session::new(Text::from_config(config).unwrap());
+        assert_eq!(s.encode_close(&Closing::Restart), b"bye\n");
+    }
+
+    #[test]
     fn first_newline_ends_the_message() {
         let mut t = Session::new(Text::new());
         assert_eq!(msg(&mut t, b"one\ntwo\n"), ("one".into(), 4));
@@ -321,6 +407,23 @@ mod tests {
         assert_eq!(msg(&mut t, stream), ("hello world".into(), 12));
         // scan state was reset: the next line is found from its start
         assert_eq!(msg(&mut t, b"x\n"), ("x".into(), 2));
+    }
+
+    #[test]
+    fn a_message_with_a_newline_is_refused_not_split() {
+        let mut out = b"pre".to_vec();
+        let t = Text::new();
+        let err = t.encode("hi\nadmin: you are banned", &mut out).unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::InvalidData { offset: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(out, b"pre", "nothing written");
+        let b = TextBytes::new();
+        assert!(b.encode(b"\n", &mut out).is_err());
+        // A `\r` alone is data, as Workerman's rtrim only strips it at the end.
+        t.encode("a\rb", &mut out).unwrap();
+        assert_eq!(out, b"prea\rb\n");
     }
 
     #[test]
@@ -391,7 +494,7 @@ mod tests {
         let c: TextConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c.max_length, DEFAULT_MAX_LENGTH);
         let c: TextConfig = serde_json::from_str(r#"{"max_length": 9}"#).unwrap();
-        assert_eq!(Text::from_config(c).max_length(), 9);
+        assert_eq!(Text::from_config(c).unwrap().max_length(), 9);
         assert!(serde_json::from_str::<TextConfig>(r#"{"max_len": 9}"#).is_err());
     }
 }

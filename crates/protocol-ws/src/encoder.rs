@@ -156,6 +156,7 @@ impl WsEncoder {
             Closing::GoingAway => (1001, ""),
             Closing::InternalError => (1011, ""),
             Closing::Timeout => (1001, "timeout"),
+            Closing::Restart => (1012, "service restart"),
             _ => (1000, ""),
         };
         let payload = if code == CLOSE_NO_STATUS {

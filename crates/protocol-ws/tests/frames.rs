@@ -400,6 +400,10 @@ fn encode_close_codes_for_every_reason() {
         (Closing::GoingAway, vec![0x88, 2, 0x03, 0xe9]),
         (Closing::InternalError, vec![0x88, 2, 0x03, 0xf3]),
         (
+            Closing::Restart,
+            [&[0x88, 17, 0x03, 0xf4][..], b"service restart"].concat(),
+        ),
+        (
             Closing::Session(&session),
             vec![0x88, 5, 0x0f, 0xa1, b'a', b'p', b'p'],
         ),

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::{Decoded, Decoder, Encoder, Protocol, ProtocolError, Wire};
+use crate::{Closing, Decoded, Decoder, Encoder, Protocol, ProtocolError, Wire};
 
 /// A protocol without a handshake, without answers of its own on the wire
 /// and without per-connection encoder state: a framing (lines, length
@@ -38,6 +38,14 @@ pub trait Codec: Clone + Send + Sync + 'static {
 
     /// Appends the encoding of `msg` to `dst`; on error, nothing.
     fn encode(&self, msg: &Self::Outgoing, dst: &mut Vec<u8>) -> Result<(), ProtocolError>;
+
+    /// The connection is closing gracefully for `closing`: append a last
+    /// message to `dst` if the codec has one for it (a configured line
+    /// telling a client to reconnect on [`Closing::Restart`]). The default
+    /// writes nothing.
+    fn goodbye(&self, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        let _ = (closing, dst);
+    }
 }
 
 /// The decoder every [`Codec`] gets: the codec's per-connection state.
@@ -100,5 +108,9 @@ impl<C: Codec> Encoder<C> for CodecEncoder<C> {
         dst: &mut Vec<u8>,
     ) -> Result<(), ProtocolError> {
         Codec::encode(codec, msg, dst)
+    }
+
+    fn encode_close(&mut self, codec: &C, closing: &Closing<'_>, dst: &mut Vec<u8>) {
+        codec.goodbye(closing, dst);
     }
 }

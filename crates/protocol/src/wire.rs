@@ -82,6 +82,10 @@ pub enum Closing<'a> {
     Violation(&'a ProtocolError),
     /// The server is stopping.
     GoingAway,
+    /// The server is handing its clients to a new process (a reload): the
+    /// goodbye asks the peer to reconnect (WebSocket close 1012, "service
+    /// restart").
+    Restart,
     /// Something on this side failed (a callback panicked).
     InternalError,
     /// The peer is presumed gone (a heartbeat or first-message timeout):

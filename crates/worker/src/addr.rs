@@ -108,6 +108,18 @@ impl FromStr for ListenAddr {
             Some(i) => (&rest[..i], Some(&rest[i..])),
             None => (rest, None),
         };
+        // Credentials (`user:password@host`) have no place here, and an
+        // error must not repeat them.
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            let scheme = scheme
+                .as_deref()
+                .map(|s| format!("{s}://"))
+                .unwrap_or_default();
+            return Err(ConfigError::Address(format!(
+                "`{scheme}***@{host}`: an address takes no credentials; give them to what \
+                 uses them (RedisConfig takes a redis://user:password@ URL)"
+            )));
+        }
         let path = match path {
             None | Some("/") => None,
             Some(p) if p.starts_with('?') => Some(format!("/{p}")),
@@ -184,6 +196,18 @@ impl IntoListenAddr for &String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_refused_and_never_repeated() {
+        for s in ["redis://u:s3cret@127.0.0.1:6379", "tcp://:s3cret@[::1]:1/x"] {
+            let err = s.parse::<ListenAddr>().unwrap_err().to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(
+                err.contains("***@") && err.contains("no credentials"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn parses_workerman_forms() {

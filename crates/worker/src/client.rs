@@ -154,7 +154,7 @@ impl<P: Protocol> Client<P> {
             });
             let site = Arc::new(Site {
                 handlers: self.handlers.clone(),
-                endpoint: Arc::new(Endpoint::new(self.limits.memory_budget)),
+                endpoint: Arc::new(Endpoint::new(self.limits.memory_budget, None)),
             });
             (config, site)
         })

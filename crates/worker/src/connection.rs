@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::clock::instant_of;
+use crate::clock::{instant_of, monotonic_nanos};
 use crate::error::{CloseReason, Misuse};
 use crate::mailbox::{req, status, ConnShared};
 use crate::protocol::{Encoder, Protocol, ProtocolError, SessionClose};
@@ -41,6 +41,7 @@ impl SendStatus {
 
 /// Traffic counters of a connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnStats {
     /// Bytes read from the socket.
     pub bytes_in: u64,
@@ -52,6 +53,47 @@ pub struct ConnStats {
     pub messages_out: u64,
     /// `write` system calls made: sends of one loop turn share one.
     pub write_calls: u64,
+    /// Full-send-buffer episodes (`on_buffer_full` calls).
+    pub buffer_full: u64,
+}
+
+/// Where a connection is, as [`Connection::info`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// No socket: a client before its first connect or between sessions.
+    Idle,
+    /// Connected (handshaking or established).
+    Open,
+    /// Closing: no more input delivered, what is queued being flushed.
+    Closing,
+    /// Closed: `on_close` ran.
+    Closed,
+}
+
+/// One line of an operator's `connections` listing
+/// ([`Connection::info`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnInfo {
+    /// The connection id.
+    pub id: u64,
+    /// The event loop that drives it.
+    pub loop_index: usize,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// The local address.
+    pub local: SocketAddr,
+    /// Traffic counters.
+    pub stats: ConnStats,
+    /// Bytes queued and not yet written.
+    pub send_queue: usize,
+    /// Where it is in its life.
+    pub state: ConnState,
+    /// Since it was created.
+    pub age: Duration,
+    /// Since bytes last came in (the age, if none came).
+    pub idle: Duration,
 }
 
 /// A live connection: cheap to clone, `Send + Sync`, usable from any thread.
@@ -307,6 +349,13 @@ impl<P: Protocol> Connection<P> {
             .request_close(CloseReason::WorkerStopped, req::CLOSE | req::NO_LINGER);
     }
 
+    /// Graceful close for a worker handing its clients to a new process:
+    /// the protocol's goodbye asks the peer to reconnect.
+    pub(crate) fn close_for_restart(&self) {
+        self.user_closed();
+        self.inner.request_close(CloseReason::Restart, req::CLOSE);
+    }
+
     /// Closes at once, discarding anything not yet written.
     pub fn destroy(&self) {
         self.user_closed();
@@ -351,6 +400,31 @@ impl<P: Protocol> Connection<P> {
             messages_in: i.messages_in.load(Ordering::Relaxed),
             messages_out: self.inner.mailbox().messages_out,
             write_calls: i.write_calls.load(Ordering::Relaxed),
+            buffer_full: i.buffer_full.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What an operator's listing shows of this connection: addresses,
+    /// counters, send queue, state, age and idle time.
+    pub fn info(&self) -> ConnInfo {
+        let now = monotonic_nanos(Instant::now());
+        let i = &self.inner;
+        let ago = |t: u64| Duration::from_nanos(now.saturating_sub(t));
+        ConnInfo {
+            id: i.id,
+            loop_index: i.loop_id,
+            remote: i.remote,
+            local: self.local_addr(),
+            stats: self.stats(),
+            send_queue: self.send_buffer_len(),
+            state: match i.status() {
+                status::IDLE => ConnState::Idle,
+                status::LIVE => ConnState::Open,
+                status::CLOSING => ConnState::Closing,
+                _ => ConnState::Closed,
+            },
+            age: ago(i.created),
+            idle: ago(i.last_active.load(Ordering::Relaxed)),
         }
     }
 

@@ -28,6 +28,7 @@ use crate::mailbox::req;
 use crate::memory::MemoryAccount;
 use crate::protocol::Protocol;
 use crate::reactor::Io;
+use crate::stats::Retired;
 use crate::transport::{Received, Transport};
 
 /// Reads per poll before yielding to other connections.
@@ -40,6 +41,9 @@ enum ReadStop {
     Idle,
     /// The read budget is used up, with data possibly left.
     Budget,
+    /// The loop's read budget for this pass was spent before this
+    /// connection read anything: it goes first in the next pass.
+    Starved,
     /// Input is held back: nothing was registered for the next read.
     Held,
 }
@@ -68,6 +72,7 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
         ctx: &std::rc::Rc<LoopCtx>,
     ) -> Self {
         site.endpoint.sockets.fetch_add(1, Ordering::Relaxed);
+        ctx.counters.socket_opened();
         ConnDriver {
             core: Lifecycle::new(conn, tenure),
             dispatcher: Dispatcher::new(site.clone(), tenure == Tenure::Whole),
@@ -134,11 +139,21 @@ impl<P: Protocol, T: Transport> ConnDriver<P, T> {
             if reads == READS_PER_POLL {
                 return ReadStop::Budget;
             }
+            if !ctx.may_read() {
+                // The loop read its fill for this pass: let it look at its
+                // sockets (a healthy client's ping) before reading more.
+                return if reads == 0 {
+                    ReadStop::Starved
+                } else {
+                    ReadStop::Budget
+                };
+            }
             reads += 1;
             let mut scratch = ctx.take_scratch();
             let res = self.transport.read(stream, &mut scratch);
             let go_on = match res {
                 Ok(Received::Data(n)) => {
+                    ctx.spend_read(n);
                     // Application bytes can come in the same read as the
                     // end of the transport's handshake: start first.
                     self.start_when_ready(now);
@@ -308,7 +323,8 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
             }
             // Out of reads or messages for this poll: let the loop's other
             // tasks run, and come back (input may be left undelivered).
-            let yield_now = read_stop == ReadStop::Budget || this.core.budget_spent();
+            let yield_now = matches!(read_stop, ReadStop::Budget | ReadStop::Starved)
+                || this.core.budget_spent();
             // A hold that lifted during this turn (the send buffer drained
             // in the write above, say) left no read registered: read now.
             if read_stop == ReadStop::Held && !yield_now && this.core.wants_read() {
@@ -325,7 +341,9 @@ impl<P: Protocol, T: Transport> Future for ConnDriver<P, T> {
             if end.more {
                 continue;
             }
-            if yield_now {
+            if read_stop == ReadStop::Starved {
+                this.resident.ctx().defer_starved(cx.waker());
+            } else if yield_now {
                 this.resident.ctx().defer(cx.waker());
             }
             this.stay_reachable_on_stop();
@@ -345,6 +363,22 @@ impl<P: Protocol, T: Transport> Drop for ConnDriver<P, T> {
         }
         let endpoint = &self.dispatcher.site().endpoint;
         endpoint.sockets.fetch_sub(1, Ordering::Relaxed);
+        let conn = self.core.conn();
+        let stats = conn.stats();
+        let totals = Retired {
+            bytes_in: stats.bytes_in,
+            bytes_out: stats.bytes_out,
+            messages_in: stats.messages_in,
+            messages_out: stats.messages_out,
+            buffer_full: stats.buffer_full,
+        };
+        self.resident
+            .ctx()
+            .counters
+            .retire(totals, self.core.outcome().as_ref());
+        if let (Some(per_ip), Tenure::Whole) = (&endpoint.per_ip, self.core.tenure()) {
+            per_ip.release(self.core.conn().remote_addr().ip());
+        }
     }
 }
 

@@ -242,10 +242,16 @@ pub enum CloseReason {
     FlushTimeout,
     /// The worker is stopping.
     WorkerStopped,
+    /// The worker handed its clients to a new process (a reload): the
+    /// protocol's goodbye asked the peer to reconnect (WebSocket 1012).
+    Restart,
     /// The heartbeat found the peer silent for longer than its timeout.
     HeartbeatTimeout,
     /// No whole first message arrived within the first-message timeout.
     FirstMessageTimeout,
+    /// A message had started arriving and no byte of it came for the
+    /// message timeout (`Limits::message_timeout`).
+    MessageTimeout,
     /// The protocol's handshake did not finish within the handshake timeout.
     HandshakeTimeout,
     /// The worker stayed over its memory budget and this connection was
@@ -266,6 +272,7 @@ impl CloseReason {
                 | CloseReason::FlushTimeout
                 | CloseReason::HeartbeatTimeout
                 | CloseReason::FirstMessageTimeout
+                | CloseReason::MessageTimeout
                 | CloseReason::HandshakeTimeout
                 | CloseReason::Overload
         )
@@ -284,8 +291,12 @@ impl fmt::Display for CloseReason {
             CloseReason::Panic => f.write_str("callback panicked"),
             CloseReason::FlushTimeout => f.write_str("flush timeout"),
             CloseReason::WorkerStopped => f.write_str("worker stopped"),
+            CloseReason::Restart => f.write_str("restart: told to reconnect"),
             CloseReason::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             CloseReason::FirstMessageTimeout => f.write_str("first-message timeout"),
+            CloseReason::MessageTimeout => {
+                f.write_str("message timeout: a partial message stopped")
+            }
             CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
             CloseReason::Overload => f.write_str("overload: over the memory budget"),
             CloseReason::Custom(s) => f.write_str(s),

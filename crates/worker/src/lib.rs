@@ -34,6 +34,7 @@ pub mod plugin;
 mod poller;
 mod reactor;
 mod reconnect;
+mod stats;
 mod timer;
 pub mod timer_queue;
 mod tls;
@@ -49,16 +50,20 @@ pub use addr::{IntoListenAddr, ListenAddr};
 pub use client::{Client, EventLoop, LoopHandle};
 pub use clock::monotonic_nanos;
 pub use config::{TlsFiles, WorkerConfig};
-pub use connection::{ConnStats, Connection, SendStatus};
+pub use connection::{ConnInfo, ConnState, ConnStats, Connection, SendStatus};
 pub use error::{CloseReason, ConfigError, ConnError, Error, Misuse};
-pub use handle::WorkerHandle;
-pub use limits::{Backpressure, Limits, DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE};
+pub use handle::{Drain, WorkerHandle};
+pub use limits::{
+    default_max_connections, Backpressure, Limits, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_PACKAGE_SIZE, DEFAULT_SEND_BUFFER_SIZE,
+};
 pub use plugin::{Flow, Plugin};
 pub use protocol::{
     Closing, Codec, Decoded, Decoder, Encoder, Protocol, ProtocolError, Raw, Reject, SessionClose,
     Start, Wire,
 };
 pub use reconnect::{Backoff, ReconnectPolicy};
+pub use stats::{LoopStats, CLOSE_KINDS, LAG_BUCKETS};
 pub use timer::Timer;
 pub use timer_queue::TimerId;
 pub use tls::{TlsClientConfig, TlsConfig};

@@ -11,6 +11,15 @@ use crate::memory::{default_memory_budget, UNIT};
 pub const DEFAULT_SEND_BUFFER_SIZE: usize = 1024 * 1024;
 /// Default maximum buffered package size: 10 MiB (Workerman's).
 pub const DEFAULT_MAX_PACKAGE_SIZE: usize = 10 * 1024 * 1024;
+/// Default most connections from one source address: 1,024.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+
+/// The default `max_connections`: the process's open-file limit (its soft
+/// `RLIMIT_NOFILE`) less 64 descriptors for everything else, at least 64;
+/// 65,536 where the limit cannot be read or is unlimited.
+pub fn default_max_connections() -> usize {
+    open_file_limit().map_or(65_536, |n| n.saturating_sub(64).max(64))
+}
 
 /// Every limit of a [`Worker`](crate::Worker)'s (or a
 /// [`Client`](crate::Client)'s) connections, on by default, in one value.
@@ -55,9 +64,18 @@ pub struct Limits {
     /// before reading pauses. Default 64.
     pub async_queue: usize,
     /// Close connections that have not sent a whole first message within
-    /// this time. Default: none.
+    /// this time: a connection that never speaks holds a descriptor for
+    /// nothing. Default 60 s; `None` turns it off (a server-push service
+    /// whose clients never send, unless they answer the heartbeat: a
+    /// WebSocket pong or a `ping` line is a message).
     #[serde(rename = "first_message_timeout_ms", with = "optional_millis")]
     pub first_message_timeout: Option<Duration>,
+    /// Close a connection whose partial message (bytes of it buffered, or
+    /// held by the protocol's session) received no byte for this long: a
+    /// peer that starts a large message and stops holds its memory
+    /// otherwise. Default 30 s; `None` turns it off.
+    #[serde(rename = "message_timeout_ms", with = "optional_millis")]
+    pub message_timeout: Option<Duration>,
     /// Close connections whose handshake (TLS, then the protocol's: a
     /// WebSocket upgrade, say) has not finished within this time.
     /// Default 10 s.
@@ -75,12 +93,31 @@ pub struct Limits {
     /// handshaking and closing sockets count too, as they hold a
     /// descriptor). Connections beyond it are accepted and closed at once,
     /// without callbacks, and counted in `WorkerHandle::rejected`.
-    /// Default: no limit.
+    /// Default: [`default_max_connections`] (the process's open-file limit
+    /// less 64, so accepting never runs out of descriptors); `None` for no
+    /// limit.
     pub max_connections: Option<usize>,
+    /// Worker only: most connections open at once from one source address,
+    /// refused like `max_connections`'s. Default 1,024; `None` for no
+    /// limit. Behind a reverse proxy every connection comes from the
+    /// proxy's address: raise it or turn it off there (docs/limits.md).
+    pub max_connections_per_ip: Option<usize>,
     /// Worker only: how long stopping waits for connections to flush
     /// before dropping them. Default 5 s.
     #[serde(rename = "stop_timeout_ms", with = "millis")]
     pub stop_timeout: Duration,
+}
+
+/// The process's soft limit of open files, if it has one.
+fn open_file_limit() -> Option<usize> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0;
+    (ok && rl.rlim_cur != libc::RLIM_INFINITY)
+        .then(|| usize::try_from(rl.rlim_cur).unwrap_or(usize::MAX))
 }
 
 /// What happens when a connection's send buffer reaches its limit
@@ -112,11 +149,13 @@ impl Default for Limits {
             max_package_size: DEFAULT_MAX_PACKAGE_SIZE,
             close_timeout: Duration::from_secs(5),
             async_queue: 64,
-            first_message_timeout: None,
+            first_message_timeout: Some(Duration::from_secs(60)),
+            message_timeout: Some(Duration::from_secs(30)),
             handshake_timeout: Duration::from_secs(10),
             backpressure: Backpressure::default(),
             memory_budget: default_memory_budget(),
-            max_connections: None,
+            max_connections: Some(default_max_connections()),
+            max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
             stop_timeout: Duration::from_secs(5),
         }
     }
@@ -153,6 +192,12 @@ impl Limits {
         self
     }
 
+    /// Sets [`message_timeout`](Self::message_timeout).
+    pub fn message_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.message_timeout = timeout;
+        self
+    }
+
     /// Sets [`handshake_timeout`](Self::handshake_timeout).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
@@ -175,6 +220,12 @@ impl Limits {
     /// Sets [`max_connections`](Self::max_connections).
     pub fn max_connections(mut self, max: Option<usize>) -> Self {
         self.max_connections = max;
+        self
+    }
+
+    /// Sets [`max_connections_per_ip`](Self::max_connections_per_ip).
+    pub fn max_connections_per_ip(mut self, max: Option<usize>) -> Self {
+        self.max_connections_per_ip = max;
         self
     }
 
@@ -250,8 +301,10 @@ mod tests {
     fn every_field_loads() {
         let loaded: Limits = serde_json::from_str(
             r#"{"send_buffer_size": 1, "max_package_size": 2, "close_timeout_ms": 3,
-                "async_queue": 4, "first_message_timeout_ms": null, "handshake_timeout_ms": 5,
+                "async_queue": 4, "first_message_timeout_ms": null, "message_timeout_ms": 9,
+                "handshake_timeout_ms": 5,
                 "backpressure": "drop", "memory_budget": 1048576, "max_connections": 7,
+                "max_connections_per_ip": null,
                 "stop_timeout_ms": 8}"#,
         )
         .unwrap();
@@ -261,10 +314,12 @@ mod tests {
             .close_timeout(Duration::from_millis(3))
             .async_queue(4)
             .first_message_timeout(None)
+            .message_timeout(Some(Duration::from_millis(9)))
             .handshake_timeout(Duration::from_millis(5))
             .backpressure(Backpressure::Drop)
             .memory_budget(1 << 20)
             .max_connections(Some(7))
+            .max_connections_per_ip(None)
             .stop_timeout(Duration::from_millis(8));
         assert_eq!(loaded, built);
         assert!(loaded.check().is_ok());

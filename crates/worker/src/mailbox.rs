@@ -112,6 +112,10 @@ pub(crate) struct ConnShared<P: Protocol> {
     pub write_calls: AtomicU64,
     /// [`monotonic_nanos`] of the last inbound bytes.
     pub last_active: AtomicU64,
+    /// [`monotonic_nanos`] of the connection's creation.
+    pub created: u64,
+    /// Full-send-buffer episodes (the state machine counts them).
+    pub buffer_full: AtomicU64,
     /// Largest message (or incomplete message) accepted, in bytes.
     pub max_package_size: AtomicUsize,
     /// Reconnect requests, for client connections only.
@@ -143,6 +147,7 @@ impl<P: Protocol> ConnShared<P> {
             close_request: None,
             encoder: config.protocol.encoder(),
         };
+        let created = monotonic_nanos(Instant::now());
         ConnShared {
             id: next_conn_id(),
             loop_id,
@@ -158,7 +163,9 @@ impl<P: Protocol> ConnShared<P> {
             bytes_out: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
             write_calls: AtomicU64::new(0),
-            last_active: AtomicU64::new(monotonic_nanos(Instant::now())),
+            last_active: AtomicU64::new(created),
+            created,
+            buffer_full: AtomicU64::new(0),
             client,
             context: Mutex::new(None),
         }

@@ -55,6 +55,9 @@ pub struct Worker<P: Protocol> {
     tls: Option<TlsConfig>,
     /// The address names the protocol's TLS scheme (`wss://`).
     tls_scheme: bool,
+    /// Listening sockets handed over by a process this one replaces; the
+    /// next `start` serves them instead of binding.
+    adopted: Mutex<Vec<TcpListener>>,
 }
 
 impl<P: Protocol + Default> Worker<P> {
@@ -88,6 +91,7 @@ impl<P: Protocol> Worker<P> {
             on_worker_stop: None,
             tls: None,
             tls_scheme,
+            adopted: Mutex::new(Vec::new()),
         })
     }
 
@@ -119,6 +123,11 @@ impl<P: Protocol> Worker<P> {
     pub fn name(&mut self, name: &str) -> &mut Self {
         self.name = name.to_string();
         self
+    }
+
+    /// The name set with [`name`](Self::name).
+    pub fn worker_name(&self) -> &str {
+        &self.name
     }
 
     /// Every limit of the worker's connections (send buffer, message size,
@@ -169,6 +178,18 @@ impl<P: Protocol> Worker<P> {
         self
     }
 
+    /// Serves listening sockets that another process bound (the one this
+    /// process replaces in a reload, or a supervisor) instead of binding
+    /// the address: connections waiting in their queues are accepted here,
+    /// none is refused. The next [`start`](Self::start) uses them: loop `i`
+    /// accepts on socket `i` (a loop without a socket of its own shares one,
+    /// extra sockets are shared out over the loops). Each must be a
+    /// listening TCP socket.
+    pub fn adopt_listeners(&mut self, listeners: Vec<TcpListener>) -> &mut Self {
+        *self.adopted.lock().unwrap_or_else(PoisonError::into_inner) = listeners;
+        self
+    }
+
     connection_callbacks!();
 
     /// The address given to the worker (port 0 until started).
@@ -186,13 +207,30 @@ impl<P: Protocol> Worker<P> {
             .into());
         }
         let count = self.count;
-        let first = bind(self.listen.socket_addr(), count > 1)?;
-        let local_addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..count {
-            listeners.push(bind(local_addr, true)?);
-        }
-        let endpoint = Arc::new(Endpoint::new(self.limits.memory_budget));
+        let adopted =
+            std::mem::take(&mut *self.adopted.lock().unwrap_or_else(PoisonError::into_inner));
+        let listeners = if adopted.is_empty() {
+            let first = bind(self.listen.socket_addr(), count > 1)?;
+            let local_addr = first.local_addr()?;
+            let mut listeners = vec![first];
+            for _ in 1..count {
+                listeners.push(bind(local_addr, true)?);
+            }
+            listeners
+        } else {
+            check_adopted(&adopted)?;
+            adopted
+        };
+        let local_addr = listeners[0].local_addr()?;
+        let copies = listeners
+            .iter()
+            .map(TcpListener::try_clone)
+            .collect::<Result<Vec<_>, _>>()?;
+        let per_loop = share_out(listeners, count)?;
+        let endpoint = Arc::new(Endpoint::new(
+            self.limits.memory_budget,
+            self.limits.max_connections_per_ip,
+        ));
         let serving = Arc::new(Serving {
             config: Arc::new(ConnConfig {
                 protocol: self.protocol.clone(),
@@ -216,6 +254,9 @@ impl<P: Protocol> Worker<P> {
             on_worker_start: self.on_worker_start.clone(),
             on_worker_stop: self.on_worker_stop.clone(),
             tls: std::sync::RwLock::new(self.tls.as_ref().map(|t| t.rustls().clone())),
+            loops: (0..count).map(|_| std::sync::OnceLock::new()).collect(),
+            accepting: StopSignal::default(),
+            listeners: Mutex::new(copies),
         });
         log::info!(
             "worker {} listening on {}://{} with {count} loop(s)",
@@ -224,7 +265,7 @@ impl<P: Protocol> Worker<P> {
             local_addr
         );
         let mut threads = Vec::with_capacity(count);
-        for (idx, listener) in listeners.into_iter().enumerate() {
+        for (idx, listener) in per_loop.into_iter().enumerate() {
             let shared = shared.clone();
             let serving = serving.clone();
             let t = std::thread::Builder::new()
@@ -267,6 +308,39 @@ impl<P: Protocol> Worker<P> {
     }
 }
 
+/// Refuses a socket that is not a listening TCP socket (a wrong fd handed
+/// over), and makes the rest non-blocking.
+fn check_adopted(listeners: &[TcpListener]) -> Result<(), Error> {
+    for l in listeners {
+        let sock = socket2::SockRef::from(l);
+        let listening = sock.is_listener()?;
+        let tcp = sock.r#type()? == socket2::Type::STREAM;
+        if !(listening && tcp) {
+            return Err(ConfigError::Invalid(
+                "an adopted socket is not a listening TCP socket".into(),
+            )
+            .into());
+        }
+        l.set_nonblocking(true)?;
+    }
+    Ok(())
+}
+
+/// The listening sockets of each of `count` loops: socket `i` to loop
+/// `i % count`; a loop left without one shares a copy of socket
+/// `i % len` (both loops watch it, whichever accepts first serves).
+fn share_out(listeners: Vec<TcpListener>, count: usize) -> Result<Vec<Vec<TcpListener>>, Error> {
+    let len = listeners.len();
+    let mut per_loop: Vec<Vec<TcpListener>> = (0..count).map(|_| Vec::new()).collect();
+    for i in len..count {
+        per_loop[i].push(listeners[i % len].try_clone()?);
+    }
+    for (i, l) in listeners.into_iter().enumerate() {
+        per_loop[i % count].push(l);
+    }
+    Ok(per_loop)
+}
+
 fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, Error> {
     use socket2::{Domain, Protocol as SockProto, Socket, Type};
     let sock = Socket::new(
@@ -299,13 +373,13 @@ fn run_loop<P: Protocol>(
     shared: Arc<WorkerShared<P>>,
     serving: Arc<Serving<P>>,
     idx: usize,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
 ) {
     let name = shared.name.clone();
     let stopper = shared.clone();
-    if let Err(e) =
-        crate::event_loop::run_event_loop(idx, move |ctx| loop_main(shared, serving, ctx, listener))
-    {
+    if let Err(e) = crate::event_loop::run_event_loop(idx, move |ctx| {
+        loop_main(shared, serving, ctx, listeners)
+    }) {
         log::error!("worker {name} loop {idx} could not start: {e}; stopping the worker");
         stopper.stop.stop();
     }
@@ -316,12 +390,19 @@ async fn loop_main<P: Protocol>(
     shared: Arc<WorkerShared<P>>,
     serving: Arc<Serving<P>>,
     ctx: Rc<LoopCtx>,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
 ) {
     let handle = WorkerHandle {
         shared: shared.clone(),
     };
-    let listener = match Io::new(listener, &ctx.reactor) {
+    if let Some(slot) = shared.loops.get(ctx.id) {
+        let _ = slot.set(ctx.counters.clone());
+    }
+    let listeners = match listeners
+        .into_iter()
+        .map(|l| Io::new(l, &ctx.reactor))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(l) => l,
         Err(e) => {
             log::error!(
@@ -345,12 +426,27 @@ async fn loop_main<P: Protocol>(
             log::error!("worker {}: on_worker_start panicked: {msg}", shared.name);
         }
     }
-    futures_lite::future::or(
-        accept_loop(&shared, &serving, &ctx, &listener),
-        shared.stop.wait(),
-    )
-    .await;
-    drop(listener);
+    // Accept on every socket of this loop until the worker stops or stops
+    // accepting (a reload: the new process accepts from the same sockets).
+    let mut accepts: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> = Box::pin(
+        futures_lite::future::or(shared.stop.wait(), shared.accepting.wait()),
+    );
+    for listener in &listeners {
+        accepts = Box::pin(futures_lite::future::or(
+            accepts,
+            accept_loop(&shared, &serving, &ctx, listener),
+        ));
+    }
+    accepts.await;
+    drop(listeners);
+    if !shared.stop.is_stopping() {
+        log::info!(
+            "worker {} loop {}: no longer accepting; serving its connections until stopped",
+            shared.name,
+            ctx.id
+        );
+        shared.stop.wait().await;
+    }
     for plugin in &serving.site.handlers.plugins {
         if let Err(msg) = catch(|| plugin.on_worker_stop(&handle)) {
             log::error!(
@@ -435,6 +531,23 @@ async fn accept_loop<P: Protocol>(
                         continue;
                     }
                 }
+                if let Some(per_ip) = &shared.ep.per_ip {
+                    if !per_ip.admit(peer.ip()) {
+                        if shared.rejected.fetch_add(1, Ordering::Relaxed) == 0 {
+                            log::warn!(
+                                "worker {}: {} connections from {} reached; refusing more from \
+                                 one address (counted in rejected())",
+                                shared.name,
+                                per_ip.limit(),
+                                peer.ip()
+                            );
+                        }
+                        let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+                        drop(stream);
+                        continue;
+                    }
+                }
+                ctx.counters.accepted();
                 spawn_connection(shared, serving, ctx, stream, peer);
             }
             Err(e)
@@ -505,6 +618,11 @@ fn spawn_connection<P: Protocol>(
             let driver = ConnDriver::new(new_conn(), Tenure::Whole, site, stream, transport, ctx);
             ctx.ex.spawn(driver).detach();
         }
-        Err(e) => log::warn!("worker {}: TLS session for {peer}: {e}", shared.name),
+        Err(e) => {
+            log::warn!("worker {}: TLS session for {peer}: {e}", shared.name);
+            if let Some(per_ip) = &shared.ep.per_ip {
+                per_ip.release(peer.ip());
+            }
+        }
     }
 }

@@ -93,9 +93,11 @@ impl<P: Protocol> Lifecycle<P> {
                     .and_then(|r| r.violation.as_ref())
                     .map(Closing::Violation),
                 CloseReason::WorkerStopped => Some(Closing::GoingAway),
+                CloseReason::Restart => Some(Closing::Restart),
                 CloseReason::Panic => Some(Closing::InternalError),
                 CloseReason::HeartbeatTimeout
                 | CloseReason::FirstMessageTimeout
+                | CloseReason::MessageTimeout
                 | CloseReason::HandshakeTimeout => Some(Closing::Timeout),
                 // The peer is gone or the socket broke: no goodbye.
                 _ => None,
@@ -131,6 +133,7 @@ impl<P: Protocol> Lifecycle<P> {
             reason,
             CloseReason::HeartbeatTimeout
                 | CloseReason::FirstMessageTimeout
+                | CloseReason::MessageTimeout
                 | CloseReason::HandshakeTimeout
         )
     }

@@ -52,8 +52,10 @@
 //! Open.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::clock::instant_of;
 use crate::connection::Connection;
 use crate::error::{CloseReason, ConnError};
 use crate::limits::Backpressure;
@@ -370,6 +372,13 @@ impl<P: Protocol> Lifecycle<P> {
         self.phase == Phase::Closed
     }
 
+    /// How the connection ended, for its loop's counters: the close
+    /// reason of an established connection, `None` for one that never
+    /// got that far (a handshake refused, failed or timed out).
+    pub fn outcome(&self) -> Option<CloseReason> {
+        self.established.then(|| self.reason())
+    }
+
     /// Whether the connection still takes input for the protocol.
     fn is_receiving(&self) -> bool {
         matches!(self.phase, Phase::Handshake | Phase::Open)
@@ -480,6 +489,13 @@ impl<P: Protocol> Lifecycle<P> {
                 self.conn.id()
             );
             self.close_for(CloseReason::FirstMessageTimeout, now);
+        }
+        if self.message_deadline().is_some_and(|d| now >= d) {
+            log::debug!(
+                "connection {}: a partial message stopped growing",
+                self.conn.id()
+            );
+            self.close_for(CloseReason::MessageTimeout, now);
         }
         if self
             .rare_ref()
@@ -601,10 +617,30 @@ impl<P: Protocol> Lifecycle<P> {
         }
     }
 
+    /// While a message is partly in (bytes of it buffered, not held back,
+    /// or held by the protocol's session), when it must have grown again:
+    /// the last byte read plus `Limits::message_timeout`.
+    fn message_deadline(&self) -> Option<Instant> {
+        if self.phase != Phase::Open {
+            return None;
+        }
+        let partial = (self.rpos != self.rend && !self.held_input) || self.decoder.held_bytes() > 0;
+        if !partial {
+            return None;
+        }
+        let timeout = self.conn.inner.config.limits.message_timeout?;
+        let last = instant_of(self.conn.inner.last_active.load(Ordering::Relaxed));
+        Some(last + timeout)
+    }
+
     /// The earliest deadline this connection waits for, if any.
     pub fn poll_deadline(&self) -> Option<Instant> {
-        let rare = self.rare_ref()?;
+        let message = self.message_deadline();
+        let Some(rare) = self.rare_ref() else {
+            return message;
+        };
         [
+            message,
             rare.first_message_deadline.filter(|_| self.is_receiving()),
             rare.handshake_deadline
                 .filter(|_| matches!(self.phase, Phase::New | Phase::Handshake)),

@@ -22,6 +22,7 @@ impl<P: Protocol> Lifecycle<P> {
             return;
         }
         self.full = true;
+        bump(&self.conn.inner.buffer_full, 1);
         self.emit(Event::BufferFull);
     }
 

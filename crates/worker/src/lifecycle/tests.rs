@@ -255,7 +255,7 @@ impl Shared {
         edit: impl FnOnce(&mut Handlers<Lines>, &Log, &Arc<Endpoint<Lines>>),
     ) -> Self {
         let log: Log = Arc::default();
-        let endpoint = Arc::new(Endpoint::new(limits.memory_budget));
+        let endpoint = Arc::new(Endpoint::new(limits.memory_budget, None));
         let mut handlers = recording(&log, &endpoint);
         edit(&mut handlers, &log, &endpoint);
         Shared {
@@ -472,6 +472,66 @@ fn an_established_idle_connection_carries_no_rare_state() {
     h.written();
     h.end();
     assert!(h.core.rare.is_none());
+}
+
+#[test]
+fn a_partial_message_that_stops_growing_is_closed_at_the_message_timeout() {
+    let limits = Limits::default()
+        .message_timeout(Some(Duration::from_secs(30)))
+        .first_message_timeout(None);
+    let mut h = Harness::new(Lines::default(), limits, Tenure::Whole, |_, _, _| {}).started();
+    h.events();
+    assert_eq!(h.core.poll_deadline(), None, "nothing partial");
+    h.read("the start of a li");
+    assert_eq!(
+        h.core.poll_deadline(),
+        Some(h.now + Duration::from_secs(30))
+    );
+    // Growing keeps it alive: the deadline follows the last byte.
+    h.advance(Duration::from_secs(20));
+    h.read("ne that goes on");
+    assert_eq!(
+        h.core.poll_deadline(),
+        Some(h.now + Duration::from_secs(30))
+    );
+    h.advance(Duration::from_secs(29));
+    h.turn();
+    assert_eq!(h.core.phase(), Phase::Open);
+    h.advance(Duration::from_secs(1));
+    h.turn();
+    assert_eq!(h.core.phase(), Phase::Closing);
+    assert_eq!(h.reason(), CloseReason::MessageTimeout);
+    assert_eq!(h.written(), "goodbye timeout\n");
+    assert_eq!(h.action(), Some(SocketAction::Shutdown));
+    // Presumed gone: no wait for its FIN.
+    assert_eq!(h.action(), Some(SocketAction::Close));
+    assert_eq!(
+        h.events(),
+        ["close message timeout: a partial message stopped in_map=true"]
+    );
+}
+
+#[test]
+fn what_the_session_holds_is_a_partial_message_too_but_held_input_is_not() {
+    let limits = Limits::default()
+        .message_timeout(Some(Duration::from_secs(5)))
+        .first_message_timeout(None);
+    let mut h = Harness::new(Lines::default(), limits, Tenure::Whole, |_, _, _| {}).started();
+    h.events();
+    // Whole lines held back by a pause: the peer is not the one stalling.
+    h.read("pause\nqueued\n");
+    assert_eq!(h.events(), ["msg pause"]);
+    assert_eq!(h.core.poll_deadline(), None);
+    h.conn.resume_recv();
+    h.turn();
+    assert_eq!(h.events(), ["msg queued"]);
+    // A message reassembled by the session (a WebSocket message in
+    // fragments) with nothing in the read buffer.
+    h.read("hold 100\n");
+    assert_eq!(h.core.poll_deadline(), Some(h.now + Duration::from_secs(5)));
+    h.advance(Duration::from_secs(5));
+    h.turn();
+    assert_eq!(h.reason(), CloseReason::MessageTimeout);
 }
 
 #[test]
