@@ -8,9 +8,9 @@
 //!   `Decoded::Consumed` returned, so the connection's read buffer does not
 //!   grow with the frame, and invalid UTF-8 fails as soon as it arrives.
 //!   The message is kept in segments ([`MessageBuf`]) that hold what
-//!   arrived, whatever a frame header announces; `held_bytes` reports its
-//!   length, so the worker's memory budget and message limit see the whole
-//!   message. A compressed message's input is consumed a few KiB of output
+//!   arrived, whatever a frame header announces; `held_bytes` reports
+//!   them (the last one's capacity), so the worker's memory budget and
+//!   message limit see the whole message. A compressed message's input is consumed a few KiB of output
 //!   at a time ([`INFLATE_PER_DECODE`]).
 //! * A violation, or the peer's close frame, drops the message being
 //!   assembled and the inflater at once: a connection that is closing
@@ -52,10 +52,9 @@ struct PartialMessage {
 /// About how many bytes one `decode` call inflates at most: a few KiB of
 /// compressed input can inflate to megabytes, so a compressed message's
 /// input is consumed in steps that each grow the session by about this
-/// much, and the worker sees the growth (`held_bytes`) between them. The
-/// worker decodes at most 256 items per poll of a connection, so a poll
-/// inflates at most about 1 MiB, as it reads at most 512 KiB of plain
-/// input.
+/// much, and the worker sees the growth (`held_bytes`) between them (it
+/// stops a poll of the connection once its session grew by 256 KiB, as
+/// much as a loop reads in a pass).
 pub(crate) const INFLATE_PER_DECODE: usize = 4 * 1024;
 
 /// Frame decoding state of one connection.
@@ -98,12 +97,12 @@ impl FrameDecoder {
     }
 
     /// Bytes held outside the connection's read buffer: the message being
-    /// reassembled (its length: only its last segment has room beyond it,
-    /// less than 64 KiB and never written to), and the inflater (its zlib
-    /// stream while a message is inflated, its history). The worker adds
-    /// this to what its message limit sees, so a message's length.
+    /// reassembled (its segments, the last one's capacity: never past the
+    /// message limit), and the inflater (its zlib stream while a message
+    /// is inflated, its history). The worker adds this to what its message
+    /// limit sees.
     pub(crate) fn held_bytes(&self) -> usize {
-        let message = self.message.as_ref().map_or(0, |m| m.buf.len());
+        let message = self.message.as_ref().map_or(0, |m| m.buf.held());
         let inflater = self.inflater.as_ref().map_or(0, |i| i.held_bytes());
         message + inflater
     }

@@ -60,9 +60,11 @@ const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// way to the message.
 const OUT_CHUNK: usize = 8 * 1024;
 /// Masked compressed bytes are unmasked through a per-thread buffer of this
-/// size on their way to the inflater (a multiple of 4: the masking key's
-/// phase is the same for every chunk).
+/// size on their way to the inflater.
 const IN_CHUNK: usize = 4 * 1024;
+/// The first chunk of masked input unmasked in an [`Inflater::inflate`]
+/// call (then twice as much each time, up to [`IN_CHUNK`]).
+const FIRST_IN_CHUNK: usize = 256;
 
 /// What one side of a connection does after a successful negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -494,20 +496,25 @@ impl Inflater {
             let Some((key, phase)) = mask else {
                 return self.run(input, chunk, out, max, FlushDecompress::None, budget);
             };
-            let (mut used, start) = (0, out.len());
-            for part in input.chunks(IN_CHUNK) {
+            // The first chunk is small and each next one twice as large:
+            // a bomb's few bytes fill the budget, and unmasking 4 KiB for
+            // them would cost as much as the output itself.
+            let (mut used, start, mut size) = (0, out.len(), FIRST_IN_CHUNK);
+            while used < input.len() {
                 let left = budget.saturating_sub(out.len() - start);
                 if used > 0 && left == 0 {
                     break;
                 }
+                let part = &input[used..input.len().min(used + size)];
                 let part_unmasked = &mut unmasked[..part.len()];
                 part_unmasked.copy_from_slice(part);
-                apply_mask(part_unmasked, key, phase);
+                apply_mask(part_unmasked, key, phase + used);
                 let took = self.run(part_unmasked, chunk, out, max, FlushDecompress::None, left)?;
                 used += took;
                 if took < part.len() {
                     break;
                 }
+                size = (size * 2).min(IN_CHUNK);
             }
             Ok(used)
         })

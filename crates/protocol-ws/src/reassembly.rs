@@ -53,6 +53,13 @@ impl MessageBuf {
         self.sealed_len + self.tail.len()
     }
 
+    /// The bytes it holds: the sealed segments and the last one's
+    /// capacity (which never goes past the `end` given to
+    /// [`append`](Self::append)).
+    pub(crate) fn held(&self) -> usize {
+        self.sealed_len + self.tail.capacity()
+    }
+
     /// Appends `bytes` XORed with `mask` (a key and the phase of
     /// `bytes[0]`), if given. The last segment grows by doubling, but not
     /// past `end` bytes of message (the most it may hold), nor past
@@ -233,6 +240,9 @@ mod tests {
         let mut m = MessageBuf::new(true, 0);
         m.append("a€".as_bytes().split_at(3).0, None, usize::MAX)
             .unwrap();
-        assert!(m.finish_utf8().is_err(), "a truncated code point at the end");
+        assert!(
+            m.finish_utf8().is_err(),
+            "a truncated code point at the end"
+        );
     }
 }
