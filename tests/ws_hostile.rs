@@ -323,7 +323,9 @@ fn endless_fragments_end_with_1009_at_max_message_size() {
 fn a_message_of_exactly_the_limit_in_fragments_is_echoed() {
     const MAX: usize = 1 << 20;
     for deflate in [false, true] {
-        let mut cfg = WsConfig::default().max_message_size(MAX).max_frame_size(MAX);
+        let mut cfg = WsConfig::default()
+            .max_message_size(MAX)
+            .max_frame_size(MAX);
         if deflate {
             cfg = cfg.deflate(DeflateConfig::default());
         }
