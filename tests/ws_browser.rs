@@ -141,6 +141,15 @@ impl Page {
         ));
     }
 
+    /// Runs the page's `openWs(url)` with the network log recorded: its
+    /// value, the WebSocket handshakes and the console log.
+    fn open_ws(&mut self, url: &str) -> Value {
+        self.command(json!({
+            "cmd": "eval_network",
+            "expr": format!("openWs({url:?})"),
+        }))
+    }
+
     fn eval(&mut self, expr: &str) -> Value {
         self.command(json!({"cmd": "eval", "expr": expr}))["value"].clone()
     }
@@ -616,10 +625,7 @@ fn chromium_a_page_of_another_origin_is_refused_and_the_same_origin_page_works()
 
     let browser = Browser::open(&foreign);
     let mut page_of_other = Page::attach(&browser, &foreign);
-    let answer = page_of_other.command(json!({
-        "cmd": "eval_network",
-        "expr": format!("openWs({:?})", target("cross")),
-    }));
+    let answer = page_of_other.open_ws(&target("cross"));
     let r = &answer["value"];
     assert_eq!(r["opened"], false, "{answer}");
     assert_eq!(r["code"], 1006, "{answer}");
@@ -643,10 +649,7 @@ fn chromium_a_page_of_another_origin_is_refused_and_the_same_origin_page_works()
     page_of_other.eval(&format!("location.href = {site:?}; true"));
     drop(page_of_other);
     let mut own = Page::attach(&browser, &site);
-    let answer = own.command(json!({
-        "cmd": "eval_network",
-        "expr": format!("openWs({:?})", target("same")),
-    }));
+    let answer = own.open_ws(&target("same"));
     let r = &answer["value"];
     assert_eq!(r["opened"], true, "{answer}");
     assert_eq!(

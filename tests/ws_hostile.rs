@@ -341,16 +341,7 @@ fn a_message_of_exactly_the_limit_in_fragments_is_echoed() {
         for frag in [64 * 1024, 1000] {
             let msg = repeat_to(b"lub dub ", MAX);
             let mut c = RawClient::connect_with(h.local_addr(), extra);
-            if deflate {
-                c.send_compressed(OP_BINARY, &msg, frag);
-            } else {
-                let pieces: Vec<&[u8]> = msg.chunks(frag).collect();
-                let last = pieces.len() - 1;
-                for (i, p) in pieces.into_iter().enumerate() {
-                    let op = if i == 0 { OP_BINARY } else { OP_CONT };
-                    c.send_frame(i == last, 0, op, p);
-                }
-            }
+            send_in_fragments(&mut c, &msg, frag, deflate);
             let got = c.next_event();
             assert!(
                 got == Ev::Binary(msg.clone()),
@@ -358,23 +349,28 @@ fn a_message_of_exactly_the_limit_in_fragments_is_echoed() {
             );
             let mut over = msg.clone();
             over.push(b'!');
-            if deflate {
-                c.send_compressed(OP_BINARY, &over, frag);
-            } else {
-                let pieces: Vec<&[u8]> = over.chunks(frag).collect();
-                let last = pieces.len() - 1;
-                for (i, p) in pieces.into_iter().enumerate() {
-                    let op = if i == 0 { OP_BINARY } else { OP_CONT };
-                    let f = c.frame(i == last, 0, op, p);
-                    // The server may close before the last fragments.
-                    if c.stream.write_all(&f).is_err() {
-                        break;
-                    }
-                }
-            }
+            send_in_fragments(&mut c, &over, frag, deflate);
             c.expect_close(TOO_BIG);
         }
         h.stop_and_wait();
+    }
+}
+
+/// Sends `msg` as a binary message in fragments of `frag` bytes,
+/// compressed if `deflate`; stops quietly if the server closed first.
+fn send_in_fragments(c: &mut RawClient, msg: &[u8], frag: usize, deflate: bool) {
+    if deflate {
+        c.send_compressed(OP_BINARY, msg, frag);
+        return;
+    }
+    let pieces: Vec<&[u8]> = msg.chunks(frag).collect();
+    let last = pieces.len() - 1;
+    for (i, p) in pieces.into_iter().enumerate() {
+        let op = if i == 0 { OP_BINARY } else { OP_CONT };
+        let f = c.frame(i == last, 0, op, p);
+        if c.stream.write_all(&f).is_err() {
+            break;
+        }
     }
 }
 

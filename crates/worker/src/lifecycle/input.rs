@@ -288,9 +288,10 @@ impl<P: Protocol> Lifecycle<P> {
         if held > 0 {
             let available = self.rend - self.rpos;
             self.check_partial(available, now);
-            if self.session_stop == 0 {
-                self.session_stop = held.saturating_add(SESSION_GROWTH_PER_TURN);
-            } else if held >= self.session_stop {
+            let rare = self.rare();
+            if rare.session_stop == 0 {
+                rare.session_stop = held.saturating_add(SESSION_GROWTH_PER_TURN);
+            } else if held >= rare.session_stop {
                 self.budget = 0;
             }
         }

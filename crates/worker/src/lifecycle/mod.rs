@@ -237,10 +237,6 @@ pub(crate) struct Lifecycle<P: Protocol> {
     no_linger: bool,
     /// What is left of this poll's [`MESSAGES_PER_TURN`].
     budget: u16,
-    /// The session's held bytes at which this poll stops decoding (0 until
-    /// the session first holds a piece in this poll); see
-    /// [`SESSION_GROWTH_PER_TURN`].
-    session_stop: usize,
     /// Messages the application has not handled yet (an async handler's
     /// queue), and whether it is handling one.
     app_backlog: u32,
@@ -276,6 +272,10 @@ struct Rare<P: Protocol> {
     close_deadline: Option<Instant>,
     /// Bytes read and discarded while lingering.
     discarded: usize,
+    /// The session's held bytes at which this poll stops decoding (0 until
+    /// the session first holds a piece in this poll; not state to keep:
+    /// `is_spent` ignores it); see [`SESSION_GROWTH_PER_TURN`].
+    session_stop: usize,
 }
 
 impl<P: Protocol> Rare<P> {
@@ -290,6 +290,7 @@ impl<P: Protocol> Rare<P> {
             handshake_deadline: None,
             close_deadline: None,
             discarded: 0,
+            session_stop: 0,
         }
     }
 
@@ -336,7 +337,6 @@ impl<P: Protocol> Lifecycle<P> {
             mem_hold: false,
             no_linger: false,
             budget: MESSAGES_PER_TURN,
-            session_stop: 0,
             app_backlog: 0,
             app_busy: false,
             transport_pending: 0,
@@ -473,7 +473,9 @@ impl<P: Protocol> Lifecycle<P> {
     /// A new poll of the connection's task: renews the message budget.
     pub fn begin_turn(&mut self) {
         self.budget = MESSAGES_PER_TURN;
-        self.session_stop = 0;
+        if let Some(rare) = self.rare.as_deref_mut() {
+            rare.session_stop = 0;
+        }
     }
 
     /// Whether this poll's message budget is used up (the task must yield,
