@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use lubdub::ws::{Message, Ws};
 use lubdub::{Client, CloseReason, Connection, EventLoop, LoopHandle, TlsClientConfig};
-use serde_json::json;
+use serde_json::{json, Value};
 use ws_support::browser::{Browser, Page};
 use ws_support::{recv, ChildGuard, TempDir, WAIT};
 
@@ -49,6 +49,16 @@ impl Page {
              document.getElementById('send').requestSubmit(); true"
         ));
     }
+
+    /// Runs the page's `openWs(url)` with the network log recorded: its
+    /// value, the WebSocket handshakes and the console log.
+    fn open_ws(&mut self, url: &str) -> Value {
+        self.command(json!({
+            "cmd": "eval_network",
+            "expr": format!("openWs({url:?})"),
+        }))
+    }
+
 }
 
 /// bob: a lubdub client of the chat on its own event loop thread.
@@ -452,4 +462,118 @@ fn chromium_chats_over_https_and_wss() {
     drop(page);
     drop(browser);
     drop(chat);
+}
+
+/// A page that opens a WebSocket when told to (`openWs(url)`): the answer
+/// is `{opened, echo}` after an echo round trip, or `{opened, code}` when
+/// the connection failed or closed first.
+const ORIGIN_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>origin check</title></head>
+<body><pre id="out">idle</pre>
+<script>
+window.openWs = (url) => new Promise((resolve) => {
+  const ws = new WebSocket(url);
+  let opened = false;
+  ws.onopen = () => { opened = true; ws.send(`hello from ${location.origin}`); };
+  ws.onmessage = (ev) => { resolve({ opened, echo: ev.data }); ws.close(1000); };
+  ws.onerror = () => {};
+  ws.onclose = (ev) => resolve({ opened, code: ev.code });
+}).then((r) => { document.getElementById("out").textContent = JSON.stringify(r); return r; });
+</script></body></html>
+"#;
+
+/// Cross-site WebSocket hijacking, with a real browser: a page served by
+/// another origin (another port of 127.0.0.1) opens a WebSocket to a
+/// lubdub server with the default Origin policy: Chromium sends that
+/// page's `Origin`, the server answers 403, the page sees the connection
+/// fail, and the handshake hook never runs. The server's own page (same
+/// origin) connects and round-trips.
+#[test]
+fn chromium_a_page_of_another_origin_is_refused_and_the_same_origin_page_works() {
+    use lubdub::ws::{Reject, WebSocketHooks, WsConfig};
+    use lubdub::Worker;
+
+    ws_support::python();
+    ws_support::chromium();
+    let page = |req: &lubdub::ws::Request| {
+        (req.path() == "/").then(|| {
+            Reject::new(200)
+                .header("Content-Type", "text/html; charset=utf-8")
+                .body(ORIGIN_PAGE)
+        })
+    };
+    // The WebSocket server: its page on GET /, the default Origin policy.
+    let mut w = Worker::with_protocol(
+        "ws://127.0.0.1:0",
+        Ws::server(WsConfig::default()).serve_http(page),
+    )
+    .unwrap();
+    let (hook_tx, hooks) = mpsc::channel::<String>();
+    let hook_tx = Mutex::new(hook_tx);
+    w.on_websocket_connect(move |_, req| {
+        let _ = hook_tx.lock().unwrap().send(req.path().to_owned());
+        Ok(())
+    });
+    w.on_message(|c, m| {
+        let _ = c.send(&m);
+    });
+    let server = w.start().unwrap();
+    // The other site: a worker on another port serving the same page.
+    let other = Worker::with_protocol("ws://127.0.0.1:0", Ws::default().serve_http(page))
+        .unwrap()
+        .start()
+        .unwrap();
+    let (site, foreign) = (
+        format!("http://{}/", server.local_addr()),
+        format!("http://{}/", other.local_addr()),
+    );
+    let target = |path: &str| format!("ws://{}/{path}", server.local_addr());
+
+    let browser = Browser::open(&foreign);
+    let mut page_of_other = Page::attach(&browser, &foreign);
+    let answer = page_of_other.open_ws(&target("cross"));
+    let r = &answer["value"];
+    assert_eq!(r["opened"], false, "{answer}");
+    assert_eq!(r["code"], 1006, "{answer}");
+    let shakes = answer["websockets"].as_array().cloned().unwrap_or_default();
+    assert_eq!(shakes.len(), 1, "{answer}");
+    assert_eq!(
+        shakes[0]["origin"],
+        foreign.trim_end_matches('/'),
+        "{answer}"
+    );
+    // Chromium reports a refused handshake's status in its log only.
+    let logged = answer["log"].as_array().cloned().unwrap_or_default();
+    assert!(
+        logged.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains("Unexpected response code: 403"))),
+        "{answer}"
+    );
+
+    // The server's own page, in the same tab.
+    page_of_other.eval(&format!("location.href = {site:?}; true"));
+    drop(page_of_other);
+    let mut own = Page::attach(&browser, &site);
+    let answer = own.open_ws(&target("same"));
+    let r = &answer["value"];
+    assert_eq!(r["opened"], true, "{answer}");
+    assert_eq!(
+        r["echo"],
+        format!("hello from {}", site.trim_end_matches('/')),
+        "{answer}"
+    );
+    assert_eq!(answer["websockets"][0]["status"], 101, "{answer}");
+
+    // The hook ran for the same-origin page only.
+    assert_eq!(recv(&hooks, "the same-origin handshake"), "/same");
+    assert_eq!(hooks.try_iter().collect::<Vec<_>>(), Vec::<String>::new());
+
+    let answer = own.command(json!({"cmd": "close_browser"}));
+    assert_eq!(answer["closed"], true, "{answer}");
+    drop(own);
+    let mut browser = browser;
+    browser.child.wait_exit(WAIT);
+    server.stop_and_wait();
+    other.stop_and_wait();
 }

@@ -1514,6 +1514,20 @@ fn agreed(snct: bool, cnct: bool, smwb: Option<u8>) -> Agreed {
     }
 }
 
+/// Context takeover both ways with 15-bit windows (`DeflateConfig`'s
+/// defaults before 0.3): the server's compressor then refers back into
+/// earlier messages (its history given to each message's zlib stream as
+/// a dictionary), which the raw client's strict inflater checks. The
+/// Autobahn families run against it; the defaults have a family of their
+/// own ([`compression_with_the_default_settings`]).
+fn context_takeover() -> WsConfig {
+    WsConfig::default().deflate(
+        DeflateConfig::default()
+            .server_no_context_takeover(false)
+            .client_max_window_bits(15),
+    )
+}
+
 // ------------------------------------------------------------ the tests
 
 /// Asserts that a family ran all its cases (unless `AUTOBAHN_CASES`, a
@@ -1604,7 +1618,7 @@ fn autobahn_10_auto_fragmentation() {
 
 #[test]
 fn autobahn_12_compression_payloads() {
-    let h = echo_server(WsConfig::default().deflate(DeflateConfig::default()));
+    let h = echo_server(context_takeover());
     let addr = h.local_addr();
     let sets = data_sets();
     let expected = agreed(false, true, None);
@@ -1631,7 +1645,7 @@ fn autobahn_12_compression_payloads() {
 
 #[test]
 fn autobahn_13_compression_parameters() {
-    let h = echo_server(WsConfig::default().deflate(DeflateConfig::default()));
+    let h = echo_server(context_takeover());
     let addr = h.local_addr();
     let sets = data_sets();
     let json = &sets[0];
@@ -1693,10 +1707,10 @@ fn autobahn_13_compression_parameters() {
 /// Not in Autobahn: a browser's offer (no `client_no_context_takeover`
 /// hint), so the client keeps its LZ77 window from message to message and
 /// refers back into earlier messages: the server's inflater must keep its
-/// context too. Same sizes as 13.x.
+/// context too (as history, between messages). Same sizes as 13.x.
 #[test]
 fn compression_with_client_context_takeover() {
-    let h = echo_server(WsConfig::default().deflate(DeflateConfig::default()));
+    let h = echo_server(context_takeover());
     let addr = h.local_addr();
     let sets = data_sets();
     let expected = agreed(false, false, None);
@@ -1725,6 +1739,51 @@ fn compression_with_client_context_takeover() {
         }
     }
     all_ran(run_custom("browser offer with context takeover", cases), 90);
+    h.stop_and_wait();
+}
+
+/// Not in Autobahn: `DeflateConfig::default()`, which keeps at most 4 KiB
+/// of context per idle connection. A browser's offer gets a 12-bit window
+/// for the client (which keeps its context, so the server's inflater
+/// refers back into the 4 KiB it kept) and `server_no_context_takeover`
+/// (imposed unasked); Autobahn's offer and one without parameters are
+/// answered as RFC 7692 allows. The raw client compresses within the
+/// 12-bit window it was given. Same sizes as 13.x, over every data set.
+#[test]
+fn compression_with_the_default_settings() {
+    let h = echo_server(WsConfig::default().deflate(DeflateConfig::default()));
+    let addr = h.local_addr();
+    let sets = data_sets();
+    let with = |snct, cnct, cmwb| Agreed {
+        client_max_window_bits: cmwb,
+        ..agreed(snct, cnct, None)
+    };
+    let offers = [
+        (
+            "permessage-deflate; client_max_window_bits",
+            with(true, false, Some(12)),
+        ),
+        (DEFAULT_OFFER, with(true, true, Some(12))),
+        // Its 15-bit window cannot be lowered: no context is kept for it.
+        ("permessage-deflate", with(true, true, None)),
+    ];
+    let mut cases: Custom<'_> = Vec::new();
+    for (k, set) in sets.iter().enumerate() {
+        let (offer, expected) = &offers[k % offers.len()];
+        for (i, &size) in MSG_SIZES.iter().enumerate() {
+            cases.push((
+                format!(
+                    "defaults, {offer:?}, {} {} ({} B, frag {})",
+                    set.name,
+                    i + 1,
+                    size.0,
+                    size.1
+                ),
+                Box::new(move || compression_case(addr, set, offer, expected, size)),
+            ));
+        }
+    }
+    all_ran(run_custom("the default deflate settings", cases), 90);
     h.stop_and_wait();
 }
 

@@ -14,6 +14,12 @@ answers one JSON line per command read from stdin:
   at that moment, or {"error": ...} with them on timeout;
 * {"cmd": "eval", "expr": JS}: evaluates JS (awaiting a promise) and
   answers {"value": ...};
+* {"cmd": "eval_network", "expr": JS}: the same with the Network domain
+  enabled, and answers {"value": ..., "websockets": [...]}: each WebSocket
+  handshake the page made meanwhile, {"url", "origin" (the request's Origin
+  header), "status" (the response's, or null if none came: Chromium
+  reports only a 101), and "log": the texts of the browser's log entries
+  meanwhile (a refused handshake's "Unexpected response code: 403");
 * {"cmd": "screenshot", "path": P}: captures the page as PNG into P and
   answers {"bytes": N};
 * {"cmd": "close_browser"}: Browser.close, answers {"closed": true}.
@@ -75,6 +81,8 @@ class Cdp:
     def __init__(self, ws):
         self.ws = ws
         self.ids = itertools.count(1)
+        # Events that arrived while waiting for answers.
+        self.events = []
 
     async def call(self, method, timeout=STEP_TIMEOUT, **params):
         msg_id = next(self.ids)
@@ -85,6 +93,8 @@ class Cdp:
                 msg = json.loads(await self.ws.recv())
                 if msg.get("id") == msg_id:
                     return msg
+                if "method" in msg:
+                    self.events.append(msg)
 
         msg = await asyncio.wait_for(answer(), timeout)
         if "error" in msg:
@@ -102,6 +112,24 @@ class Cdp:
         if "exceptionDetails" in result:
             raise RuntimeError(f"page exception: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+
+def websocket_handshakes(events):
+    """The WebSocket handshakes among DevTools Network events, in order."""
+    shakes = {}
+    for e in events:
+        params = e.get("params", {})
+        rid = params.get("requestId")
+        if e["method"] == "Network.webSocketCreated":
+            shakes[rid] = {"url": params.get("url"), "origin": None, "status": None}
+        elif e["method"] == "Network.webSocketWillSendHandshakeRequest" and rid in shakes:
+            headers = params.get("request", {}).get("headers", {})
+            shakes[rid]["origin"] = next(
+                (v for k, v in headers.items() if k.lower() == "origin"), None
+            )
+        elif e["method"] == "Network.webSocketHandshakeResponseReceived" and rid in shakes:
+            shakes[rid]["status"] = params.get("response", {}).get("status")
+    return list(shakes.values())
 
 
 async def page_target(port, prefix):
@@ -148,6 +176,23 @@ async def main(port, prefix):
                     emit(await page.evaluate(expr, timeout=timeout + 10))
                 elif cmd["cmd"] == "eval":
                     emit({"value": await page.evaluate(cmd["expr"])})
+                elif cmd["cmd"] == "eval_network":
+                    await page.call("Network.enable")
+                    await page.call("Log.enable")
+                    page.events.clear()
+                    value = await page.evaluate(cmd["expr"])
+                    log = [
+                        e["params"]["entry"].get("text", "")
+                        for e in page.events
+                        if e["method"] == "Log.entryAdded"
+                    ]
+                    emit(
+                        {
+                            "value": value,
+                            "websockets": websocket_handshakes(page.events),
+                            "log": log,
+                        }
+                    )
                 elif cmd["cmd"] == "screenshot":
                     shot = await page.call("Page.captureScreenshot", format="png")
                     data = base64.b64decode(shot["data"])

@@ -65,11 +65,10 @@ impl ClientTarget {
     }
 }
 
-/// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64.
-pub(crate) fn new_key(rng: &mut fastrand::Rng) -> String {
-    let mut raw = [0u8; 16];
-    rng.fill(&mut raw);
-    BASE64.encode(raw)
+/// A fresh `Sec-WebSocket-Key`: 16 bytes from a cryptographic source,
+/// base64.
+pub(crate) fn new_key() -> String {
+    BASE64.encode(crate::mask::new_nonce())
 }
 
 /// Appends the upgrade request.

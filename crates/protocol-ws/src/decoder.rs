@@ -7,6 +7,14 @@
 //!   is appended to the message being assembled (or inflated into it) and
 //!   `Decoded::Consumed` returned, so the connection's read buffer does not
 //!   grow with the frame, and invalid UTF-8 fails as soon as it arrives.
+//!   The message is kept in segments ([`MessageBuf`]) that hold what
+//!   arrived, whatever a frame header announces; `held_bytes` reports
+//!   them (the last one's capacity), so the worker's memory budget and
+//!   message limit see the whole message. A compressed message's input is consumed a few KiB of output
+//!   at a time ([`INFLATE_PER_DECODE`]).
+//! * A violation, or the peer's close frame, drops the message being
+//!   assembled and the inflater at once: a connection that is closing
+//!   holds none of it.
 //! * Control frames (at most 125 bytes) are handled when complete, between
 //!   fragments too: a ping is answered with a pong on the wire, a close
 //!   asks the connection to close and ends decoding.
@@ -18,7 +26,8 @@ use crate::frame::{
     apply_mask, is_control, parse_close, parse_header, write_frame, Header, HeaderRules, OP_BINARY,
     OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
 };
-use crate::utf8::{into_string, Utf8Validator};
+use crate::reassembly::MessageBuf;
+use crate::utf8::into_string;
 use crate::{Handshake, Message};
 
 /// A data frame whose payload is still arriving.
@@ -36,29 +45,32 @@ struct PartialFrame {
 struct PartialMessage {
     text: bool,
     compressed: bool,
-    buf: Vec<u8>,
-    utf8: Utf8Validator,
+    /// What arrived (inflated), in segments.
+    buf: MessageBuf,
 }
 
-/// permessage-deflate state of a connection. Boxed in [`FrameDecoder`]:
-/// flate2's stream is 160 bytes inline, which connections without deflate
-/// (and every idle one's decoder) should not carry.
-struct Inflating {
-    inflater: Inflater,
-    /// Unmasked compressed bytes on their way to the inflater (reused).
-    scratch: Vec<u8>,
-}
+/// About how many bytes one `decode` call inflates at most: a few KiB of
+/// compressed input can inflate to megabytes, so a compressed message's
+/// input is consumed in steps that each grow the session by about this
+/// much, and the worker sees the growth (`held_bytes`) between them (it
+/// stops a poll of the connection once its session grew by 256 KiB, as
+/// much as a loop reads in a pass).
+pub(crate) const INFLATE_PER_DECODE: usize = 4 * 1024;
 
 /// Frame decoding state of one connection.
 pub(crate) struct FrameDecoder {
     rules: HeaderRules,
-    /// Masking keys for pongs in the client role.
-    mask_rng: Option<fastrand::Rng>,
+    /// Client role: pongs are masked.
+    client: bool,
     max_message: usize,
     deliver_pings: bool,
-    inflating: Option<Box<Inflating>>,
+    /// permessage-deflate's inflater, boxed: connections without deflate
+    /// should not carry it.
+    inflater: Option<Box<Inflater>>,
     frame: Option<PartialFrame>,
-    message: Option<PartialMessage>,
+    /// Boxed: only a message that arrives in pieces needs it, and every
+    /// connection carries the decoder.
+    message: Option<Box<PartialMessage>>,
     closed: bool,
 }
 
@@ -67,22 +79,17 @@ type Step = Result<Decoded<Message, Handshake>, ProtocolError>;
 impl FrameDecoder {
     pub(crate) fn new(
         rules: HeaderRules,
-        mask_rng: Option<fastrand::Rng>,
+        client: bool,
         max_message: usize,
         deliver_pings: bool,
         inflater: Option<Inflater>,
     ) -> Self {
         FrameDecoder {
             rules,
-            mask_rng,
+            client,
             max_message,
             deliver_pings,
-            inflating: inflater.map(|inflater| {
-                Box::new(Inflating {
-                    inflater,
-                    scratch: Vec::new(),
-                })
-            }),
+            inflater: inflater.map(Box::new),
             frame: None,
             message: None,
             closed: false,
@@ -90,17 +97,34 @@ impl FrameDecoder {
     }
 
     /// Bytes held outside the connection's read buffer: the message being
-    /// reassembled, and the inflater with its scratch.
+    /// reassembled (its segments, the last one's capacity: never past the
+    /// message limit), and the inflater (its zlib stream while a message
+    /// is inflated, its history). The worker adds this to what its message
+    /// limit sees.
     pub(crate) fn held_bytes(&self) -> usize {
-        let message = self.message.as_ref().map_or(0, |m| m.buf.capacity());
-        let inflating = self
-            .inflating
-            .as_ref()
-            .map_or(0, |i| i.inflater.held_bytes() + i.scratch.capacity());
-        message + inflating
+        let message = self.message.as_ref().map_or(0, |m| m.buf.held());
+        let inflater = self.inflater.as_ref().map_or(0, |i| i.held_bytes());
+        message + inflater
     }
 
     pub(crate) fn decode(&mut self, src: &[u8], wire: &mut Wire<'_>) -> Step {
+        let step = self.decode_frames(src, wire);
+        if step.is_err() {
+            // Nothing more is decoded: let go of what was held at once.
+            self.closed = true;
+            self.let_go();
+        }
+        step
+    }
+
+    /// Drops the message being assembled and the inflater.
+    fn let_go(&mut self) {
+        self.frame = None;
+        self.message = None;
+        self.inflater = None;
+    }
+
+    fn decode_frames(&mut self, src: &[u8], wire: &mut Wire<'_>) -> Step {
         if self.closed {
             // Nothing is decoded after a close frame.
             return Ok(match src.len() {
@@ -132,7 +156,7 @@ impl FrameDecoder {
         }
         match h.opcode {
             OP_PING => {
-                let mask = self.mask_rng.as_mut().map(|rng| rng.u32(..).to_ne_bytes());
+                let mask = self.client.then(crate::mask::new_key);
                 write_frame(wire.buffer(), true, false, OP_PONG, mask, &payload);
                 if self.deliver_pings {
                     return Ok(Decoded::Message {
@@ -150,6 +174,8 @@ impl FrameDecoder {
                 debug_assert_eq!(h.opcode, OP_CLOSE);
                 let (code, reason) = parse_close(&payload)?;
                 self.closed = true;
+                // Nothing more is decoded: a message left unfinished goes.
+                self.let_go();
                 wire.close(SessionClose::by_peer(code, reason));
                 Ok(Decoded::Consumed(total))
             }
@@ -185,21 +211,14 @@ impl FrameDecoder {
             return self.whole_message(src, h);
         }
         if h.opcode != OP_CONTINUATION {
-            let reserve = if len <= 64 * 1024 {
-                len
-            } else {
-                available.min(len)
-            };
-            self.message = Some(PartialMessage {
+            // What has arrived, not what the header announces: the buffer
+            // grows with the payload.
+            let first = if compressed { 0 } else { available.min(len) };
+            self.message = Some(Box::new(PartialMessage {
                 text: h.opcode == OP_TEXT,
                 compressed,
-                buf: if compressed {
-                    Vec::new()
-                } else {
-                    Vec::with_capacity(reserve)
-                },
-                utf8: Utf8Validator::default(),
-            });
+                buf: MessageBuf::new(h.opcode == OP_TEXT, first),
+            }));
         }
         self.frame = Some(PartialFrame {
             mask: h.mask,
@@ -240,26 +259,31 @@ impl FrameDecoder {
         }
         let piece = &src[..n];
         let offset = (frame.done % 4) as usize;
-        if msg.compressed {
-            let Some(z) = self.inflating.as_deref_mut() else {
+        let n = if msg.compressed {
+            let Some(inflater) = self.inflater.as_deref_mut() else {
                 return Err(ProtocolError::Malformed(
                     "compressed message without deflate",
                 ));
             };
-            z.scratch.clear();
-            z.scratch.extend_from_slice(piece);
-            if let Some(key) = frame.mask {
-                apply_mask(&mut z.scratch, key, offset);
-            }
-            z.inflater
-                .inflate(&z.scratch, &mut msg.buf, self.max_message)?;
+            let mask = frame.mask.map(|key| (key, offset));
+            inflater.inflate(
+                piece,
+                mask,
+                &mut msg.buf,
+                self.max_message,
+                INFLATE_PER_DECODE,
+            )?
         } else {
-            let start = msg.buf.len();
-            msg.buf.extend_from_slice(piece);
-            if let Some(key) = frame.mask {
-                apply_mask(&mut msg.buf[start..], key, offset);
-            }
-        }
+            // The message ends with this frame: its size is known.
+            let end = if frame.fin {
+                msg.buf.len() + frame.remaining as usize
+            } else {
+                self.max_message
+            };
+            let mask = frame.mask.map(|key| (key, offset));
+            msg.buf.append(piece, mask, end.min(self.max_message))?;
+            n
+        };
         frame.done += n as u64;
         frame.remaining -= n as u64;
         let message_done = frame.remaining == 0 && frame.fin;
@@ -267,12 +291,12 @@ impl FrameDecoder {
             self.frame = None;
         }
         if message_done && msg.compressed {
-            if let Some(z) = self.inflating.as_deref_mut() {
-                z.inflater.finish(&mut msg.buf, self.max_message)?;
+            if let Some(inflater) = self.inflater.as_deref_mut() {
+                inflater.finish(&mut msg.buf, self.max_message)?;
             }
         }
-        if msg.text {
-            msg.utf8.feed(&msg.buf, message_done)?;
+        if message_done && msg.text {
+            msg.buf.finish_utf8()?;
         }
         let consumed = already + n;
         if !message_done {
@@ -281,12 +305,13 @@ impl FrameDecoder {
         let Some(done) = self.message.take() else {
             return Err(ProtocolError::Malformed("message state lost"));
         };
+        let bytes = done.buf.into_vec();
         let msg = if done.text {
             // Already validated piece by piece; from_utf8 checks once more
             // rather than assuming it (no unsafe in this crate).
-            Message::Text(into_string(done.buf)?)
+            Message::Text(into_string(bytes)?)
         } else {
-            Message::Binary(done.buf)
+            Message::Binary(bytes)
         };
         Ok(Decoded::Message { msg, consumed })
     }

@@ -7,7 +7,7 @@ use lubdub_protocol::{Closing, ProtocolError};
 
 use crate::deflate::{Deflater, Negotiated};
 use crate::frame::{
-    apply_mask, close_payload, is_valid_close_code, write_frame, write_header, CLOSE_NO_STATUS,
+    apply_mask, close_payload, header_bytes, is_valid_close_code, write_frame, CLOSE_NO_STATUS,
     MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
 };
 use crate::Message;
@@ -35,27 +35,22 @@ use crate::Message;
 /// was accepted (an HTTP response was written instead, or nothing at all).
 /// A code that may not be sent (1004, 1006, 1015, out of range) becomes 1000.
 pub struct WsEncoder {
-    /// Client role: mask every frame with a fresh random key.
-    mask_rng: Option<fastrand::Rng>,
-    compressing: Option<Box<Compressing>>,
+    /// Client role: mask every frame with a fresh key from a cryptographic
+    /// source.
+    client: bool,
+    /// The compressor's settings and history, with permessage-deflate.
+    /// Boxed: the encoder lives in every connection, idle or not, deflate
+    /// or not.
+    deflater: Option<Box<Deflater>>,
     established: bool,
     close_sent: bool,
-}
-
-/// The compressor of a connection with permessage-deflate. Boxed: flate2's
-/// stream is 160 bytes inline, and the encoder lives in every connection,
-/// idle or not, deflate or not.
-struct Compressing {
-    deflater: Deflater,
-    /// Compressed payload of the message being encoded (reused).
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for WsEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsEncoder")
-            .field("masks", &self.mask_rng.is_some())
-            .field("compresses", &self.compressing.is_some())
+            .field("masks", &self.client)
+            .field("compresses", &self.deflater.is_some())
             .field("established", &self.established)
             .field("close_sent", &self.close_sent)
             .finish()
@@ -65,8 +60,8 @@ impl std::fmt::Debug for WsEncoder {
 impl WsEncoder {
     pub(crate) fn new(client: bool) -> Self {
         WsEncoder {
-            mask_rng: client.then(fastrand::Rng::new),
-            compressing: None,
+            client,
+            deflater: None,
             established: false,
             close_sent: false,
         }
@@ -75,12 +70,7 @@ impl WsEncoder {
     /// The handshake finished: frames may be written, compressed as agreed.
     pub(crate) fn establish(&mut self, deflate: Option<&Negotiated>) {
         self.established = true;
-        self.compressing = deflate.and_then(Negotiated::deflater).map(|deflater| {
-            Box::new(Compressing {
-                deflater,
-                scratch: Vec::new(),
-            })
-        });
+        self.deflater = deflate.and_then(Negotiated::deflater).map(Box::new);
     }
 
     /// Whether the handshake was accepted.
@@ -95,18 +85,17 @@ impl WsEncoder {
 
     /// Whether messages are compressed (permessage-deflate negotiated).
     pub fn compresses(&self) -> bool {
-        self.compressing.is_some()
+        self.deflater.is_some()
     }
 
-    /// Bytes held outside the send queue: the compressor and its scratch.
+    /// Bytes held outside the send queue: the compression history (the
+    /// zlib stream is borrowed for each message and never kept).
     pub(crate) fn held_bytes(&self) -> usize {
-        self.compressing
-            .as_ref()
-            .map_or(0, |c| c.deflater.held_bytes() + c.scratch.capacity())
+        self.deflater.as_ref().map_or(0, |d| d.held_bytes())
     }
 
-    fn next_mask(&mut self) -> Option<[u8; 4]> {
-        self.mask_rng.as_mut().map(|rng| rng.u32(..).to_ne_bytes())
+    fn next_mask(&self) -> Option<[u8; 4]> {
+        self.client.then(crate::mask::new_key)
     }
 
     /// Appends `msg` as one frame.
@@ -131,15 +120,23 @@ impl WsEncoder {
             write_frame(dst, true, false, opcode, mask, payload);
             return Ok(());
         }
-        match self.compressing.as_deref_mut() {
-            Some(z) if z.deflater.wants(payload.len()) => {
-                z.deflater.compress(payload, &mut z.scratch)?;
-                dst.reserve(MAX_HEADER_LEN + z.scratch.len());
-                write_header(dst, true, true, opcode, mask, z.scratch.len());
+        match self.deflater.as_deref_mut() {
+            Some(deflater) if deflater.wants(payload.len()) => {
+                // Compressed straight into `dst` behind room for the
+                // longest header, then moved up behind the real one.
                 let start = dst.len();
-                dst.extend_from_slice(&z.scratch);
+                dst.resize(start + MAX_HEADER_LEN, 0);
+                if let Err(e) = deflater.compress(payload, dst) {
+                    dst.truncate(start);
+                    return Err(e);
+                }
+                let len = dst.len() - start - MAX_HEADER_LEN;
+                let (head, n) = header_bytes(true, true, opcode, mask, len);
+                dst.copy_within(start + MAX_HEADER_LEN.., start + n);
+                dst.truncate(start + n + len);
+                dst[start..start + n].copy_from_slice(&head[..n]);
                 if let Some(key) = mask {
-                    apply_mask(&mut dst[start..], key, 0);
+                    apply_mask(&mut dst[start + n..], key, 0);
                 }
             }
             _ => write_frame(dst, true, false, opcode, mask, payload),

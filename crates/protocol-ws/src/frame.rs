@@ -179,6 +179,37 @@ pub(crate) fn parse_header(
     }))
 }
 
+/// A frame header for a payload of `len` bytes: the bytes, and how many
+/// of them are used (2 to [`MAX_HEADER_LEN`]).
+pub(crate) fn header_bytes(
+    fin: bool,
+    rsv1: bool,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    len: usize,
+) -> ([u8; MAX_HEADER_LEN], usize) {
+    let mut h = [0u8; MAX_HEADER_LEN];
+    h[0] = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode;
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut n = 2;
+    if len <= 125 {
+        h[1] = mask_bit | len as u8;
+    } else if let Ok(len16) = u16::try_from(len) {
+        h[1] = mask_bit | 126;
+        h[2..4].copy_from_slice(&len16.to_be_bytes());
+        n = 4;
+    } else {
+        h[1] = mask_bit | 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        n = 10;
+    }
+    if let Some(key) = mask {
+        h[n..n + 4].copy_from_slice(&key);
+        n += 4;
+    }
+    (h, n)
+}
+
 /// Appends a frame header for a payload of `len` bytes.
 pub(crate) fn write_header(
     dst: &mut Vec<u8>,
@@ -188,21 +219,8 @@ pub(crate) fn write_header(
     mask: Option<[u8; 4]>,
     len: usize,
 ) {
-    let b0 = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode;
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    dst.push(b0);
-    if len <= 125 {
-        dst.push(mask_bit | len as u8);
-    } else if let Ok(len16) = u16::try_from(len) {
-        dst.push(mask_bit | 126);
-        dst.extend_from_slice(&len16.to_be_bytes());
-    } else {
-        dst.push(mask_bit | 127);
-        dst.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    if let Some(key) = mask {
-        dst.extend_from_slice(&key);
-    }
+    let (h, n) = header_bytes(fin, rsv1, opcode, mask, len);
+    dst.extend_from_slice(&h[..n]);
 }
 
 /// Appends a whole frame: header, then `payload`, masked with `mask` if given.

@@ -17,8 +17,10 @@
 //! | head over `max_header_size`, or over `max_headers` lines | `431 Request Header Fields Too Large` |
 //! | not HTTP syntax | `400 Bad Request` |
 //! | not `GET`, not HTTP/1.1, no `Host`, no `Connection: upgrade` | `400 Bad Request` |
+//! | more than one `Host`, `Upgrade`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version` or `Origin` | `400 Bad Request` |
 //! | `Sec-WebSocket-Version` other than 13 | `426 Upgrade Required` + `Sec-WebSocket-Version: 13` |
 //! | `Sec-WebSocket-Key` missing, or not base64 of 16 bytes | `400 Bad Request` |
+//! | an `Origin` that [`WsConfig::allowed_origins`] refuses | `403 Forbidden` |
 //! | all good | nothing until the hook accepts (`101`) or rejects |
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -111,8 +113,30 @@ fn parse(head: &[u8], config: &WsConfig) -> Result<(Request, usize), Refusal> {
     Ok((request, consumed))
 }
 
+/// Headers that must come at most once in an upgrade request: a second
+/// one is ambiguous (which did a proxy on the way check?).
+const SINGLE: [(&str, &str); 5] = [
+    ("Host", "more than one Host header"),
+    ("Upgrade", "more than one Upgrade header"),
+    (
+        "Sec-WebSocket-Key",
+        "more than one Sec-WebSocket-Key header",
+    ),
+    (
+        "Sec-WebSocket-Version",
+        "more than one Sec-WebSocket-Version header",
+    ),
+    ("Origin", "more than one Origin header"),
+];
+
 fn check_upgrade(request: &Request, config: &WsConfig) -> Result<Upgrade, Refusal> {
     let headers = &request.headers;
+    if let Some((_, what)) = SINGLE
+        .iter()
+        .find(|(name, _)| headers.all(name).nth(1).is_some())
+    {
+        return Err(refuse(400, what));
+    }
     if request.method != "GET" {
         return Err(refuse(400, "a WebSocket upgrade must be a GET"));
     }
@@ -141,6 +165,14 @@ fn check_upgrade(request: &Request, config: &WsConfig) -> Result<Upgrade, Refusa
     }
     if BASE64.decode(key).map(|k| k.len()) != Ok(16) {
         return Err(refuse(400, "Sec-WebSocket-Key is not base64 of 16 bytes"));
+    }
+    let origin = match headers.get_bytes("Origin") {
+        None => None,
+        Some(raw) => Some(std::str::from_utf8(raw).unwrap_or("\u{fffd}")),
+    };
+    let host = headers.get("Host").unwrap_or_default();
+    if !config.origin_allowed(origin, host) {
+        return Err(refuse(403, "origin not allowed"));
     }
     let subprotocol = config
         .subprotocols

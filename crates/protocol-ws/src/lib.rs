@@ -103,6 +103,8 @@ mod encoder;
 pub mod frame;
 pub mod handshake;
 mod http;
+mod mask;
+mod reassembly;
 mod utf8;
 
 use std::fmt;
@@ -435,7 +437,7 @@ impl Ws {
         };
         FrameDecoder::new(
             rules,
-            client.then(fastrand::Rng::new),
+            client,
             cfg.max_message_size,
             cfg.deliver_pings,
             deflate.map(Negotiated::inflater),
@@ -553,7 +555,7 @@ impl Decoder<Ws> for WsDecoder {
             return Start::Established;
         }
         let expected_accept = ws.shared.client.as_ref().map(|target| {
-            let key = client::new_key(&mut fastrand::Rng::new());
+            let key = client::new_key();
             client::write_request(wire.buffer(), target, &ws.shared.config, &key);
             handshake::accept_key(&key)
         });

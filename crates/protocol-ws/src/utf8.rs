@@ -17,6 +17,12 @@ pub(crate) struct Utf8Validator {
 }
 
 impl Utf8Validator {
+    /// How many bytes of the buffer are known to be valid: the rest (at
+    /// most 3 bytes) is the start of a code point not complete yet.
+    pub(crate) fn valid_up_to(&self) -> usize {
+        self.valid_up_to
+    }
+
     /// Checks the bytes of `buf` not yet checked. With `complete` the
     /// message ends here and a truncated code point is an error too.
     pub(crate) fn feed(&mut self, buf: &[u8], complete: bool) -> Result<(), ProtocolError> {

@@ -10,6 +10,14 @@ fn deflate_cfg(d: DeflateConfig) -> WsConfig {
     WsConfig::default().deflate(d)
 }
 
+/// Context takeover both ways with 15-bit windows (the defaults before
+/// 0.3): what the defaults give up to keep an idle connection small.
+fn takeover() -> DeflateConfig {
+    DeflateConfig::default()
+        .server_no_context_takeover(false)
+        .client_max_window_bits(15)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()
@@ -27,13 +35,14 @@ fn rfc_7692_hello_compressed() {
 
 #[test]
 fn rfc_7692_context_takeover_shrinks_the_second_hello() {
-    let mut s = established(deflate_cfg(DeflateConfig::default()), false);
+    let mut s = established(deflate_cfg(takeover()), false);
     let _first = s.encode(&Message::from("Hello")).unwrap();
     let second = s.encode(&Message::from("Hello")).unwrap();
     assert_eq!(hex(&second), "c1 05 f2 00 11 00 00");
 
-    // Without context takeover both messages compress the same.
-    let cfg = deflate_cfg(DeflateConfig::default().server_no_context_takeover(true));
+    // Without context takeover (the default for the server's messages)
+    // both messages compress the same.
+    let cfg = deflate_cfg(DeflateConfig::default());
     let mut s = established(cfg, false);
     let a = s.encode(&Message::from("Hello")).unwrap();
     let b = s.encode(&Message::from("Hello")).unwrap();
@@ -87,7 +96,7 @@ fn rfc_7692_examples_decode() {
         assert_eq!(r.consumed, bytes.len(), "{what}");
     }
     // Two messages sharing a context: the second is a back-reference.
-    let mut s = established(deflate_cfg(DeflateConfig::default()), true);
+    let mut s = established(deflate_cfg(takeover()), true);
     let bytes = [
         0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0xc1, 0x05, 0xf2, 0x00, 0x11, 0x00,
         0x00,
@@ -130,54 +139,79 @@ fn negotiate(offer: &str, server: DeflateConfig) -> Option<String> {
 #[test]
 fn server_negotiation_variants() {
     let d = DeflateConfig::default;
+    let t = takeover;
     let cases: Vec<(&str, DeflateConfig, Option<&str>)> = vec![
-        ("permessage-deflate", d(), Some("permessage-deflate")),
+        // The defaults: no context for the server's messages; a client
+        // whose window cannot be lowered to 12 bits keeps none either.
+        (
+            "permessage-deflate",
+            d(),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+        ),
+        // A browser's offer: its window is lowered to 12 bits.
         (
             "permessage-deflate; client_max_window_bits",
             d(),
+            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=12"),
+        ),
+        // The client's hint is taken (only an answer makes it binding).
+        (
+            "permessage-deflate; client_max_window_bits=10",
+            d(),
+            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10"),
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=14",
+            d(),
+            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=12"),
+        ),
+        ("permessage-deflate", t(), Some("permessage-deflate")),
+        (
+            "permessage-deflate; client_max_window_bits",
+            t(),
             Some("permessage-deflate"),
         ),
         (
             "permessage-deflate; client_max_window_bits",
-            d().client_max_window_bits(12),
+            t().client_max_window_bits(12),
             Some("permessage-deflate; client_max_window_bits=12"),
         ),
         (
             "permessage-deflate; client_max_window_bits=10",
-            d().client_max_window_bits(12),
-            Some("permessage-deflate"),
+            t(),
+            Some("permessage-deflate; client_max_window_bits=10"),
         ),
         (
             "permessage-deflate; server_max_window_bits=10",
-            d(),
+            t(),
             Some("permessage-deflate; server_max_window_bits=10"),
         ),
         (
             "permessage-deflate; server_max_window_bits=\"12\"",
-            d().server_max_window_bits(11),
+            t().server_max_window_bits(11),
             Some("permessage-deflate; server_max_window_bits=11"),
         ),
         (
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
-            d(),
+            t(),
             Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
         ),
         (
             "permessage-deflate",
-            d().server_no_context_takeover(true),
+            t().server_no_context_takeover(true),
             Some("permessage-deflate; server_no_context_takeover"),
         ),
         // A window zlib cannot compress with: accepted, nothing compressed.
         (
             "permessage-deflate; server_max_window_bits=8",
-            d(),
+            t(),
             Some("permessage-deflate; server_max_window_bits=8"),
         ),
         // Declined: unknown or repeated parameters, bad values. A later
         // acceptable offer is taken.
         (
             "permessage-deflate; foo, permessage-deflate; server_max_window_bits=9",
-            d(),
+            t(),
             Some("permessage-deflate; server_max_window_bits=9"),
         ),
         ("permessage-deflate; foo", d(), None),
@@ -197,7 +231,7 @@ fn server_negotiation_variants() {
         ("x-webkit-deflate-frame", d(), None),
         (
             "x-webkit-deflate-frame, permessage-deflate",
-            d(),
+            t(),
             Some("permessage-deflate"),
         ),
     ];
@@ -234,19 +268,53 @@ fn round_trip(client_cfg: WsConfig, server_cfg: WsConfig, messages: &[Message]) 
 }
 
 #[test]
-fn held_bytes_report_the_zlib_state_once_deflate_is_negotiated() {
+fn held_bytes_report_a_zlib_stream_only_inside_a_message_and_the_history() {
     let cfg = deflate_cfg(DeflateConfig::default());
     assert_eq!(
         Session::new(Ws::server(cfg.clone())).held_bytes(),
         0,
         "nothing before the handshake"
     );
-    let (client, server, head) = connected(cfg.clone(), cfg);
-    assert!(head.contains("permessage-deflate"), "{head}");
-    for s in [&client, &server] {
-        // At least zlib's 32 KiB window each way.
-        assert!(s.decoder.held_bytes() >= 1 << 15, "{:?}", s.decoder);
-        assert!(s.encoder.held_bytes() >= 1 << 15, "{:?}", s.encoder);
+    for (cfg, history) in [(DeflateConfig::default(), 1 << 12), (takeover(), 1 << 15)] {
+        let cfg = deflate_cfg(cfg);
+        let (mut client, mut server, head) = connected(cfg.clone(), cfg);
+        assert!(head.contains("permessage-deflate"), "{head}");
+        // Negotiated, idle: no zlib stream is kept.
+        for s in [&client, &server] {
+            assert_eq!(s.held_bytes(), 0, "{:?} {:?}", s.decoder, s.encoder);
+        }
+        // A compressed message in two fragments: between them the server
+        // holds an inflater (zlib-rs's 32 KiB window and its state).
+        let text = "the quick brown fox jumps over the lazy dog ".repeat(2000);
+        let bytes = client.encode(&Message::from(text.as_str())).unwrap();
+        let payload_at = match bytes[1] & 0x7f {
+            126 => 8,
+            127 => 14,
+            _ => 6,
+        };
+        let key: [u8; 4] = bytes[payload_at - 4..payload_at].try_into().unwrap();
+        let mut payload = bytes[payload_at..].to_vec();
+        lubdub_ws::frame::apply_mask(&mut payload, key, 0);
+        let half = payload.len() / 2;
+        let first = frame(false, 0b100, 0x1, Some(KEY), &payload[..half]);
+        let second = frame(true, 0, 0x0, Some(KEY), &payload[half..]);
+        let r = run(&mut server, &first);
+        assert!(r.messages.is_empty() && r.error.is_none(), "{:?}", r.error);
+        assert!(
+            server.decoder.held_bytes() >= 1 << 15,
+            "{}",
+            server.decoder.held_bytes()
+        );
+        let r = run(&mut server, &second);
+        assert_eq!(r.messages, [Message::from(text.as_str())], "{:?}", r.error);
+        // Delivered: the stream is given back; the client's context stays.
+        assert_eq!(server.decoder.held_bytes(), history, "server decoder");
+        let back = server.encode(&Message::from(text.as_str())).unwrap();
+        let r = run(&mut client, &back);
+        assert_eq!(r.messages.len(), 1, "{:?}", r.error);
+        let own = if history == 1 << 15 { 1 << 15 } else { 0 };
+        assert_eq!(server.encoder.held_bytes(), own, "server encoder");
+        assert!(client.held_bytes() <= 2 << 15, "{}", client.held_bytes());
     }
     let (client, server, _) = connected(WsConfig::default(), WsConfig::default());
     for s in [&client, &server] {
@@ -273,10 +341,21 @@ fn sample_messages() -> Vec<Message> {
 
 #[test]
 fn round_trips_with_context_takeover() {
-    let cfg = deflate_cfg(DeflateConfig::default());
+    let cfg = deflate_cfg(takeover());
     let (bytes, head) = round_trip(cfg.clone(), cfg, &sample_messages());
     assert!(
         head.contains("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+        "{head}"
+    );
+    assert!(bytes < 60_000, "{bytes}");
+    // The defaults: the client's context in 12 bits, none for the server.
+    let cfg = deflate_cfg(DeflateConfig::default());
+    let (bytes, head) = round_trip(cfg.clone(), cfg, &sample_messages());
+    assert!(
+        head.contains(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_max_window_bits=12\r\n"
+        ),
         "{head}"
     );
     assert!(bytes < 60_000, "{bytes}");
@@ -296,7 +375,7 @@ fn round_trips_without_context_takeover_and_small_windows() {
         &sample_messages(),
     );
     assert!(head.contains(
-        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9\r\n"
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9; client_max_window_bits=10\r\n"
     ), "{head}");
     let (_, head) = round_trip(
         deflate_cfg(DeflateConfig::default()),
@@ -321,9 +400,9 @@ fn context_takeover_makes_repeats_cheaper() {
             .map(|_| s.encode(&json).unwrap().len())
             .collect::<Vec<_>>()
     };
-    let with = size(DeflateConfig::default());
+    let with = size(takeover());
     assert!(with[1] < with[0] / 3, "{with:?}");
-    let without = size(DeflateConfig::default().server_no_context_takeover(true));
+    let without = size(DeflateConfig::default());
     assert_eq!(without[0], without[1]);
 }
 
@@ -343,7 +422,8 @@ fn client_with_answer(answer: &str) -> Result<Session<Ws>, ProtocolError> {
     let req = String::from_utf8(s.wire.take()).unwrap();
     assert!(
         req.contains(
-            "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_max_window_bits=12\r\n"
         ),
         "{req}"
     );
@@ -464,4 +544,56 @@ fn inflated_size_is_limited() {
         "{err}"
     );
     assert_eq!(close_code(&close), 1009);
+}
+
+/// A few KiB on the wire can inflate to megabytes: each `decode` call
+/// consumes only what inflates to about 4 KiB and returns, so the worker
+/// weighs the session's growth (`held_bytes`) against its memory budget
+/// between calls rather than after megabytes, and a poll of a connection
+/// (at most 256 items) inflates about 1 MiB, not the whole message.
+#[test]
+fn a_compressed_message_grows_the_session_a_few_kib_per_decode() {
+    // The server role's frames are not masked: its payload as a client's.
+    let mut sender = established(deflate_cfg(DeflateConfig::default()), false);
+    let zeros = vec![0u8; 4 << 20];
+    let bytes = sender.encode(&Message::Binary(zeros.clone())).unwrap();
+    let at = match bytes[1] & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let wire = frame(true, 0b100, 0x2, Some(KEY), &bytes[at..]);
+    assert!(wire.len() < 16 * 1024, "{} bytes on the wire", wire.len());
+    let mut s = established(deflate_cfg(DeflateConfig::default()), false);
+    let (mut pos, mut calls, mut before) = (0, 0, 0);
+    loop {
+        match s.decode(&wire[pos..]).unwrap() {
+            Decoded::Consumed(n) => {
+                pos += n;
+                calls += 1;
+                let held = s.decoder.held_bytes();
+                // The zlib stream (~40 KiB) at the first call, then the
+                // message, 4 KiB (one 8 KiB chunk at most) at a time, held
+                // in 64 KiB segments (the last one grows by doubling: at
+                // most 32 KiB more in one call).
+                assert!(
+                    held <= before.max(40 * 1024) + 32 * 1024,
+                    "call {calls}: {before} -> {held}"
+                );
+                before = held;
+            }
+            Decoded::Message { msg, consumed } => {
+                assert_eq!(pos + consumed, wire.len());
+                assert_eq!(msg, Message::Binary(zeros));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(calls >= 1000, "{calls} calls for 4 MiB");
+    assert_eq!(
+        s.decoder.held_bytes(),
+        1 << 12,
+        "delivered: the client's 12-bit context"
+    );
 }

@@ -532,3 +532,91 @@ fn message_conversions() {
     assert_eq!(Message::Pong(vec![9]).into_bytes(), [9]);
     assert!(Message::Ping(vec![]).is_control() && !Message::from("x").is_control());
 }
+
+/// What a message being reassembled holds follows what arrived, never what
+/// a header announces, and never exceeds the maximum message size however
+/// the payload arrives: the worker's message limit (`max_package_size`,
+/// which adds `held_bytes`) and its memory budget see the real message.
+#[test]
+fn held_bytes_follow_what_arrived_and_stay_within_the_message_limit() {
+    const MAX: usize = 1_000_000;
+    let cfg = WsConfig::default()
+        .max_message_size(MAX)
+        .max_frame_size(MAX);
+    // A header announcing 900 KB, with 10 bytes of payload: 10 bytes held.
+    let mut s = established(cfg.clone(), false);
+    let bytes = masked(true, 0x2, &vec![5u8; 900_000]);
+    let header = bytes.len() - 900_000;
+    assert_eq!(
+        s.decode(&bytes[..header + 10]).unwrap(),
+        Decoded::Consumed(header + 10)
+    );
+    assert_eq!(s.decoder.held_bytes(), 10, "only what arrived");
+
+    // Arriving 7 KB at a time: held is what arrived (the buffer grows by
+    // doubling, never past the message's announced end).
+    let mut pos = header + 10;
+    let mut peak = 0;
+    while pos < bytes.len() {
+        let end = (pos + 7000).min(bytes.len());
+        match s.decode(&bytes[pos..end]).unwrap() {
+            Decoded::Consumed(n) => {
+                pos += n;
+                let held = s.decoder.held_bytes();
+                let arrived = pos - header;
+                assert!(
+                    held <= 2 * arrived && held <= 900_000,
+                    "{held} for {arrived}"
+                );
+                peak = peak.max(held);
+            }
+            Decoded::Message { consumed, .. } => pos += consumed,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(peak <= 900_000, "{peak}");
+
+    // A message of the maximum size in 100 fragments of 10 KB: held never
+    // goes past the maximum (nor would the buffer's capacity, which
+    // doubling alone would take to 1,310,720).
+    let mut s = established(cfg.clone(), false);
+    for i in 0..100 {
+        let op = if i == 0 { 0x2 } else { 0x0 };
+        let piece = masked(i == 99, op, &[1u8; 10_000]);
+        match s.decode(&piece).unwrap() {
+            Decoded::Consumed(_) => {
+                let held = s.decoder.held_bytes();
+                assert!(held <= MAX, "fragment {i}: {held} > {MAX}");
+            }
+            Decoded::Message { msg, .. } => assert_eq!(msg.as_bytes().len(), MAX),
+            other => panic!("{other:?}"),
+        }
+    }
+    // One byte more, across fragments: 1009 from the header, nothing more held.
+    let mut s = established(cfg, false);
+    for i in 0..99 {
+        let op = if i == 0 { 0x2 } else { 0x0 };
+        s.decode(&masked(false, op, &[1u8; 10_000])).unwrap();
+    }
+    let err = s.decode(&masked(true, 0x0, &[1u8; 10_001])).unwrap_err();
+    assert!(matches!(err, ProtocolError::TooLarge { .. }), "{err}");
+    assert_eq!(s.decoder.held_bytes(), 0, "a violation lets go at once");
+}
+
+/// A connection that stops decoding (a violation, the peer's close frame)
+/// holds nothing of an unfinished message while it closes.
+#[test]
+fn a_violation_or_a_close_frame_lets_go_of_an_unfinished_message() {
+    let mut s = server();
+    s.decode(&masked(false, 0x2, &[1u8; 50_000])).unwrap();
+    assert!(s.decoder.held_bytes() >= 50_000);
+    let r = run(&mut s, &masked(true, 0x8, &[0x03, 0xe8]));
+    assert!(r.error.is_none() && r.wire.close.is_some(), "{:?}", r.error);
+    assert_eq!(s.decoder.held_bytes(), 0, "after the peer's close");
+
+    let mut s = server();
+    s.decode(&masked(false, 0x1, &[b'a'; 50_000])).unwrap();
+    assert!(s.decoder.held_bytes() >= 50_000);
+    assert!(s.decode(&masked(true, 0x0, b"\xff")).is_err());
+    assert_eq!(s.decoder.held_bytes(), 0, "after a violation");
+}

@@ -14,8 +14,9 @@ fn text(wire: &WireBuf) -> String {
 fn an_upgrade_request_is_delivered_then_accepted() {
     let mut s = Session::new(Ws::default());
     assert_eq!(s.start(), Start::Handshake);
-    let req =
-        request_with("Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n");
+    let req = request_with(
+        "Origin: http://server.example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n",
+    );
     let (result, wire) = server_handshake(&mut s, &req);
     let (data, consumed) = result.unwrap();
     assert_eq!(consumed, req.len());
@@ -30,7 +31,7 @@ fn an_upgrade_request_is_delivered_then_accepted() {
     assert_eq!(r.path(), "/chat");
     assert_eq!(r.query(), Some("room=1"));
     assert_eq!(r.version(), 1);
-    assert_eq!(r.header("origin"), Some("http://example.com"));
+    assert_eq!(r.header("origin"), Some("http://server.example.com"));
     assert_eq!(r.header("HOST"), Some("server.example.com"));
     assert_eq!(r.subprotocols(), ["chat", "superchat"]);
     assert_eq!(r.subprotocol(), None, "the server configured none");
@@ -168,6 +169,92 @@ fn upgrades_that_break_the_rules_get_400() {
     ] {
         let (_, res) = refused(req.as_bytes());
         assert!(res.starts_with("HTTP/1.1 400 "), "{what}: {res}");
+    }
+}
+
+#[test]
+fn duplicate_upgrade_headers_get_400() {
+    let base = String::from_utf8(request_with("")).unwrap();
+    for (name, line) in [
+        ("Host", "Host: other.example.com"),
+        ("Upgrade", "upgrade: websocket"),
+        (
+            "Sec-WebSocket-Key",
+            "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==",
+        ),
+        ("Sec-WebSocket-Version", "Sec-WebSocket-Version: 13"),
+        ("Origin", "Origin: http://server.example.com"),
+    ] {
+        let twice = format!("{line}\r\n{line}\r\n");
+        let req = if name == "Origin" {
+            base.replace("\r\n\r\n", &format!("\r\n{twice}\r\n"))
+        } else {
+            base.replace("\r\n\r\n", &format!("\r\n{line}\r\n\r\n"))
+        };
+        let (_, res) = refused(req.as_bytes());
+        assert!(
+            res.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{name}: {res}"
+        );
+        assert!(
+            res.contains(&format!("more than one {name} header")),
+            "{res}"
+        );
+    }
+}
+
+/// Cross-site WebSocket hijacking: a page of another site opening a
+/// WebSocket to this server, with the user's cookies. The request's
+/// `Origin` names that site; by default only the server's own host may
+/// upgrade, a request without `Origin` (not a browser) still may.
+#[test]
+fn a_foreign_origin_gets_403_before_the_hook() {
+    let with_origin = |origin: &str| request_with(&format!("Origin: {origin}\r\n"));
+    for origin in [
+        "http://evil.example",
+        "null",
+        "http://server.example.com:8080",
+    ] {
+        let (err, res) = refused(&with_origin(origin));
+        assert!(matches!(
+            err,
+            ProtocolError::Malformed("origin not allowed")
+        ));
+        assert!(
+            res.starts_with("HTTP/1.1 403 Forbidden\r\n"),
+            "{origin}: {res}"
+        );
+    }
+    for (cfg, origin, ok) in [
+        (WsConfig::default(), None, true),
+        (
+            WsConfig::default(),
+            Some("https://SERVER.example.com"),
+            true,
+        ),
+        (
+            WsConfig::default().allowed_origins(["https://app.example.com"]),
+            Some("https://app.example.com"),
+            true,
+        ),
+        (
+            WsConfig::default().allowed_origins(["https://app.example.com"]),
+            Some("https://server.example.com"),
+            false,
+        ),
+        (
+            WsConfig::default().allowed_origins(["*"]),
+            Some("null"),
+            true,
+        ),
+    ] {
+        let req = match origin {
+            Some(o) => with_origin(o),
+            None => request_with(""),
+        };
+        let mut s = Session::new(Ws::server(cfg));
+        let (result, wire) = server_handshake(&mut s, &req);
+        assert_eq!(result.is_ok(), ok, "{origin:?}: {}", text(&wire));
     }
 }
 

@@ -5,7 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{Event, Lifecycle, Phase, Verdict, ACTIONS, LINGER_DISCARD_MAX};
+use super::{
+    Event, Lifecycle, Phase, Verdict, ACTIONS, LINGER_DISCARD_MAX, SESSION_GROWTH_PER_TURN,
+};
 use crate::clock::{bump, monotonic_nanos};
 use crate::error::{CloseReason, ConnError};
 use crate::memory::{release, reserve_gently};
@@ -278,12 +280,20 @@ impl<P: Protocol> Lifecycle<P> {
     }
 
     /// The session took a piece of a message (a WebSocket fragment) into
-    /// its own buffer: what it holds must stay within the message limit.
+    /// its own buffer: what it holds must stay within the message limit,
+    /// and once it grew by [`SESSION_GROWTH_PER_TURN`] in this poll, the
+    /// poll stops decoding so that the memory budget weighs it first.
     fn check_session_size(&mut self, now: Instant) {
         let held = self.decoder.held_bytes();
         if held > 0 {
             let available = self.rend - self.rpos;
             self.check_partial(available, now);
+            let rare = self.rare();
+            if rare.session_stop == 0 {
+                rare.session_stop = held.saturating_add(SESSION_GROWTH_PER_TURN);
+            } else if held >= rare.session_stop {
+                self.budget = 0;
+            }
         }
     }
 

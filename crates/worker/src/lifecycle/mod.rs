@@ -76,6 +76,14 @@ pub(crate) const LINGER_DISCARD_MAX: usize = 64 * 1024;
 /// 64 KiB, this bounds how long one flooding connection holds the loop.
 pub(crate) const MESSAGES_PER_TURN: u16 = 256;
 
+/// How much a protocol session may grow within one poll of its task (a
+/// WebSocket message being inflated: a few KiB read can inflate to
+/// megabytes) before the poll stops decoding and yields: the shell then
+/// charges the growth to the memory budget, whose verdict comes before
+/// the next decode. One charging unit (`memory::UNIT`): a thousand
+/// sessions growing at once overshoot the budget by at most 64 MiB.
+pub(crate) const SESSION_GROWTH_PER_TURN: usize = 64 * 1024;
+
 /// The request bits the state machine acts on when it sees them (a pause
 /// only holds delivery).
 pub(super) const ACTIONS: u8 = req::DESTROY | req::CLOSE | req::FULL;
@@ -264,6 +272,10 @@ struct Rare<P: Protocol> {
     close_deadline: Option<Instant>,
     /// Bytes read and discarded while lingering.
     discarded: usize,
+    /// The session's held bytes at which this poll stops decoding (0 until
+    /// the session first holds a piece in this poll; not state to keep:
+    /// `is_spent` ignores it); see [`SESSION_GROWTH_PER_TURN`].
+    session_stop: usize,
 }
 
 impl<P: Protocol> Rare<P> {
@@ -278,6 +290,7 @@ impl<P: Protocol> Rare<P> {
             handshake_deadline: None,
             close_deadline: None,
             discarded: 0,
+            session_stop: 0,
         }
     }
 
@@ -460,6 +473,9 @@ impl<P: Protocol> Lifecycle<P> {
     /// A new poll of the connection's task: renews the message budget.
     pub fn begin_turn(&mut self) {
         self.budget = MESSAGES_PER_TURN;
+        if let Some(rare) = self.rare.as_deref_mut() {
+            rare.session_stop = 0;
+        }
     }
 
     /// Whether this poll's message budget is used up (the task must yield,
