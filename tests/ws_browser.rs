@@ -58,7 +58,6 @@ impl Page {
             "expr": format!("openWs({url:?})"),
         }))
     }
-
 }
 
 /// bob: a lubdub client of the chat on its own event loop thread.
