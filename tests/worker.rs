@@ -1019,6 +1019,9 @@ fn loop_stats_and_connection_infos_show_what_an_operator_asks() {
     wait_until("two closes counted", || {
         h.loop_stats().iter().map(|s| s.closed_total()).sum::<u64>() == 2
     });
+    // A loop reports once its thread has started: on a loaded machine the
+    // second may start after the connections of this test went to the first.
+    wait_until("both loops report", || h.loop_stats().len() == 2);
     let stats = h.loop_stats();
     assert_eq!(stats.len(), 2, "one per loop");
     fn sum(stats: &[lubdub::LoopStats], f: impl Fn(&lubdub::LoopStats) -> u64) -> u64 {
