@@ -772,6 +772,21 @@ fn history_in_redis_that_a_hub_did_not_write_is_refused_and_the_node_goes_on() {
     // The node goes on: a room with history works.
     let mut ann = node.client();
     ann.cmd("join fine");
+    // Live lines of a history room reach members through Redis: say once
+    // the node listens to the room (at most once before that, as
+    // docs/hub.md says).
+    let port = redis.port.to_string();
+    wait_until("the node listens to the room", WAIT, || {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "PUBSUB", "NUMSUB", "lubdub:ch:g:fine"])
+            .output()
+            .expect("redis-cli (Debian: redis-tools)");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .map(str::trim)
+            == Some("1")
+    });
     ann.send("say fine hello");
     let line = ann.line();
     assert!(line.contains(":1] fine ~guest"), "{line}");
